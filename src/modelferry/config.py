@@ -1,0 +1,301 @@
+"""The model config file: one per model, JSON or YAML, validated before any work starts.
+
+`load_config` is the only way in: it reads the file, validates it and turns every problem
+into one `InvalidConfigError` whose message names the field, the value found and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from modelferry.errors import InvalidConfigError
+from modelferry.metrics import HIGHER_IS_BETTER, MetricName
+
+ModelType = Literal["lightgbm", "random_forest", "logistic_regression"]
+ApprovalMode = Literal["auto", "manual", "gate+manual"]
+APPROVAL_MODES: tuple[ApprovalMode, ...] = ("auto", "manual", "gate+manual")
+
+# MLflow registered-model names end up in URIs (models:/NAME@alias) and artifact keys.
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+class _Strict(BaseModel):
+    """Base for config sections: unknown keys are typos, not extensions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BundledDataSource(_Strict):
+    """A dataset that ships inside scikit-learn, so no download is ever needed."""
+
+    kind: Literal["bundled"] = "bundled"
+    name: Literal["breast_cancer"] = "breast_cancer"
+
+
+class FileDataSource(_Strict):
+    """A CSV or Parquet file; the format follows the suffix unless given."""
+
+    kind: Literal["file"] = "file"
+    path: Path
+    format: Literal["csv", "parquet"] | None = None
+
+    @model_validator(mode="after")
+    def _format_known(self) -> FileDataSource:
+        if self.format is None and self.path.suffix.lower() not in {".csv", ".parquet", ".pq"}:
+            raise ValueError(
+                f"cannot tell the format of {str(self.path)!r} from its suffix; "
+                "use a .csv or .parquet file or set format to 'csv' or 'parquet'"
+            )
+        return self
+
+    @property
+    def resolved_format(self) -> Literal["csv", "parquet"]:
+        """The file format, from `format` or else from the path's suffix."""
+        if self.format is not None:
+            return self.format
+        return "csv" if self.path.suffix.lower() == ".csv" else "parquet"
+
+
+class SqlDataSource(_Strict):
+    """A query against any SQLAlchemy URL; the URL may hold a password, so it is secret."""
+
+    kind: Literal["sql"] = "sql"
+    url: SecretStr
+    query: str = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url_has_scheme(cls, value: SecretStr) -> SecretStr:
+        if "://" not in value.get_secret_value():
+            raise ValueError(
+                "not a SQLAlchemy URL; expected e.g. 'sqlite:///data.db' or "
+                "'postgresql+psycopg://user@host:5432/db'"
+            )
+        return value
+
+
+DataSource = Annotated[
+    BundledDataSource | FileDataSource | SqlDataSource, Field(discriminator="kind")
+]
+
+
+class DataConfig(_Strict):
+    """Where the data comes from and how to read its label."""
+
+    source: DataSource = Field(default_factory=BundledDataSource)
+    label_column: str = Field(default="target", min_length=1)
+    #: Names of the classes for label values 0 and 1, in that order.
+    class_names: tuple[str, str] = ("malignant", "benign")
+    #: Fewer rows than this cannot give a trustworthy train/validation/test split.
+    min_rows: int = Field(default=50, ge=10)
+
+
+class SplitConfig(_Strict):
+    """Held-out fractions; the rest trains. Stratified by label, seeded."""
+
+    test_size: float = Field(default=0.2, gt=0.0, lt=0.5)
+    validation_size: float = Field(default=0.1, gt=0.0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> SplitConfig:
+        if self.test_size + self.validation_size >= 0.8:
+            raise ValueError(
+                f"test_size + validation_size is {self.test_size + self.validation_size:g}; "
+                "keep it below 0.8 so at least 20% of rows train the model"
+            )
+        return self
+
+
+class ModelSpec(_Strict):
+    """Which estimator to train and its hyperparameters."""
+
+    type: ModelType = "lightgbm"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _params_known(self) -> ModelSpec:
+        from modelferry.training.estimators import check_params
+
+        check_params(self.type, self.params)
+        return self
+
+
+class MetricGate(_Strict):
+    """The bar one metric must clear.
+
+    Improvements are read in the metric's good direction (up for accuracy, down for log
+    loss). `threshold` is an absolute bound on the challenger alone ("at least" for
+    higher-is-better metrics, "at most" otherwise); `min_delta` and `min_relative_delta`
+    are the improvement over the champion it must show, absolute and as a fraction of the
+    champion's value. A negative delta tolerates a small regression.
+    """
+
+    threshold: float | None = None
+    min_delta: float | None = 0.0
+    min_relative_delta: float | None = None
+
+
+def _default_gate() -> dict[MetricName, MetricGate]:
+    return {"roc_auc": MetricGate(threshold=0.9, min_delta=0.0)}
+
+
+class GateConfig(_Strict):
+    """The metric gate between challenger and champion."""
+
+    metrics: dict[MetricName, MetricGate] = Field(default_factory=_default_gate)
+
+    @field_validator("metrics")
+    @classmethod
+    def _not_empty(cls, value: dict[MetricName, MetricGate]) -> dict[MetricName, MetricGate]:
+        if not value:
+            allowed = ", ".join(sorted(HIGHER_IS_BETTER))
+            raise ValueError(f"name at least one metric to gate on; allowed: {allowed}")
+        return value
+
+
+class ApprovalConfig(_Strict):
+    """Who decides, and how long a human has to answer."""
+
+    mode: ApprovalMode = "auto"
+    timeout_seconds: int = Field(default=24 * 3600, gt=0, le=30 * 24 * 3600)
+
+
+class ModelConfig(_Strict):
+    """Everything modelferry needs to know about one model."""
+
+    experiment_name: str = Field(pattern=_NAME_PATTERN)
+    registered_model_name: str = Field(pattern=_NAME_PATTERN)
+    seed: int = Field(default=42, ge=0)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataConfig = Field(default_factory=DataConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
+
+
+def load_config(path: str | Path) -> ModelConfig:
+    """Read and validate a model config file (`.json`, `.yaml` or `.yml`).
+
+    Relative data paths are resolved against the config file's folder.
+
+    Raises:
+        InvalidConfigError: the file is missing, unparsable or invalid; the message lists
+            every bad field with the value found and what is allowed.
+    """
+    path = Path(path)
+    raw = _read_mapping(path)
+    try:
+        config = ModelConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidConfigError(format_validation_error(path, exc)) from None
+    source = config.data.source
+    if isinstance(source, FileDataSource) and not source.path.is_absolute():
+        resolved = source.model_copy(update={"path": (path.parent / source.path).resolve()})
+        config = config.model_copy(
+            update={"data": config.data.model_copy(update={"source": resolved})}
+        )
+    return config
+
+
+def with_approval_mode(config: ModelConfig, mode: str | None) -> ModelConfig:
+    """Return `config` with its approval mode replaced, validating `mode`.
+
+    Raises:
+        InvalidConfigError: `mode` is not one of the approval modes.
+    """
+    if mode is None:
+        return config
+    if mode not in APPROVAL_MODES:
+        allowed = ", ".join(repr(m) for m in APPROVAL_MODES)
+        raise InvalidConfigError(f"approval: got {mode!r}; allowed: {allowed}")
+    approval = config.approval.model_copy(update={"mode": mode})
+    return config.model_copy(update={"approval": approval})
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InvalidConfigError(
+            f"config file {str(path)!r} does not exist; pass the path of a model config "
+            "(JSON or YAML), e.g. config/model_config.json"
+        )
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".json":
+            data = json.loads(text)
+        elif suffix in {".yaml", ".yml"}:
+            data = yaml.safe_load(text)
+        else:
+            raise InvalidConfigError(
+                f"config file {str(path)!r} has suffix {suffix!r}; use .json, .yaml or .yml"
+            )
+    except json.JSONDecodeError as exc:
+        raise InvalidConfigError(
+            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise InvalidConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidConfigError(
+            f"{path}: the top level must be a mapping of fields, got {type(data).__name__}"
+        )
+    return data
+
+
+def format_validation_error(path: Path, exc: ValidationError) -> str:
+    """Render pydantic's errors as one line per bad field: where, what was found, what fits."""
+    lines = [f"{path} is invalid ({exc.error_count()} problem(s)):"]
+    for error in exc.errors(include_url=False):
+        loc = _display_location(error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_fields(error["loc"][:-1])
+            message = f"unknown field; allowed fields here: {allowed}"
+            lines.append(f"  - {loc}: {message}")
+            continue
+        if error["type"] == "missing":
+            lines.append(f"  - {loc}: required field is missing")
+            continue
+        value = error.get("input")
+        shown = "(secret)" if "url" in loc.split(".")[-1:] else repr(value)
+        message = message.removeprefix("Value error, ")
+        lines.append(f"  - {loc}: got {shown}; {message}")
+    return "\n".join(lines)
+
+
+def _display_location(loc: tuple[int | str, ...]) -> str:
+    # Discriminated unions add the tag ("file", "sql") to the location; users never wrote it.
+    parts = [str(p) for p in loc if p not in {"bundled", "file", "sql"}]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _allowed_fields(loc: tuple[int | str, ...]) -> str:
+    model: type[BaseModel] = ModelConfig
+    tags = {"bundled": BundledDataSource, "file": FileDataSource, "sql": SqlDataSource}
+    for part in loc:
+        if isinstance(part, str) and part in tags:
+            model = tags[part]
+            continue
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif str(part) in {"metrics"} or (model is GateConfig):
+            model = MetricGate
+        else:
+            break
+    return ", ".join(model.model_fields)

@@ -1,0 +1,63 @@
+"""The exception tree.
+
+Every failure a user must act on has its own class; each message says what was wrong and
+what to do about it.
+
+    ModelferryError
+    ├── InvalidConfigError          the model config file is missing or invalid
+    ├── DataError                   the data cannot be loaded or is unfit for training
+    ├── TrackingUnavailableError    the MLflow tracking server cannot be reached (transient)
+    ├── RegistryError               the MLflow registry refused an operation
+    ├── ApprovalError
+    │   ├── ApprovalRejectedError   a reviewer or the gate rejected the challenger
+    │   └── ApprovalTimedOutError   nobody answered before the approval timeout
+    └── OrchestratorError           the Prefect API refused or could not be reached
+        ├── FlowRunNotFoundError    no flow run has that id
+        └── FlowRunNotPausedError   the flow run is not waiting for approval
+"""
+
+from __future__ import annotations
+
+
+class ModelferryError(Exception):
+    """Base class of every error modelferry raises on purpose."""
+
+
+class InvalidConfigError(ModelferryError):
+    """The model config file is missing, unreadable or fails validation."""
+
+
+class DataError(ModelferryError):
+    """The data source cannot be read, or what it holds cannot train a model."""
+
+
+class TrackingUnavailableError(ModelferryError):
+    """The MLflow tracking server did not answer; retrying later may succeed."""
+
+
+class RegistryError(ModelferryError):
+    """The MLflow model registry refused an operation."""
+
+
+class ApprovalError(ModelferryError):
+    """Base class for a challenger that was not approved."""
+
+
+class ApprovalRejectedError(ApprovalError):
+    """The challenger was rejected, by the gate or by a reviewer."""
+
+
+class ApprovalTimedOutError(ApprovalError):
+    """No reviewer answered before the approval timeout."""
+
+
+class OrchestratorError(ModelferryError):
+    """The Prefect API refused a request or could not be reached."""
+
+
+class FlowRunNotFoundError(OrchestratorError):
+    """No flow run has the given id."""
+
+
+class FlowRunNotPausedError(OrchestratorError):
+    """The flow run exists but is not paused waiting for approval."""
