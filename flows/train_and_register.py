@@ -1,0 +1,150 @@
+"""`train-and-register`: train → evaluate → register → gate → approval.
+
+Run it by hand from the repository root:
+
+    python -m flows.train_and_register --config config/model_config.json --approval manual
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+from prefect import flow, get_run_logger
+from prefect.context import get_run_context
+from prefect.states import Completed
+
+from flows.approval import ask_reviewer
+from modelferry.approval import (
+    ApprovalDecision,
+    evaluate_gate,
+    gate_decision,
+    needs_reviewer,
+)
+from modelferry.config import APPROVAL_MODES, load_config, with_approval_mode
+from modelferry.errors import ApprovalRejectedError, ApprovalTimedOutError
+from modelferry.registry import TrackingSettings, lineage_tags
+from tasks.data import load_data
+from tasks.registry import record_decision, register_challenger, score_champion
+from tasks.reporting import publish_gate_report
+from tasks.training import train
+
+DEFAULT_CONFIG = "config/model_config.json"
+
+
+@dataclass(frozen=True)
+class RegistrationOutcome:
+    """What `train-and-register` did: the version it registered and what was decided."""
+
+    model_name: str
+    version: str
+    run_id: str
+    run_url: str
+    metrics: dict[str, float]
+    gate_passed: bool
+    decision: ApprovalDecision
+    champion_version: str
+    previous_champion_version: str | None
+
+    @property
+    def approved(self) -> bool:
+        """True when the new version became the champion."""
+        return self.decision.approved
+
+    def summary(self) -> str:
+        """The decision in one line."""
+        return self.decision.summary(self.model_name, self.version)
+
+
+@flow(name="train-and-register", log_prints=True)
+def train_and_register(
+    config_path: str = DEFAULT_CONFIG,
+    approval: str | None = None,
+    tracking_uri: str | None = None,
+    approval_poll_seconds: int = 10,
+    fail_on_reject: bool = False,
+) -> RegistrationOutcome:
+    """Train a model from its config, register it and decide whether it becomes champion.
+
+    Args:
+        config_path: the model config file (JSON or YAML).
+        approval: overrides the config's approval mode: auto, manual or gate+manual.
+        tracking_uri: MLflow tracking URI; default `MLFLOW_TRACKING_URI`, else the
+            embedded SQLite store under `.modelferry/`.
+        approval_poll_seconds: how often a paused run checks whether it was resumed.
+        fail_on_reject: end the run Failed (not Completed) when the model is rejected,
+            for pipelines that must go red.
+    """
+    logger = get_run_logger()
+    config = with_approval_mode(load_config(config_path), approval)
+    settings = TrackingSettings.resolve(tracking_uri)
+    flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    name = config.registered_model_name
+
+    dataset = load_data(config.data)
+    logger.info(
+        "Loaded %d rows from %s (digest %s)",
+        dataset.row_count,
+        dataset.source_uri,
+        dataset.digest[:12],
+    )
+    result = train(dataset, config)
+    logged, version = register_challenger(
+        settings, config, dataset, result, lineage_tags(flow_run_id)
+    )
+    logger.info("Registered %s v%s (challenger); MLflow run %s", name, version.version, logged.url)
+
+    champion = score_champion(settings, name, result.split)
+    gate = evaluate_gate(
+        result.test_metrics, champion.metrics, config.gate, champion.version, champion.note
+    )
+    report = publish_gate_report(name, version.version, gate, logged.url)
+
+    mode = config.approval.mode
+    decision: ApprovalDecision
+    if needs_reviewer(mode, gate):
+        decision = ask_reviewer(
+            report,
+            mode,
+            gate,
+            config.approval.timeout_seconds,
+            approval_poll_seconds,
+            flow_run_id,
+        )
+    else:
+        decision = gate_decision(mode, gate, flow_run_id)
+    previous = record_decision(settings, version, decision)
+
+    outcome = RegistrationOutcome(
+        model_name=name,
+        version=version.version,
+        run_id=logged.run_id,
+        run_url=logged.url,
+        metrics=result.test_metrics,
+        gate_passed=gate.passed,
+        decision=decision,
+        champion_version=version.version if decision.approved else (champion.version or "none"),
+        previous_champion_version=previous.version if previous else None,
+    )
+    logger.info(outcome.summary())
+    if not decision.approved and fail_on_reject:
+        error = ApprovalTimedOutError if decision.status == "timed_out" else ApprovalRejectedError
+        raise error(outcome.summary())
+    return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: run the flow once, print the outcome."""
+    parser = argparse.ArgumentParser(prog="python -m flows.train_and_register")
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--approval", choices=APPROVAL_MODES)
+    parser.add_argument("--tracking-uri")
+    args = parser.parse_args(argv)
+    outcome = train_and_register(args.config, args.approval, args.tracking_uri)
+    print(outcome.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The `modelferry` command: validate configs, list runs awaiting approval, approve them.
+
+Exit codes: 0 success; 1 the Prefect API (or another modelferry step) failed; 2 a usage
+error or an invalid config. Errors print one message on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final
+
+from modelferry import __version__
+from modelferry.errors import InvalidConfigError, ModelferryError
+from modelferry.prefect_api import PausedRun, PrefectApi
+
+if TYPE_CHECKING:
+    from modelferry.config import ModelConfig
+
+__all__ = ["main"]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+
+_NO_PENDING: Final = "No flow runs are waiting for approval."
+_APPROVE_OPTIONS: Final = "--reviewer NAME [--reject] [--comment TEXT]"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code (for `sys.exit(main())`).
+
+    Args:
+        argv: The arguments without the program name; defaults to `sys.argv[1:]`.
+    """
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        # argparse exits on --help, --version and usage errors; callers want a code back.
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        code: int = args.handler(args)
+    except InvalidConfigError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except ModelferryError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    return code
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelferry",
+        description="Train, gate, approve and deliver models as Prefect flows.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a model config file",
+        description="Validate a model config file (JSON or YAML) and summarise it.",
+    )
+    validate.add_argument("config", metavar="CONFIG", help="path of the model config file")
+    validate.set_defaults(handler=_cmd_validate)
+
+    # Shared by the commands that talk to the Prefect API.
+    api = argparse.ArgumentParser(add_help=False)
+    api.add_argument(
+        "--api-url",
+        metavar="URL",
+        help="Prefect API URL (default: $PREFECT_API_URL), e.g. http://127.0.0.1:4200/api",
+    )
+
+    pending = commands.add_parser(
+        "pending",
+        parents=[api],
+        help="list flow runs waiting for approval",
+        description="List the paused flow runs that wait for a reviewer's approval.",
+    )
+    pending.set_defaults(handler=_cmd_pending)
+
+    approve = commands.add_parser(
+        "approve",
+        parents=[api],
+        help="approve (or --reject) a paused flow run",
+        description="Answer a paused run's approval form and resume it.",
+    )
+    approve.add_argument("flow_run_id", metavar="FLOW_RUN_ID", help="id from `modelferry pending`")
+    approve.add_argument(
+        "--reviewer", required=True, metavar="NAME", help="who decides (kept for the audit trail)"
+    )
+    approve.add_argument(
+        "--reject", action="store_true", help="reject the challenger instead of approving it"
+    )
+    approve.add_argument(
+        "--comment", default="", metavar="TEXT", help="why (kept with the decision)"
+    )
+    approve.set_defaults(handler=_cmd_approve)
+    return parser
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    # Imported here so `pending` and `approve` work without loading the training stack.
+    from modelferry.config import load_config
+
+    config = load_config(args.config)
+    print(f"{args.config}: OK: {_summarise(config)}")
+    return EXIT_OK
+
+
+def _cmd_pending(args: argparse.Namespace) -> int:
+    with PrefectApi.from_environment(api_url=args.api_url) as api:
+        paused = api.list_paused_runs()
+    waiting = [run for run in paused if run.waits_for_input]
+    if not waiting:
+        print(_NO_PENDING)
+    else:
+        print(_format_table(waiting, now=datetime.now(UTC)))
+        print()
+        print(f"Decide with: modelferry approve FLOW_RUN_ID {_APPROVE_OPTIONS}")
+    others = len(paused) - len(waiting)
+    if others:
+        # Shown so a paused run without a form is not mistaken for a lost approval.
+        print(f"({others} other paused run(s) wait for no input; resume them from the Prefect UI.)")
+    return EXIT_OK
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    reviewer = args.reviewer.strip()
+    if not reviewer:
+        _error("--reviewer must name who decides; got an empty name")
+        return EXIT_USAGE
+    approve = not args.reject
+    run_input = {"approve": approve, "reviewer": reviewer, "comment": args.comment}
+    with PrefectApi.from_environment(api_url=args.api_url) as api:
+        api.resume(args.flow_run_id, run_input)
+    verb = "Approved" if approve else "Rejected"
+    note = f" ({args.comment})" if args.comment else ""
+    print(f"{verb} flow run {args.flow_run_id.strip()} as {reviewer}{note}; the flow resumes now.")
+    return EXIT_OK
+
+
+def _summarise(config: ModelConfig) -> str:
+    source = config.data.source
+    if source.kind == "bundled":
+        data = f"bundled {source.name}"
+    elif source.kind == "file":
+        data = f"file {source.path}"
+    else:
+        data = "sql query"  # The URL may hold a password.
+    gates = ", ".join(config.gate.metrics)
+    return (
+        f"model {config.registered_model_name!r} ({config.model.type}) in experiment "
+        f"{config.experiment_name!r}; data: {data}; gate: {gates}; "
+        f"approval: {config.approval.mode}"
+    )
+
+
+def _format_table(runs: Sequence[PausedRun], now: datetime) -> str:
+    header = ("FLOW RUN ID", "FLOW", "RUN NAME", "PAUSED SINCE", "TIMES OUT")
+    rows = [
+        (
+            run.id,
+            run.flow_name,
+            run.run_name,
+            _format_time(run.paused_since),
+            _format_deadline(run.pause_timeout, now),
+        )
+        for run in runs
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def _format_time(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _format_deadline(value: datetime | None, now: datetime) -> str:
+    if value is None:
+        return "never"
+    seconds = int((value - now).total_seconds())
+    if seconds <= 0:
+        return f"{_format_time(value)} (overdue)"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        left = f"{days}d{hours:02d}h"
+    elif hours:
+        left = f"{hours}h{minutes:02d}m"
+    else:
+        left = f"{minutes}m{seconds:02d}s"
+    return f"{_format_time(value)} (in {left})"
+
+
+def _error(message: str) -> None:
+    print(f"modelferry: error: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

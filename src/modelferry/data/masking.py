@@ -1,0 +1,82 @@
+"""Keep database passwords out of anything a user or a log can see.
+
+A SQL data source URL may carry a password, in its user-info part or as a query
+parameter. Every URL shown and every driver message passed on goes through here first.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote, quote_plus
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+MASK = "***"
+
+# libpq and some drivers also accept the password as a query parameter.
+_PASSWORD_PARAMS = frozenset({"password", "passwd", "pwd"})
+# Fallback for URLs SQLAlchemy cannot parse: "scheme://user:password@host...".
+_USERINFO_PASSWORD = re.compile(r"(?P<head>://[^:/@]*:)(?P<password>[^@/]*)@")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|passwd|pwd)=)(?P<password>[^&#]*)", re.I)
+
+
+def mask_url(url: str) -> str:
+    """Return `url` with any password replaced by ``***``.
+
+    Args:
+        url: A SQLAlchemy database URL, possibly holding a password.
+
+    Returns:
+        The URL safe to show, e.g. ``postgresql+psycopg://user:***@host:5432/db``.
+    """
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        # Unparsable (e.g. a non-numeric port): mask by pattern rather than show it raw.
+        masked = _USERINFO_PASSWORD.sub(rf"\g<head>{MASK}@", url)
+        return _QUERY_PASSWORD.sub(rf"\g<head>{MASK}", masked)
+    query = {
+        key: (MASK if key.lower() in _PASSWORD_PARAMS else value)
+        for key, value in parsed.query.items()
+    }
+    rendered = parsed.set(query=query).render_as_string(hide_password=True)
+    # The query string is percent-encoded on rendering; show the mask as written.
+    return rendered.replace(quote_plus(MASK), MASK)
+
+
+def scrub(text: str, url: str) -> str:
+    """Remove every trace of the password in `url` from `text`.
+
+    Driver and SQLAlchemy messages can echo the URL or connection string; this replaces
+    the raw URL, then the password in each of its spellings (plain and percent-encoded).
+
+    Args:
+        text: A message that may contain the URL or its password.
+        url: The secret URL whose password must not appear.
+
+    Returns:
+        `text` with the URL masked and the password replaced by ``***``.
+    """
+    text = text.replace(url, mask_url(url))
+    for secret in sorted(_passwords(url), key=len, reverse=True):
+        for spelling in {secret, quote(secret, safe=""), quote_plus(secret)}:
+            text = text.replace(spelling, MASK)
+    return text
+
+
+def _passwords(url: str) -> set[str]:
+    found = {m.group("password") for m in _USERINFO_PASSWORD.finditer(url)}
+    found |= {m.group("password") for m in _QUERY_PASSWORD.finditer(url)}
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        pass
+    else:
+        if parsed.password is not None:
+            found.add(str(parsed.password))
+        for key, value in parsed.query.items():
+            if key.lower() in _PASSWORD_PARAMS:
+                found.update([value] if isinstance(value, str) else value)
+    # An empty password would "match" everywhere; it is no secret anyway.
+    return {secret for secret in found if secret}

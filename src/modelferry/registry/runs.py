@@ -1,0 +1,124 @@
+"""Log a trained model to MLflow: parameters, metrics, plots, lineage and the model itself."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version as installed_version
+from pathlib import Path
+from typing import Any
+
+from modelferry.data import Dataset
+from modelferry.registry.tracking import TrackingSettings, tracking_errors
+from modelferry.training import (
+    DatasetSplit,
+    TrainedModel,
+    feature_importance,
+    save_feature_importance,
+    save_roc_curve,
+)
+
+# Explicit requirements spare MLflow from inferring them by importing the model.
+_REQUIREMENTS = {
+    "lightgbm": ("lightgbm", "scikit-learn", "skops", "pandas", "numpy"),
+    "sklearn": ("scikit-learn", "skops", "pandas", "numpy"),
+}
+
+
+@dataclass(frozen=True)
+class LoggedRun:
+    """An MLflow run holding one trained model."""
+
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    url: str
+
+
+def pip_requirements(flavor: str) -> list[str]:
+    """Pinned requirements to load a model of this flavor, at the versions installed here."""
+    return [f"{name}=={installed_version(name)}" for name in _REQUIREMENTS[flavor]]
+
+
+def log_training_run(
+    settings: TrackingSettings,
+    experiment_name: str,
+    trained: TrainedModel,
+    dataset: Dataset,
+    split: DatasetSplit,
+    test_metrics: dict[str, float],
+    test_proba: Any,
+    tags: dict[str, str],
+) -> LoggedRun:
+    """Create one MLflow run with everything needed to audit and reproduce the model.
+
+    Raises:
+        TrackingUnavailableError: MLflow could not be reached (worth a retry).
+        RegistryError: MLflow refused the run.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    with tracking_errors(settings, f"logging a run to experiment {experiment_name!r}"):
+        mlflow.set_tracking_uri(settings.tracking_uri)
+        if settings.registry_uri:
+            mlflow.set_registry_uri(settings.registry_uri)
+        experiment_id = _ensure_experiment(settings, experiment_name)
+        sample = split.x_test.head(5)
+        signature = infer_signature(sample, trained.estimator.predict(sample))
+        with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
+            mlflow.log_params(
+                {
+                    "model_type": trained.model_type,
+                    **{f"param.{k}": v for k, v in trained.params.items()},
+                    **split.summary(),
+                    **trained.extra,
+                }
+            )
+            lineage = mlflow.data.from_pandas(
+                dataset.frame,
+                source=_dataset_source(dataset.source_uri),
+                targets=dataset.label_column,
+                name=dataset.source_uri.rsplit("/", 1)[-1] or "dataset",
+                digest=dataset.digest[:32],
+            )
+            mlflow.log_input(lineage, context="training")
+            mlflow.log_metrics(test_metrics)
+            with tempfile.TemporaryDirectory() as tmp:
+                plots = Path(tmp)
+                save_roc_curve(split.y_test, test_proba, plots / "roc_curve.png")
+                importance = feature_importance(trained.estimator, trained.feature_names)
+                save_feature_importance(importance, plots / "feature_importance.png")
+                mlflow.log_artifacts(str(plots), artifact_path="plots")
+            flavor_module = mlflow.lightgbm if trained.flavor == "lightgbm" else mlflow.sklearn
+            info = flavor_module.log_model(
+                trained.estimator,
+                name="model",
+                signature=signature,
+                input_example=sample,
+                pip_requirements=pip_requirements(trained.flavor),
+            )
+        return LoggedRun(
+            run_id=run.info.run_id,
+            experiment_id=experiment_id,
+            model_uri=info.model_uri,
+            url=settings.run_url(experiment_id, run.info.run_id),
+        )
+
+
+def _ensure_experiment(settings: TrackingSettings, name: str) -> str:
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    return str(mlflow.create_experiment(name, artifact_location=settings.artifact_location))
+
+
+def _dataset_source(uri: str) -> Any:
+    """An MLflow dataset source: a file path as itself, anything else described by tags."""
+    if uri.startswith("file://"):
+        return uri
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    return CodeDatasetSource(tags={"uri": uri})

@@ -1,0 +1,128 @@
+"""Where MLflow lives, and turning its failures into errors a user can act on."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelferry.errors import RegistryError, TrackingUnavailableError
+
+#: The embedded default: everything under this folder of the working directory.
+DEFAULT_HOME = Path(".modelferry")
+
+# Substrings MLflow and requests put in errors when the server could not be reached or
+# answered with a temporary failure; those are worth a retry, everything else is not.
+_TRANSIENT_MARKERS = (
+    "failed with exception",
+    "Max retries exceeded",
+    "Connection refused",
+    "ConnectionError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "Read timed out",
+    "TEMPORARILY_UNAVAILABLE",
+    "REQUEST_LIMIT_EXCEEDED",
+    "status code 502",
+    "status code 503",
+    "status code 504",
+    "database is locked",
+)
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where runs and registered models are stored.
+
+    Attributes:
+        tracking_uri: any MLflow tracking URI (`sqlite:///...`, `http://host:5000`, ...).
+        registry_uri: the model registry, when it is not the tracking store.
+        artifact_location: where new experiments keep artifacts; None lets MLflow choose.
+    """
+
+    tracking_uri: str
+    registry_uri: str | None = None
+    artifact_location: str | None = None
+
+    @classmethod
+    def embedded(cls, home: Path = DEFAULT_HOME) -> TrackingSettings:
+        """MLflow on SQLite with artifacts beside it, under `home` (created if missing)."""
+        home = home.resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        return cls(
+            tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
+            artifact_location=(home / "mlartifacts").as_uri(),
+        )
+
+    @classmethod
+    def resolve(cls, tracking_uri: str | None, home: Path = DEFAULT_HOME) -> TrackingSettings:
+        """Settings for `tracking_uri`, else `MLFLOW_TRACKING_URI`, else the embedded store.
+
+        A `sqlite:` store keeps its artifacts beside the database file, so that the two
+        travel together.
+        """
+        tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not tracking_uri:
+            return cls.embedded(home)
+        if tracking_uri.startswith("sqlite:///"):
+            db = Path(tracking_uri.removeprefix("sqlite:///"))
+            db.parent.mkdir(parents=True, exist_ok=True)
+            return cls(tracking_uri, artifact_location=(db.parent / "mlartifacts").as_uri())
+        return cls(tracking_uri)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        """A link to the run in the MLflow UI, or a command that shows it for a local store."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            base = self.tracking_uri.rstrip("/")
+            return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+        return (
+            f"mlflow ui --backend-store-uri {self.tracking_uri} "
+            f"(then open #/experiments/{experiment_id}/runs/{run_id})"
+        )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that a later retry may get past: the server unreachable or busy."""
+    if isinstance(exc, TrackingUnavailableError):
+        return True
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    text = f"{type(exc).__name__}: {exc}"
+    return any(marker in text for marker in _TRANSIENT_MARKERS)
+
+
+@contextmanager
+def tracking_errors(settings: TrackingSettings, doing: str) -> Iterator[None]:
+    """Re-raise MLflow failures as `TrackingUnavailableError` or `RegistryError`.
+
+    Args:
+        settings: where MLflow is, named in the message.
+        doing: what was being done, e.g. "registering model 'churn'".
+    """
+    try:
+        yield
+    except (RegistryError, TrackingUnavailableError):
+        raise
+    except Exception as exc:
+        where = _display_uri(settings.tracking_uri)
+        if is_transient(exc):
+            raise TrackingUnavailableError(
+                f"MLflow at {where} did not answer while {doing}: {_first_line(exc)}. "
+                "Check the tracking server is running and reachable; the step is retried."
+            ) from exc
+        raise RegistryError(f"MLflow at {where} refused {doing}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _display_uri(uri: str) -> str:
+    # A tracking URI may embed credentials (https://user:token@host); never show them.
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri

@@ -1,0 +1,128 @@
+"""Registered model versions: register, tag, alias, load, promote."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelferry.registry.tracking import TrackingSettings, tracking_errors
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous-champion"
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """One version of a registered model, with its tags and aliases."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+    tags: dict[str, str]
+    aliases: tuple[str, ...]
+
+    @property
+    def uri(self) -> str:
+        """`models:/NAME/VERSION`, loadable by any MLflow client."""
+        return f"models:/{self.name}/{self.version}"
+
+
+class ModelRegistry:
+    """The versions of registered models in one MLflow registry.
+
+    Every method raises `TrackingUnavailableError` when MLflow cannot be reached (worth a
+    retry) and `RegistryError` when it refuses the operation.
+    """
+
+    def __init__(self, settings: TrackingSettings) -> None:
+        """Bind to the registry `settings` names; no connection is made yet."""
+        from mlflow import MlflowClient
+
+        self.settings = settings
+        self._client = MlflowClient(settings.tracking_uri, settings.registry_uri)
+
+    def register(
+        self, name: str, model_uri: str, run_id: str, tags: dict[str, str]
+    ) -> RegisteredVersion:
+        """Register `model_uri` as a new version of `name` (created if missing), tagged."""
+        with tracking_errors(self.settings, f"registering a version of {name!r}"):
+            try:
+                self._client.get_registered_model(name)
+            except Exception as exc:
+                if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc):
+                    raise
+                self._client.create_registered_model(name, description="Registered by modelferry.")
+            mv = self._client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+            return self.get(name, str(mv.version))
+
+    def get(self, name: str, version: str) -> RegisteredVersion:
+        """One version by number."""
+        with tracking_errors(self.settings, f"reading {name!r} version {version}"):
+            return _to_version(self._client.get_model_version(name, version))
+
+    def get_by_alias(self, name: str, alias: str) -> RegisteredVersion | None:
+        """The version `alias` points at, or None when the alias (or model) does not exist."""
+        with tracking_errors(self.settings, f"reading {name!r}@{alias}"):
+            try:
+                mv = self._client.get_model_version_by_alias(name, alias)
+            except Exception as exc:
+                text = str(exc)
+                if "RESOURCE_DOES_NOT_EXIST" in text or "not found" in text.lower():
+                    return None
+                raise
+            return _to_version(mv)
+
+    def list_versions(self, name: str) -> list[RegisteredVersion]:
+        """Every version of `name`, oldest first; empty when the model does not exist."""
+        with tracking_errors(self.settings, f"listing versions of {name!r}"):
+            found = self._client.search_model_versions(f"name = '{name}'")
+            return sorted((_to_version(mv) for mv in found), key=lambda v: int(v.version))
+
+    def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        """Set (or overwrite) tags on one version."""
+        with tracking_errors(self.settings, f"tagging {name!r} version {version}"):
+            for key, value in tags.items():
+                self._client.set_model_version_tag(name, version, key, value)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point `alias` at `version` (moving it if it pointed elsewhere)."""
+        with tracking_errors(self.settings, f"setting {name!r}@{alias}"):
+            self._client.set_registered_model_alias(name, alias, version)
+
+    def promote(self, name: str, version: str) -> RegisteredVersion | None:
+        """Make `version` the champion; the old champion becomes `previous-champion`.
+
+        Returns:
+            The version that was champion before, or None if there was none.
+        """
+        previous = self.get_by_alias(name, CHAMPION)
+        if previous is not None and previous.version != version:
+            self.set_alias(name, PREVIOUS_CHAMPION, previous.version)
+        self.set_alias(name, CHAMPION, version)
+        return previous
+
+    def load_classifier(self, version: RegisteredVersion) -> Any:
+        """The estimator of a version, loaded by its native flavor (with predict_proba)."""
+        import mlflow
+
+        with tracking_errors(self.settings, f"loading {version.uri}"):
+            mlflow.set_tracking_uri(self.settings.tracking_uri)
+            if self.settings.registry_uri:
+                mlflow.set_registry_uri(self.settings.registry_uri)
+            flavor = version.tags.get("modelferry.flavor", "sklearn")
+            if flavor == "lightgbm":
+                return mlflow.lightgbm.load_model(version.uri)
+            return mlflow.sklearn.load_model(version.uri)
+
+
+def _to_version(mv: Any) -> RegisteredVersion:
+    return RegisteredVersion(
+        name=mv.name,
+        version=str(mv.version),
+        run_id=mv.run_id,
+        source=mv.source,
+        tags=dict(mv.tags or {}),
+        aliases=tuple(getattr(mv, "aliases", ()) or ()),
+    )

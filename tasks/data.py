@@ -1,0 +1,51 @@
+"""Load the training data, cached by its inputs so a re-run does not read it again."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import Any
+
+from prefect import task
+from prefect.context import TaskRunContext
+
+from modelferry.config import DataConfig, FileDataSource, SqlDataSource
+from modelferry.data import Dataset, load_dataset
+from tasks.retry_policy import retry_on_transient
+
+
+def data_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Key of a data load: the source settings, plus a file's size and mtime.
+
+    A changed file gets a new key; a SQL source is keyed by its URL (hashed, never stored
+    in clear) and query, and its cache expires so fresh rows are read on the next night.
+    """
+    config: DataConfig = parameters["config"]
+    source = config.source
+    parts = [config.model_dump_json(exclude={"source"}), source.kind]
+    if isinstance(source, FileDataSource):
+        stat = source.path.stat() if source.path.exists() else None
+        parts += [str(source.path), str(stat.st_size if stat else -1)]
+        parts.append(str(stat.st_mtime_ns if stat else -1))
+    elif isinstance(source, SqlDataSource):
+        parts += [source.url.get_secret_value(), source.query]
+    else:
+        parts.append(source.model_dump_json())
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return f"modelferry-data-{digest}"
+
+
+@task(
+    name="load-data",
+    cache_key_fn=data_cache_key,
+    cache_expiration=timedelta(hours=6),
+    persist_result=True,
+    timeout_seconds=900,
+    # A database that refused the connection may be back in a moment; bad data will not.
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_on_transient,
+)
+def load_data(config: DataConfig) -> Dataset:
+    """Read and validate the data the config names (raises `DataError` when unfit)."""
+    return load_dataset(config)

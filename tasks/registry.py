@@ -1,0 +1,117 @@
+"""MLflow steps: log and register the challenger, score the champion, record the decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import task
+
+from modelferry.approval import ApprovalDecision
+from modelferry.config import ModelConfig
+from modelferry.data import Dataset
+from modelferry.errors import DataError
+from modelferry.registry import (
+    CHALLENGER,
+    CHAMPION,
+    LoggedRun,
+    ModelRegistry,
+    RegisteredVersion,
+    TrackingSettings,
+    log_training_run,
+)
+from modelferry.training import DatasetSplit, classification_metrics, predict_positive_proba
+from tasks.retry_policy import TRANSIENT_RETRIES, TRANSIENT_RETRY_DELAYS, retry_on_transient
+from tasks.training import TrainingResult
+
+_MLFLOW_RETRIES = {
+    "retries": TRANSIENT_RETRIES,
+    "retry_delay_seconds": TRANSIENT_RETRY_DELAYS,
+    "retry_condition_fn": retry_on_transient,
+    "timeout_seconds": 900,
+}
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The current champion scored on the challenger's test set (or why it was not)."""
+
+    version: str | None
+    metrics: dict[str, float] | None
+    note: str | None
+
+
+@task(name="register-challenger", **_MLFLOW_RETRIES)  # type: ignore[call-overload]
+def register_challenger(
+    settings: TrackingSettings,
+    config: ModelConfig,
+    dataset: Dataset,
+    result: TrainingResult,
+    lineage: dict[str, str],
+) -> tuple[LoggedRun, RegisteredVersion]:
+    """Log the run, register the model as a new version and alias it `challenger`.
+
+    The version is tagged with its metrics, data digest and lineage at creation, and with
+    `decision.status=pending` until the approval step records the outcome.
+    """
+    logged = log_training_run(
+        settings,
+        config.experiment_name,
+        result.trained,
+        dataset,
+        result.split,
+        result.test_metrics,
+        result.test_proba,
+        tags=lineage,
+    )
+    tags = {
+        **{f"metric.{name}": f"{value:.6f}" for name, value in result.test_metrics.items()},
+        "dataset.digest": dataset.digest,
+        "dataset.source": dataset.source_uri,
+        "dataset.rows": str(dataset.row_count),
+        "modelferry.flavor": result.trained.flavor,
+        "modelferry.model_type": result.trained.model_type,
+        "mlflow.run_url": logged.url,
+        "decision.status": "pending",
+        **lineage,
+    }
+    registry = ModelRegistry(settings)
+    version = registry.register(config.registered_model_name, logged.model_uri, logged.run_id, tags)
+    registry.set_alias(config.registered_model_name, CHALLENGER, version.version)
+    return logged, version
+
+
+@task(name="score-champion", **_MLFLOW_RETRIES)  # type: ignore[call-overload]
+def score_champion(
+    settings: TrackingSettings, model_name: str, split: DatasetSplit
+) -> ChampionScore:
+    """Score the current champion on the same test set the challenger was scored on."""
+    registry = ModelRegistry(settings)
+    champion = registry.get_by_alias(model_name, CHAMPION)
+    if champion is None:
+        return ChampionScore(None, None, "No champion yet: the gate checks absolute thresholds.")
+    estimator = registry.load_classifier(champion)
+    try:
+        proba = predict_positive_proba(estimator, split.x_test)
+    except DataError as exc:
+        note = (
+            f"Champion v{champion.version} cannot score this data ({exc}); "
+            "the gate checks absolute thresholds only."
+        )
+        return ChampionScore(champion.version, None, note)
+    return ChampionScore(champion.version, classification_metrics(split.y_test, proba), None)
+
+
+@task(name="record-decision", **_MLFLOW_RETRIES)  # type: ignore[call-overload]
+def record_decision(
+    settings: TrackingSettings, version: RegisteredVersion, decision: ApprovalDecision
+) -> RegisteredVersion | None:
+    """Store the decision on the version; if approved, move `champion` to it.
+
+    Returns:
+        The champion before this decision when the version was promoted, else None.
+    """
+    registry = ModelRegistry(settings)
+    registry.set_tags(version.name, version.version, decision.to_tags())
+    if not decision.approved:
+        return None
+    return registry.promote(version.name, version.version)

@@ -1,0 +1,24 @@
+"""Reports published to the Prefect UI."""
+
+from __future__ import annotations
+
+import re
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from modelferry.approval import GateResult
+
+
+@task(name="publish-gate-report")
+def publish_gate_report(model_name: str, version: str, gate: GateResult, run_link: str) -> str:
+    """Publish the challenger-vs-champion table as a markdown artifact; returns the markdown."""
+    markdown = gate.to_markdown(f"{model_name} v{version}: challenger vs champion", run_link)
+    # Artifact keys allow lowercase letters, digits and dashes only.
+    key = re.sub(r"[^a-z0-9-]+", "-", f"gate-{model_name.lower()}").strip("-")
+    create_markdown_artifact(
+        markdown=markdown,
+        key=key,
+        description=f"Metric gate for {model_name} v{version}",
+    )
+    return markdown
