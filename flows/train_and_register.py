@@ -56,6 +56,21 @@ class RegistrationOutcome:
         """The decision in one line."""
         return self.decision.summary(self.model_name, self.version)
 
+    def report(self) -> str:
+        """Where to look: the MLflow run, the registered version, the decision, the metrics."""
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.metrics.items()))
+        previous = self.previous_champion_version or "none"
+        return "\n".join(
+            [
+                f"Decision:          {self.summary()}",
+                f"Registered model:  models:/{self.model_name}/{self.version}",
+                f"Champion:          models:/{self.model_name}@champion -> "
+                f"v{self.champion_version} (previous champion: {previous})",
+                f"Test metrics:      {metrics}",
+                f"MLflow run:        {self.run_url}",
+            ]
+        )
+
 
 @flow(name="train-and-register", log_prints=True)
 def train_and_register(
@@ -140,9 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--approval", choices=APPROVAL_MODES)
     parser.add_argument("--tracking-uri")
+    parser.add_argument("--approval-poll-seconds", type=int, default=10)
     args = parser.parse_args(argv)
-    outcome = train_and_register(args.config, args.approval, args.tracking_uri)
-    print(outcome.summary())
+    outcome = train_and_register(
+        args.config, args.approval, args.tracking_uri, args.approval_poll_seconds
+    )
+    print(outcome.report())
     return 0
 
 

@@ -193,7 +193,8 @@ class PrefectApi:
         """
         run_id = _normalise_id(flow_run_id)
         response = self._request("GET", f"/flow_runs/{run_id}")
-        if response.status_code == httpx.codes.NOT_FOUND:
+        # A generic "Not Found" means no such route (a URL without /api), not no such run.
+        if response.status_code == httpx.codes.NOT_FOUND and _error_detail(response) != "Not Found":
             raise FlowRunNotFoundError(
                 f"flow run {run_id} not found on {self.api_url}; {_PENDING_HINT}"
             )

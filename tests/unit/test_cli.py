@@ -472,3 +472,14 @@ def test_from_environment_requires_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with pytest.raises(OrchestratorError, match="prefect server start"):
         PrefectApi.from_environment()
+
+
+def test_url_without_api_root_is_explained_not_reported_as_missing_run() -> None:
+    def no_such_route(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    api = PrefectApi("http://prefect.test:4200", transport=httpx.MockTransport(no_such_route))
+
+    with pytest.raises(OrchestratorError, match="ending in /api") as caught:
+        api.resume(str(uuid.uuid4()), {})
+    assert not isinstance(caught.value, FlowRunNotFoundError)

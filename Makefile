@@ -1,0 +1,47 @@
+# The two commands of the quick start: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+CONFIG ?= config/model_config.json
+
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export GIT_PYTHON_REFRESH ?= quiet
+
+.PHONY: demo test lint typecheck install install-dev serve clean
+
+# Core install: what the flows need. Versions come from constraints.txt (tested together).
+$(VENV)/.core: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e .
+	touch $@
+
+# Core plus the test and lint tools.
+$(VENV)/.dev: $(VENV)/.core
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.core
+install-dev: $(VENV)/.dev
+
+## Run the nightly retrain-and-deliver job once, end to end, on the embedded default.
+demo: $(VENV)/.core
+	$(PY) -m flows.retrain_and_deliver --config $(CONFIG)
+
+## Lint, type-check and run the whole test suite (unit, integration, e2e).
+test: $(VENV)/.dev lint typecheck
+	$(PY) -m pytest
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(VENV)/.dev
+	$(VENV)/bin/mypy
+
+## Serve the deployments in prefect.yaml from this machine (needs PREFECT_API_URL).
+serve: $(VENV)/.core
+	$(PY) -m deployments.serve
+
+clean:
+	rm -rf .modelferry .pytest_cache .mypy_cache .ruff_cache

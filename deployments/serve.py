@@ -1,0 +1,38 @@
+"""Serve the deployments of prefect.yaml from this process, without a work pool.
+
+    PREFECT_API_URL=http://127.0.0.1:4200/api python -m deployments.serve
+
+The schedule and parameters mirror prefect.yaml, so `prefect deployment run
+'retrain-and-deliver/nightly'` works the same against either.
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+
+from flows.retrain_and_deliver import retrain_and_deliver
+from flows.train_and_register import DEFAULT_CONFIG, train_and_register
+
+NIGHTLY_CRON = "0 2 * * *"
+NIGHTLY_TIMEZONE = "Europe/Amsterdam"
+
+
+def main() -> None:
+    """Register both deployments and run their flow runs until interrupted."""
+    nightly = retrain_and_deliver.to_deployment(
+        name="nightly",
+        cron=NIGHTLY_CRON,
+        timezone=NIGHTLY_TIMEZONE,
+        parameters={"config_path": DEFAULT_CONFIG},
+        tags=["modelferry", "nightly"],
+    )
+    ci = train_and_register.to_deployment(
+        name="ci",
+        parameters={"config_path": DEFAULT_CONFIG, "approval": "gate+manual"},
+        tags=["modelferry", "ci"],
+    )
+    serve(nightly, ci)
+
+
+if __name__ == "__main__":
+    main()
