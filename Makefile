@@ -6,6 +6,7 @@ CONFIG ?= config/model_config.json
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export GIT_PYTHON_REFRESH ?= quiet
+export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .PHONY: demo test lint typecheck install install-dev serve clean
 

@@ -26,6 +26,7 @@ def retrain_and_deliver(
     tracking_uri: str | None = None,
     approval_poll_seconds: int = 10,
     fail_on_reject: bool = False,
+    mlflow_block: str | None = None,
 ) -> RegistrationOutcome:
     """Retrain the model, and carry an approved champion onwards.
 
@@ -36,6 +37,7 @@ def retrain_and_deliver(
             embedded SQLite store under `.modelferry/`.
         approval_poll_seconds: how often a paused run checks whether it was resumed.
         fail_on_reject: end the run Failed when the model is rejected.
+        mlflow_block: name of a saved `MlflowTracking` block, instead of `tracking_uri`.
     """
     logger = get_run_logger()
     outcome = train_and_register(
@@ -44,6 +46,7 @@ def retrain_and_deliver(
         tracking_uri=tracking_uri,
         approval_poll_seconds=approval_poll_seconds,
         fail_on_reject=fail_on_reject,
+        mlflow_block=mlflow_block,
     )
     if not outcome.approved:
         logger.info("No new champion tonight; nothing to deliver. %s", outcome.summary())

@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.states import Completed
 
+from blocks.mlflow_tracking import MlflowTracking
 from flows.approval import ask_reviewer
 from modelferry.approval import (
     ApprovalDecision,
@@ -23,7 +24,11 @@ from modelferry.approval import (
     needs_reviewer,
 )
 from modelferry.config import APPROVAL_MODES, load_config, with_approval_mode
-from modelferry.errors import ApprovalRejectedError, ApprovalTimedOutError
+from modelferry.errors import (
+    ApprovalRejectedError,
+    ApprovalTimedOutError,
+    InvalidConfigError,
+)
 from modelferry.registry import TrackingSettings, lineage_tags
 from tasks.data import load_data
 from tasks.registry import record_decision, register_challenger, score_champion
@@ -79,6 +84,7 @@ def train_and_register(
     tracking_uri: str | None = None,
     approval_poll_seconds: int = 10,
     fail_on_reject: bool = False,
+    mlflow_block: str | None = None,
 ) -> RegistrationOutcome:
     """Train a model from its config, register it and decide whether it becomes champion.
 
@@ -90,10 +96,12 @@ def train_and_register(
         approval_poll_seconds: how often a paused run checks whether it was resumed.
         fail_on_reject: end the run Failed (not Completed) when the model is rejected,
             for pipelines that must go red.
+        mlflow_block: name of a saved `MlflowTracking` block (server and credentials);
+            instead of `tracking_uri`.
     """
     logger = get_run_logger()
     config = with_approval_mode(load_config(config_path), approval)
-    settings = TrackingSettings.resolve(tracking_uri)
+    settings = tracking_settings(tracking_uri, mlflow_block)
     flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
     name = config.registered_model_name
 
@@ -147,6 +155,15 @@ def train_and_register(
         error = ApprovalTimedOutError if decision.status == "timed_out" else ApprovalRejectedError
         raise error(outcome.summary())
     return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
+
+
+def tracking_settings(tracking_uri: str | None, mlflow_block: str | None) -> TrackingSettings:
+    """Settings from a saved block, a URI, `MLFLOW_TRACKING_URI` or the embedded store."""
+    if mlflow_block is None:
+        return TrackingSettings.resolve(tracking_uri)
+    if tracking_uri:
+        raise InvalidConfigError("give tracking_uri or mlflow_block, not both")
+    return MlflowTracking.load(mlflow_block).get_settings()  # type: ignore[union-attr]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,7 +75,9 @@ def register_challenger(
         **lineage,
     }
     registry = ModelRegistry(settings)
-    version = registry.register(config.registered_model_name, logged.model_uri, logged.run_id, tags)
+    version = registry.register(
+        config.registered_model_name, logged.model_uri, logged.run_id, tags, logged.model_id
+    )
     registry.set_alias(config.registered_model_name, CHALLENGER, version.version)
     return logged, version
 

@@ -284,18 +284,24 @@ def _display_location(loc: tuple[int | str, ...]) -> str:
 
 
 def _allowed_fields(loc: tuple[int | str, ...]) -> str:
+    """The field names of the config section at `loc`, for "unknown field" messages."""
+    sources: dict[str, type[BaseModel]] = {
+        "bundled": BundledDataSource,
+        "file": FileDataSource,
+        "sql": SqlDataSource,
+    }
     model: type[BaseModel] = ModelConfig
-    tags = {"bundled": BundledDataSource, "file": FileDataSource, "sql": SqlDataSource}
     for part in loc:
-        if isinstance(part, str) and part in tags:
-            model = tags[part]
+        if model is GateConfig and part == "metrics":
+            model = MetricGate  # the next part is a metric name, whose value is a MetricGate
+            continue
+        if model is MetricGate:
+            continue
+        if isinstance(part, str) and part in sources:
+            model = sources[part]
             continue
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
-        elif str(part) in {"metrics"} or (model is GateConfig):
-            model = MetricGate
-        else:
-            break
     return ", ".join(model.model_fields)

@@ -7,6 +7,7 @@ one: CI installs it with `apt-get install chromium`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -99,10 +100,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is not None:
         return
     for sig, wait in ((signal.SIGTERM, SERVER_STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
         try:
             process.wait(timeout=wait)
             return
@@ -159,11 +158,14 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
             start_new_session=True,  # its own process group, stopped as a whole
         )
     try:
-        try:
-            _wait_until_healthy(process, api_url, SERVER_STARTUP_TIMEOUT)
-        except RuntimeError as exc:
-            _stop(process)
-            pytest.fail(f"{exc}\n--- prefect server log ---\n{server.log()}", pytrace=False)
+        _wait_until_healthy(process, api_url, SERVER_STARTUP_TIMEOUT)
+    except RuntimeError as exc:
+        _stop(process)
+        pytest.fail(f"{exc}\n--- prefect server log ---\n{server.log()}", pytrace=False)
+    except BaseException:  # e.g. Ctrl-C while waiting: never leave the server behind
+        _stop(process)
+        raise
+    try:
         yield server
     finally:
         _stop(process)

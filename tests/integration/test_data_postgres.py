@@ -31,7 +31,7 @@ def database() -> Iterator[str]:
     try:
         admin = psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {SERVER}: {exc}")
+        pytest.fail(f"PostgreSQL is not reachable at {SERVER}: {exc}; start it (see .ci/run)")
     with admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:

@@ -247,20 +247,6 @@ def test_empty_file_is_a_data_error(tmp_path: Path) -> None:
         load_dataset(file_config(path))
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can read any file"
-)
-def test_unreadable_file_is_a_data_error(tmp_path: Path) -> None:
-    path = tmp_path / "data.csv"
-    make_frame().to_csv(path, index=False)
-    path.chmod(0)
-    try:
-        with pytest.raises(DataError, match=r"cannot be read.*read permission"):
-            load_dataset(file_config(path, label_column="label"))
-    finally:
-        path.chmod(0o600)
-
-
 # --- labels --------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -32,6 +33,7 @@ class LoggedRun:
     run_id: str
     experiment_id: str
     model_uri: str
+    model_id: str | None
     url: str
 
 
@@ -57,15 +59,18 @@ def log_training_run(
         RegistryError: MLflow refused the run.
     """
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
     with tracking_errors(settings, f"logging a run to experiment {experiment_name!r}"):
-        mlflow.set_tracking_uri(settings.tracking_uri)
-        if settings.registry_uri:
-            mlflow.set_registry_uri(settings.registry_uri)
+        settings.activate()
         experiment_id = _ensure_experiment(settings, experiment_name)
         sample = split.x_test.head(5)
-        signature = infer_signature(sample, trained.estimator.predict(sample))
+        with warnings.catch_warnings():
+            # Class labels are integers by nature; MLflow's hint about missing values in
+            # integer columns does not apply to a model's output.
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+            signature = infer_signature(sample, trained.estimator.predict(sample))
         with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
             mlflow.log_params(
                 {
@@ -75,7 +80,7 @@ def log_training_run(
                     **trained.extra,
                 }
             )
-            lineage = mlflow.data.from_pandas(
+            lineage = from_pandas(
                 dataset.frame,
                 source=_dataset_source(dataset.source_uri),
                 targets=dataset.label_column,
@@ -102,6 +107,7 @@ def log_training_run(
             run_id=run.info.run_id,
             experiment_id=experiment_id,
             model_uri=info.model_uri,
+            model_id=info.model_id,
             url=settings.run_url(experiment_id, run.info.run_id),
         )
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from modelferry.errors import RegistryError, TrackingUnavailableError
 
@@ -40,11 +42,44 @@ class TrackingSettings:
         tracking_uri: any MLflow tracking URI (`sqlite:///...`, `http://host:5000`, ...).
         registry_uri: the model registry, when it is not the tracking store.
         artifact_location: where new experiments keep artifacts; None lets MLflow choose.
+        username: HTTP basic-auth user of a tracking server.
+        password: HTTP basic-auth password; never shown in a repr, log or message.
+        token: bearer token of a tracking server; never shown either.
     """
 
     tracking_uri: str
     registry_uri: str | None = None
     artifact_location: str | None = None
+    username: str | None = None
+    password: SecretStr | None = field(default=None, repr=False)
+    token: SecretStr | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        # A tracking URI may embed credentials (https://user:token@host): mask them.
+        return (
+            f"TrackingSettings(tracking_uri={_display_uri(self.tracking_uri)!r}, "
+            f"registry_uri={_display_uri(self.registry_uri or '')!r}, "
+            f"username={self.username!r})"
+        )
+
+    def activate(self) -> None:
+        """Point this process's MLflow at these settings, credentials included.
+
+        MLflow reads server credentials from its environment variables only, so that is
+        where they go. Settings without credentials leave variables the user set alone.
+        """
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.registry_uri or self.tracking_uri)
+        values = {
+            "MLFLOW_TRACKING_USERNAME": self.username,
+            "MLFLOW_TRACKING_PASSWORD": self.password.get_secret_value() if self.password else None,
+            "MLFLOW_TRACKING_TOKEN": self.token.get_secret_value() if self.token else None,
+        }
+        for name, value in values.items():
+            if value:
+                os.environ[name] = value
 
     @classmethod
     def embedded(cls, home: Path = DEFAULT_HOME) -> TrackingSettings:

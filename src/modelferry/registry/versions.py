@@ -41,12 +41,22 @@ class ModelRegistry:
         from mlflow import MlflowClient
 
         self.settings = settings
+        settings.activate()
         self._client = MlflowClient(settings.tracking_uri, settings.registry_uri)
 
     def register(
-        self, name: str, model_uri: str, run_id: str, tags: dict[str, str]
+        self,
+        name: str,
+        model_uri: str,
+        run_id: str,
+        tags: dict[str, str],
+        model_id: str | None = None,
     ) -> RegisteredVersion:
-        """Register `model_uri` as a new version of `name` (created if missing), tagged."""
+        """Register `model_uri` as a new version of `name` (created if missing), tagged.
+
+        `model_id` names the logged model behind a `models:/m-...` URI; tracking servers
+        refuse such a source without it.
+        """
         with tracking_errors(self.settings, f"registering a version of {name!r}"):
             try:
                 self._client.get_registered_model(name)
@@ -54,7 +64,9 @@ class ModelRegistry:
                 if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc):
                     raise
                 self._client.create_registered_model(name, description="Registered by modelferry.")
-            mv = self._client.create_model_version(name, model_uri, run_id=run_id, tags=tags)
+            mv = self._client.create_model_version(
+                name, model_uri, run_id=run_id, tags=tags, model_id=model_id
+            )
             return self.get(name, str(mv.version))
 
     def get(self, name: str, version: str) -> RegisteredVersion:
@@ -108,9 +120,7 @@ class ModelRegistry:
         import mlflow
 
         with tracking_errors(self.settings, f"loading {version.uri}"):
-            mlflow.set_tracking_uri(self.settings.tracking_uri)
-            if self.settings.registry_uri:
-                mlflow.set_registry_uri(self.settings.registry_uri)
+            self.settings.activate()
             flavor = version.tags.get("modelferry.flavor", "sklearn")
             if flavor == "lightgbm":
                 return mlflow.lightgbm.load_model(version.uri)

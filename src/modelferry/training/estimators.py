@@ -78,10 +78,11 @@ def build_estimator(model_type: str, params: dict[str, Any], seed: int) -> Class
         )
         return pipeline
     cls = _sklearn_class(model_type)
-    return cls(**params, random_state=seed)  # type: ignore[no-any-return]
+    estimator = cls(**params, random_state=seed)
+    return estimator
 
 
-def _sklearn_class(model_type: str) -> type[Any]:
+def _sklearn_class(model_type: str) -> Any:
     if model_type == "random_forest":
         from sklearn.ensemble import RandomForestClassifier
 

@@ -44,7 +44,8 @@ def train_model(spec: ModelSpec, split: DatasetSplit, seed: int) -> TrainedModel
         estimator.fit(
             split.x_train,
             split.y_train,
-            eval_set=[(split.x_validation, split.y_validation)],
+            eval_X=split.x_validation,
+            eval_y=split.y_validation,
             eval_metric="binary_logloss",
             callbacks=[lightgbm.early_stopping(_EARLY_STOPPING_ROUNDS, verbose=False)],
         )

@@ -1,0 +1,64 @@
+"""Helpers for flow tests: configs in tmp_path, a reviewer who resumes paused runs."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prefect.settings import PREFECT_API_URL
+
+from modelferry.prefect_api import PrefectApi
+
+REPO = Path(__file__).parents[2]
+
+
+def write_config(tmp_path: Path, name: str = "model.json", **changes: Any) -> Path:
+    """The repository's model config with top-level sections replaced, in tmp_path."""
+    config = json.loads((REPO / "config" / "model_config.json").read_text(encoding="utf-8"))
+    config.update(changes)
+    path = tmp_path / name
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+def api_filter(path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """POST a /filter query to the test server's REST API.
+
+    Prefect 3.8's own client sends `null` for unset paging fields, which its server
+    rejects, so tests query the API directly.
+    """
+    url = f"{PREFECT_API_URL.value()}{path}"
+    response = httpx.post(url, json={"offset": 0, "limit": 200, **body}, timeout=10)
+    response.raise_for_status()
+    result: list[dict[str, Any]] = response.json()
+    return result
+
+
+def reviewer_thread(run_name: str, answer: dict[str, Any]) -> tuple[threading.Thread, list[str]]:
+    """A reviewer who waits for the paused run named `run_name` and resumes it.
+
+    Returns the thread and a list that receives any error the reviewer met.
+    """
+    errors: list[str] = []
+
+    def review() -> None:
+        try:
+            with PrefectApi(str(PREFECT_API_URL.value()), timeout=10) as api:
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    runs = [r for r in api.list_paused_runs() if r.run_name == run_name]
+                    if runs and runs[0].waits_for_input:
+                        api.resume(runs[0].id, answer)
+                        return
+                    time.sleep(0.3)
+                errors.append(f"no paused run named {run_name!r} within 120 s")
+        except Exception as exc:  # reported to the test, which fails with it
+            errors.append(repr(exc))
+
+    thread = threading.Thread(target=review, daemon=True)
+    thread.start()
+    return thread, errors

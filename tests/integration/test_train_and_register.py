@@ -1,0 +1,192 @@
+"""The train-and-register flow end to end, on a Prefect test server and a real MLflow store."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+from prefect.exceptions import NotPausedError
+from prefect.flow_runs import resume_flow_run
+
+from flows.retrain_and_deliver import retrain_and_deliver
+from flows.train_and_register import train_and_register
+from tests.integration.flow_helpers import api_filter, reviewer_thread, write_config
+
+pytestmark = pytest.mark.integration
+
+MODEL = "breast-cancer-classifier"
+
+
+@pytest.fixture(autouse=True)
+def _server(prefect_harness: str) -> None:
+    """Every test here talks to the shared Prefect test server."""
+
+
+def versions(uri: str) -> list[Any]:
+    return sorted(
+        MlflowClient(uri, uri).search_model_versions(f"name = '{MODEL}'"),
+        key=lambda v: int(v.version),
+    )
+
+
+def alias(uri: str, name: str) -> str | None:
+    try:
+        return str(MlflowClient(uri, uri).get_model_version_by_alias(MODEL, name).version)
+    except Exception:
+        return None
+
+
+def test_auto_approval_registers_tags_and_promotes(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BUILD_BUILDID", "20261122.7")
+    config = write_config(tmp_path)
+
+    first = train_and_register(str(config), tracking_uri=mlflow_uri)
+
+    assert first.approved
+    assert first.version == "1"
+    assert first.previous_champion_version is None
+    client = MlflowClient(mlflow_uri, mlflow_uri)
+    v1 = client.get_model_version(MODEL, "1")
+    assert {"challenger", "champion"} <= set(v1.aliases)
+    assert float(v1.tags["metric.roc_auc"]) == pytest.approx(first.metrics["roc_auc"], abs=1e-6)
+    for metric in ("accuracy", "roc_auc", "f1", "log_loss"):
+        assert f"metric.{metric}" in v1.tags
+    assert len(v1.tags["dataset.digest"]) == 64
+    assert v1.tags["ci.build_id"] == "20261122.7"
+    assert len(v1.tags["git.commit"]) == 40
+    assert v1.tags["decision.status"] == "approved"
+    assert v1.tags["decision.decided_by"] == "gate"
+    assert v1.tags["decision.mode"] == "auto"
+    assert v1.tags["decision.gate"] == "passed"
+    assert v1.tags["decision.flow_run_id"] == v1.tags["prefect.flow_run_id"]
+
+    run = client.get_run(v1.run_id)
+    assert run.data.metrics["roc_auc"] == pytest.approx(first.metrics["roc_auc"])
+    assert run.data.params["model_type"] == "lightgbm"
+    assert int(run.data.params["test_rows"]) == 114
+    assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [v1.tags["dataset.digest"][:32]]
+    plots = {a.path for a in client.list_artifacts(v1.run_id, "plots")}
+    assert plots == {"plots/roc_curve.png", "plots/feature_importance.png"}
+
+    # The second night: the champion is scored on the same test set and compared.
+    second = train_and_register(str(config), tracking_uri=mlflow_uri)
+    assert second.version == "2"
+    assert second.approved
+    assert second.previous_champion_version == "1"
+    assert alias(mlflow_uri, "champion") == "2"
+    assert alias(mlflow_uri, "previous-champion") == "1"
+    assert alias(mlflow_uri, "challenger") == "2"
+
+
+def test_gate_report_is_published_as_artifact(tmp_path: Path, mlflow_uri: str) -> None:
+    config = write_config(tmp_path, registered_model_name="report-model")
+    outcome = train_and_register(str(config), tracking_uri=mlflow_uri)
+
+    found = api_filter(
+        "/artifacts/filter",
+        {"artifacts": {"key": {"any_": ["gate-report-model"]}}, "sort": "CREATED_DESC"},
+    )
+    assert len(found) == 1
+    report = found[0]
+    assert report["type"] == "markdown"
+    assert "report-model v1: challenger vs champion" in report["data"]
+    assert "| roc_auc |" in report["data"]
+    assert outcome.run_id in report["data"]
+
+
+def test_gate_failure_rejects_and_keeps_champion(tmp_path: Path, mlflow_uri: str) -> None:
+    train_and_register(str(write_config(tmp_path)), tracking_uri=mlflow_uri)
+    strict = write_config(
+        tmp_path,
+        name="strict.json",
+        gate={"metrics": {"roc_auc": {"threshold": 0.9, "min_delta": 0.05}}},
+    )
+
+    outcome = train_and_register(str(strict), tracking_uri=mlflow_uri)
+
+    assert not outcome.approved
+    assert not outcome.gate_passed
+    assert outcome.champion_version == "1"
+    assert alias(mlflow_uri, "champion") == "1"
+    tags_v2 = versions(mlflow_uri)[1].tags
+    assert tags_v2["decision.status"] == "rejected"
+    assert "the gate needs at least +0.05" in tags_v2["decision.comment"]
+
+
+def test_fail_on_reject_ends_the_run_failed(tmp_path: Path, mlflow_uri: str) -> None:
+    from modelferry.errors import ApprovalRejectedError
+
+    config = write_config(tmp_path, gate={"metrics": {"roc_auc": {"threshold": 0.9999}}})
+    with pytest.raises(ApprovalRejectedError, match="rejected by the gate"):
+        train_and_register(str(config), tracking_uri=mlflow_uri, fail_on_reject=True)
+    assert versions(mlflow_uri)[0].tags["decision.status"] == "rejected"
+
+
+@pytest.mark.parametrize(
+    ("answer", "approved"),
+    [
+        ({"approve": True, "reviewer": "alice", "comment": "looks good"}, True),
+        ({"approve": False, "reviewer": "bob", "comment": "recall too low"}, False),
+    ],
+)
+def test_manual_approval_through_the_api(
+    tmp_path: Path, mlflow_uri: str, answer: dict[str, Any], approved: bool
+) -> None:
+    run_name = f"review-{uuid.uuid4().hex[:8]}"
+    reviewer, errors = reviewer_thread(run_name, answer)
+    # A bounded approval timeout: a reviewer that fails cannot hang the test.
+    config = write_config(tmp_path, approval={"mode": "auto", "timeout_seconds": 150})
+    outcome = train_and_register.with_options(flow_run_name=run_name)(
+        str(config), approval="manual", tracking_uri=mlflow_uri, approval_poll_seconds=1
+    )
+    reviewer.join(timeout=30)
+
+    assert errors == []
+    assert outcome.approved is approved
+    assert outcome.decision.decided_by == answer["reviewer"]
+    tags_v1 = versions(mlflow_uri)[0].tags
+    assert tags_v1["decision.status"] == ("approved" if approved else "rejected")
+    assert tags_v1["decision.decided_by"] == answer["reviewer"]
+    assert tags_v1["decision.comment"] == answer["comment"]
+    assert tags_v1["decision.mode"] == "manual"
+    assert alias(mlflow_uri, "champion") == ("1" if approved else None)
+
+
+def test_manual_approval_timeout_is_recorded_rejection(tmp_path: Path, mlflow_uri: str) -> None:
+    config = write_config(tmp_path, approval={"mode": "manual", "timeout_seconds": 3})
+
+    state = train_and_register(
+        str(config), tracking_uri=mlflow_uri, approval_poll_seconds=1, return_state=True
+    )
+
+    assert state.is_completed()
+    assert "nobody answered the approval request in time" in str(state.message)
+    outcome = state.result()
+    assert outcome.decision.status == "timed_out"
+    assert versions(mlflow_uri)[0].tags["decision.status"] == "timed_out"
+    assert alias(mlflow_uri, "champion") is None
+    # The decision is final: a late answer is refused.
+    with pytest.raises(NotPausedError):
+        resume_flow_run(state.state_details.flow_run_id, run_input={"reviewer": "late"})
+
+
+def test_gate_plus_manual_does_not_ask_when_gate_fails(tmp_path: Path, mlflow_uri: str) -> None:
+    config = write_config(tmp_path, gate={"metrics": {"roc_auc": {"threshold": 0.9999}}})
+    outcome = train_and_register(str(config), approval="gate+manual", tracking_uri=mlflow_uri)
+    assert outcome.decision.decided_by == "gate"
+    assert outcome.decision.mode == "gate+manual"
+    assert not outcome.approved
+
+
+def test_nightly_flow_runs_train_and_register(tmp_path: Path, mlflow_uri: str) -> None:
+    state = retrain_and_deliver(
+        str(write_config(tmp_path)), tracking_uri=mlflow_uri, return_state=True
+    )
+    assert state.is_completed()
+    assert "approved by the gate" in str(state.message)
+    assert state.result().champion_version == "1"

@@ -1,0 +1,86 @@
+"""The metric gate: thresholds, deltas, direction of each metric, and the report."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelferry.approval import evaluate_gate
+from modelferry.config import GateConfig, MetricGate
+
+CHALLENGER = {"roc_auc": 0.95, "accuracy": 0.90, "log_loss": 0.20}
+
+
+def gate(**metrics: MetricGate) -> GateConfig:
+    return GateConfig(metrics=metrics)
+
+
+def test_no_champion_checks_absolute_thresholds_only() -> None:
+    config = gate(roc_auc=MetricGate(threshold=0.9, min_delta=0.05))
+    result = evaluate_gate(CHALLENGER, None, config)
+    assert result.passed
+    failing = evaluate_gate(CHALLENGER, None, gate(roc_auc=MetricGate(threshold=0.96)))
+    assert not failing.passed
+    assert failing.failures == ["roc_auc 0.9500 must be at least 0.96"]
+
+
+def test_absolute_improvement_required() -> None:
+    config = gate(roc_auc=MetricGate(min_delta=0.01))
+    assert evaluate_gate(CHALLENGER, {**CHALLENGER, "roc_auc": 0.93}, config, "3").passed
+    result = evaluate_gate(CHALLENGER, {**CHALLENGER, "roc_auc": 0.945}, config, "3")
+    assert not result.passed
+    assert "improves on the champion by +0.0050" in result.failures[0]
+
+
+def test_negative_delta_tolerates_small_regression() -> None:
+    config = gate(roc_auc=MetricGate(min_delta=-0.01))
+    assert evaluate_gate(CHALLENGER, {**CHALLENGER, "roc_auc": 0.955}, config, "1").passed
+    assert not evaluate_gate(CHALLENGER, {**CHALLENGER, "roc_auc": 0.97}, config, "1").passed
+
+
+def test_relative_improvement() -> None:
+    config = gate(accuracy=MetricGate(min_delta=None, min_relative_delta=0.02))
+    assert evaluate_gate(CHALLENGER, {**CHALLENGER, "accuracy": 0.88}, config, "1").passed
+    result = evaluate_gate(CHALLENGER, {**CHALLENGER, "accuracy": 0.89}, config, "1")
+    assert not result.passed
+    assert "+1.12%" in result.failures[0]
+
+
+def test_lower_is_better_metric_reads_improvement_downwards() -> None:
+    config = gate(log_loss=MetricGate(threshold=0.25, min_delta=0.0))
+    better = evaluate_gate(CHALLENGER, {**CHALLENGER, "log_loss": 0.30}, config, "1")
+    assert better.passed
+    row = next(r for r in better.rows if r.metric == "log_loss")
+    assert row.improvement == pytest.approx(0.10)
+    worse = evaluate_gate(CHALLENGER, {**CHALLENGER, "log_loss": 0.10}, config, "1")
+    assert not worse.passed
+    too_high = evaluate_gate({**CHALLENGER, "log_loss": 0.3}, None, config)
+    assert too_high.failures == ["log_loss 0.3000 must be at most 0.25"]
+
+
+def test_every_failing_bar_is_reported() -> None:
+    config = gate(
+        roc_auc=MetricGate(threshold=0.99, min_delta=0.0),
+        accuracy=MetricGate(min_delta=0.0),
+    )
+    result = evaluate_gate(CHALLENGER, {"roc_auc": 0.96, "accuracy": 0.95, "log_loss": 0.1}, config)
+    assert len(result.failures) == 3
+
+
+def test_markdown_report_has_side_by_side_table_and_link() -> None:
+    config = gate(roc_auc=MetricGate(threshold=0.9))
+    result = evaluate_gate(CHALLENGER, {**CHALLENGER, "roc_auc": 0.94}, config, "7")
+    text = result.to_markdown("m v8: challenger vs champion", "http://mlflow/run/1")
+    assert "Gate ✅ **passed** (against champion v7)" in text
+    assert "| roc_auc | 0.9500 | 0.9400 | +0.0100 | pass |" in text
+    assert "| accuracy | 0.9000 | 0.9000 | +0.0000 | not gated |" in text
+    assert text.endswith("MLflow run: http://mlflow/run/1")
+    failed = evaluate_gate(CHALLENGER, None, gate(roc_auc=MetricGate(threshold=0.99)), None, "n")
+    text = failed.to_markdown("t")
+    assert "❌ **failed** (against no champion)" in text
+    assert "- roc_auc 0.9500 must be at least 0.99" in text
+    assert "_n_" in text
+
+
+def test_gated_metric_missing_from_challenger_is_an_error() -> None:
+    with pytest.raises(ValueError, match="were not computed"):
+        evaluate_gate({"accuracy": 0.9}, None, gate(roc_auc=MetricGate()))
