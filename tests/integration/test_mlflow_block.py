@@ -48,7 +48,7 @@ def test_flow_uses_saved_block(prefect_harness: str, tmp_path: Path) -> None:
 
     assert outcome.approved
     champion = MlflowClient(uri, uri).get_model_version_by_alias(outcome.model_name, "champion")
-    assert champion.version == outcome.version
+    assert str(champion.version) == outcome.version
 
 
 def test_block_and_uri_together_are_refused(prefect_harness: str, tmp_path: Path) -> None:
