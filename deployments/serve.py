@@ -9,6 +9,7 @@ The schedule and parameters mirror prefect.yaml, so `prefect deployment run
 from __future__ import annotations
 
 from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
 
 from flows.retrain_and_deliver import retrain_and_deliver
 from flows.train_and_register import DEFAULT_CONFIG, train_and_register
@@ -17,8 +18,8 @@ NIGHTLY_CRON = "0 2 * * *"
 NIGHTLY_TIMEZONE = "Europe/Amsterdam"
 
 
-def main() -> None:
-    """Register both deployments and run their flow runs until interrupted."""
+def build_deployments() -> list[RunnerDeployment]:
+    """The nightly and CI deployments, as prefect.yaml defines them."""
     nightly = retrain_and_deliver.to_deployment(
         name="nightly",
         cron=NIGHTLY_CRON,
@@ -31,7 +32,12 @@ def main() -> None:
         parameters={"config_path": DEFAULT_CONFIG, "approval": "gate+manual"},
         tags=["modelferry", "ci"],
     )
-    serve(nightly, ci)
+    return [nightly, ci]
+
+
+def main() -> None:
+    """Register both deployments and run their flow runs until interrupted."""
+    serve(*build_deployments())
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,9 @@ from modelferry.training import (
     train_model,
 )
 
+# A new release of any of these may train a different model from the same inputs.
+_TRAINING_PACKAGES = ("modelferry", "lightgbm", "scikit-learn", "numpy")
+
 
 @dataclass
 class TrainingResult:
@@ -33,11 +37,16 @@ class TrainingResult:
 
 
 def training_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Key of a training: data digest, model, split and seed — not the frame itself."""
+    """Key of a training: data digest, model, split, seed and the versions that train.
+
+    The frame itself is not hashed: its digest stands for it.
+    """
     dataset: Dataset = parameters["dataset"]
     config: ModelConfig = parameters["config"]
     settings = config.model_dump_json(include={"model", "split", "seed"})
-    digest = hashlib.sha256(f"{dataset.digest}\x1f{settings}".encode()).hexdigest()
+    versions = ",".join(f"{name}={version(name)}" for name in _TRAINING_PACKAGES)
+    key = f"{dataset.digest}\x1f{settings}\x1f{versions}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
     return f"modelferry-train-{digest}"
 
 

@@ -1,0 +1,56 @@
+"""prefect.yaml and the serve script describe deployments that load and validate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.flows import load_flow_from_entrypoint
+
+REPO = Path(__file__).parents[2]
+
+
+def deployments() -> dict[str, dict[str, Any]]:
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text(encoding="utf-8"))
+    return {d["name"]: d for d in spec["deployments"]}
+
+
+def test_expected_deployments_exist() -> None:
+    found = deployments()
+    assert found["nightly"]["entrypoint"] == "flows/retrain_and_deliver.py:retrain_and_deliver"
+    assert found["ci"]["entrypoint"] == "flows/train_and_register.py:train_and_register"
+
+
+@pytest.mark.parametrize("name", ["nightly", "ci"])
+def test_entrypoints_load_and_parameters_validate(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    deployment = deployments()[name]
+    flow = load_flow_from_entrypoint(deployment["entrypoint"])
+    flow.validate_parameters(deployment["parameters"])
+    assert Path(REPO / deployment["parameters"]["config_path"]).is_file()
+
+
+def test_nightly_schedule_is_two_am_with_timezone() -> None:
+    (schedule,) = deployments()["nightly"]["schedules"]
+    cron = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+    assert cron.cron == "0 2 * * *"
+    assert cron.timezone == "Europe/Amsterdam"
+
+
+def test_serve_script_matches_prefect_yaml() -> None:
+    from deployments import serve
+
+    nightly = deployments()["nightly"]["schedules"][0]
+    assert nightly["cron"] == serve.NIGHTLY_CRON
+    assert nightly["timezone"] == serve.NIGHTLY_TIMEZONE
+
+
+def test_no_secret_in_prefect_yaml() -> None:
+    text = (REPO / "prefect.yaml").read_text(encoding="utf-8").lower()
+    for word in ("password", "token", "secret", "key:"):
+        assert word not in text
