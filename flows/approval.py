@@ -16,7 +16,7 @@ from modelferry.approval import ApprovalDecision, GateResult
 
 _PAUSE_KEY = "modelferry-approval"
 # Extra time the server allows beyond our own deadline; see `_pause_for_input`.
-_SERVER_GRACE_SECONDS = 3600
+_SERVER_GRACE_SECONDS = 120
 
 
 class ApprovalInput(RunInput):

@@ -14,7 +14,6 @@ import os
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Self
@@ -22,6 +21,7 @@ from typing import Any, Final, Self
 import httpx
 
 from modelferry.errors import FlowRunNotFoundError, FlowRunNotPausedError, OrchestratorError
+from modelferry.flow_runs import FlowRunInfo, PausedRun, flow_run_from_json
 
 __all__ = ["FlowRunInfo", "PausedRun", "PrefectApi"]
 
@@ -34,63 +34,6 @@ _START_SERVER_HINT: Final = (
 _PENDING_HINT: Final = "run `modelferry pending` to list the flow runs waiting for approval"
 # The server's default page size (PREFECT_SERVER_API_DEFAULT_LIMIT) is also its maximum.
 _PAGE_SIZE: Final = 200
-
-
-@dataclass(frozen=True, slots=True)
-class FlowRunInfo:
-    """The parts of a flow run the approval commands look at.
-
-    Attributes:
-        id: The flow run id (a UUID string).
-        name: The run's generated name, e.g. "papaya-stork".
-        flow_id: The id of the flow it runs.
-        state_type: "PAUSED", "RUNNING", "COMPLETED", ... or None before any state is set.
-        state_name: The state's display name, e.g. "Paused" or "Suspended".
-        state_timestamp: When the run entered its current state.
-        pause_timeout: When a paused run gives up waiting, if it is paused.
-        run_input_keyset: The flow run input keys of a run paused for input
-            ("description", "response", "schema"), else None.
-    """
-
-    id: str
-    name: str
-    flow_id: str
-    state_type: str | None
-    state_name: str | None
-    state_timestamp: datetime | None
-    pause_timeout: datetime | None
-    run_input_keyset: dict[str, str] | None
-
-    @property
-    def is_paused(self) -> bool:
-        """Whether the run is in a PAUSED state (which includes Suspended)."""
-        return self.state_type == "PAUSED"
-
-    @property
-    def waits_for_input(self) -> bool:
-        """Whether the run paused with `wait_for_input`, so resuming it takes a form."""
-        return self.run_input_keyset is not None
-
-
-@dataclass(frozen=True, slots=True)
-class PausedRun:
-    """A paused flow run, as `modelferry pending` lists it.
-
-    Attributes:
-        id: The flow run id to pass to `modelferry approve`.
-        flow_name: The name of the flow, e.g. "train-and-register".
-        run_name: The run's generated name.
-        paused_since: When the run paused.
-        pause_timeout: When the run stops waiting and fails, if known.
-        waits_for_input: Whether it waits for a reviewer's input (an approval form).
-    """
-
-    id: str
-    flow_name: str
-    run_name: str
-    paused_since: datetime | None
-    pause_timeout: datetime | None
-    waits_for_input: bool
 
 
 class PrefectApi:
@@ -198,7 +141,7 @@ class PrefectApi:
             raise FlowRunNotFoundError(
                 f"flow run {run_id} not found on {self.api_url}; {_PENDING_HINT}"
             )
-        return _flow_run_from_json(self._json(response))
+        return flow_run_from_json(self._json(response))
 
     def list_paused_runs(self) -> list[PausedRun]:
         """List every paused flow run, the longest-waiting first.
@@ -218,7 +161,7 @@ class PrefectApi:
             page = self._json(self._request("POST", "/flow_runs/filter", json=body))
             if not isinstance(page, list):
                 raise self._unexpected("/flow_runs/filter", "a list of flow runs")
-            runs.extend(_flow_run_from_json(item) for item in page)
+            runs.extend(flow_run_from_json(item) for item in page)
             if len(page) < _PAGE_SIZE:
                 break
             offset += len(page)
@@ -401,43 +344,6 @@ def _normalise_id(flow_run_id: str) -> str:
             f"flow run {flow_run_id!r} not found: a flow run id is a UUID such as "
             f"'{uuid.UUID(int=0)}'; {_PENDING_HINT}"
         ) from None
-
-
-def _flow_run_from_json(data: Any) -> FlowRunInfo:
-    if not isinstance(data, Mapping) or "id" not in data:
-        raise OrchestratorError("the Prefect API returned a flow run without an id")
-    state = data.get("state") if isinstance(data.get("state"), Mapping) else None
-    details: Mapping[str, Any] = {}
-    if state is not None and isinstance(state.get("state_details"), Mapping):
-        details = state["state_details"]
-    keyset = details.get("run_input_keyset")
-    return FlowRunInfo(
-        id=str(data["id"]),
-        name=str(data.get("name") or ""),
-        flow_id=str(data.get("flow_id") or ""),
-        state_type=_str_or_none(state.get("type") if state else data.get("state_type")),
-        state_name=_str_or_none(state.get("name") if state else data.get("state_name")),
-        state_timestamp=_parse_time(state.get("timestamp") if state else None),
-        pause_timeout=_parse_time(details.get("pause_timeout")),
-        run_input_keyset=(
-            {str(k): str(v) for k, v in keyset.items()} if isinstance(keyset, Mapping) else None
-        ),
-    )
-
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    # Prefect sends UTC with a "Z"; an offset-less time is UTC too, never local time.
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _error_detail(response: httpx.Response) -> str:
