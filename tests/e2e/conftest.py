@@ -171,7 +171,10 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         _stop(process)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this
+# thread while it is open, and Prefect's sync calls made under a running loop return
+# coroutines instead of results, which would break every flow test that runs later.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """The system Chromium, headless, driven by Playwright's sync API."""
     if not CHROMIUM.exists():
