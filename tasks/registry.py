@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from modelferry.approval import ApprovalDecision
 from modelferry.config import ModelConfig
@@ -23,7 +24,10 @@ from modelferry.training import DatasetSplit, classification_metrics, predict_po
 from tasks.retry_policy import TRANSIENT_RETRIES, TRANSIENT_RETRY_DELAYS, retry_on_transient
 from tasks.training import TrainingResult
 
+# These steps change the registry: they are retried when MLflow is unreachable, and never
+# served from a cache.
 _MLFLOW_RETRIES = {
+    "cache_policy": NO_CACHE,
     "retries": TRANSIENT_RETRIES,
     "retry_delay_seconds": TRANSIENT_RETRY_DELAYS,
     "retry_condition_fn": retry_on_transient,

@@ -6,11 +6,12 @@ import re
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
 from modelferry.approval import GateResult
 
 
-@task(name="publish-gate-report")
+@task(name="publish-gate-report", cache_policy=NO_CACHE)
 def publish_gate_report(model_name: str, version: str, gate: GateResult, run_link: str) -> str:
     """Publish the challenger-vs-champion table as a markdown artifact; returns the markdown."""
     markdown = gate.to_markdown(f"{model_name} v{version}: challenger vs champion", run_link)
