@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from prefect.settings import PREFECT_API_URL
 
+from modelferry import cli
 from modelferry.prefect_api import PrefectApi
 
 REPO = Path(__file__).parents[2]
@@ -39,7 +40,8 @@ def api_filter(path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def reviewer_thread(run_name: str, answer: dict[str, Any]) -> tuple[threading.Thread, list[str]]:
-    """A reviewer who waits for the paused run named `run_name` and resumes it.
+    """A reviewer who waits for the paused run named `run_name` and answers with
+    `modelferry approve`, as a script or CI job would.
 
     Returns the thread and a list that receives any error the reviewer met.
     """
@@ -52,7 +54,16 @@ def reviewer_thread(run_name: str, answer: dict[str, Any]) -> tuple[threading.Th
                 while time.monotonic() < deadline:
                     runs = [r for r in api.list_paused_runs() if r.run_name == run_name]
                     if runs and runs[0].waits_for_input:
-                        api.resume(runs[0].id, answer)
+                        argv = [
+                            "approve", runs[0].id,
+                            "--reviewer", answer["reviewer"],
+                            "--comment", answer["comment"],
+                            "--api-url", str(PREFECT_API_URL.value()),
+                        ]  # fmt: skip
+                        if not answer["approve"]:
+                            argv.append("--reject")
+                        if cli.main(argv) != 0:
+                            errors.append(f"modelferry {' '.join(argv)} failed")
                         return
                     time.sleep(0.3)
                 errors.append(f"no paused run named {run_name!r} within 120 s")
