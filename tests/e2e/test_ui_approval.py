@@ -218,9 +218,10 @@ def test_paused_run_is_approved_from_the_ui(
 
     from mlflow import MlflowClient
 
-    champion = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(
-        MODEL_NAME, "champion"
-    )
+    # Both URIs explicitly: MLflow's default registry URI is process-wide state that an
+    # earlier test in this session may have pointed elsewhere.
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     assert str(champion.version) == match.group(1)
     assert champion.tags["decision.status"] == "approved"
     assert champion.tags["decision.decided_by"] == REVIEWER
