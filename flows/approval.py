@@ -54,12 +54,14 @@ def ask_reviewer(
 
     A timeout is a recorded rejection (`timed_out`), never a crash.
     """
-    logger = get_run_logger()
-    logger.info(
+    with get_client(sync_client=True) as client:
+        api_url = str(client.api_url).rstrip("/")
+    get_run_logger().info(
         "Waiting up to %s for a reviewer: resume this run in the Prefect UI, or run "
-        "`modelferry approve %s --reviewer NAME [--reject]`",
+        "`modelferry approve %s --reviewer NAME [--reject] --api-url %s`",
         _duration(timeout_seconds),
         flow_run_id,
+        api_url,
     )
     form = ApprovalInput.with_initial_data(description=report)
     answer = _pause_for_input(form, timeout_seconds, max(1, min(poll_seconds, timeout_seconds)))
