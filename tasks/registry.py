@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from prefect import task
@@ -14,6 +15,7 @@ from modelferry.errors import DataError
 from modelferry.registry import (
     CHALLENGER,
     CHAMPION,
+    CLASS_NAMES_TAG,
     LoggedRun,
     ModelRegistry,
     RegisteredVersion,
@@ -73,6 +75,7 @@ def register_challenger(
         "dataset.source": dataset.source_uri,
         "dataset.rows": str(dataset.row_count),
         "modelferry.flavor": result.trained.flavor,
+        CLASS_NAMES_TAG: json.dumps(list(dataset.class_names)),
         "modelferry.model_type": result.trained.model_type,
         "mlflow.run_url": logged.url,
         "decision.status": "pending",

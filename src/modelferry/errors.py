@@ -11,9 +11,14 @@ what to do about it.
     ├── ApprovalError
     │   ├── ApprovalRejectedError   a reviewer or the gate rejected the challenger
     │   └── ApprovalTimedOutError   nobody answered before the approval timeout
-    └── OrchestratorError           the Prefect API refused or could not be reached
-        ├── FlowRunNotFoundError    no flow run has that id
-        └── FlowRunNotPausedError   the flow run is not waiting for approval
+    ├── OrchestratorError           the Prefect API refused or could not be reached
+    │   ├── FlowRunNotFoundError    no flow run has that id
+    │   └── FlowRunNotPausedError   the flow run is not waiting for approval
+    ├── EndpointError
+    │   ├── InvalidEndpointSpecError  a name, traffic split or model reference is invalid
+    │   ├── EndpointNotFoundError     no endpoint or deployment has that name
+    │   └── DeploymentFailedError     a deployment did not start or failed its smoke test
+    └── BatchScoringError           batch inputs missing or unreadable, or no file could be scored
 """
 
 from __future__ import annotations
@@ -61,3 +66,23 @@ class FlowRunNotFoundError(OrchestratorError):
 
 class FlowRunNotPausedError(OrchestratorError):
     """The flow run exists but is not paused waiting for approval."""
+
+
+class EndpointError(ModelferryError):
+    """Base class for failures of online endpoints and their deployments."""
+
+
+class InvalidEndpointSpecError(EndpointError):
+    """An endpoint name, deployment spec or traffic split is invalid."""
+
+
+class EndpointNotFoundError(EndpointError):
+    """No endpoint (or deployment) has the given name."""
+
+
+class DeploymentFailedError(EndpointError):
+    """A deployment did not become ready, or failed its smoke request."""
+
+
+class BatchScoringError(ModelferryError):
+    """Batch inputs are missing or unreadable, or a batch run could score no file at all."""

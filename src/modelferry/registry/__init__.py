@@ -6,6 +6,7 @@ from modelferry.registry.tracking import TrackingSettings, is_transient, trackin
 from modelferry.registry.versions import (
     CHALLENGER,
     CHAMPION,
+    CLASS_NAMES_TAG,
     PREVIOUS_CHAMPION,
     ModelRegistry,
     RegisteredVersion,
@@ -14,6 +15,7 @@ from modelferry.registry.versions import (
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
+    "CLASS_NAMES_TAG",
     "PREVIOUS_CHAMPION",
     "LoggedRun",
     "ModelRegistry",

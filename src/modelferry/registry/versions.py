@@ -11,6 +11,9 @@ CHALLENGER = "challenger"
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous-champion"
 
+#: Version tag holding the class names as a JSON list (position = label value).
+CLASS_NAMES_TAG = "modelferry.class_names"
+
 
 @dataclass(frozen=True)
 class RegisteredVersion:

@@ -1,0 +1,114 @@
+"""The `EndpointBackend` interface: one contract, implemented locally and on Azure ML."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import SecretStr
+
+from modelferry.endpoints.spec import (
+    DeploymentMetrics,
+    DeploymentSpec,
+    DeploymentState,
+    EndpointSpec,
+    EndpointState,
+    TrafficSplit,
+)
+
+
+class EndpointBackend(ABC):
+    """Runs online endpoints: create, deploy, route traffic, observe, delete.
+
+    The contract every implementation keeps (the shared contract tests check it):
+
+    - `create_or_update_*` are idempotent: the same spec twice leaves one endpoint or
+      deployment, unchanged; a changed spec updates it in place.
+    - `delete_*` of something that does not exist succeeds (it is already gone).
+    - Methods that change things block until the change took effect or failed; each says
+      how long it may take. None of them moves traffic implicitly: a new deployment gets
+      0% until `set_traffic` says otherwise.
+    - Unknown endpoints or deployments raise `EndpointNotFoundError`; invalid requests raise
+      `InvalidEndpointSpecError`; a deployment that does not become ready raises
+      `DeploymentFailedError` and is left in state "failed", never taking traffic.
+    """
+
+    @abstractmethod
+    def create_or_update_endpoint(self, spec: EndpointSpec) -> EndpointState:
+        """Create the endpoint, or update its description and tags. Blocks until it exists
+        (seconds locally, minutes on Azure ML)."""
+
+    @abstractmethod
+    def get_endpoint(self, name: str) -> EndpointState:
+        """The endpoint's deployments, traffic and scoring URI.
+
+        Raises:
+            EndpointNotFoundError: no endpoint has this name.
+        """
+
+    @abstractmethod
+    def list_endpoints(self) -> list[EndpointState]:
+        """Every endpoint this backend manages, by name."""
+
+    @abstractmethod
+    def delete_endpoint(self, name: str) -> None:
+        """Delete the endpoint and all its deployments; succeeds if it does not exist."""
+
+    @abstractmethod
+    def create_or_update_deployment(
+        self, endpoint: str, spec: DeploymentSpec, timeout_s: float = 600.0
+    ) -> DeploymentState:
+        """Deploy `spec.model` under `spec.name`, with no traffic, and wait until it is ready.
+
+        Ready means loaded and answering a smoke request. Blocks up to `timeout_s`.
+
+        Raises:
+            EndpointNotFoundError: the endpoint does not exist.
+            DeploymentFailedError: it did not become ready in time (left "failed").
+        """
+
+    @abstractmethod
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        """Delete one deployment; succeeds if it does not exist.
+
+        Raises:
+            InvalidEndpointSpecError: it still takes live or mirrored traffic.
+        """
+
+    @abstractmethod
+    def set_traffic(self, endpoint: str, traffic: TrafficSplit) -> EndpointState:
+        """Replace the endpoint's traffic weights and mirroring, atomically.
+
+        Every named deployment must exist and be ready. In-flight requests finish on the
+        deployment they started on. Blocks until the new split is in force.
+
+        Raises:
+            EndpointNotFoundError: the endpoint or a named deployment does not exist.
+            InvalidEndpointSpecError: a named deployment is not ready.
+        """
+
+    @abstractmethod
+    def get_keys(self, endpoint: str) -> SecretStr:
+        """The endpoint's primary key, for `Authorization: Bearer <key>`."""
+
+    @abstractmethod
+    def invoke(
+        self,
+        endpoint: str,
+        payload: Mapping[str, Any],
+        deployment: str | None = None,
+    ) -> Any:
+        """Send one scoring request through the endpoint (routed, or pinned to `deployment`).
+
+        Returns the decoded JSON answer.
+        """
+
+    @abstractmethod
+    def get_metrics(self, endpoint: str, since: datetime) -> dict[str, DeploymentMetrics]:
+        """Requests, errors and p99 latency per deployment since `since` (canary checks)."""
+
+    @abstractmethod
+    def get_logs(self, endpoint: str, deployment: str, lines: int = 100) -> str:
+        """The last `lines` lines of a deployment's log."""

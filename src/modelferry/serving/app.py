@@ -1,0 +1,219 @@
+"""The scoring server: a bare ASGI app, because every microsecond per request counts.
+
+Routes: `POST /score`, `GET /health/live`, `GET /health/ready`, `GET /metrics`; anything
+under `/admin/` goes to the control handler the server process installs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import SecretStr
+
+from modelferry.serving.model import ServingModel
+from modelferry.serving.payload import PayloadError, parse_request
+from modelferry.serving.routing import RoutingTable
+from modelferry.serving.telemetry import Telemetry
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+AdminHandler = Callable[[Scope, bytes], Awaitable[tuple[int, Any]]]
+
+PIN_HEADER = b"azureml-model-deployment"
+_AUTH_HINT = "missing or wrong key: send 'Authorization: Bearer <key>'"
+_JSON = [(b"content-type", b"application/json")]
+# Requests with more rows than this are scored off the event loop, so that one big
+# request does not stall the small ones queued behind it.
+_INLINE_ROWS = 1000
+
+
+class ScoringApp:
+    """ASGI app scoring requests for one endpoint's deployments."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        key: SecretStr,
+        max_body_bytes: int = 16 * 1024 * 1024,
+        max_rows: int = 100_000,
+        admin: AdminHandler | None = None,
+    ) -> None:
+        """Serve `endpoint`, accepting requests that carry `key` as a bearer token."""
+        self.endpoint = endpoint
+        self._auth = b"Bearer " + key.get_secret_value().encode()
+        self.max_body_bytes = max_body_bytes
+        self.max_rows = max_rows
+        self.admin = admin
+        self.telemetry = Telemetry()
+        self.table = RoutingTable.build({}, _no_traffic())
+        self._random = random.random
+
+    def install(self, table: RoutingTable) -> None:
+        """Route new requests by `table`; requests already routed finish where they are."""
+        self.table = table
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point."""
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        if path == "/score" and method == "POST":
+            await self._score(scope, receive, send)
+        elif path == "/health/live":
+            await _respond(send, 200, {"status": "live"})
+        elif path == "/health/ready":
+            ready = bool(self.table.models)
+            await _respond(send, 200 if ready else 503, {"ready": ready})
+        elif path == "/metrics" and method == "GET":
+            if not self._authorised(scope):
+                await _respond(send, 401, {"error": _AUTH_HINT})
+                return
+            text = self.telemetry.prometheus(self.endpoint).encode()
+            await _send(send, 200, text, [(b"content-type", b"text/plain; version=0.0.4")])
+        elif path.startswith("/admin/") and self.admin is not None:
+            body = await _read_body(receive, self.max_body_bytes)
+            status, answer = await self.admin(scope, body or b"")
+            await _respond(send, status, answer)
+        else:
+            await _respond(send, 404, {"error": f"no route {method} {path}"})
+
+    def _authorised(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return hmac.compare_digest(value, self._auth)
+        return False
+
+    async def _score(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        if not self._authorised(scope):
+            await _respond(send, 401, {"error": _AUTH_HINT})
+            return
+        table = self.table
+        pinned = _header(scope, PIN_HEADER)
+        name = pinned.decode("latin-1") if pinned is not None else table.pick(self._random())
+        if name is None:
+            await _respond(send, 503, {"error": "no deployment takes traffic yet"})
+            return
+        if name not in table.models:
+            await _respond(send, 404, {"error": f"no deployment {name!r} on this endpoint"})
+            return
+        model = table.models[name]
+        body = await _read_body(receive, self.max_body_bytes)
+        if body is None:
+            await self._answer(
+                send,
+                name,
+                started,
+                413,
+                {"error": f"the body exceeds {self.max_body_bytes} bytes"},
+                0,
+            )
+            return
+        try:
+            features = parse_request(body, model.features, self.max_rows)
+        except PayloadError as exc:
+            await self._answer(send, name, started, exc.status, {"error": str(exc)}, 0)
+            return
+        try:
+            if features.shape[0] <= _INLINE_ROWS:
+                proba = model.predict_proba(features)
+            else:
+                proba = await asyncio.to_thread(model.predict_proba, features)
+        except Exception as exc:  # a model failure is the server's fault: 500, counted
+            await self._answer(send, name, started, 500, {"error": f"scoring failed: {exc}"}, 0)
+            return
+        answer = {
+            "predictions": proba,
+            "classes": model.class_names,
+            "deployment": name,
+            "model_version": model.version,
+        }
+        await self._answer(send, name, started, 200, answer, features.shape[0])
+        if table.traffic.mirror and pinned is None:
+            for mirror in table.mirrors_for(self._random()):
+                self._mirror(table.models.get(mirror), mirror, features)
+
+    async def _answer(
+        self, send: Send, deployment: str, started: float, status: int, answer: Any, rows: int
+    ) -> None:
+        body = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+        await _send(send, status, body, [*_JSON, (PIN_HEADER, deployment.encode())])
+        self.telemetry.record(deployment, status, time.perf_counter() - started, rows)
+
+    def _mirror(self, model: ServingModel | None, name: str, features: np.ndarray) -> None:
+        # The client already has its answer; the mirror's is computed, timed and dropped.
+        if model is None:
+            return
+        started = time.perf_counter()
+        try:
+            model.predict_proba(features)
+            status = 200
+        except Exception:  # counted as the mirror's error, never the client's
+            status = 500
+        self.telemetry.record_mirror(name)
+        self.telemetry.record(name, status, time.perf_counter() - started, features.shape[0])
+
+
+def _no_traffic() -> Any:
+    from modelferry.endpoints.spec import TrafficSplit
+
+    return TrafficSplit()
+
+
+def _header(scope: Scope, wanted: bytes) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it passes `limit` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, answer: Any) -> None:
+    await _send(send, status, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), _JSON)
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,117 @@
+"""A registered model made ready to score: its input schema, class names and fast predictor."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from modelferry.registry import CLASS_NAMES_TAG, ModelRegistry, RegisteredVersion
+
+# Below this many rows, extra LightGBM threads cost more to start than they save.
+_SINGLE_THREAD_ROWS = 256
+
+_NUMERIC_TYPES = {"double", "float", "long", "integer", "boolean"}
+
+
+class Predictor(Protocol):
+    """Anything that maps a float64 feature matrix to class probabilities."""
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities, shape (rows, classes)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One input column from the model signature."""
+
+    name: str
+    type: str
+    required: bool = True
+
+
+class BoosterPredictor:
+    """LightGBM's native `Booster.predict` on arrays: no DataFrame, no sklearn wrapper."""
+
+    def __init__(self, booster: Any) -> None:
+        """Wrap a trained `lightgbm.Booster` of a binary objective."""
+        self._booster = booster
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities of class 0 and class 1 for each row."""
+        threads = 1 if features.shape[0] < _SINGLE_THREAD_ROWS else 0
+        positive = self._booster.predict(features, num_threads=threads)
+        return np.column_stack((1.0 - positive, positive))
+
+
+class EstimatorPredictor:
+    """A scikit-learn estimator's `predict_proba`, fed arrays in signature order."""
+
+    def __init__(self, estimator: Any) -> None:
+        """Wrap a fitted estimator that has `predict_proba`."""
+        self._estimator = estimator
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities for each class, for each row."""
+        with warnings.catch_warnings():
+            # Columns are already in training order; the name check would only cost time.
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            return np.asarray(self._estimator.predict_proba(features), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """A model version ready to score requests."""
+
+    name: str
+    version: str
+    features: tuple[FeatureSpec, ...]
+    class_names: tuple[str, ...]
+    predictor: Predictor
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Input column names in the order the predictor expects."""
+        return tuple(f.name for f in self.features)
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities for a float64 matrix whose columns follow `features`."""
+        return self.predictor.predict_proba(features)
+
+
+def load_serving_model(registry: ModelRegistry, version: RegisteredVersion) -> ServingModel:
+    """Load a registered version with its native fast path and its input schema."""
+    from mlflow.models import get_model_info
+
+    estimator = registry.load_classifier(version)
+    info = get_model_info(version.uri)
+    features = _features_from_signature(info.signature, estimator)
+    predictor: Predictor
+    booster = getattr(estimator, "booster_", None)
+    predictor = BoosterPredictor(booster) if booster is not None else EstimatorPredictor(estimator)
+    names = version.tags.get(CLASS_NAMES_TAG)
+    class_names = tuple(json.loads(names)) if names else ("0", "1")
+    return ServingModel(version.name, version.version, features, class_names, predictor)
+
+
+def _features_from_signature(signature: Any, estimator: Any) -> tuple[FeatureSpec, ...]:
+    inputs = getattr(signature, "inputs", None)
+    if inputs is not None and inputs.has_input_names():
+        specs = []
+        for column in inputs.inputs:
+            type_name = getattr(column.type, "name", str(column.type))
+            if type_name not in _NUMERIC_TYPES:
+                raise ValueError(
+                    f"column {column.name!r} has type {type_name}; only numeric inputs "
+                    "can be served"
+                )
+            specs.append(FeatureSpec(column.name, type_name, bool(column.required)))
+        return tuple(specs)
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None:
+        raise ValueError("the model has neither a signature nor feature names to check inputs")
+    return tuple(FeatureSpec(str(name), "double") for name in names)
