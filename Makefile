@@ -17,9 +17,10 @@ $(VENV)/.core: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e .
 	touch $@
 
-# Core plus the test and lint tools.
+# Core plus the Azure SDKs (their backends are tested at the SDK boundary) and the test
+# and lint tools.
 $(VENV)/.dev: $(VENV)/.core
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,azure]'
 	touch $@
 
 install: $(VENV)/.core

@@ -66,12 +66,14 @@ def log_training_run(
         settings.activate()
         experiment_id = _ensure_experiment(settings, experiment_name)
         sample = split.x_test.head(5)
-        with warnings.catch_warnings():
+        with (
+            warnings.catch_warnings(),
+            mlflow.start_run(experiment_id=experiment_id, tags=tags) as run,
+        ):
             # Class labels are integers by nature; MLflow's hint about missing values in
             # integer columns does not apply to a model's output.
             warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
             signature = infer_signature(sample, trained.estimator.predict(sample))
-        with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
             mlflow.log_params(
                 {
                     "model_type": trained.model_type,
