@@ -1,0 +1,305 @@
+"""`LocalEndpointBackend`: online endpoints as server processes on this machine."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from modelferry.endpoints.backend import EndpointBackend
+from modelferry.endpoints.local import process
+from modelferry.endpoints.local.state import DeploymentRecord, EndpointRecord, EndpointStateStore
+from modelferry.endpoints.spec import (
+    DeploymentMetrics,
+    DeploymentSpec,
+    DeploymentState,
+    DeploymentStatus,
+    EndpointSpec,
+    EndpointState,
+    TrafficSplit,
+)
+from modelferry.errors import (
+    DeploymentFailedError,
+    EndpointNotFoundError,
+    InvalidEndpointSpecError,
+)
+from modelferry.registry import ModelRegistry, TrackingSettings
+
+
+class LocalEndpointBackend(EndpointBackend):
+    """One uvicorn process per endpoint, serving every deployment of it in-process.
+
+    State lives in `home/endpoints.db`; logs in `home/logs/<endpoint>.log`. Processes
+    outlive the Python process that started them; `ensure_running` restarts the ones a
+    reboot or crash took away.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        settings: TrackingSettings,
+        host: str = "127.0.0.1",
+        start_timeout_s: float = 60.0,
+    ) -> None:
+        """Manage endpoints recorded under `home`, loading models through `settings`."""
+        self.home = home
+        self.settings = settings
+        self.host = host
+        self.start_timeout_s = start_timeout_s
+        self.store = EndpointStateStore(home / "endpoints.db")
+
+    # -- endpoints ---------------------------------------------------------------------
+
+    def create_or_update_endpoint(self, spec: EndpointSpec) -> EndpointState:
+        """Record the endpoint and make sure its server runs (seconds)."""
+        if not spec.name:
+            raise InvalidEndpointSpecError("an endpoint needs a name")
+        record = self.store.get_endpoint(spec.name)
+        if record is None:
+            record = EndpointRecord(
+                name=spec.name,
+                port=process.free_port(self.host),
+                pid=None,
+                scoring_key=SecretStr(secrets.token_urlsafe(32)),
+                admin_token=SecretStr(secrets.token_urlsafe(32)),
+                description=spec.description,
+                tags=dict(spec.tags),
+                traffic=TrafficSplit(),
+                tracking_uri=self.settings.tracking_uri,
+                registry_uri=self.settings.registry_uri,
+            )
+        else:
+            record = _replace(record, description=spec.description, tags=dict(spec.tags))
+        self.store.put_endpoint(record)
+        self._ensure_server(record)
+        return self.get_endpoint(spec.name)
+
+    def get_endpoint(self, name: str) -> EndpointState:
+        """The endpoint as recorded, with each deployment's status."""
+        record = self._record(name)
+        running = process.is_alive(record.pid)
+        deployments = tuple(
+            DeploymentState(
+                d.name,
+                d.model_name,
+                d.model_version,
+                d.status if running or d.status == "failed" else "stopped",
+                d.detail,
+            )
+            for d in self.store.list_deployments(name)
+        )
+        return EndpointState(name, f"{self._url(record)}/score", deployments, record.traffic)
+
+    def list_endpoints(self) -> list[EndpointState]:
+        """Every recorded endpoint."""
+        return [self.get_endpoint(r.name) for r in self.store.list_endpoints()]
+
+    def delete_endpoint(self, name: str) -> None:
+        """Stop the server and forget the endpoint; nothing to do if it does not exist."""
+        record = self.store.get_endpoint(name)
+        if record is None:
+            return
+        process.stop_server(record.pid)
+        self.store.delete_endpoint(name)
+
+    def ensure_running(self, name: str) -> EndpointState:
+        """Start the endpoint's server if it is not running (after a reboot or crash)."""
+        self._ensure_server(self._record(name))
+        return self.get_endpoint(name)
+
+    def restart_endpoint(self, name: str) -> EndpointState:
+        """Stop and start the server; it comes back serving what the state says."""
+        record = self._record(name)
+        process.stop_server(record.pid)
+        self._ensure_server(_replace(record, pid=None))
+        return self.get_endpoint(name)
+
+    # -- deployments -------------------------------------------------------------------
+
+    def create_or_update_deployment(
+        self, endpoint: str, spec: DeploymentSpec, timeout_s: float = 600.0
+    ) -> DeploymentState:
+        """Load the model into the endpoint's server with 0% traffic and smoke-test it."""
+        record = self._record(endpoint)
+        version = self._resolve(spec)
+        existing = next(
+            (d for d in self.store.list_deployments(endpoint) if d.name == spec.name), None
+        )
+        unchanged = (
+            existing is not None
+            and existing.status == "ready"
+            and (existing.model_name, existing.model_version) == (spec.model.name, version)
+        )
+        if unchanged and existing is not None:
+            return DeploymentState(existing.name, existing.model_name, version, "ready")
+        if existing is not None and record.traffic.deployments & {spec.name}:
+            raise InvalidEndpointSpecError(
+                f"deployment {spec.name!r} takes traffic; deploy the new version under "
+                "another name and move traffic to it"
+            )
+        self.store.put_deployment(
+            DeploymentRecord(endpoint, spec.name, spec.model.name, version, "creating")
+        )
+        self._ensure_server(record)
+        outcome = self._admin(record, "POST", "/admin/reload", timeout_s)
+        result = str(outcome.get("deployments", {}).get(spec.name, "not loaded"))
+        status: DeploymentStatus = "ready" if result == "ready" else "failed"
+        detail = "" if status == "ready" else result
+        self.store.put_deployment(
+            DeploymentRecord(endpoint, spec.name, spec.model.name, version, status, detail)
+        )
+        if status == "failed":
+            raise DeploymentFailedError(
+                f"deployment {spec.name!r} of endpoint {endpoint!r} ({spec.model.name} "
+                f"v{version}) failed: {detail}; it takes no traffic. Logs: "
+                f"modelferry endpoints logs {endpoint}"
+            )
+        return DeploymentState(spec.name, spec.model.name, version, "ready")
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        """Unload and forget one deployment; refused while it takes traffic."""
+        record = self.store.get_endpoint(endpoint)
+        if record is None:
+            return
+        if name in record.traffic.deployments:
+            raise InvalidEndpointSpecError(
+                f"deployment {name!r} still takes traffic {dict(record.traffic.weights)}; "
+                "move its traffic elsewhere first"
+            )
+        if not any(d.name == name for d in self.store.list_deployments(endpoint)):
+            return
+        self.store.delete_deployment(endpoint, name)
+        if process.is_alive(record.pid):
+            self._admin(record, "POST", "/admin/reload", 60.0)
+
+    def set_traffic(self, endpoint: str, traffic: TrafficSplit) -> EndpointState:
+        """Swap the routing table in one step; in-flight requests are not dropped."""
+        record = self._record(endpoint)
+        deployments = {d.name: d for d in self.store.list_deployments(endpoint)}
+        unknown = sorted(traffic.deployments - set(deployments))
+        if unknown:
+            raise EndpointNotFoundError(
+                f"endpoint {endpoint!r} has no deployment {unknown}; it has {sorted(deployments)}"
+            )
+        not_ready = sorted(n for n in traffic.deployments if deployments[n].status != "ready")
+        if not_ready:
+            raise InvalidEndpointSpecError(
+                f"deployments {not_ready} are not ready; traffic moves only to ready ones"
+            )
+        previous = record.traffic
+        updated = _replace(record, traffic=traffic)
+        self.store.put_endpoint(updated)
+        self._ensure_server(updated)
+        outcome = self._admin(updated, "POST", "/admin/reload", 60.0)
+        if "traffic" in outcome.get("deployments", {}):
+            self.store.put_endpoint(_replace(updated, traffic=previous))
+            raise InvalidEndpointSpecError(str(outcome["deployments"]["traffic"]))
+        return self.get_endpoint(endpoint)
+
+    # -- use and observation -----------------------------------------------------------
+
+    def get_keys(self, endpoint: str) -> SecretStr:
+        """The scoring key."""
+        return self._record(endpoint).scoring_key
+
+    def invoke(
+        self, endpoint: str, payload: Mapping[str, Any], deployment: str | None = None
+    ) -> Any:
+        """POST one request to the endpoint's `/score`, as a client would."""
+        record = self._record(endpoint)
+        headers = {"Authorization": f"Bearer {record.scoring_key.get_secret_value()}"}
+        if deployment is not None:
+            headers["azureml-model-deployment"] = deployment
+        response = httpx.post(
+            f"{self._url(record)}/score", json=dict(payload), headers=headers, timeout=30.0
+        )
+        if response.status_code != 200:
+            raise InvalidEndpointSpecError(
+                f"endpoint {endpoint!r} answered {response.status_code}: {response.text[:300]}"
+            )
+        return response.json()
+
+    def get_metrics(self, endpoint: str, since: datetime) -> dict[str, DeploymentMetrics]:
+        """Requests, 5xx errors and p99 latency per deployment since `since`."""
+        record = self._record(endpoint)
+        answer = self._admin(record, "GET", f"/admin/metrics?since={since.timestamp()}", 10.0)
+        return {
+            name: DeploymentMetrics(int(m["requests"]), int(m["errors"]), m["p99_ms"])
+            for name, m in answer.items()
+        }
+
+    def get_logs(self, endpoint: str, deployment: str, lines: int = 100) -> str:
+        """The end of the endpoint server's log (all its deployments share one process)."""
+        self._record(endpoint)
+        return process.tail(self._log_path(endpoint), lines)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _record(self, name: str) -> EndpointRecord:
+        record = self.store.get_endpoint(name)
+        if record is None:
+            known = [r.name for r in self.store.list_endpoints()]
+            raise EndpointNotFoundError(f"no local endpoint {name!r}; known endpoints: {known}")
+        return record
+
+    def _resolve(self, spec: DeploymentSpec) -> str:
+        registry = ModelRegistry(self.settings)
+        if spec.model.version is not None:
+            return registry.get(spec.model.name, spec.model.version).version
+        found = registry.get_by_alias(spec.model.name, str(spec.model.alias))
+        if found is None:
+            raise EndpointNotFoundError(f"model {spec.model.uri} does not exist")
+        return found.version
+
+    def _url(self, record: EndpointRecord) -> str:
+        return f"http://{self.host}:{record.port}"
+
+    def _log_path(self, endpoint: str) -> Path:
+        return self.home / "logs" / f"{endpoint}.log"
+
+    def _ensure_server(self, record: EndpointRecord) -> None:
+        if process.is_alive(record.pid):
+            return
+        if not _port_free(self.host, record.port):
+            record = _replace(record, port=process.free_port(self.host))
+        log_path = self._log_path(record.name)
+        pid = process.start_server(self.store.path, record.name, self.host, log_path)
+        record = _replace(record, pid=pid)
+        self.store.put_endpoint(record)
+        process.wait_until_live(self._url(record), pid, self.start_timeout_s, log_path)
+
+    def _admin(self, record: EndpointRecord, method: str, path: str, timeout_s: float) -> Any:
+        token = record.admin_token.get_secret_value()
+        deadline = time.monotonic() + timeout_s
+        response = httpx.request(
+            method,
+            f"{self._url(record)}{path}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
+        if response.status_code != 200:
+            raise DeploymentFailedError(
+                f"endpoint {record.name!r} refused {method} {path}: {response.text[:300]}"
+            )
+        return response.json()
+
+
+def _replace(record: EndpointRecord, **changes: Any) -> EndpointRecord:
+    return replace(record, **changes)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True

@@ -1,0 +1,187 @@
+"""The local backend's state: which endpoints exist, on which port, serving what.
+
+One small SQLite file is shared by the CLI, the flows and the endpoint server processes,
+so all of them — and a restarted machine — agree on what runs where. Only the backend
+writes; server processes read it when told to reload.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from modelferry.endpoints.spec import DeploymentStatus, TrafficSplit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS endpoints (
+    name TEXT PRIMARY KEY,
+    port INTEGER NOT NULL,
+    pid INTEGER,
+    scoring_key TEXT NOT NULL,
+    admin_token TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '{}',
+    weights TEXT NOT NULL DEFAULT '{}',
+    mirror TEXT NOT NULL DEFAULT '{}',
+    tracking_uri TEXT NOT NULL,
+    registry_uri TEXT
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    status TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (endpoint, name)
+);
+"""
+
+
+@dataclass(frozen=True)
+class EndpointRecord:
+    """One endpoint row; the keys are secrets and never printed."""
+
+    name: str
+    port: int
+    pid: int | None
+    scoring_key: SecretStr
+    admin_token: SecretStr
+    description: str
+    tags: dict[str, str]
+    traffic: TrafficSplit
+    tracking_uri: str
+    registry_uri: str | None
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    """One deployment row."""
+
+    endpoint: str
+    name: str
+    model_name: str
+    model_version: str
+    status: DeploymentStatus
+    detail: str = ""
+
+
+class EndpointStateStore:
+    """Reads and writes the state file; every write is one transaction."""
+
+    def __init__(self, path: Path) -> None:
+        """Open (creating if needed) the state database at `path`."""
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+        # Scoring keys live here: only the owner may read the file.
+        path.chmod(0o600)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            db.execute("PRAGMA foreign_keys = ON")
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def get_endpoint(self, name: str) -> EndpointRecord | None:
+        """The endpoint named `name`, or None."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
+        return _endpoint(row) if row else None
+
+    def list_endpoints(self) -> list[EndpointRecord]:
+        """Every endpoint, by name."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM endpoints ORDER BY name").fetchall()
+        return [_endpoint(row) for row in rows]
+
+    def put_endpoint(self, record: EndpointRecord) -> None:
+        """Insert or replace an endpoint row (its deployments are kept)."""
+        with self._connect() as db:
+            db.execute(
+                """INSERT INTO endpoints (name, port, pid, scoring_key, admin_token,
+                       description, tags, weights, mirror, tracking_uri, registry_uri)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(name) DO UPDATE SET port = excluded.port, pid = excluded.pid,
+                       scoring_key = excluded.scoring_key, admin_token = excluded.admin_token,
+                       description = excluded.description, tags = excluded.tags,
+                       weights = excluded.weights, mirror = excluded.mirror,
+                       tracking_uri = excluded.tracking_uri,
+                       registry_uri = excluded.registry_uri""",
+                (
+                    record.name,
+                    record.port,
+                    record.pid,
+                    record.scoring_key.get_secret_value(),
+                    record.admin_token.get_secret_value(),
+                    record.description,
+                    json.dumps(record.tags),
+                    json.dumps(dict(record.traffic.weights)),
+                    json.dumps(dict(record.traffic.mirror)),
+                    record.tracking_uri,
+                    record.registry_uri,
+                ),
+            )
+
+    def delete_endpoint(self, name: str) -> None:
+        """Remove an endpoint and its deployments (nothing if it is not there)."""
+        with self._connect() as db:
+            db.execute("DELETE FROM deployments WHERE endpoint = ?", (name,))
+            db.execute("DELETE FROM endpoints WHERE name = ?", (name,))
+
+    def list_deployments(self, endpoint: str) -> list[DeploymentRecord]:
+        """The endpoint's deployments, by name."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT endpoint, name, model_name, model_version, status, detail "
+                "FROM deployments WHERE endpoint = ? ORDER BY name",
+                (endpoint,),
+            ).fetchall()
+        return [DeploymentRecord(*row) for row in rows]
+
+    def put_deployment(self, record: DeploymentRecord) -> None:
+        """Insert or replace a deployment row."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO deployments VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    record.endpoint,
+                    record.name,
+                    record.model_name,
+                    record.model_version,
+                    record.status,
+                    record.detail,
+                ),
+            )
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        """Remove one deployment row (nothing if it is not there)."""
+        with self._connect() as db:
+            db.execute("DELETE FROM deployments WHERE endpoint = ? AND name = ?", (endpoint, name))
+
+
+def _endpoint(row: tuple[object, ...]) -> EndpointRecord:
+    (name, port, pid, key, token, description, tags, weights, mirror, uri, registry) = row
+    return EndpointRecord(
+        name=str(name),
+        port=int(str(port)),
+        pid=int(str(pid)) if pid is not None else None,
+        scoring_key=SecretStr(str(key)),
+        admin_token=SecretStr(str(token)),
+        description=str(description),
+        tags=json.loads(str(tags)),
+        traffic=TrafficSplit(json.loads(str(weights)), json.loads(str(mirror))),
+        tracking_uri=str(uri),
+        registry_uri=str(registry) if registry is not None else None,
+    )
