@@ -107,6 +107,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "--comment", default="", metavar="TEXT", help="why (kept with the decision)"
     )
     approve.set_defaults(handler=_cmd_approve)
+
+    from modelferry.cli_endpoints import add_endpoint_commands
+
+    add_endpoint_commands(commands)
     return parser
 
 

@@ -2,7 +2,12 @@
 
 from modelferry.registry.lineage import git_commit, lineage_tags
 from modelferry.registry.runs import LoggedRun, log_training_run, pip_requirements
-from modelferry.registry.tracking import TrackingSettings, is_transient, tracking_errors
+from modelferry.registry.tracking import (
+    DEFAULT_HOME,
+    TrackingSettings,
+    is_transient,
+    tracking_errors,
+)
 from modelferry.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -16,6 +21,7 @@ __all__ = [
     "CHALLENGER",
     "CHAMPION",
     "CLASS_NAMES_TAG",
+    "DEFAULT_HOME",
     "PREVIOUS_CHAMPION",
     "LoggedRun",
     "ModelRegistry",

@@ -181,7 +181,27 @@ class LocalEndpointBackend(EndpointBackend):
             self._admin(record, "POST", "/admin/reload", 60.0)
 
     def set_traffic(self, endpoint: str, traffic: TrafficSplit) -> EndpointState:
-        """Swap the routing table in one step; in-flight requests are not dropped."""
+        """Swap the routing table in one step; in-flight requests are not dropped.
+
+        The split it replaces is remembered for `rollback_traffic`.
+        """
+        return self._apply_traffic(endpoint, traffic)
+
+    def rollback_traffic(self, endpoint: str) -> EndpointState:
+        """Go back to the split in force before the last `set_traffic`.
+
+        Raises:
+            InvalidEndpointSpecError: there is no earlier split to go back to.
+        """
+        self._record(endpoint)
+        previous = self.store.pop_traffic(endpoint)
+        if previous is None:
+            raise InvalidEndpointSpecError(f"endpoint {endpoint!r} has no earlier traffic split")
+        return self._apply_traffic(endpoint, previous, remember=False)
+
+    def _apply_traffic(
+        self, endpoint: str, traffic: TrafficSplit, remember: bool = True
+    ) -> EndpointState:
         record = self._record(endpoint)
         deployments = {d.name: d for d in self.store.list_deployments(endpoint)}
         unknown = sorted(traffic.deployments - set(deployments))
@@ -202,6 +222,8 @@ class LocalEndpointBackend(EndpointBackend):
         if "traffic" in outcome.get("deployments", {}):
             self.store.put_endpoint(_replace(updated, traffic=previous))
             raise InvalidEndpointSpecError(str(outcome["deployments"]["traffic"]))
+        if remember and previous != traffic:
+            self.store.push_traffic(endpoint, previous)
         return self.get_endpoint(endpoint)
 
     # -- use and observation -----------------------------------------------------------

@@ -41,6 +41,13 @@ CREATE TABLE IF NOT EXISTS deployments (
     detail TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (endpoint, name)
 );
+CREATE TABLE IF NOT EXISTS traffic_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint TEXT NOT NULL,
+    weights TEXT NOT NULL,
+    mirror TEXT NOT NULL,
+    replaced_at TEXT NOT NULL DEFAULT (datetime('now'))
+);
 """
 
 
@@ -134,9 +141,31 @@ class EndpointStateStore:
                 ),
             )
 
-    def delete_endpoint(self, name: str) -> None:
-        """Remove an endpoint and its deployments (nothing if it is not there)."""
+    def push_traffic(self, endpoint: str, traffic: TrafficSplit) -> None:
+        """Remember a split that is being replaced, so it can be rolled back to."""
         with self._connect() as db:
+            db.execute(
+                "INSERT INTO traffic_history (endpoint, weights, mirror) VALUES (?, ?, ?)",
+                (endpoint, json.dumps(dict(traffic.weights)), json.dumps(dict(traffic.mirror))),
+            )
+
+    def pop_traffic(self, endpoint: str) -> TrafficSplit | None:
+        """Take the most recently replaced split off the history (None when empty)."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT id, weights, mirror FROM traffic_history WHERE endpoint = ? "
+                "ORDER BY id DESC LIMIT 1",
+                (endpoint,),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM traffic_history WHERE id = ?", (row[0],))
+        return TrafficSplit(json.loads(row[1]), json.loads(row[2]))
+
+    def delete_endpoint(self, name: str) -> None:
+        """Remove an endpoint, its deployments and history (nothing if it is not there)."""
+        with self._connect() as db:
+            db.execute("DELETE FROM traffic_history WHERE endpoint = ?", (name,))
             db.execute("DELETE FROM deployments WHERE endpoint = ?", (name,))
             db.execute("DELETE FROM endpoints WHERE name = ?", (name,))
 
