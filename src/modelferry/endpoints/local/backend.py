@@ -30,6 +30,7 @@ from modelferry.errors import (
     DeploymentFailedError,
     EndpointNotFoundError,
     InvalidEndpointSpecError,
+    RegistryError,
 )
 from modelferry.registry import ModelRegistry, TrackingSettings
 
@@ -275,7 +276,10 @@ class LocalEndpointBackend(EndpointBackend):
     def _resolve(self, spec: DeploymentSpec) -> str:
         registry = ModelRegistry(self.settings)
         if spec.model.version is not None:
-            return registry.get(spec.model.name, spec.model.version).version
+            try:
+                return registry.get(spec.model.name, spec.model.version).version
+            except RegistryError as exc:
+                raise EndpointNotFoundError(f"model {spec.model.uri} does not exist") from exc
         found = registry.get_by_alias(spec.model.name, str(spec.model.alias))
         if found is None:
             raise EndpointNotFoundError(f"model {spec.model.uri} does not exist")

@@ -1,0 +1,382 @@
+"""`EndpointBackend` on Azure ML managed online endpoints, through the azure-ai-ml SDK."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import SecretStr
+
+from modelferry.endpoints.azureml.assets import (
+    download_model,
+    register_model,
+    resolve_version,
+    smoke_request,
+)
+from modelferry.endpoints.azureml.entities import (
+    TAG_NAME,
+    TAG_STATUS,
+    build_deployment,
+    build_endpoint,
+    deployment_state,
+    endpoint_state,
+    given_names,
+)
+from modelferry.endpoints.azureml.sdk import azure_sdk
+from modelferry.endpoints.backend import EndpointBackend
+from modelferry.endpoints.naming import azure_name
+from modelferry.endpoints.spec import (
+    DeploymentMetrics,
+    DeploymentSpec,
+    DeploymentState,
+    EndpointSpec,
+    EndpointState,
+    TrafficSplit,
+)
+from modelferry.errors import (
+    DeploymentFailedError,
+    EndpointError,
+    EndpointNotFoundError,
+    InvalidEndpointSpecError,
+)
+from modelferry.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from azure.ai.ml import MLClient
+    from azure.ai.ml.entities import OnlineDeployment, OnlineEndpoint
+    from azure.core.polling import LROPoller
+
+#: Measures one deployment: (Azure endpoint name, Azure deployment name, since) → metrics.
+MetricsSource = Callable[[str, str, datetime], DeploymentMetrics]
+
+_T = TypeVar("_T")
+_LOG_LINES_IN_ERRORS = 20
+logger = logging.getLogger(__name__)
+
+
+class AzureMLEndpointBackend(EndpointBackend):
+    """Managed online endpoints of one Azure ML workspace (see `EndpointBackend`).
+
+    Names are passed through `azure_name()`; states report the names the user gave.
+    Models are registered in the workspace as `mlflow_model` assets from the MLflow files.
+    Without `environment`, Azure ML serves them with its no-code MLflow server; with
+    `environment` and `code_path`, the scoring script there serves them instead.
+
+    Args:
+        ml_client: an `azure.ai.ml.MLClient` bound to the workspace (or `FakeMLClient`).
+        registry: the MLflow registry the deployed versions come from.
+        environment: an Azure ML environment (e.g. "azureml:modelferry-scoring:3").
+        code_path: folder holding `scoring_script`; required with `environment`.
+        scoring_script: file name of the scoring script inside `code_path`.
+        metrics_source: measures a deployment (Azure ML reports metrics through Azure
+            Monitor, which this backend does not query); `get_metrics` needs one.
+        timeout_s: how long endpoint operations (create, update, delete) may take.
+        poll_interval_s: how often long-running operations are checked.
+    """
+
+    def __init__(
+        self,
+        ml_client: MLClient,
+        registry: ModelRegistry,
+        *,
+        environment: str | None = None,
+        code_path: Path | None = None,
+        scoring_script: str = "score.py",
+        metrics_source: MetricsSource | None = None,
+        timeout_s: float = 1800.0,
+        poll_interval_s: float = 10.0,
+    ) -> None:
+        """Bind to a workspace client; no call is made yet."""
+        if (environment is None) != (code_path is None):
+            raise InvalidEndpointSpecError(
+                "give environment and code_path together (a custom scoring script), or "
+                "neither (Azure ML's no-code MLflow deployment)"
+            )
+        self._ml = ml_client
+        self._registry = registry
+        self._environment = environment
+        self._code_path = code_path
+        self._scoring_script = scoring_script
+        self._metrics_source = metrics_source
+        self.timeout_s = timeout_s
+        self.poll_interval_s = poll_interval_s
+
+    def create_or_update_endpoint(self, spec: EndpointSpec) -> EndpointState:
+        """Create the endpoint (key auth) or update its description and tags; minutes."""
+        wanted = build_endpoint(spec)
+        current = self._find_endpoint(spec.name)
+        if current is not None:
+            # Updating the entity Azure returned keeps its traffic and mirroring as they are.
+            current.description, current.tags = wanted.description, wanted.tags
+            wanted = current
+        with self._errors(f"creating endpoint {spec.name!r}"):
+            poller = self._ml.online_endpoints.begin_create_or_update(wanted)
+            self._wait(poller, f"endpoint {spec.name!r}", self.timeout_s)
+        return self.get_endpoint(spec.name)
+
+    def get_endpoint(self, name: str) -> EndpointState:
+        """The endpoint's deployments, traffic and scoring URI."""
+        endpoint, deployments = self._read(name)
+        return endpoint_state(endpoint, deployments)
+
+    def list_endpoints(self) -> list[EndpointState]:
+        """Endpoints of the workspace that modelferry created (tagged `modelferry.name`)."""
+        states = []
+        with self._errors("listing endpoints"):
+            endpoints = [e for e in self._ml.online_endpoints.list() if TAG_NAME in (e.tags or {})]
+        for endpoint in endpoints:
+            try:
+                states.append(self.get_endpoint(str(endpoint.name)))
+            except EndpointNotFoundError:
+                continue  # deleted while we were listing
+        return states
+
+    def delete_endpoint(self, name: str) -> None:
+        """Delete the endpoint and its deployments; succeeds if it does not exist."""
+        try:
+            with self._errors(f"deleting endpoint {name!r}", missing=f"endpoint {name!r}"):
+                poller = self._ml.online_endpoints.begin_delete(name=azure_name(name))
+                self._wait(poller, f"deleting endpoint {name!r}", self.timeout_s)
+        except EndpointNotFoundError:
+            return
+
+    def create_or_update_deployment(
+        self, endpoint: str, spec: DeploymentSpec, timeout_s: float = 600.0
+    ) -> DeploymentState:
+        """Register the model, deploy it with no traffic, wait, then send a smoke request.
+
+        The smoke request is the model's logged input example, pinned to this deployment.
+        """
+        deadline = time.monotonic() + timeout_s
+        self._read(endpoint)  # fails fast, before any upload, when the endpoint is missing
+        version = resolve_version(self._registry, spec.model)
+        with tempfile.TemporaryDirectory(prefix="modelferry-azureml-") as tmp:
+            model_dir = download_model(self._registry, version, Path(tmp))
+            smoke = smoke_request(model_dir)
+            with self._errors(f"registering {version.uri} as an Azure ML model"):
+                model_id = register_model(self._ml, version, model_dir)
+        deployment = build_deployment(
+            endpoint,
+            spec,
+            version,
+            model_id,
+            environment=self._environment,
+            code_path=self._code_path,
+            scoring_script=self._scoring_script,
+        )
+        failure = None
+        try:
+            with self._errors(f"deploying {spec.name!r}", missing=f"endpoint {endpoint!r}"):
+                poller = self._ml.online_deployments.begin_create_or_update(deployment)
+                self._wait(poller, f"deployment {spec.name!r}", deadline - time.monotonic())
+        except EndpointNotFoundError:
+            raise
+        except EndpointError as exc:
+            failure = str(exc)
+        current = self._find_deployment(endpoint, spec.name)
+        if failure is None and (current is None or current.provisioning_state != "Succeeded"):
+            state = current.provisioning_state if current is not None else "missing"
+            failure = f"provisioning ended {state!r}"
+        if failure is not None or current is None:
+            raise DeploymentFailedError(self._failure(endpoint, spec.name, str(failure)))
+        if smoke is not None:
+            try:
+                self.invoke(endpoint, smoke, deployment=spec.name)
+            except EndpointError as exc:
+                self._mark_failed(current, deadline)
+                message = f"its smoke request failed: {exc}"
+                raise DeploymentFailedError(self._failure(endpoint, spec.name, message)) from exc
+        return deployment_state(current)
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        """Delete one deployment; refused while it takes live or mirrored traffic."""
+        try:
+            current, _ = self._read(endpoint)
+            azure = azure_name(name)
+            shares = {**(current.traffic or {}), **(current.mirror_traffic or {})}
+            if shares.get(azure, 0) > 0:
+                raise InvalidEndpointSpecError(
+                    f"deployment {name!r} of endpoint {endpoint!r} takes {shares[azure]}% of "
+                    "traffic; move its traffic (set_traffic) before deleting it"
+                )
+            with self._errors(f"deleting deployment {name!r}", missing=f"deployment {name!r}"):
+                poller = self._ml.online_deployments.begin_delete(
+                    name=azure, endpoint_name=azure_name(endpoint)
+                )
+                self._wait(poller, f"deleting deployment {name!r}", self.timeout_s)
+        except EndpointNotFoundError:
+            return
+
+    def set_traffic(self, endpoint: str, traffic: TrafficSplit) -> EndpointState:
+        """Replace the weights and mirroring in one endpoint update; minutes on Azure ML."""
+        current, deployments = self._read(endpoint)
+        by_azure = {str(d.name): d for d in deployments}
+        for name in {**traffic.weights, **traffic.mirror}:
+            if azure_name(name) not in by_azure:
+                known = sorted(given_names(deployments).values())
+                raise EndpointNotFoundError(
+                    f"endpoint {endpoint!r} has no deployment {name!r}; it has {known}"
+                )
+        for name in traffic.deployments:
+            state = deployment_state(by_azure[azure_name(name)])
+            if state.status != "ready":
+                raise InvalidEndpointSpecError(
+                    f"deployment {name!r} is {state.status} ({state.detail}); only a ready "
+                    "deployment can take traffic"
+                )
+        weights = {azure_name(n): w for n, w in traffic.weights.items()}
+        current.traffic = {azure: weights.get(azure, 0) for azure in by_azure}
+        current.mirror_traffic = {azure_name(n): p for n, p in traffic.mirror.items() if p > 0}
+        with self._errors(
+            f"setting traffic of endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}"
+        ):
+            poller = self._ml.online_endpoints.begin_create_or_update(current)
+            self._wait(poller, f"traffic of endpoint {endpoint!r}", self.timeout_s)
+        return self.get_endpoint(endpoint)
+
+    def get_keys(self, endpoint: str) -> SecretStr:
+        """The endpoint's primary key."""
+        with self._errors(
+            f"reading keys of endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}"
+        ):
+            keys = self._ml.online_endpoints.get_keys(name=azure_name(endpoint))
+        primary = getattr(keys, "primary_key", None)
+        if not primary:
+            raise EndpointError(f"endpoint {endpoint!r} does not use key auth; it has no keys")
+        return SecretStr(primary)
+
+    def invoke(
+        self, endpoint: str, payload: Mapping[str, Any], deployment: str | None = None
+    ) -> Any:
+        """Score one request (Azure ML `input_data` format); the decoded JSON answer."""
+        with azure_sdk():
+            from azure.ai.ml.exceptions import ValidationErrorType, ValidationException
+
+        with tempfile.TemporaryDirectory(prefix="modelferry-request-") as tmp:
+            request = Path(tmp) / "request.json"
+            request.write_text(json.dumps(payload))
+            with self._errors(f"invoking endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}"):
+                try:
+                    text = self._ml.online_endpoints.invoke(
+                        endpoint_name=azure_name(endpoint),
+                        request_file=str(request),
+                        deployment_name=azure_name(deployment) if deployment else None,
+                    )
+                except ValidationException as exc:
+                    if exc.error_type != ValidationErrorType.RESOURCE_NOT_FOUND:
+                        raise
+                    raise EndpointNotFoundError(
+                        f"endpoint {endpoint!r} has no deployment {deployment!r}"
+                    ) from exc
+        try:
+            answer = json.loads(text)
+            # A scoring script that returns a JSON string gets it encoded once more.
+            return json.loads(answer) if isinstance(answer, str) else answer
+        except ValueError as exc:
+            raise EndpointError(f"endpoint {endpoint!r} answered non-JSON: {text[:200]!r}") from exc
+
+    def get_metrics(self, endpoint: str, since: datetime) -> dict[str, DeploymentMetrics]:
+        """Metrics per deployment from the `metrics_source` given to the constructor.
+
+        Raises:
+            EndpointError: the backend was built without a `metrics_source`.
+        """
+        if self._metrics_source is None:
+            raise EndpointError(
+                "AzureMLEndpointBackend.get_metrics needs a metrics_source: Azure ML reports "
+                "requests, errors and latency through Azure Monitor, which this backend does "
+                "not query itself. Pass metrics_source=f(endpoint, deployment, since)."
+            )
+        _, deployments = self._read(endpoint)
+        names = given_names(deployments)
+        azure_endpoint = azure_name(endpoint)
+        return {names[azure]: self._metrics_source(azure_endpoint, azure, since) for azure in names}
+
+    def get_logs(self, endpoint: str, deployment: str, lines: int = 100) -> str:
+        """The last `lines` lines of the deployment's inference-server log."""
+        with self._errors(f"reading logs of {deployment!r}", missing=f"deployment {deployment!r}"):
+            return self._ml.online_deployments.get_logs(
+                name=azure_name(deployment), endpoint_name=azure_name(endpoint), lines=lines
+            )
+
+    def _read(self, endpoint: str) -> tuple[OnlineEndpoint, list[OnlineDeployment]]:
+        azure = azure_name(endpoint)
+        with self._errors(f"reading endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}"):
+            found = self._ml.online_endpoints.get(name=azure)
+            return found, list(self._ml.online_deployments.list(endpoint_name=azure))
+
+    def _find_endpoint(self, name: str) -> OnlineEndpoint | None:
+        try:
+            return self._read(name)[0]
+        except EndpointNotFoundError:
+            return None
+
+    def _find_deployment(self, endpoint: str, name: str) -> OnlineDeployment | None:
+        try:
+            with self._errors(f"reading deployment {name!r}", missing=f"deployment {name!r}"):
+                return self._ml.online_deployments.get(
+                    name=azure_name(name), endpoint_name=azure_name(endpoint)
+                )
+        except EndpointNotFoundError:
+            return None
+
+    def _mark_failed(self, deployment: OnlineDeployment, deadline: float) -> None:
+        # Best effort: the tag keeps set_traffic from routing to it; the error that follows
+        # matters more than whether this update finished.
+        deployment.tags = {**(deployment.tags or {}), TAG_STATUS: "failed"}
+        try:
+            with self._errors(f"marking deployment {deployment.name!r} failed"):
+                poller = self._ml.online_deployments.begin_create_or_update(deployment)
+                self._wait(poller, "marking failed", max(deadline - time.monotonic(), 1.0))
+        except EndpointError:
+            logger.warning("could not tag deployment %s as failed", deployment.name)
+
+    def _failure(self, endpoint: str, name: str, reason: str) -> str:
+        try:
+            logs = self.get_logs(endpoint, name, lines=_LOG_LINES_IN_ERRORS).rstrip()
+        except EndpointError as exc:
+            logs = f"(no logs: {exc})"
+        return (
+            f"deployment {name!r} of endpoint {endpoint!r} failed: {reason}. It takes no "
+            f"traffic. Last log lines:\n{logs or '(empty)'}"
+        )
+
+    def _wait(self, poller: LROPoller[_T], what: str, timeout_s: float) -> _T:
+        """Wait for a long-running operation; its failure raises the SDK's error."""
+        deadline = time.monotonic() + timeout_s
+        while not poller.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise EndpointError(
+                    f"{what} did not finish within {timeout_s:.0f} s; Azure ML may still be "
+                    "working on it, see the workspace's endpoint page"
+                )
+            poller.wait(timeout=min(self.poll_interval_s, remaining))
+            logger.debug("waiting for %s: %s", what, poller.status())
+        return poller.result()
+
+    @contextmanager
+    def _errors(self, doing: str, missing: str | None = None) -> Iterator[None]:
+        """Azure's errors as modelferry's: not found (when `missing` is named) or refused."""
+        with azure_sdk():
+            from azure.core.exceptions import AzureError, ResourceNotFoundError
+        try:
+            yield
+        except ResourceNotFoundError as exc:
+            if missing is None:
+                raise EndpointError(f"Azure ML refused {doing}: {_first_line(exc)}") from exc
+            raise EndpointNotFoundError(f"{missing} does not exist in Azure ML") from exc
+        except AzureError as exc:
+            raise EndpointError(f"Azure ML refused {doing}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__

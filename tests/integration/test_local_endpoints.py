@@ -1,0 +1,199 @@
+"""The local backend with real server processes: deploy, route, restart, roll back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+from modelferry.cli import main as cli_main
+from modelferry.endpoints.local import LocalEndpointBackend
+from modelferry.endpoints.local import process as processes
+from modelferry.endpoints.spec import DeploymentSpec, EndpointSpec, ModelRef, TrafficSplit
+from modelferry.errors import (
+    DeploymentFailedError,
+    EndpointNotFoundError,
+    InvalidEndpointSpecError,
+)
+from tests.model_fixtures import MODEL_NAME, register_versions, score_payload
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEndpointBackend]:
+    home = tmp_path_factory.mktemp("local-endpoints")
+    settings = register_versions(home)
+    backend = LocalEndpointBackend(home / "endpoints", settings)
+    yield backend
+    for state in backend.list_endpoints():
+        backend.delete_endpoint(state.name)
+
+
+@pytest.fixture(scope="module")
+def endpoint(backend: LocalEndpointBackend) -> str:
+    backend.create_or_update_endpoint(EndpointSpec("bc"))
+    backend.create_or_update_deployment("bc", DeploymentSpec("blue", ModelRef(MODEL_NAME, "1")))
+    backend.create_or_update_deployment("bc", DeploymentSpec("green", ModelRef(MODEL_NAME, "2")))
+    backend.set_traffic("bc", TrafficSplit({"blue": 100}))
+    return "bc"
+
+
+def post(backend: LocalEndpointBackend, name: str, **headers: str) -> httpx.Response:
+    state = backend.get_endpoint(name)
+    key = backend.get_keys(name).get_secret_value()
+    return httpx.post(
+        state.scoring_uri,
+        json=score_payload(),
+        headers={"Authorization": f"Bearer {key}", **headers},
+        timeout=10,
+    )
+
+
+def test_serves_class_probabilities_with_names(
+    backend: LocalEndpointBackend, endpoint: str
+) -> None:
+    answer = post(backend, endpoint).json()
+    assert answer["classes"] == ["malignant", "benign"]
+    assert answer["deployment"] == "blue"
+    assert answer["model_version"] == "1"
+    assert all(abs(sum(row) - 1) < 1e-9 for row in answer["predictions"])
+    state = backend.get_endpoint(endpoint)
+    assert {d.name: d.status for d in state.deployments} == {"blue": "ready", "green": "ready"}
+
+
+def test_split_pin_and_metrics(backend: LocalEndpointBackend, endpoint: str) -> None:
+    start = datetime.now(UTC)
+    backend.set_traffic(endpoint, TrafficSplit({"blue": 70, "green": 30}))
+    try:
+        counts = Counter(post(backend, endpoint).json()["deployment"] for _ in range(200))
+        assert 100 < counts["blue"] < 180
+        assert counts["blue"] + counts["green"] == 200
+        pinned = post(backend, endpoint, **{"azureml-model-deployment": "green"}).json()
+        assert pinned["model_version"] == "2"
+        metrics = backend.get_metrics(endpoint, start)
+        assert metrics["blue"].requests == counts["blue"]
+        assert metrics["green"].requests == counts["green"] + 1
+        assert metrics["blue"].errors == 0
+        assert metrics["blue"].p99_latency_ms is not None
+    finally:
+        backend.set_traffic(endpoint, TrafficSplit({"blue": 100}))
+
+
+def test_moving_traffic_drops_no_request(backend: LocalEndpointBackend, endpoint: str) -> None:
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=10) as client:
+            key = backend.get_keys(endpoint).get_secret_value()
+            uri = backend.get_endpoint(endpoint).scoring_uri
+            while not stop.is_set():
+                response = client.post(
+                    uri, json=score_payload(), headers={"Authorization": f"Bearer {key}"}
+                )
+                statuses.append(response.status_code)
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        for weights in ({"green": 100}, {"blue": 50, "green": 50}, {"blue": 100}) * 2:
+            backend.set_traffic(endpoint, TrafficSplit(weights))
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=10)
+    assert len(statuses) > 50
+    assert set(statuses) == {200}
+
+
+def test_rollback_restores_previous_split(backend: LocalEndpointBackend, endpoint: str) -> None:
+    backend.set_traffic(endpoint, TrafficSplit({"blue": 10, "green": 90}))
+    state = backend.rollback_traffic(endpoint)
+    assert dict(state.traffic.weights) == {"blue": 100}
+
+
+def test_deployment_with_traffic_cannot_be_deleted_or_replaced(
+    backend: LocalEndpointBackend, endpoint: str
+) -> None:
+    with pytest.raises(InvalidEndpointSpecError, match="still takes traffic"):
+        backend.delete_deployment(endpoint, "blue")
+    with pytest.raises(InvalidEndpointSpecError, match="takes traffic"):
+        backend.create_or_update_deployment(
+            endpoint, DeploymentSpec("blue", ModelRef(MODEL_NAME, "2"))
+        )
+
+
+def test_failed_deployment_never_takes_traffic(
+    backend: LocalEndpointBackend, tmp_path: Path
+) -> None:
+    uri = backend.settings.tracking_uri
+    client = MlflowClient(uri, uri)
+    # A registered version whose files are gone: it cannot load.
+    broken = client.create_model_version(MODEL_NAME, str(tmp_path / "missing-model"))
+    backend.create_or_update_endpoint(EndpointSpec("broken"))
+    with pytest.raises(EndpointNotFoundError, match="does not exist"):
+        backend.create_or_update_deployment(
+            "broken", DeploymentSpec("red", ModelRef(MODEL_NAME, "99"))
+        )
+    with pytest.raises(DeploymentFailedError, match="red"):
+        backend.create_or_update_deployment(
+            "broken", DeploymentSpec("red", ModelRef(MODEL_NAME, str(broken.version)))
+        )
+    state = backend.get_endpoint("broken")
+    assert state.deployments[0].status == "failed"
+    with pytest.raises(InvalidEndpointSpecError, match="not ready"):
+        backend.set_traffic("broken", TrafficSplit({"red": 100}))
+    backend.delete_endpoint("broken")
+    backend.delete_endpoint("broken")  # already gone: still fine
+
+
+def test_restart_comes_back_serving_the_same(backend: LocalEndpointBackend, endpoint: str) -> None:
+    old_pid = backend.store.get_endpoint(endpoint).pid  # type: ignore[union-attr]
+    processes.stop_server(old_pid)  # as a reboot or crash would
+    assert backend.get_endpoint(endpoint).deployments[0].status == "stopped"
+    state = backend.ensure_running(endpoint)
+    assert {d.status for d in state.deployments} == {"ready"}
+    assert post(backend, endpoint).json()["model_version"] == "1"
+    restarted = backend.restart_endpoint(endpoint)
+    assert dict(restarted.traffic.weights) == {"blue": 100}
+    assert post(backend, endpoint).status_code == 200
+
+
+def test_cli_lists_shows_and_moves_traffic(
+    backend: LocalEndpointBackend, endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = ["--home", str(backend.home), "--tracking-uri", backend.settings.tracking_uri]
+    assert cli_main(["endpoints", "list", *home]) == 0
+    assert "bc" in capsys.readouterr().out
+    assert cli_main(["endpoints", "traffic", endpoint, "blue=60", "green=40", *home]) == 0
+    assert "blue=60%, green=40%" in capsys.readouterr().out
+    assert cli_main(["endpoints", "rollback", endpoint, *home]) == 0
+    assert "traffic: blue=100%" in capsys.readouterr().out
+    assert cli_main(["endpoints", "show", endpoint, *home]) == 0
+    assert f"green        {MODEL_NAME} v2" in capsys.readouterr().out
+    assert cli_main(["endpoints", "traffic", endpoint, "blue=50", *home]) != 0
+    assert "sum to 50" in capsys.readouterr().err
+    assert cli_main(["endpoints", "logs", endpoint, "--lines", "5", *home]) == 0
+    assert cli_main(["endpoints", "show", "nope", *home]) == 1
+    assert "no local endpoint 'nope'" in capsys.readouterr().err
+
+
+def test_endpoint_process_log_is_readable(backend: LocalEndpointBackend, endpoint: str) -> None:
+    assert "routing" in backend.get_logs(endpoint, "blue", lines=50)
+
+
+def test_unknown_key_is_refused(backend: LocalEndpointBackend, endpoint: str) -> None:
+    uri = backend.get_endpoint(endpoint).scoring_uri
+    response = httpx.post(uri, json=score_payload(), headers={"Authorization": "Bearer x"})
+    assert response.status_code == 401
+    assert backend.get_keys(endpoint).get_secret_value() not in response.text

@@ -1,0 +1,58 @@
+"""Registered model versions for endpoint and batch tests, trained in seconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from modelferry.config import DataConfig, ModelSpec, SplitConfig
+from modelferry.data import load_dataset
+from modelferry.registry import (
+    CLASS_NAMES_TAG,
+    ModelRegistry,
+    TrackingSettings,
+    log_training_run,
+)
+from modelferry.training import (
+    classification_metrics,
+    predict_positive_proba,
+    split_dataset,
+    train_model,
+)
+
+MODEL_NAME = "bc-endpoint"
+
+
+def register_versions(home: Path, count: int = 2, name: str = MODEL_NAME) -> TrackingSettings:
+    """Train `count` small LightGBM models and register them as versions 1..count."""
+    settings = TrackingSettings.resolve(f"sqlite:///{home / 'mlflow.db'}")
+    dataset = load_dataset(DataConfig())
+    split = split_dataset(dataset, SplitConfig(), seed=1)
+    registry = ModelRegistry(settings)
+    for index in range(count):
+        spec = ModelSpec(params={"n_estimators": 20 + 10 * index, "num_leaves": 7})
+        trained = train_model(spec, split, seed=index)
+        proba = predict_positive_proba(trained.estimator, split.x_test)
+        metrics = classification_metrics(split.y_test, proba)
+        logged = log_training_run(
+            settings, "endpoints", trained, dataset, split, metrics, proba, {}
+        )
+        tags = {
+            "modelferry.flavor": trained.flavor,
+            CLASS_NAMES_TAG: json.dumps(list(dataset.class_names)),
+        }
+        registry.register(name, logged.model_uri, logged.run_id, tags, logged.model_id)
+    return settings
+
+
+def score_payload(rows: int = 3) -> dict[str, Any]:
+    """A valid Azure ML style request with the first `rows` breast-cancer rows."""
+    frame = load_dataset(DataConfig()).features.head(rows)
+    return {
+        "input_data": {
+            "columns": list(frame.columns),
+            "index": list(range(rows)),
+            "data": frame.to_numpy().tolist(),
+        }
+    }
