@@ -56,3 +56,31 @@ def score_payload(rows: int = 3) -> dict[str, Any]:
             "data": frame.to_numpy().tolist(),
         }
     }
+
+
+def register_schema_breaking_version(settings: TrackingSettings, name: str = MODEL_NAME) -> str:
+    """Register a version trained with one extra input column.
+
+    It loads and answers its own input example, so it passes a smoke test, but every
+    request from a client that sends the original 30 columns is refused: a regression
+    only live traffic reveals.
+    """
+    import numpy as np
+
+    from modelferry.data import Dataset
+
+    base = load_dataset(DataConfig())
+    frame = base.frame.copy()
+    frame.insert(0, "sensor_drift", np.random.default_rng(0).normal(size=len(frame)))
+    dataset = Dataset.from_frame(frame, base.label_column, base.class_names, "test://drift")
+    split = split_dataset(dataset, SplitConfig(), seed=1)
+    trained = train_model(ModelSpec(params={"n_estimators": 20, "num_leaves": 7}), split, seed=1)
+    proba = predict_positive_proba(trained.estimator, split.x_test)
+    metrics = classification_metrics(split.y_test, proba)
+    logged = log_training_run(settings, "endpoints", trained, dataset, split, metrics, proba, {})
+    tags = {
+        "modelferry.flavor": trained.flavor,
+        CLASS_NAMES_TAG: json.dumps(list(dataset.class_names)),
+    }
+    registry = ModelRegistry(settings)
+    return registry.register(name, logged.model_uri, logged.run_id, tags, logged.model_id).version

@@ -16,6 +16,13 @@ _SINGLE_THREAD_ROWS = 256
 
 _NUMERIC_TYPES = {"double", "float", "long", "integer", "boolean"}
 
+# Served arrays are already in training column order, so scikit-learn's warning that they
+# carry no column names is noise. Filtered once for the process: `catch_warnings` inside
+# `predict_proba` would not be thread-safe when batches score in parallel.
+warnings.filterwarnings(
+    "ignore", message="X does not have valid feature names", category=UserWarning
+)
+
 
 class Predictor(Protocol):
     """Anything that maps a float64 feature matrix to class probabilities."""
@@ -57,10 +64,7 @@ class EstimatorPredictor:
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Probabilities for each class, for each row."""
-        with warnings.catch_warnings():
-            # Columns are already in training order; the name check would only cost time.
-            warnings.filterwarnings("ignore", message="X does not have valid feature names")
-            return np.asarray(self._estimator.predict_proba(features), dtype=np.float64)
+        return np.asarray(self._estimator.predict_proba(features), dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -115,3 +119,27 @@ def _features_from_signature(signature: Any, estimator: Any) -> tuple[FeatureSpe
     if names is None:
         raise ValueError("the model has neither a signature nor feature names to check inputs")
     return tuple(FeatureSpec(str(name), "double") for name in names)
+
+
+def example_request(version: RegisteredVersion, settings: Any) -> dict[str, Any]:
+    """An Azure ML style request built from the input example logged with the model.
+
+    Args:
+        version: the registered version.
+        settings: its `TrackingSettings`, so the artifacts come from the right store.
+    """
+    import mlflow.artifacts
+    from mlflow.models import Model
+
+    settings.activate()
+    path = mlflow.artifacts.download_artifacts(version.uri)
+    example: Any = Model.load(path).load_input_example(path)
+    if example is None or not hasattr(example, "columns"):
+        raise ValueError(f"{version.uri} was logged without a tabular input example")
+    return {
+        "input_data": {
+            "columns": [str(c) for c in example.columns],
+            "index": list(range(len(example))),
+            "data": example.to_numpy().tolist(),
+        }
+    }

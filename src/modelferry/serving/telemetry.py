@@ -57,7 +57,9 @@ class Telemetry:
 
     def record(self, deployment: str, status: int, seconds: float, rows: int) -> None:
         """Count one answered request."""
-        failed = status >= 500
+        # Invalid input counts too: a new model whose schema breaks its clients' requests
+        # is a regression a rollout must see, even though the 400 is "the client's".
+        failed = status >= 500 or status == 400
         now = time.monotonic()
         with self._lock:
             stats = self._deployments.get(deployment)
@@ -102,7 +104,7 @@ class Telemetry:
                 labels = f'endpoint="{endpoint}",deployment="{deployment}",code="{status}"'
                 lines.append(f"modelferry_requests_total{{{labels}}} {count}")
             lines += [
-                "# HELP modelferry_request_errors_total Requests that failed on the server (5xx).",
+                "# HELP modelferry_request_errors_total Failed (5xx) or invalid (400) requests.",
                 "# TYPE modelferry_request_errors_total counter",
             ]
             snapshot = {name: _copy(stats) for name, stats in self._deployments.items()}

@@ -1,0 +1,208 @@
+"""`deploy-online-endpoint`: put a registered model version in front of traffic, safely.
+
+The new version is deployed beside the live one with no traffic and answers a smoke
+request first. Then either all traffic switches at once (blue/green) or it moves in steps
+(canary), each step watched through the endpoint's own error rate and p99 latency; a step
+that does not hold puts the previous weights back and fails the run with the reason.
+
+    python -m flows.deploy_online_endpoint --model breast-cancer-classifier --strategy canary
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.states import Completed
+
+from modelferry.endpoints.backend import EndpointBackend
+from modelferry.endpoints.local import LocalEndpointBackend
+from modelferry.endpoints.rollout import (
+    RolloutPolicy,
+    Strategy,
+    judge_step,
+    next_slot,
+    split_for,
+)
+from modelferry.endpoints.spec import DeploymentSpec, EndpointSpec, ModelRef, TrafficSplit
+from modelferry.errors import DeploymentFailedError, EndpointNotFoundError
+from modelferry.registry import CHAMPION, DEFAULT_HOME, ModelRegistry, TrackingSettings
+from modelferry.serving.model import example_request
+from tasks.endpoints import (
+    deploy_model,
+    ensure_endpoint,
+    move_traffic,
+    read_metrics,
+    smoke_test_deployment,
+)
+
+DEFAULT_ENDPOINTS_HOME = str(DEFAULT_HOME / "endpoints")
+
+
+@dataclass(frozen=True)
+class RolloutOutcome:
+    """What the rollout did."""
+
+    endpoint: str
+    scoring_uri: str
+    deployment: str
+    model_name: str
+    model_version: str
+    traffic: dict[str, int]
+    steps: tuple[str, ...]
+
+    def summary(self) -> str:
+        """One line for logs and the final state message."""
+        weights = ", ".join(f"{n} {w}%" for n, w in sorted(self.traffic.items()))
+        return (
+            f"{self.model_name} v{self.model_version} serves on endpoint {self.endpoint} "
+            f"({self.deployment}); traffic: {weights}; {self.scoring_uri}"
+        )
+
+
+@flow(name="deploy-online-endpoint")
+def deploy_online_endpoint(
+    model_name: str,
+    model_version: str | None = None,
+    model_alias: str = CHAMPION,
+    endpoint: str | None = None,
+    strategy: Strategy = "canary",
+    steps: list[int] | None = None,
+    step_seconds: float = 60.0,
+    max_error_rate: float = 0.01,
+    max_p99_ms: float = 250.0,
+    min_requests: int = 20,
+    require_traffic: bool = False,
+    tracking_uri: str | None = None,
+    endpoints_home: str = DEFAULT_ENDPOINTS_HOME,
+    endpoint_block: str | None = None,
+) -> RolloutOutcome:
+    """Deploy a model version to an online endpoint with blue/green or canary traffic.
+
+    Args:
+        model_name: the registered model.
+        model_version: the version to deploy; default the one `model_alias` points at.
+        model_alias: used when no version is given (default `champion`).
+        endpoint: endpoint name; default the model name.
+        strategy: `blue-green` (switch at once, then watch) or `canary` (steps).
+        steps: canary percentages for the new deployment, ending at 100.
+        step_seconds: how long each step is watched.
+        max_error_rate: highest 5xx share the new deployment may show in a step.
+        max_p99_ms: highest p99 latency it may show.
+        min_requests: fewest requests for a step to be judged.
+        require_traffic: fail a step that saw fewer than `min_requests`.
+        tracking_uri: MLflow tracking URI (default `MLFLOW_TRACKING_URI` or embedded).
+        endpoints_home: state folder of the local backend.
+        endpoint_block: a saved block with `get_backend(registry)` (e.g. Azure ML),
+            instead of the local backend.
+    """
+    logger = get_run_logger()
+    policy = RolloutPolicy(
+        steps=tuple(steps) if steps else ((100,) if strategy == "blue-green" else (10, 50, 100)),
+        step_seconds=step_seconds,
+        max_error_rate=max_error_rate,
+        max_p99_ms=max_p99_ms,
+        min_requests=min_requests,
+        require_traffic=require_traffic,
+    )
+    settings = TrackingSettings.resolve(tracking_uri)
+    registry = ModelRegistry(settings)
+    version = (
+        registry.get(model_name, model_version)
+        if model_version
+        else registry.get_by_alias(model_name, model_alias)
+    )
+    if version is None:
+        raise EndpointNotFoundError(f"model {model_name}@{model_alias} does not exist")
+    backend = _backend(endpoint_block, endpoints_home, settings, registry)
+    name = endpoint or model_name
+    state = ensure_endpoint(backend, EndpointSpec(name, description=f"modelferry: {model_name}"))
+
+    live_version = {d.name: d.model_version for d in state.deployments}
+    slot, live = next_slot(state, version.version)
+    if live is not None and live_version.get(live) == version.version:
+        logger.info("%s v%s already takes the traffic of %s", model_name, version.version, name)
+        outcome = RolloutOutcome(
+            name, state.scoring_uri, live, model_name, version.version,
+            dict(state.traffic.weights), ("already live",),
+        )  # fmt: skip
+        return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
+
+    deploy_model(backend, name, DeploymentSpec(slot, ModelRef(model_name, version.version)))
+    smoke_test_deployment(backend, name, slot, example_request(version, settings))
+    before = state.traffic
+    log: list[str] = []
+    for step in policy.steps:
+        traffic = split_for(step, slot, live)
+        move_traffic(backend, name, traffic)
+        started = datetime.now(UTC)
+        logger.info("%s: %d%% of traffic on %s; watching %.0f s", name, step, slot, step_seconds)
+        time.sleep(policy.step_seconds)
+        metrics = read_metrics(backend, name, started)
+        new = metrics.get(slot)
+        verdict = judge_step(new, metrics.get(live) if live else None, policy) if new else None
+        if verdict is None or not verdict.passed:
+            reason = verdict.reason if verdict else "no measurements for the new deployment"
+            _roll_back(backend, name, before)
+            raise DeploymentFailedError(
+                f"{model_name} v{version.version} on {name}/{slot} failed at {step}% of "
+                f"traffic: {reason}; traffic rolled back to {dict(before.weights)}"
+            )
+        log.append(f"{step}%: {verdict.reason}")
+        logger.info("%s at %d%%: %s", slot, step, verdict.reason)
+
+    final = backend.get_endpoint(name)
+    outcome = RolloutOutcome(
+        name, final.scoring_uri, slot, model_name, version.version,
+        dict(final.traffic.weights), tuple(log),
+    )  # fmt: skip
+    logger.info(outcome.summary())
+    return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
+
+
+def _roll_back(backend: EndpointBackend, endpoint: str, before: TrafficSplit) -> None:
+    # With no earlier traffic there is nothing to return to: take the endpoint offline
+    # rather than leave a failing model serving.
+    move_traffic(backend, endpoint, before)
+
+
+def _backend(
+    block: str | None, home: str, settings: TrackingSettings, registry: ModelRegistry
+) -> EndpointBackend:
+    if block is None:
+        return LocalEndpointBackend(Path(home), settings)
+    from prefect.blocks.core import Block
+
+    loaded = Block.load(block)
+    return loaded.get_backend(registry)  # type: ignore[attr-defined,no-any-return]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: roll a model out to its endpoint."""
+    parser = argparse.ArgumentParser(prog="python -m flows.deploy_online_endpoint")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--version")
+    parser.add_argument("--endpoint")
+    parser.add_argument("--strategy", choices=["blue-green", "canary"], default="canary")
+    parser.add_argument("--step-seconds", type=float, default=60.0)
+    parser.add_argument("--tracking-uri")
+    args = parser.parse_args(argv)
+    outcome = deploy_online_endpoint(
+        args.model,
+        model_version=args.version,
+        endpoint=args.endpoint,
+        strategy=args.strategy,
+        step_seconds=args.step_seconds,
+        tracking_uri=args.tracking_uri,
+    )
+    print(outcome.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

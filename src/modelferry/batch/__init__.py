@@ -1,0 +1,30 @@
+"""Batch scoring: files (CSV, Parquet) in, one predictions file and optionally a SQL table out.
+
+Memory is bounded by the chunk size, not the file size; files are scored in parallel; a
+file that fails is reported by name and costs the others nothing.
+"""
+
+from modelferry.batch.inputs import SCORABLE_SUFFIXES, resolve_inputs
+from modelferry.batch.outputs import PredictionFile, SqlPredictionTable, prediction_schema
+from modelferry.batch.runner import DEFAULT_SQL_TABLE, BatchResult, run_batch
+from modelferry.batch.scoring import (
+    DEFAULT_CHUNK_ROWS,
+    FILE_COLUMN,
+    prediction_columns,
+    score_file,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_ROWS",
+    "DEFAULT_SQL_TABLE",
+    "FILE_COLUMN",
+    "SCORABLE_SUFFIXES",
+    "BatchResult",
+    "PredictionFile",
+    "SqlPredictionTable",
+    "prediction_columns",
+    "prediction_schema",
+    "resolve_inputs",
+    "run_batch",
+    "score_file",
+]

@@ -1,0 +1,174 @@
+"""Score one file in bounded memory: read a chunk of rows, predict, yield, let it go."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from modelferry.errors import BatchScoringError
+from modelferry.serving.model import FeatureSpec, ServingModel
+
+#: Rows read, predicted and yielded at a time; memory grows with this, not the file.
+DEFAULT_CHUNK_ROWS = 100_000
+
+#: Output column holding the name of the file a row came from.
+FILE_COLUMN = "file"
+
+PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
+CSV_SUFFIXES = frozenset({".csv"})
+
+# One chunk's feature column, as float64 values, looked up by feature name.
+_ColumnReader = Callable[[str], np.ndarray]
+
+
+def prediction_columns(class_names: Sequence[str]) -> list[str]:
+    """Output column of each class's probability: ``predictions_<class>``."""
+    return [f"predictions_{name}" for name in class_names]
+
+
+def score_file(
+    path: str | Path,
+    model: ServingModel,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    *,
+    label: str | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Predict every row of a CSV or Parquet file, `chunk_rows` rows at a time.
+
+    Only the model's feature columns are read, and only one chunk is held at a time, so
+    memory stays bounded whatever the file size.
+
+    Args:
+        path: a ``.csv``, ``.parquet`` or ``.pq`` file with a column per model feature.
+        model: the model to score with.
+        chunk_rows: the most rows read and predicted at once.
+        label: the name written in the ``file`` column; default the file name.
+
+    Yields:
+        One frame per chunk, in file order: ``file`` and ``predictions_<class>`` for each
+        of the model's classes.
+
+    Raises:
+        BatchScoringError: the file cannot be read, is of an unknown type, lacks feature
+            columns (named) or holds values that are not numbers; the message names the file.
+    """
+    if chunk_rows < 1:
+        raise BatchScoringError(f"chunk_rows must be at least 1, not {chunk_rows}")
+    path = Path(path)
+    label = label or path.name
+    columns = prediction_columns(model.class_names)
+    for matrix in _feature_chunks(path, model.features, chunk_rows, label):
+        if matrix.shape[0] == 0:
+            continue
+        proba = model.predict_proba(matrix)
+        if proba.shape != (matrix.shape[0], len(columns)):
+            raise BatchScoringError(
+                f"model {model.name} v{model.version} returned probabilities of shape "
+                f"{proba.shape} for {matrix.shape[0]} rows of {label} and "
+                f"{len(columns)} classes; check the version's class names"
+            )
+        frame = pd.DataFrame(proba, columns=columns)
+        frame.insert(0, FILE_COLUMN, label)
+        yield frame
+
+
+def _feature_chunks(
+    path: Path, features: Sequence[FeatureSpec], chunk_rows: int, label: str
+) -> Iterator[np.ndarray]:
+    suffix = path.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        reader = _parquet_chunks
+    elif suffix in CSV_SUFFIXES:
+        reader = _csv_chunks
+    else:
+        raise BatchScoringError(
+            f"{label}: cannot score a {suffix or 'suffix-less'} file; give .csv, .parquet or .pq"
+        )
+    try:
+        yield from reader(path, features, chunk_rows, label)
+    except BatchScoringError:
+        raise
+    # pandas' and pyarrow's parse errors are ValueErrors; I/O failures are OSErrors.
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise BatchScoringError(f"{label}: cannot read it: {_one_line(exc)}") from exc
+
+
+def _parquet_chunks(
+    path: Path, features: Sequence[FeatureSpec], chunk_rows: int, label: str
+) -> Iterator[np.ndarray]:
+    with pq.ParquetFile(path) as parquet:
+        present = _present_columns(parquet.schema_arrow.names, features, label)
+        # Columns are read one row group at a time at most, and sliced into batches.
+        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=present):
+
+            def column(name: str, batch: pa.RecordBatch = batch) -> np.ndarray:
+                values = batch.column(name).cast(pa.float64())
+                return np.asarray(values.to_numpy(zero_copy_only=False))
+
+            yield _matrix(batch.num_rows, features, present, column, label)
+
+
+def _csv_chunks(
+    path: Path, features: Sequence[FeatureSpec], chunk_rows: int, label: str
+) -> Iterator[np.ndarray]:
+    header = pd.read_csv(path, nrows=0).columns
+    present = _present_columns([str(name) for name in header], features, label)
+    # No dtype= here: a forced float64 fails without naming the column; `_matrix` does.
+    reader = pd.read_csv(path, usecols=present, chunksize=chunk_rows)
+    with reader:
+        for frame in reader:
+
+            def column(name: str, frame: pd.DataFrame = frame) -> np.ndarray:
+                return frame[name].to_numpy(dtype=np.float64)
+
+            yield _matrix(len(frame), features, present, column, label)
+
+
+def _present_columns(
+    available: Sequence[str], features: Sequence[FeatureSpec], label: str
+) -> list[str]:
+    names = set(available)
+    missing = [f.name for f in features if f.required and f.name not in names]
+    if missing:
+        listed = ", ".join(repr(name) for name in missing)
+        raise BatchScoringError(
+            f"{label}: missing column(s) {listed} that the model needs; add them or leave "
+            "this file out"
+        )
+    present = [f.name for f in features if f.name in names]
+    if not present:
+        raise BatchScoringError(f"{label}: has none of the model's feature columns")
+    return present
+
+
+def _matrix(
+    rows: int,
+    features: Sequence[FeatureSpec],
+    present: Sequence[str],
+    column: _ColumnReader,
+    label: str,
+) -> np.ndarray:
+    """A C-contiguous float64 matrix in the model's feature order; absent optional = NaN."""
+    matrix = np.full((rows, len(features)), np.nan, dtype=np.float64)
+    available = set(present)
+    for index, feature in enumerate(features):
+        if feature.name not in available:
+            continue
+        try:
+            # Whole-column copies: numpy and Arrow do the per-row work in C.
+            matrix[:, index] = column(feature.name)
+        except (ValueError, TypeError, pa.ArrowException) as exc:
+            raise BatchScoringError(
+                f"{label}: column {feature.name!r} is not numeric: {_one_line(exc)}"
+            ) from exc
+    return matrix
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:300] or type(exc).__name__).rstrip(".")

@@ -1,0 +1,106 @@
+"""Rollout policy: which deployment slot to use, and whether a traffic step held up.
+
+Pure decisions, no I/O: the `deploy-online-endpoint` flow asks these questions and acts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from modelferry.endpoints.spec import DeploymentMetrics, EndpointState, TrafficSplit
+
+Strategy = Literal["blue-green", "canary"]
+SLOTS = ("blue", "green")
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    """What a new deployment must show at each traffic step.
+
+    Attributes:
+        steps: percentages of traffic for the new deployment, ending at 100.
+        step_seconds: how long each step is watched before judging it.
+        max_error_rate: highest share of 5xx answers the new deployment may give.
+        max_p99_ms: highest p99 latency it may show.
+        max_p99_ratio: highest p99 relative to the old deployment in the same window.
+        min_requests: fewest requests it must have answered for a step to count;
+            below that the step is judged "not enough traffic".
+        require_traffic: treat "not enough traffic" as a failure instead of passing.
+    """
+
+    steps: tuple[int, ...] = (10, 50, 100)
+    step_seconds: float = 60.0
+    max_error_rate: float = 0.01
+    max_p99_ms: float = 250.0
+    max_p99_ratio: float = 2.0
+    min_requests: int = 20
+    require_traffic: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.steps or self.steps[-1] != 100 or list(self.steps) != sorted(self.steps):
+            raise ValueError(f"steps {self.steps} must rise and end at 100")
+        if any(not 0 < s <= 100 for s in self.steps):
+            raise ValueError(f"steps {self.steps} must be percentages above 0")
+
+
+@dataclass(frozen=True)
+class StepVerdict:
+    """Whether a step held, and why."""
+
+    passed: bool
+    reason: str
+
+
+def next_slot(state: EndpointState, version: str) -> tuple[str, str | None]:
+    """The slot to deploy `version` into, and the slot currently live (if any).
+
+    The new deployment goes into the slot without traffic ("blue" first, then
+    alternating); the live slot is the one with the most traffic.
+    """
+    weights = state.traffic.weights
+    live = max(weights, key=lambda n: weights[n]) if any(weights.values()) else None
+    free = next((s for s in SLOTS if s != live), SLOTS[0])
+    return free, live
+
+
+def split_for(step: int, new: str, old: str | None) -> TrafficSplit:
+    """Traffic with `step`% on the new deployment and the rest on the old."""
+    if old is None or step == 100:
+        return TrafficSplit({new: 100, **({old: 0} if old else {})})
+    return TrafficSplit({new: step, old: 100 - step})
+
+
+def judge_step(
+    new: DeploymentMetrics, old: DeploymentMetrics | None, policy: RolloutPolicy
+) -> StepVerdict:
+    """Judge one step from the endpoint's own measurements of both deployments."""
+    if new.requests < policy.min_requests:
+        reason = f"not enough traffic to judge: {new.requests} < {policy.min_requests} requests"
+        return StepVerdict(not policy.require_traffic, reason)
+    # Errors the current deployment shows too (clients sending bad input) are not the
+    # new deployment's fault; only what it adds on top counts.
+    baseline_errors = old.error_rate if old is not None and old.requests else 0.0
+    if new.error_rate > baseline_errors + policy.max_error_rate:
+        return StepVerdict(
+            False,
+            f"error rate {new.error_rate:.1%} ({new.errors}/{new.requests}) exceeds the "
+            f"current deployment's {baseline_errors:.1%} by more than {policy.max_error_rate:.1%}",
+        )
+    if new.p99_latency_ms is not None:
+        if new.p99_latency_ms > policy.max_p99_ms:
+            return StepVerdict(
+                False, f"p99 latency {new.p99_latency_ms:.1f} ms exceeds {policy.max_p99_ms:g} ms"
+            )
+        baseline = old.p99_latency_ms if old is not None and old.requests else None
+        if baseline and new.p99_latency_ms > baseline * policy.max_p99_ratio:
+            return StepVerdict(
+                False,
+                f"p99 latency {new.p99_latency_ms:.1f} ms is over {policy.max_p99_ratio:g} times "
+                f"the current deployment's {baseline:.1f} ms",
+            )
+    return StepVerdict(
+        True,
+        f"{new.requests} requests, error rate {new.error_rate:.1%}, p99 "
+        f"{new.p99_latency_ms if new.p99_latency_ms is not None else 0:.1f} ms",
+    )

@@ -1,0 +1,74 @@
+"""Endpoint steps: deploy, smoke-test, move traffic, read the endpoint's own metrics."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from modelferry.endpoints.backend import EndpointBackend
+from modelferry.endpoints.spec import (
+    DeploymentMetrics,
+    DeploymentSpec,
+    DeploymentState,
+    EndpointSpec,
+    EndpointState,
+    TrafficSplit,
+)
+from modelferry.errors import DeploymentFailedError
+
+# Backends hold connections and state files: these steps are never cached.
+_STEP = {"cache_policy": NO_CACHE}
+
+
+@task(name="ensure-endpoint", timeout_seconds=1800, **_STEP)  # type: ignore[call-overload]
+def ensure_endpoint(backend: EndpointBackend, spec: EndpointSpec) -> EndpointState:
+    """Create the endpoint if missing (idempotent)."""
+    return backend.create_or_update_endpoint(spec)
+
+
+@task(name="deploy-model", timeout_seconds=3600, **_STEP)  # type: ignore[call-overload]
+def deploy_model(backend: EndpointBackend, endpoint: str, spec: DeploymentSpec) -> DeploymentState:
+    """Deploy a model version with no traffic; the backend waits until it is ready."""
+    return backend.create_or_update_deployment(endpoint, spec)
+
+
+@task(name="smoke-test-deployment", timeout_seconds=300, **_STEP)  # type: ignore[call-overload]
+def smoke_test_deployment(
+    backend: EndpointBackend, endpoint: str, deployment: str, payload: dict[str, Any]
+) -> None:
+    """Send the model's own input example to the deployment alone; check the answer.
+
+    Raises:
+        DeploymentFailedError: no answer, or not one probability per class per row.
+    """
+    try:
+        answer = backend.invoke(endpoint, payload, deployment=deployment)
+    except Exception as exc:
+        raise DeploymentFailedError(
+            f"smoke request to {endpoint}/{deployment} failed: {exc}"
+        ) from exc
+    rows = len(payload["input_data"]["data"])
+    proba = np.asarray(answer.get("predictions") if isinstance(answer, dict) else answer)
+    if proba.ndim != 2 or proba.shape[0] != rows or not np.allclose(proba.sum(axis=1), 1.0):
+        raise DeploymentFailedError(
+            f"smoke request to {endpoint}/{deployment} gave {str(answer)[:200]}; expected "
+            f"{rows} rows of class probabilities"
+        )
+
+
+@task(name="move-traffic", timeout_seconds=900, **_STEP)  # type: ignore[call-overload]
+def move_traffic(backend: EndpointBackend, endpoint: str, traffic: TrafficSplit) -> EndpointState:
+    """Apply a traffic split."""
+    return backend.set_traffic(endpoint, traffic)
+
+
+@task(name="read-endpoint-metrics", timeout_seconds=120, **_STEP)  # type: ignore[call-overload]
+def read_metrics(
+    backend: EndpointBackend, endpoint: str, since: datetime
+) -> dict[str, DeploymentMetrics]:
+    """Requests, errors and p99 per deployment since `since`."""
+    return backend.get_metrics(endpoint, since)

@@ -1,0 +1,205 @@
+"""The batch-score flow on a Prefect test server and a real MLflow store; SQL on PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+from psycopg import sql
+from pydantic import SecretStr
+from sklearn.datasets import load_breast_cancer
+from sqlalchemy import create_engine
+
+from flows.batch_score import batch_score
+from flows.train_and_register import train_and_register
+from modelferry.batch import run_batch
+from modelferry.errors import BatchScoringError
+from modelferry.serving.model import BoosterPredictor, FeatureSpec, ServingModel
+from tests.integration.flow_helpers import api_filter, write_config
+
+pytestmark = pytest.mark.integration
+
+MODEL = "breast-cancer-classifier"
+PROBA = ["predictions_malignant", "predictions_benign"]
+ROWS = 569
+SERVER = "postgres@127.0.0.1:5432"
+
+
+def read_table(url: str, table: str = "predictions") -> pd.DataFrame:
+    engine = create_engine(url)
+    try:
+        return pd.read_sql_table(table, engine)
+    finally:
+        engine.dispose()
+
+
+def test_batch_score_flow_scores_a_folder_and_reports_the_bad_file(
+    prefect_harness: str, tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert train_and_register(str(write_config(tmp_path)), tracking_uri=mlflow_uri).approved
+    data = load_breast_cancer(as_frame=True).data
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    data.iloc[:300].to_parquet(folder / "part-1.parquet", index=False)
+    data.iloc[300:].to_parquet(folder / "part-2.parquet", index=False)
+    data.drop(columns=["worst area"]).to_csv(folder / "bad.csv", index=False)
+    db = f"sqlite:///{tmp_path / 'scores.db'}"
+    output = tmp_path / "out" / "predictions.parquet"
+
+    state = batch_score(
+        str(folder),
+        MODEL,
+        output=str(output),
+        chunk_rows=128,
+        sql_url=db,
+        tracking_uri=mlflow_uri,
+        return_state=True,
+    )
+
+    assert state.is_completed()
+    assert "bad.csv" in str(state.message)
+    result = state.result()
+    assert (result.rows_scored, result.files_scored) == (ROWS, 2)
+    assert list(result.failed_files) == ["bad.csv"]
+    assert "'worst area'" in result.failed_files["bad.csv"]
+    assert result.model_version == "1"  # the champion
+    written = pd.read_parquet(output)
+    assert list(written.columns) == ["file", *PROBA]
+    assert len(written) == ROWS
+    np.testing.assert_allclose(written[PROBA].sum(axis=1), 1.0)
+    # The model is good: it should rank most rows the right way round.
+    truth = load_breast_cancer().target
+    assert ((written["predictions_benign"] > 0.5) == (truth == 1)).mean() > 0.95
+    table = read_table(db)
+    assert len(table) == ROWS
+    assert set(table["run_id"]) == {str(state.state_details.flow_run_id)}
+    assert set(table["model_version"]) == {"1"}
+    assert set(table["model_name"]) == {MODEL}
+    artifacts = api_filter(
+        "/artifacts/filter", {"artifacts": {"key": {"any_": [f"batch-{MODEL}"]}}}
+    )
+    assert any("| 569 | 2 | 1 |" in str(a["data"]) for a in artifacts)
+
+    # By version, default output path under .modelferry/ of the working directory.
+    monkeypatch.chdir(tmp_path)
+    by_version = batch_score(
+        str(folder / "*.parquet"), MODEL, model_version="1", tracking_uri=mlflow_uri
+    )
+    assert by_version.output_path.parts[:2] == (".modelferry", "predictions")
+    assert len(pd.read_parquet(tmp_path / by_version.output_path)) == ROWS
+
+    # Only bad files: the run fails, says why, and writes nothing.
+    failed = batch_score(
+        str(folder / "*.csv"),
+        MODEL,
+        output=str(tmp_path / "none.parquet"),
+        sql_url=SecretStr(db),
+        tracking_uri=mlflow_uri,
+        return_state=True,
+    )
+    assert failed.is_failed()
+    assert "no file could be scored" in str(failed.message)
+    assert "bad.csv" in str(failed.message)
+    assert not (tmp_path / "none.parquet").exists()
+    assert len(read_table(db)) == ROWS
+    # Given as a SecretStr, the URL is stored masked in the flow run's parameters.
+    run_id = str(failed.state_details.flow_run_id)
+    runs = api_filter("/flow_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
+    assert runs[0]["parameters"]["sql_url"] != db
+    assert "scores.db" not in str(runs[0]["parameters"])
+
+
+def test_missing_alias_fails_with_what_to_do(
+    prefect_harness: str, tmp_path: Path, mlflow_uri: str
+) -> None:
+    load_breast_cancer(as_frame=True).data.to_parquet(tmp_path / "rows.parquet")
+
+    state = batch_score(
+        str(tmp_path / "rows.parquet"), "no-such-model", tracking_uri=mlflow_uri, return_state=True
+    )
+
+    assert state.is_failed()
+    assert "has no version aliased 'champion'" in str(state.message)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A fresh, uniquely named database; yields its SQLAlchemy URL and drops it after."""
+    name = f"modelferry_test_{uuid.uuid4().hex[:12]}"
+    admin_dsn = f"postgresql://{SERVER}/postgres"
+    try:
+        admin = psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {SERVER}: {exc}; start it (see .ci/run)")
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"postgresql+psycopg://{SERVER}/{name}"
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
+            # FORCE ends any connection the test left open, so the drop cannot hang.
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="module")
+def model() -> ServingModel:
+    """A small LightGBM model behind the fast path a registered version gets."""
+    data = load_breast_cancer(as_frame=True)
+    estimator = lgb.LGBMClassifier(n_estimators=20, num_leaves=7, verbose=-1, random_state=0)
+    estimator.fit(data.data.to_numpy(), data.target.to_numpy())
+    specs = tuple(FeatureSpec(str(name), "double") for name in data.data.columns)
+    classes = ("malignant", "benign")
+    return ServingModel("bc", "7", specs, classes, BoosterPredictor(estimator.booster_))
+
+
+def test_predictions_append_to_postgresql(
+    database: str, tmp_path: Path, model: ServingModel
+) -> None:
+    data = load_breast_cancer(as_frame=True).data
+    good = tmp_path / "in" / "a.parquet"
+    good.parent.mkdir()
+    data.to_parquet(good, index=False)
+    data.drop(columns=["mean radius"]).to_parquet(tmp_path / "in" / "bad.parquet", index=False)
+    url = SecretStr(database)
+
+    first = run_batch(good.parent, model, tmp_path / "1.csv", sql_url=url, run_id="r1")
+    run_batch(good, model, tmp_path / "2.csv", sql_url=url, sql_table="p2")
+    run_batch(good, model, tmp_path / "3.csv", sql_url=url, run_id="r3")
+
+    assert list(first.failed_files) == ["bad.parquet"]
+    table = read_table(database)
+    assert len(table) == 2 * ROWS
+    assert table.groupby("run_id").size().to_dict() == {"r1": ROWS, "r3": ROWS}
+    assert set(table["file"]) == {"a.parquet"}
+    assert str(table["scored_at"].dtype).startswith("datetime64")
+    assert set(table["model_version"]) == {"7"}
+    np.testing.assert_allclose(table[PROBA].sum(axis=1), 1.0)
+    assert len(read_table(database, "p2")) == ROWS
+
+
+def test_a_postgresql_table_that_refuses_rows_keeps_none(
+    database: str, tmp_path: Path, model: ServingModel
+) -> None:
+    load_breast_cancer(as_frame=True).data.to_parquet(tmp_path / "a.parquet", index=False)
+    engine = create_engine(database)
+    try:
+        pd.DataFrame({"other": [1]}).to_sql("predictions", engine, index=False)
+    finally:
+        engine.dispose()
+
+    with pytest.raises(BatchScoringError, match="append to table 'predictions'"):
+        run_batch(tmp_path / "a.parquet", model, tmp_path / "out.parquet", sql_url=database)
+
+    assert len(read_table(database)) == 1
+    assert not (tmp_path / "out.parquet").exists()

@@ -1,0 +1,117 @@
+"""Canary and blue/green rollouts against real endpoint processes, and automatic rollback."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flows.deploy_online_endpoint import deploy_online_endpoint
+from modelferry.endpoints.local import LocalEndpointBackend
+from modelferry.errors import DeploymentFailedError
+from modelferry.registry import TrackingSettings
+from tests.model_fixtures import (
+    MODEL_NAME,
+    register_schema_breaking_version,
+    register_versions,
+    score_payload,
+)
+
+pytestmark = pytest.mark.integration
+
+ENDPOINT = "rollout"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, TrackingSettings]]:
+    home = tmp_path_factory.mktemp("rollout")
+    settings = register_versions(home)
+    yield home, settings
+    backend = LocalEndpointBackend(home / "endpoints", settings)
+    for state in backend.list_endpoints():
+        backend.delete_endpoint(state.name)
+
+
+class ClientLoad:
+    """Clients calling the endpoint with the original 30 columns, until stopped."""
+
+    def __init__(self, backend: LocalEndpointBackend) -> None:
+        self.uri = backend.get_endpoint(ENDPOINT).scoring_uri
+        self.key = backend.get_keys(ENDPOINT).get_secret_value()
+        self.stop = threading.Event()
+        self.statuses: list[int] = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self.stop.is_set():
+                response = client.post(
+                    self.uri, json=score_payload(), headers={"Authorization": f"Bearer {self.key}"}
+                )
+                self.statuses.append(response.status_code)
+                self.stop.wait(0.01)
+
+    def __enter__(self) -> ClientLoad:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+def rollout(home: Path, settings: TrackingSettings, version: str, **options: object) -> object:
+    return deploy_online_endpoint(
+        MODEL_NAME,
+        model_version=version,
+        endpoint=ENDPOINT,
+        tracking_uri=settings.tracking_uri,
+        endpoints_home=str(home / "endpoints"),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def test_blue_green_then_canary_then_rollback(
+    prefect_harness: str, home: tuple[Path, TrackingSettings]
+) -> None:
+    root, settings = home
+    backend = LocalEndpointBackend(root / "endpoints", settings)
+
+    first = rollout(root, settings, "1", strategy="blue-green", step_seconds=0.5, min_requests=0)
+    assert first.deployment == "blue"  # type: ignore[attr-defined]
+    assert backend.get_endpoint(ENDPOINT).traffic.weights == {"blue": 100}
+
+    with ClientLoad(backend) as load:
+        second = rollout(
+            root, settings, "2", strategy="canary", steps=[20, 50, 100],
+            step_seconds=2.0, min_requests=5, require_traffic=True,
+        )  # fmt: skip
+    assert second.deployment == "green"  # type: ignore[attr-defined]
+    assert len(second.steps) == 3  # type: ignore[attr-defined]
+    assert dict(backend.get_endpoint(ENDPOINT).traffic.weights) == {"green": 100, "blue": 0}
+    assert set(load.statuses) == {200}
+    served = backend.invoke(ENDPOINT, score_payload())
+    assert served["model_version"] == "2"
+
+    # Re-deploying what already serves is a no-op.
+    again = rollout(root, settings, "2", step_seconds=0.1)
+    assert again.steps == ("already live",)  # type: ignore[attr-defined]
+
+    broken = register_schema_breaking_version(settings)
+    with ClientLoad(backend) as load, pytest.raises(DeploymentFailedError) as info:
+        rollout(
+            root, settings, broken, strategy="canary", steps=[25, 100],
+            step_seconds=2.0, min_requests=5,
+        )  # fmt: skip
+    message = str(info.value)
+    assert "failed at 25% of traffic" in message
+    assert "error rate" in message
+    assert "rolled back to {'green': 100, 'blue': 0}" in message
+    state = backend.get_endpoint(ENDPOINT)
+    assert dict(state.traffic.weights) == {"green": 100, "blue": 0}
+    assert state.deployment("blue").model_version == broken  # type: ignore[union-attr]
+    assert backend.invoke(ENDPOINT, score_payload())["model_version"] == "2"
+    assert 400 in load.statuses  # the canary really did refuse the clients' requests

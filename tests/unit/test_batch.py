@@ -1,0 +1,328 @@
+"""Batch scoring: input resolution, chunked scoring, one output per run, failures, SQL."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import SecretStr
+from sklearn.datasets import load_breast_cancer
+from sqlalchemy import create_engine, text
+
+from modelferry.batch import BatchResult, resolve_inputs, run_batch, score_file
+from modelferry.errors import BatchScoringError
+from modelferry.serving.model import BoosterPredictor, FeatureSpec, ServingModel
+
+ROWS = 569  # the breast-cancer dataset
+CLASSES = ("malignant", "benign")
+PROBA = [f"predictions_{name}" for name in CLASSES]
+SECRET = "s3cr3t-value"
+
+
+@pytest.fixture(scope="module")
+def features() -> pd.DataFrame:
+    """The 30 breast-cancer feature columns (names with spaces, as in the registry)."""
+    return load_breast_cancer(as_frame=True).data
+
+
+@pytest.fixture(scope="module")
+def model(features: pd.DataFrame) -> ServingModel:
+    """A small LightGBM model behind the same fast path a registered version gets."""
+    target = load_breast_cancer().target
+    estimator = lgb.LGBMClassifier(n_estimators=20, num_leaves=7, verbose=-1, random_state=0)
+    estimator.fit(features.to_numpy(), target)
+    specs = tuple(FeatureSpec(str(name), "double") for name in features.columns)
+    return ServingModel("bc", "3", specs, CLASSES, BoosterPredictor(estimator.booster_))
+
+
+def write(frame: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+def expected(model: ServingModel, frame: pd.DataFrame) -> np.ndarray:
+    return model.predict_proba(frame[list(model.feature_names)].to_numpy(dtype=np.float64))
+
+
+# --- inputs ---------------------------------------------------------------------------
+
+
+def test_resolve_a_file_a_folder_and_a_glob(tmp_path: Path) -> None:
+    for name in ("b.parquet", "a.csv", "c.pq", "sub/d.csv"):
+        write(pd.DataFrame({"x": [1]}), tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not data", encoding="utf-8")
+
+    assert resolve_inputs(tmp_path / "a.csv") == [tmp_path / "a.csv"]
+    # A folder: its scorable files only, sorted, not recursing into sub-folders.
+    assert resolve_inputs(str(tmp_path)) == [tmp_path / n for n in ("a.csv", "b.parquet", "c.pq")]
+    assert resolve_inputs(f"{tmp_path}/*.csv") == [tmp_path / "a.csv"]
+    assert resolve_inputs(f"{tmp_path}/**/*.csv") == [tmp_path / "a.csv", tmp_path / "sub/d.csv"]
+
+
+@pytest.mark.parametrize("spec", ["empty", "empty/*.parquet", "missing.csv"])
+def test_nothing_to_score_names_the_pattern(tmp_path: Path, spec: str) -> None:
+    (tmp_path / "empty").mkdir()
+    pattern = str(tmp_path / spec)
+
+    with pytest.raises(BatchScoringError) as caught:
+        resolve_inputs(pattern)
+
+    assert pattern in str(caught.value)
+
+
+# --- one file, chunk by chunk ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_chunks_match_one_shot_prediction(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame, suffix: str
+) -> None:
+    # Extra and reordered columns are fine: only the model's columns are read, in its order.
+    shuffled = features[list(reversed(features.columns))].assign(patient_id=range(ROWS))
+    path = write(shuffled, tmp_path / f"rows{suffix}")
+
+    chunks = list(score_file(path, model, chunk_rows=100))
+
+    # Memory bounded: never more than chunk_rows rows held, ceil(569 / 100) chunks.
+    assert [len(chunk) for chunk in chunks] == [100] * 5 + [69]
+    scored = pd.concat(chunks, ignore_index=True)
+    assert list(scored.columns) == ["file", *PROBA]
+    assert set(scored["file"]) == {path.name}
+    np.testing.assert_allclose(scored[PROBA].to_numpy(), expected(model, features), rtol=1e-12)
+
+
+def test_missing_columns_are_named_with_the_file(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame
+) -> None:
+    path = write(features.drop(columns=["mean radius", "worst area"]), tmp_path / "old.parquet")
+
+    with pytest.raises(BatchScoringError) as caught:
+        next(score_file(path, model))
+
+    message = str(caught.value)
+    assert "old.parquet" in message
+    assert "'mean radius'" in message
+    assert "'worst area'" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("broken.parquet", b"PAR1 this is not parquet", "cannot read"),
+        ("empty.csv", b"", "cannot read"),
+        ("rows.json", b"[]", "cannot score a .json file"),
+    ],
+)
+def test_unreadable_files_are_named(
+    tmp_path: Path, model: ServingModel, name: str, content: bytes, reason: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+
+    with pytest.raises(BatchScoringError, match=reason) as caught:
+        list(score_file(path, model))
+
+    assert name in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_non_numeric_values_name_the_column(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame, suffix: str
+) -> None:
+    frame = features.astype({"mean texture": str})
+    frame.loc[3, "mean texture"] = "twelve"
+    path = write(frame, tmp_path / f"typo{suffix}")
+
+    with pytest.raises(BatchScoringError, match=r"column 'mean texture' is not numeric") as caught:
+        list(score_file(path, model))
+
+    assert str(caught.value).startswith(f"typo{suffix}: ")
+
+
+@pytest.mark.parametrize("chunk_rows", [0, -5])
+def test_chunk_rows_must_be_positive(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame, chunk_rows: int
+) -> None:
+    path = write(features, tmp_path / "rows.parquet")
+
+    with pytest.raises(BatchScoringError, match="chunk_rows must be at least 1"):
+        next(score_file(path, model, chunk_rows))
+    with pytest.raises(BatchScoringError, match="must be at least 1"):
+        run_batch(path, model, tmp_path / "p.parquet", chunk_rows=chunk_rows)
+
+
+# --- a run over many files --------------------------------------------------------------
+
+
+@pytest.fixture
+def inputs(tmp_path: Path, features: pd.DataFrame) -> Path:
+    """A folder: two good files (Parquet, CSV) and one CSV without a needed column."""
+    folder = tmp_path / "in"
+    write(features.iloc[:300], folder / "a.parquet")
+    write(features.iloc[300:], folder / "b.csv")
+    write(features.drop(columns=["mean radius"]), folder / "c_bad.csv")
+    return folder
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_a_bad_file_is_reported_and_the_others_are_all_written(
+    tmp_path: Path, inputs: Path, model: ServingModel, features: pd.DataFrame, suffix: str
+) -> None:
+    output = tmp_path / "out" / f"predictions{suffix}"
+
+    result = run_batch(inputs, model, output, chunk_rows=64, max_workers=3)
+
+    assert isinstance(result, BatchResult)
+    assert (result.rows_scored, result.files_scored) == (ROWS, 2)
+    assert list(result.failed_files) == ["c_bad.csv"]
+    assert "'mean radius'" in result.failed_files["c_bad.csv"]
+    assert "c_bad.csv" in result.summary()
+    assert "| 569 | 2 | 1 |" in result.to_markdown()
+    written = pd.read_parquet(output) if suffix == ".parquet" else pd.read_csv(output)
+    # Input order, whichever worker finished first.
+    assert list(written["file"]) == ["a.parquet"] * 300 + ["b.csv"] * (ROWS - 300)
+    np.testing.assert_allclose(written[PROBA].to_numpy(), expected(model, features), rtol=1e-12)
+    np.testing.assert_allclose(written[PROBA].sum(axis=1), 1.0)
+    # Nothing but the output is left beside it: no partial file, no spool.
+    assert [p.name for p in output.parent.iterdir()] == [output.name]
+
+
+def test_a_file_failing_part_way_adds_none_of_its_rows(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame
+) -> None:
+    write(features, tmp_path / "in" / "good.parquet")
+    late_typo = features.astype({"mean area": object})
+    late_typo.loc[500, "mean area"] = "oops"  # in the sixth chunk of 100
+    write(late_typo, tmp_path / "in" / "late.csv")
+
+    result = run_batch(tmp_path / "in", model, tmp_path / "p.parquet", chunk_rows=100)
+
+    assert "column 'mean area' is not numeric" in result.failed_files["late.csv"]
+    written = pd.read_parquet(tmp_path / "p.parquet")
+    assert set(written["file"]) == {"good.parquet"}
+    assert len(written) == ROWS
+
+
+def test_every_file_failing_raises_and_writes_nothing(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame
+) -> None:
+    write(features.drop(columns=["mean radius"]), tmp_path / "in" / "one.csv")
+    (tmp_path / "in" / "two.parquet").write_bytes(b"garbage")
+    db = tmp_path / "p.db"
+
+    with pytest.raises(BatchScoringError, match="no file could be scored") as caught:
+        run_batch(tmp_path / "in", model, tmp_path / "out" / "p.parquet", sql_url=f"sqlite:///{db}")
+
+    assert "one.csv" in str(caught.value)
+    assert "two.parquet" in str(caught.value)
+    assert list((tmp_path / "out").iterdir()) == []
+    assert "predictions" not in _tables(f"sqlite:///{db}")
+
+
+def test_same_file_names_in_different_folders_stay_apart(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame
+) -> None:
+    write(features.iloc[:10], tmp_path / "in" / "mon" / "rows.csv")
+    write(features.iloc[10:15], tmp_path / "in" / "tue" / "rows.csv")
+
+    result = run_batch(f"{tmp_path}/in/*/rows.csv", model, tmp_path / "p.parquet")
+
+    written = pd.read_parquet(tmp_path / "p.parquet")
+    assert written["file"].value_counts().to_dict() == {"mon/rows.csv": 10, "tue/rows.csv": 5}
+    assert result.files_scored == 2
+
+
+# --- SQL ----------------------------------------------------------------------------------
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            query = text("SELECT name FROM sqlite_master WHERE type = 'table'")
+            return {row[0] for row in connection.execute(query)}
+    finally:
+        engine.dispose()
+
+
+def test_predictions_are_appended_to_sqlite_with_model_and_run(
+    tmp_path: Path, inputs: Path, model: ServingModel
+) -> None:
+    url = f"sqlite:///{tmp_path / 'scores.db'}"
+
+    first = run_batch(inputs, model, tmp_path / "1.csv", sql_url=url, run_id="run-1")
+    run_batch(inputs, model, tmp_path / "2.csv", sql_url=SecretStr(url), run_id="run-2")
+
+    assert first.sql_table == "predictions"
+    engine = create_engine(url)
+    try:
+        table = pd.read_sql_table("predictions", engine)
+    finally:
+        engine.dispose()
+    assert len(table) == 2 * ROWS
+    assert {"file", *PROBA, "model_name", "model_version", "run_id", "scored_at"} <= set(table)
+    assert table.groupby("run_id").size().to_dict() == {"run-1": ROWS, "run-2": ROWS}
+    assert set(table["model_version"]) == {"3"}
+    assert set(table["model_name"]) == {"bc"}
+    assert table["scored_at"].notna().all()
+
+
+def test_a_table_that_refuses_the_rows_keeps_nothing(
+    tmp_path: Path, inputs: Path, model: ServingModel
+) -> None:
+    url = f"sqlite:///{tmp_path / 'scores.db'}"
+    engine = create_engine(url)
+    try:
+        pd.DataFrame({"other": [1]}).to_sql("predictions", engine, index=False)
+    finally:
+        engine.dispose()
+
+    with pytest.raises(BatchScoringError, match="append to table 'predictions'"):
+        run_batch(inputs, model, tmp_path / "out" / "p.parquet", sql_url=url)
+
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_sql_url_password_never_shows(
+    tmp_path: Path, inputs: Path, model: ServingModel
+) -> None:
+    # Nothing listens on port 1: the connection is refused at once.
+    url = f"postgresql+psycopg://scorer:{SECRET}@127.0.0.1:1/scores?connect_timeout=2"
+
+    with pytest.raises(BatchScoringError) as caught:
+        run_batch(inputs, model, tmp_path / "p.parquet", sql_url=SecretStr(url))
+
+    shown = "".join(traceback.format_exception(caught.value))
+    assert SECRET not in shown
+    assert "scorer:***@127.0.0.1:1/scores" in str(caught.value)
+    assert not (tmp_path / "p.parquet").exists()
+
+
+class ExplodingPredictor:
+    """A predictor that fails on rows whose first feature is over a limit."""
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        if (features[:, 0] > 20).any():
+            raise RuntimeError("cannot score radius over 20")
+        return np.full((features.shape[0], 2), 0.5)
+
+
+def test_a_predictor_error_fails_only_its_file(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame
+) -> None:
+    fragile = ServingModel("bc", "4", model.features, CLASSES, ExplodingPredictor())
+    write(features[features["mean radius"] <= 20], tmp_path / "in" / "small.csv")
+    write(features, tmp_path / "in" / "all.parquet")
+
+    result = run_batch(tmp_path / "in", fragile, tmp_path / "p.csv", chunk_rows=50)
+
+    assert result.failed_files == {"all.parquet": "RuntimeError: cannot score radius over 20"}
+    assert result.rows_scored == (features["mean radius"] <= 20).sum()
