@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
+from modelferry.errors import InvalidConfigError
 from modelferry.registry import TrackingSettings
 
 
@@ -59,3 +60,17 @@ class MlflowTracking(Block):
             password=self.password,
             token=self.token,
         )
+
+
+def resolve_tracking(tracking_uri: str | None, mlflow_block: str | None) -> TrackingSettings:
+    """Settings from a saved block, a URI, `MLFLOW_TRACKING_URI` or the embedded store.
+
+    Raises:
+        InvalidConfigError: both a URI and a block were given.
+    """
+    if mlflow_block is None:
+        return TrackingSettings.resolve(tracking_uri)
+    if tracking_uri:
+        raise InvalidConfigError("give tracking_uri or mlflow_block, not both")
+    block = MlflowTracking.load(mlflow_block)
+    return block.get_settings()  # type: ignore[union-attr]

@@ -20,6 +20,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 
+from blocks.mlflow_tracking import resolve_tracking
 from modelferry.endpoints.backend import EndpointBackend
 from modelferry.endpoints.local import LocalEndpointBackend
 from modelferry.endpoints.rollout import (
@@ -81,6 +82,7 @@ def deploy_online_endpoint(
     tracking_uri: str | None = None,
     endpoints_home: str = DEFAULT_ENDPOINTS_HOME,
     endpoint_block: str | None = None,
+    mlflow_block: str | None = None,
 ) -> RolloutOutcome:
     """Deploy a model version to an online endpoint with blue/green or canary traffic.
 
@@ -100,6 +102,7 @@ def deploy_online_endpoint(
         endpoints_home: state folder of the local backend.
         endpoint_block: a saved block with `get_backend(registry)` (e.g. Azure ML),
             instead of the local backend.
+        mlflow_block: a saved `MlflowTracking` block, instead of `tracking_uri`.
     """
     logger = get_run_logger()
     policy = RolloutPolicy(
@@ -110,7 +113,7 @@ def deploy_online_endpoint(
         min_requests=min_requests,
         require_traffic=require_traffic,
     )
-    settings = TrackingSettings.resolve(tracking_uri)
+    settings = resolve_tracking(tracking_uri, mlflow_block)
     registry = ModelRegistry(settings)
     version = (
         registry.get(model_name, model_version)

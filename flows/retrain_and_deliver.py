@@ -1,8 +1,9 @@
 """`retrain-and-deliver`: the nightly job.
 
-Today it retrains, registers and decides (`train-and-register`); the deploy, package and
-deliver stages take the approved champion from its outcome. A rejected model stops the
-night's run here: nothing downstream ever sees it.
+Retrain, register and decide (`train-and-register`); an approved champion is then rolled
+out to its online endpoint (`deploy-online-endpoint`). A rejected model stops the night's
+run there: nothing downstream ever sees it. Packaging and edge delivery take the same
+outcome as they are added.
 
     python -m flows.retrain_and_deliver --config config/model_config.json
 """
@@ -11,15 +12,47 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 
+from flows.deploy_online_endpoint import (
+    DEFAULT_ENDPOINTS_HOME,
+    RolloutOutcome,
+    deploy_online_endpoint,
+)
 from flows.train_and_register import DEFAULT_CONFIG, RegistrationOutcome, train_and_register
 from modelferry.config import APPROVAL_MODES
+from modelferry.endpoints.rollout import Strategy
 
 
-@flow(name="retrain-and-deliver", log_prints=True)
+@dataclass(frozen=True)
+class NightlyOutcome:
+    """What the night's run did: the registration, and the rollout when there was one."""
+
+    registration: RegistrationOutcome
+    rollout: RolloutOutcome | None
+
+    def summary(self) -> str:
+        """The decision, and where the champion now serves."""
+        if self.rollout is None:
+            return self.registration.summary()
+        return f"{self.registration.summary()}; {self.rollout.summary()}"
+
+    def report(self) -> str:
+        """Where to look, for people."""
+        lines = [self.registration.report()]
+        if self.rollout is not None:
+            weights = ", ".join(f"{n} {w}%" for n, w in sorted(self.rollout.traffic.items()))
+            lines += [
+                f"Online endpoint:   {self.rollout.scoring_uri} ({weights})",
+                f"Try it:            modelferry endpoints show {self.rollout.endpoint}",
+            ]
+        return "\n".join(lines)
+
+
+@flow(name="retrain-and-deliver")
 def retrain_and_deliver(
     config_path: str = DEFAULT_CONFIG,
     approval: str | None = None,
@@ -27,8 +60,14 @@ def retrain_and_deliver(
     approval_poll_seconds: int = 10,
     fail_on_reject: bool = False,
     mlflow_block: str | None = None,
-) -> RegistrationOutcome:
-    """Retrain the model, and carry an approved champion onwards.
+    deploy: bool = True,
+    endpoint: str | None = None,
+    rollout_strategy: Strategy = "canary",
+    rollout_step_seconds: float = 60.0,
+    endpoints_home: str = DEFAULT_ENDPOINTS_HOME,
+    endpoint_block: str | None = None,
+) -> NightlyOutcome:
+    """Retrain the model, and roll an approved champion out to its online endpoint.
 
     Args:
         config_path: the model config file (JSON or YAML).
@@ -38,9 +77,15 @@ def retrain_and_deliver(
         approval_poll_seconds: how often a paused run checks whether it was resumed.
         fail_on_reject: end the run Failed when the model is rejected.
         mlflow_block: name of a saved `MlflowTracking` block, instead of `tracking_uri`.
+        deploy: roll an approved champion out to its online endpoint.
+        endpoint: endpoint name; default the registered model's name.
+        rollout_strategy: `canary` (traffic in steps) or `blue-green`.
+        rollout_step_seconds: how long each traffic step is watched.
+        endpoints_home: state folder of the local endpoint backend.
+        endpoint_block: a saved block giving another endpoint backend (e.g. Azure ML).
     """
     logger = get_run_logger()
-    outcome = train_and_register(
+    registration = train_and_register(
         config_path=config_path,
         approval=approval,
         tracking_uri=tracking_uri,
@@ -48,8 +93,22 @@ def retrain_and_deliver(
         fail_on_reject=fail_on_reject,
         mlflow_block=mlflow_block,
     )
-    if not outcome.approved:
-        logger.info("No new champion tonight; nothing to deliver. %s", outcome.summary())
+    rollout = None
+    if not registration.approved:
+        logger.info("No new champion tonight; nothing to deliver. %s", registration.summary())
+    elif deploy:
+        rollout = deploy_online_endpoint(
+            registration.model_name,
+            model_version=registration.version,
+            endpoint=endpoint,
+            strategy=rollout_strategy,
+            step_seconds=rollout_step_seconds,
+            tracking_uri=tracking_uri,
+            endpoints_home=endpoints_home,
+            endpoint_block=endpoint_block,
+            mlflow_block=mlflow_block,
+        )
+    outcome = NightlyOutcome(registration, rollout)
     return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
 
 
@@ -59,8 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--approval", choices=APPROVAL_MODES)
     parser.add_argument("--tracking-uri")
+    parser.add_argument("--no-deploy", action="store_true", help="skip the online rollout")
+    parser.add_argument("--rollout-step-seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
-    outcome = retrain_and_deliver(args.config, args.approval, args.tracking_uri)
+    outcome = retrain_and_deliver(
+        args.config,
+        args.approval,
+        args.tracking_uri,
+        deploy=not args.no_deploy,
+        rollout_step_seconds=args.rollout_step_seconds,
+    )
     print()
     print(outcome.report())
     return 0

@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.states import Completed
 
-from blocks.mlflow_tracking import MlflowTracking
+from blocks.mlflow_tracking import resolve_tracking
 from flows.approval import ask_reviewer
 from modelferry.approval import (
     ApprovalDecision,
@@ -24,12 +24,8 @@ from modelferry.approval import (
     needs_reviewer,
 )
 from modelferry.config import APPROVAL_MODES, load_config, with_approval_mode
-from modelferry.errors import (
-    ApprovalRejectedError,
-    ApprovalTimedOutError,
-    InvalidConfigError,
-)
-from modelferry.registry import TrackingSettings, lineage_tags
+from modelferry.errors import ApprovalRejectedError, ApprovalTimedOutError
+from modelferry.registry import lineage_tags
 from tasks.data import load_data
 from tasks.registry import record_decision, register_challenger, score_champion
 from tasks.reporting import publish_gate_report
@@ -101,7 +97,7 @@ def train_and_register(
     """
     logger = get_run_logger()
     config = with_approval_mode(load_config(config_path), approval)
-    settings = tracking_settings(tracking_uri, mlflow_block)
+    settings = resolve_tracking(tracking_uri, mlflow_block)
     flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
     name = config.registered_model_name
 
@@ -155,15 +151,6 @@ def train_and_register(
         error = ApprovalTimedOutError if decision.status == "timed_out" else ApprovalRejectedError
         raise error(outcome.summary())
     return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
-
-
-def tracking_settings(tracking_uri: str | None, mlflow_block: str | None) -> TrackingSettings:
-    """Settings from a saved block, a URI, `MLFLOW_TRACKING_URI` or the embedded store."""
-    if mlflow_block is None:
-        return TrackingSettings.resolve(tracking_uri)
-    if tracking_uri:
-        raise InvalidConfigError("give tracking_uri or mlflow_block, not both")
-    return MlflowTracking.load(mlflow_block).get_settings()  # type: ignore[union-attr]
 
 
 def main(argv: list[str] | None = None) -> int:

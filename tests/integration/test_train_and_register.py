@@ -13,6 +13,8 @@ from prefect.flow_runs import resume_flow_run
 
 from flows.retrain_and_deliver import retrain_and_deliver
 from flows.train_and_register import train_and_register
+from modelferry.endpoints.local import LocalEndpointBackend
+from modelferry.registry import TrackingSettings
 from tests.integration.flow_helpers import api_filter, reviewer_thread, write_config
 
 pytestmark = pytest.mark.integration
@@ -183,10 +185,42 @@ def test_gate_plus_manual_does_not_ask_when_gate_fails(tmp_path: Path, mlflow_ur
     assert not outcome.approved
 
 
-def test_nightly_flow_runs_train_and_register(tmp_path: Path, mlflow_uri: str) -> None:
-    state = retrain_and_deliver(
-        str(write_config(tmp_path)), tracking_uri=mlflow_uri, return_state=True
-    )
-    assert state.is_completed()
-    assert "approved by the gate" in str(state.message)
-    assert state.result().champion_version == "1"
+def test_nightly_flow_registers_then_rolls_out(tmp_path: Path, mlflow_uri: str) -> None:
+    home = tmp_path / "endpoints"
+    backend = LocalEndpointBackend(home, TrackingSettings.resolve(mlflow_uri))
+    try:
+        state = retrain_and_deliver(
+            str(write_config(tmp_path)),
+            tracking_uri=mlflow_uri,
+            rollout_step_seconds=0.2,
+            endpoints_home=str(home),
+            return_state=True,
+        )
+        assert state.is_completed()
+        outcome = state.result()
+        assert outcome.registration.champion_version == "1"
+        assert outcome.rollout is not None
+        assert outcome.rollout.traffic == {"blue": 100}
+        assert "approved by the gate" in str(state.message)
+        assert "serves on endpoint breast-cancer-classifier" in str(state.message)
+        answer = backend.invoke(MODEL, {"input_data": _rows()})
+        assert answer["model_version"] == "1"
+        assert answer["classes"] == ["malignant", "benign"]
+    finally:
+        for endpoint in backend.list_endpoints():
+            backend.delete_endpoint(endpoint.name)
+
+
+def test_nightly_flow_delivers_nothing_when_rejected(tmp_path: Path, mlflow_uri: str) -> None:
+    config = write_config(tmp_path, gate={"metrics": {"roc_auc": {"threshold": 0.9999}}})
+    home = tmp_path / "endpoints"
+    outcome = retrain_and_deliver(str(config), tracking_uri=mlflow_uri, endpoints_home=str(home))
+    assert not outcome.registration.approved
+    assert outcome.rollout is None
+    assert LocalEndpointBackend(home, TrackingSettings.resolve(mlflow_uri)).list_endpoints() == []
+
+
+def _rows() -> dict[str, Any]:
+    from tests.model_fixtures import score_payload
+
+    return dict(score_payload()["input_data"])
