@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,16 +18,16 @@ from modelferry.endpoints.azureml.assets import (
     resolve_version,
     smoke_request,
 )
+from modelferry.endpoints.azureml.deployments import failure_message, mark_failed, provision
 from modelferry.endpoints.azureml.entities import (
     TAG_NAME,
-    TAG_STATUS,
     build_deployment,
     build_endpoint,
     deployment_state,
     endpoint_state,
     given_names,
 )
-from modelferry.endpoints.azureml.sdk import azure_sdk
+from modelferry.endpoints.azureml.sdk import azure_errors, azure_sdk, wait_for
 from modelferry.endpoints.backend import EndpointBackend
 from modelferry.endpoints.naming import azure_name
 from modelferry.endpoints.spec import (
@@ -57,8 +55,6 @@ if TYPE_CHECKING:
 MetricsSource = Callable[[str, str, datetime], DeploymentMetrics]
 
 _T = TypeVar("_T")
-_LOG_LINES_IN_ERRORS = 20
-logger = logging.getLogger(__name__)
 
 
 class AzureMLEndpointBackend(EndpointBackend):
@@ -110,13 +106,13 @@ class AzureMLEndpointBackend(EndpointBackend):
 
     def create_or_update_endpoint(self, spec: EndpointSpec) -> EndpointState:
         """Create the endpoint (key auth) or update its description and tags; minutes."""
-        wanted = build_endpoint(spec)
+        wanted: OnlineEndpoint = build_endpoint(spec)
         current = self._find_endpoint(spec.name)
         if current is not None:
             # Updating the entity Azure returned keeps its traffic and mirroring as they are.
             current.description, current.tags = wanted.description, wanted.tags
             wanted = current
-        with self._errors(f"creating endpoint {spec.name!r}"):
+        with azure_errors(f"creating endpoint {spec.name!r}"):
             poller = self._ml.online_endpoints.begin_create_or_update(wanted)
             self._wait(poller, f"endpoint {spec.name!r}", self.timeout_s)
         return self.get_endpoint(spec.name)
@@ -129,7 +125,7 @@ class AzureMLEndpointBackend(EndpointBackend):
     def list_endpoints(self) -> list[EndpointState]:
         """Endpoints of the workspace that modelferry created (tagged `modelferry.name`)."""
         states = []
-        with self._errors("listing endpoints"):
+        with azure_errors("listing endpoints"):
             endpoints = [e for e in self._ml.online_endpoints.list() if TAG_NAME in (e.tags or {})]
         for endpoint in endpoints:
             try:
@@ -141,7 +137,7 @@ class AzureMLEndpointBackend(EndpointBackend):
     def delete_endpoint(self, name: str) -> None:
         """Delete the endpoint and its deployments; succeeds if it does not exist."""
         try:
-            with self._errors(f"deleting endpoint {name!r}", missing=f"endpoint {name!r}"):
+            with azure_errors(f"deleting endpoint {name!r}", missing=f"endpoint {name!r}"):
                 poller = self._ml.online_endpoints.begin_delete(name=azure_name(name))
                 self._wait(poller, f"deleting endpoint {name!r}", self.timeout_s)
         except EndpointNotFoundError:
@@ -160,7 +156,7 @@ class AzureMLEndpointBackend(EndpointBackend):
         with tempfile.TemporaryDirectory(prefix="modelferry-azureml-") as tmp:
             model_dir = download_model(self._registry, version, Path(tmp))
             smoke = smoke_request(model_dir)
-            with self._errors(f"registering {version.uri} as an Azure ML model"):
+            with azure_errors(f"registering {version.uri} as an Azure ML model"):
                 model_id = register_model(self._ml, version, model_dir)
         deployment = build_deployment(
             endpoint,
@@ -171,28 +167,15 @@ class AzureMLEndpointBackend(EndpointBackend):
             code_path=self._code_path,
             scoring_script=self._scoring_script,
         )
-        failure = None
-        try:
-            with self._errors(f"deploying {spec.name!r}", missing=f"endpoint {endpoint!r}"):
-                poller = self._ml.online_deployments.begin_create_or_update(deployment)
-                self._wait(poller, f"deployment {spec.name!r}", deadline - time.monotonic())
-        except EndpointNotFoundError:
-            raise
-        except EndpointError as exc:
-            failure = str(exc)
-        current = self._find_deployment(endpoint, spec.name)
-        if failure is None and (current is None or current.provisioning_state != "Succeeded"):
-            state = current.provisioning_state if current is not None else "missing"
-            failure = f"provisioning ended {state!r}"
-        if failure is not None or current is None:
-            raise DeploymentFailedError(self._failure(endpoint, spec.name, str(failure)))
+        current = provision(self._ml, endpoint, deployment, deadline, self.poll_interval_s)
         if smoke is not None:
             try:
                 self.invoke(endpoint, smoke, deployment=spec.name)
             except EndpointError as exc:
-                self._mark_failed(current, deadline)
-                message = f"its smoke request failed: {exc}"
-                raise DeploymentFailedError(self._failure(endpoint, spec.name, message)) from exc
+                mark_failed(self._ml, current, deadline, self.poll_interval_s)
+                reason = f"its smoke request failed: {exc}"
+                message = failure_message(self._ml, endpoint, spec.name, reason)
+                raise DeploymentFailedError(message) from exc
         return deployment_state(current)
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
@@ -206,7 +189,7 @@ class AzureMLEndpointBackend(EndpointBackend):
                     f"deployment {name!r} of endpoint {endpoint!r} takes {shares[azure]}% of "
                     "traffic; move its traffic (set_traffic) before deleting it"
                 )
-            with self._errors(f"deleting deployment {name!r}", missing=f"deployment {name!r}"):
+            with azure_errors(f"deleting deployment {name!r}", missing=f"deployment {name!r}"):
                 poller = self._ml.online_deployments.begin_delete(
                     name=azure, endpoint_name=azure_name(endpoint)
                 )
@@ -234,7 +217,7 @@ class AzureMLEndpointBackend(EndpointBackend):
         weights = {azure_name(n): w for n, w in traffic.weights.items()}
         current.traffic = {azure: weights.get(azure, 0) for azure in by_azure}
         current.mirror_traffic = {azure_name(n): p for n, p in traffic.mirror.items() if p > 0}
-        with self._errors(
+        with azure_errors(
             f"setting traffic of endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}"
         ):
             poller = self._ml.online_endpoints.begin_create_or_update(current)
@@ -243,7 +226,7 @@ class AzureMLEndpointBackend(EndpointBackend):
 
     def get_keys(self, endpoint: str) -> SecretStr:
         """The endpoint's primary key."""
-        with self._errors(
+        with azure_errors(
             f"reading keys of endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}"
         ):
             keys = self._ml.online_endpoints.get_keys(name=azure_name(endpoint))
@@ -262,7 +245,7 @@ class AzureMLEndpointBackend(EndpointBackend):
         with tempfile.TemporaryDirectory(prefix="modelferry-request-") as tmp:
             request = Path(tmp) / "request.json"
             request.write_text(json.dumps(payload))
-            with self._errors(f"invoking endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}"):
+            with azure_errors(f"invoking endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}"):
                 try:
                     text = self._ml.online_endpoints.invoke(
                         endpoint_name=azure_name(endpoint),
@@ -301,14 +284,15 @@ class AzureMLEndpointBackend(EndpointBackend):
 
     def get_logs(self, endpoint: str, deployment: str, lines: int = 100) -> str:
         """The last `lines` lines of the deployment's inference-server log."""
-        with self._errors(f"reading logs of {deployment!r}", missing=f"deployment {deployment!r}"):
-            return self._ml.online_deployments.get_logs(
+        with azure_errors(f"reading logs of {deployment!r}", missing=f"deployment {deployment!r}"):
+            logs = self._ml.online_deployments.get_logs(
                 name=azure_name(deployment), endpoint_name=azure_name(endpoint), lines=lines
             )
+        return str(logs)
 
     def _read(self, endpoint: str) -> tuple[OnlineEndpoint, list[OnlineDeployment]]:
         azure = azure_name(endpoint)
-        with self._errors(f"reading endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}"):
+        with azure_errors(f"reading endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}"):
             found = self._ml.online_endpoints.get(name=azure)
             return found, list(self._ml.online_deployments.list(endpoint_name=azure))
 
@@ -318,65 +302,5 @@ class AzureMLEndpointBackend(EndpointBackend):
         except EndpointNotFoundError:
             return None
 
-    def _find_deployment(self, endpoint: str, name: str) -> OnlineDeployment | None:
-        try:
-            with self._errors(f"reading deployment {name!r}", missing=f"deployment {name!r}"):
-                return self._ml.online_deployments.get(
-                    name=azure_name(name), endpoint_name=azure_name(endpoint)
-                )
-        except EndpointNotFoundError:
-            return None
-
-    def _mark_failed(self, deployment: OnlineDeployment, deadline: float) -> None:
-        # Best effort: the tag keeps set_traffic from routing to it; the error that follows
-        # matters more than whether this update finished.
-        deployment.tags = {**(deployment.tags or {}), TAG_STATUS: "failed"}
-        try:
-            with self._errors(f"marking deployment {deployment.name!r} failed"):
-                poller = self._ml.online_deployments.begin_create_or_update(deployment)
-                self._wait(poller, "marking failed", max(deadline - time.monotonic(), 1.0))
-        except EndpointError:
-            logger.warning("could not tag deployment %s as failed", deployment.name)
-
-    def _failure(self, endpoint: str, name: str, reason: str) -> str:
-        try:
-            logs = self.get_logs(endpoint, name, lines=_LOG_LINES_IN_ERRORS).rstrip()
-        except EndpointError as exc:
-            logs = f"(no logs: {exc})"
-        return (
-            f"deployment {name!r} of endpoint {endpoint!r} failed: {reason}. It takes no "
-            f"traffic. Last log lines:\n{logs or '(empty)'}"
-        )
-
     def _wait(self, poller: LROPoller[_T], what: str, timeout_s: float) -> _T:
-        """Wait for a long-running operation; its failure raises the SDK's error."""
-        deadline = time.monotonic() + timeout_s
-        while not poller.done():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise EndpointError(
-                    f"{what} did not finish within {timeout_s:.0f} s; Azure ML may still be "
-                    "working on it, see the workspace's endpoint page"
-                )
-            poller.wait(timeout=min(self.poll_interval_s, remaining))
-            logger.debug("waiting for %s: %s", what, poller.status())
-        return poller.result()
-
-    @contextmanager
-    def _errors(self, doing: str, missing: str | None = None) -> Iterator[None]:
-        """Azure's errors as modelferry's: not found (when `missing` is named) or refused."""
-        with azure_sdk():
-            from azure.core.exceptions import AzureError, ResourceNotFoundError
-        try:
-            yield
-        except ResourceNotFoundError as exc:
-            if missing is None:
-                raise EndpointError(f"Azure ML refused {doing}: {_first_line(exc)}") from exc
-            raise EndpointNotFoundError(f"{missing} does not exist in Azure ML") from exc
-        except AzureError as exc:
-            raise EndpointError(f"Azure ML refused {doing}: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
+        return wait_for(poller, what, timeout_s, self.poll_interval_s)
