@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, model_validator
+from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from modelferry.errors import InvalidConfigError
 from modelferry.registry import TrackingSettings
@@ -23,6 +23,8 @@ class MlflowTracking(Block):
     _block_type_name = "modelferry MLflow Tracking"
     _block_type_slug = "modelferry-mlflow-tracking"
     _description = "MLflow tracking server and model registry used by modelferry flows."
+    # A validation error would otherwise echo the raw input, password and token included.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     tracking_uri: str = Field(description="MLflow tracking URI, e.g. https://mlflow.example.com")
     registry_uri: str | None = Field(

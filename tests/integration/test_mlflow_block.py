@@ -18,8 +18,10 @@ pytestmark = pytest.mark.integration
 
 
 def test_sign_in_options_that_cannot_be_combined() -> None:
-    with pytest.raises(ValidationError, match="either a token or a username"):
-        MlflowTracking(tracking_uri="https://m", username="u", password="p", token="t")
+    with pytest.raises(ValidationError, match="either a token or a username") as info:
+        MlflowTracking(tracking_uri="https://m", username="u", password="pw-77", token="t-88")
+    assert "pw-77" not in str(info.value)
+    assert "t-88" not in str(info.value)
     with pytest.raises(ValidationError, match="needs a password"):
         MlflowTracking(tracking_uri="https://m", username="u")
     with pytest.raises(ValidationError, match="must not embed credentials"):

@@ -18,7 +18,13 @@ from modelferry.endpoints.azureml.assets import (
     resolve_version,
     smoke_request,
 )
-from modelferry.endpoints.azureml.deployments import failure_message, mark_failed, provision
+from modelferry.endpoints.azureml.deployments import (
+    failure_message,
+    find_deployment,
+    is_current,
+    mark_failed,
+    provision,
+)
 from modelferry.endpoints.azureml.entities import (
     TAG_NAME,
     build_deployment,
@@ -167,6 +173,9 @@ class AzureMLEndpointBackend(EndpointBackend):
             code_path=self._code_path,
             scoring_script=self._scoring_script,
         )
+        existing = find_deployment(self._ml, endpoint, spec.name)
+        if is_current(existing, deployment) and existing is not None:
+            return deployment_state(existing)
         current = provision(self._ml, endpoint, deployment, deadline, self.poll_interval_s)
         if smoke is not None:
             try:
