@@ -11,15 +11,17 @@ from __future__ import annotations
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 
+from flows.batch_score import batch_score
 from flows.retrain_and_deliver import retrain_and_deliver
 from flows.train_and_register import DEFAULT_CONFIG, train_and_register
 
 NIGHTLY_CRON = "0 2 * * *"
 NIGHTLY_TIMEZONE = "Europe/Amsterdam"
+BATCH_CRON = "0 3 * * *"
 
 
 def build_deployments() -> list[RunnerDeployment]:
-    """The nightly and CI deployments, as prefect.yaml defines them."""
+    """The nightly, CI and daily batch deployments, as prefect.yaml defines them."""
     nightly = retrain_and_deliver.to_deployment(
         name="nightly",
         cron=NIGHTLY_CRON,
@@ -32,7 +34,20 @@ def build_deployments() -> list[RunnerDeployment]:
         parameters={"config_path": DEFAULT_CONFIG, "approval": "gate+manual"},
         tags=["modelferry", "ci"],
     )
-    return [nightly, ci]
+    daily = batch_score.to_deployment(
+        name="daily",
+        cron=BATCH_CRON,
+        timezone=NIGHTLY_TIMEZONE,
+        parameters={
+            "input": "data/incoming/*.parquet",
+            "model_name": "breast-cancer-classifier",
+            "model_alias": "champion",
+            "sql_url": "sqlite:///.modelferry/predictions.db",
+            "sql_table": "predictions",
+        },
+        tags=["modelferry", "batch"],
+    )
+    return [nightly, ci, daily]
 
 
 def main() -> None:
