@@ -34,3 +34,34 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def mlflow_uri(tmp_path: Path) -> str:
     """A fresh MLflow tracking + registry store (SQLite) for one test."""
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+POSTGRES_SERVER = "postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database; yields its SQLAlchemy URL, then drops it."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    name = f"modelferry_test_{uuid.uuid4().hex[:12]}"
+    admin_dsn = f"postgresql://{POSTGRES_SERVER}/postgres"
+    try:
+        admin = psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {POSTGRES_SERVER}: {exc}; start it (see .ci/run)"
+        )
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"postgresql+psycopg://{POSTGRES_SERVER}/{name}"
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
+            # FORCE ends any connection the test left open, so the drop cannot hang.
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-import psycopg
 import pytest
-from psycopg import sql
 from pydantic import SecretStr
 from sklearn.datasets import load_breast_cancer
 from sqlalchemy import create_engine
@@ -28,7 +24,6 @@ pytestmark = pytest.mark.integration
 MODEL = "breast-cancer-classifier"
 PROBA = ["predictions_malignant", "predictions_benign"]
 ROWS = 569
-SERVER = "postgres@127.0.0.1:5432"
 
 
 def read_table(url: str, table: str = "predictions") -> pd.DataFrame:
@@ -132,24 +127,9 @@ def test_missing_alias_fails_with_what_to_do(
 
 
 @pytest.fixture
-def database() -> Iterator[str]:
-    """A fresh, uniquely named database; yields its SQLAlchemy URL and drops it after."""
-    name = f"modelferry_test_{uuid.uuid4().hex[:12]}"
-    admin_dsn = f"postgresql://{SERVER}/postgres"
-    try:
-        admin = psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {SERVER}: {exc}; start it (see .ci/run)")
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield f"postgresql+psycopg://{SERVER}/{name}"
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
-            # FORCE ends any connection the test left open, so the drop cannot hang.
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+def database(postgres_database: str) -> str:
+    """A fresh PostgreSQL database for this test (see tests/conftest.py)."""
+    return postgres_database
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import traceback
 import uuid
-from collections.abc import Iterator
 
-import psycopg
 import pytest
-from psycopg import sql
 from pydantic import SecretStr
 from sklearn.datasets import load_breast_cancer
 from sqlalchemy import create_engine
@@ -24,24 +21,9 @@ SECRET = "s3cr3t-value"
 
 
 @pytest.fixture
-def database() -> Iterator[str]:
-    """A fresh, uniquely named database; yields its SQLAlchemy URL and drops it after."""
-    name = f"modelferry_test_{uuid.uuid4().hex[:12]}"
-    admin_dsn = f"postgresql://{SERVER}/postgres"
-    try:
-        admin = psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {SERVER}: {exc}; start it (see .ci/run)")
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield f"postgresql+psycopg://{SERVER}/{name}"
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
-            # FORCE ends any connection the test left open, so the drop cannot hang.
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+def database(postgres_database: str) -> str:
+    """A fresh PostgreSQL database for this test (see tests/conftest.py)."""
+    return postgres_database
 
 
 def sql_config(url: str, query: str) -> DataConfig:

@@ -17,6 +17,13 @@ import numpy as np
 #: Histogram bucket upper bounds, in seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
+# Per-deployment counters exposed on /metrics: (metric, help, DeploymentTelemetry field).
+_COUNTERS = (
+    ("modelferry_request_errors_total", "Failed (5xx) or invalid (400) requests.", "errors"),
+    ("modelferry_rows_scored_total", "Rows scored.", "rows"),
+    ("modelferry_mirrored_requests_total", "Requests copied to a mirror deployment.", "mirrored"),
+)
+
 # How many recent requests each deployment remembers for windowed questions.
 _WINDOW = 50_000
 
@@ -103,28 +110,12 @@ class Telemetry:
             for (deployment, status), count in sorted(self._status_counts.items()):
                 labels = f'endpoint="{endpoint}",deployment="{deployment}",code="{status}"'
                 lines.append(f"modelferry_requests_total{{{labels}}} {count}")
-            lines += [
-                "# HELP modelferry_request_errors_total Failed (5xx) or invalid (400) requests.",
-                "# TYPE modelferry_request_errors_total counter",
-            ]
             snapshot = {name: _copy(stats) for name, stats in self._deployments.items()}
-        for name, stats in sorted(snapshot.items()):
-            labels = f'endpoint="{endpoint}",deployment="{name}"'
-            lines.append(f"modelferry_request_errors_total{{{labels}}} {stats.errors}")
-        lines += [
-            "# HELP modelferry_rows_scored_total Rows scored.",
-            "# TYPE modelferry_rows_scored_total counter",
-        ]
-        for name, stats in sorted(snapshot.items()):
-            labels = f'endpoint="{endpoint}",deployment="{name}"'
-            lines.append(f"modelferry_rows_scored_total{{{labels}}} {stats.rows}")
-        lines += [
-            "# HELP modelferry_mirrored_requests_total Requests copied to a mirror deployment.",
-            "# TYPE modelferry_mirrored_requests_total counter",
-        ]
-        for name, stats in sorted(snapshot.items()):
-            labels = f'endpoint="{endpoint}",deployment="{name}"'
-            lines.append(f"modelferry_mirrored_requests_total{{{labels}}} {stats.mirrored}")
+        for metric, help_text, attribute in _COUNTERS:
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+            for name, stats in sorted(snapshot.items()):
+                labels = f'endpoint="{endpoint}",deployment="{name}"'
+                lines.append(f"{metric}{{{labels}}} {getattr(stats, attribute)}")
         lines += [
             "# HELP modelferry_request_duration_seconds Scoring latency.",
             "# TYPE modelferry_request_duration_seconds histogram",
