@@ -25,6 +25,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from modelferry.endpoints.azureml.fake_batch import (
+    FakeBatchDeploymentOperations,
+    FakeBatchEndpointOperations,
+    FakeBatchWorkspace,
+    FakeJobOperations,
+)
 from modelferry.endpoints.azureml.fake_endpoints import (
     FakeOnlineDeploymentOperations,
     FakeOnlineEndpointOperations,
@@ -91,6 +97,11 @@ class FakeMLClient:
         self.online_endpoints = FakeOnlineEndpointOperations(self)
         self.online_deployments = FakeOnlineDeploymentOperations(self)
         self.models = FakeModelOperations(self)
+        # Batch endpoints, deployments and their jobs (see `fake_batch`).
+        self.batch = FakeBatchWorkspace()
+        self.batch_endpoints = FakeBatchEndpointOperations(self, self.batch)
+        self.batch_deployments = FakeBatchDeploymentOperations(self, self.batch)
+        self.jobs = FakeJobOperations(self.batch)
 
     def fail_next_deployment(
         self,
