@@ -122,7 +122,7 @@ class ScoringApp:
             )
             return
         try:
-            features = parse_request(body, model.features, self.max_rows)
+            features = parse_request(body, model.schema, self.max_rows)
         except PayloadError as exc:
             await self._answer(send, name, started, exc.status, {"error": str(exc)}, 0)
             return

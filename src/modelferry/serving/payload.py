@@ -33,7 +33,20 @@ class PayloadError(ValueError):
         self.status = status
 
 
-def parse_request(body: bytes, features: Sequence[FeatureSpec], max_rows: int) -> np.ndarray:
+class InputSchema:
+    """A model's input columns, with what each request check needs worked out once."""
+
+    def __init__(self, features: Sequence[FeatureSpec]) -> None:
+        """Precompute names and the columns that need extra checks."""
+        self.features = tuple(features)
+        self.names = [f.name for f in self.features]
+        self.optional = [i for i, f in enumerate(self.features) if not f.required]
+        self.whole = [i for i, f in enumerate(self.features) if f.type in {"long", "integer"}]
+
+
+def parse_request(
+    body: bytes, schema: InputSchema | Sequence[FeatureSpec], max_rows: int
+) -> np.ndarray:
     """Decode and validate a request body; return a C-contiguous float64 matrix.
 
     Raises:
@@ -51,9 +64,11 @@ def parse_request(body: bytes, features: Sequence[FeatureSpec], max_rows: int) -
         raise PayloadError(
             f"expected exactly one of {', '.join(_FORMATS)}; got keys {sorted(document)}"
         )
+    if not isinstance(schema, InputSchema):
+        schema = InputSchema(schema)
     key = found[0]
     value = document[key]
-    names = [f.name for f in features]
+    names = schema.names
     if key in {"input_data", "dataframe_split"}:
         if isinstance(value, list):  # Azure ML also takes a bare list of rows
             columns, rows = names, value
@@ -77,7 +92,8 @@ def parse_request(body: bytes, features: Sequence[FeatureSpec], max_rows: int) -
     matrix = _to_matrix(rows, columns)
     if order is not None:
         matrix = np.ascontiguousarray(matrix[:, order])
-    _check_values(matrix, features)
+    if not np.isfinite(matrix).all() or schema.whole:
+        _check_values(matrix, schema)
     return matrix
 
 
@@ -156,21 +172,23 @@ def _describe_bad_rows(rows: list[Any], columns: list[Any]) -> str:
     return "the rows could not be read as a numeric table"
 
 
-def _check_values(matrix: np.ndarray, features: Sequence[FeatureSpec]) -> None:
+def _check_values(matrix: np.ndarray, schema: InputSchema) -> None:
+    """Find the cell at fault; only runs when a quick whole-matrix check saw a problem."""
     missing = np.isnan(matrix)
     if missing.any():
-        for c, feature in enumerate(features):
-            if feature.required and missing[:, c].any():
+        optional = set(schema.optional)
+        for c, feature in enumerate(schema.features):
+            if c not in optional and missing[:, c].any():
                 row = int(np.argmax(missing[:, c]))
                 raise PayloadError(
                     f"column {feature.name!r} needs a value; row {row} holds null/NaN"
                 )
-    if np.isinf(matrix).any():
-        c = int(np.argmax(np.isinf(matrix).any(axis=0)))
-        raise PayloadError(f"column {features[c].name!r} holds an infinite value")
-    for c, feature in enumerate(features):
-        if feature.type in {"long", "integer"}:
-            column = matrix[:, c]
-            finite = column[~np.isnan(column)]
-            if (finite != np.floor(finite)).any():
-                raise PayloadError(f"column {feature.name!r} takes whole numbers only")
+    infinite = np.isinf(matrix)
+    if infinite.any():
+        c = int(np.argmax(infinite.any(axis=0)))
+        raise PayloadError(f"column {schema.names[c]!r} holds an infinite value")
+    for c in schema.whole:
+        column = matrix[:, c]
+        finite = column[~np.isnan(column)]
+        if (finite != np.floor(finite)).any():
+            raise PayloadError(f"column {schema.names[c]!r} takes whole numbers only")
