@@ -30,7 +30,7 @@ from modelferry.endpoints.rollout import (
     next_slot,
     split_for,
 )
-from modelferry.endpoints.spec import DeploymentSpec, EndpointSpec, ModelRef, TrafficSplit
+from modelferry.endpoints.spec import DeploymentSpec, EndpointSpec, ModelRef
 from modelferry.errors import DeploymentFailedError, EndpointNotFoundError
 from modelferry.registry import CHAMPION, DEFAULT_HOME, ModelRegistry, TrackingSettings
 from modelferry.serving.model import example_request
@@ -151,7 +151,9 @@ def deploy_online_endpoint(
         verdict = judge_step(new, metrics.get(live) if live else None, policy) if new else None
         if verdict is None or not verdict.passed:
             reason = verdict.reason if verdict else "no measurements for the new deployment"
-            _roll_back(backend, name, before)
+            # Back to the weights before this rollout; on a first rollout that is no
+            # traffic at all, so a failing model never keeps serving.
+            move_traffic(backend, name, before)
             raise DeploymentFailedError(
                 f"{model_name} v{version.version} on {name}/{slot} failed at {step}% of "
                 f"traffic: {reason}; traffic rolled back to {dict(before.weights)}"
@@ -166,12 +168,6 @@ def deploy_online_endpoint(
     )  # fmt: skip
     logger.info(outcome.summary())
     return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
-
-
-def _roll_back(backend: EndpointBackend, endpoint: str, before: TrafficSplit) -> None:
-    # With no earlier traffic there is nothing to return to: take the endpoint offline
-    # rather than leave a failing model serving.
-    move_traffic(backend, endpoint, before)
 
 
 def _backend(

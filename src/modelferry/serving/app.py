@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 from pydantic import SecretStr
 
+from modelferry.endpoints.spec import TrafficSplit
 from modelferry.serving.model import ServingModel
 from modelferry.serving.payload import PayloadError, parse_request
 from modelferry.serving.routing import RoutingTable
@@ -53,7 +54,7 @@ class ScoringApp:
         self.max_rows = max_rows
         self.admin = admin
         self.telemetry = Telemetry()
-        self.table = RoutingTable.build({}, _no_traffic())
+        self.table = RoutingTable.build({}, TrafficSplit())
         self._random = random.random
 
     def install(self, table: RoutingTable) -> None:
@@ -164,12 +165,6 @@ class ScoringApp:
             status = 500
         self.telemetry.record_mirror(name)
         self.telemetry.record(name, status, time.perf_counter() - started, features.shape[0])
-
-
-def _no_traffic() -> Any:
-    from modelferry.endpoints.spec import TrafficSplit
-
-    return TrafficSplit()
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:
