@@ -23,7 +23,11 @@ class RolloutPolicy:
         step_seconds: how long each step is watched before judging it.
         max_error_rate: highest share of 5xx answers the new deployment may give.
         max_p99_ms: highest p99 latency it may show.
-        max_p99_ratio: highest p99 relative to the old deployment in the same window.
+        max_p99_ratio: highest p99 relative to the old deployment in the same window;
+            judged only once both deployments answered `min_latency_samples` requests
+            and the difference exceeds `p99_slack_ms` (a p99 of a few requests is noise).
+        min_latency_samples: requests each deployment needs before p99s are compared.
+        p99_slack_ms: p99 increase over the old deployment that is never a regression.
         min_requests: fewest requests it must have answered for a step to count;
             below that the step is judged "not enough traffic".
         require_traffic: treat "not enough traffic" as a failure instead of passing.
@@ -34,6 +38,8 @@ class RolloutPolicy:
     max_error_rate: float = 0.01
     max_p99_ms: float = 250.0
     max_p99_ratio: float = 2.0
+    min_latency_samples: int = 100
+    p99_slack_ms: float = 20.0
     min_requests: int = 20
     require_traffic: bool = False
 
@@ -92,8 +98,17 @@ def judge_step(
             return StepVerdict(
                 False, f"p99 latency {new.p99_latency_ms:.1f} ms exceeds {policy.max_p99_ms:g} ms"
             )
-        baseline = old.p99_latency_ms if old is not None and old.requests else None
-        if baseline and new.p99_latency_ms > baseline * policy.max_p99_ratio:
+        enough = (
+            old is not None
+            and old.requests >= policy.min_latency_samples
+            and new.requests >= policy.min_latency_samples
+        )
+        baseline = old.p99_latency_ms if enough and old is not None else None
+        if (
+            baseline
+            and new.p99_latency_ms > baseline * policy.max_p99_ratio
+            and new.p99_latency_ms - baseline > policy.p99_slack_ms
+        ):
             return StepVerdict(
                 False,
                 f"p99 latency {new.p99_latency_ms:.1f} ms is over {policy.max_p99_ratio:g} times "
