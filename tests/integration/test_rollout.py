@@ -38,12 +38,13 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Track
 class ClientLoad:
     """Clients calling the endpoint with the original 30 columns, until stopped."""
 
-    def __init__(self, backend: LocalEndpointBackend) -> None:
+    def __init__(self, backend: LocalEndpointBackend, clients: int = 3) -> None:
         self.uri = backend.get_endpoint(ENDPOINT).scoring_uri
         self.key = backend.get_keys(ENDPOINT).get_secret_value()
         self.stop = threading.Event()
         self.statuses: list[int] = []
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        # Several clients, so that even on a busy machine every canary step sees traffic.
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(clients)]
 
     def run(self) -> None:
         with httpx.Client(timeout=10) as client:
@@ -55,12 +56,14 @@ class ClientLoad:
                 self.stop.wait(0.01)
 
     def __enter__(self) -> ClientLoad:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.thread.join(timeout=10)
+        for thread in self.threads:
+            thread.join(timeout=10)
 
 
 def rollout(home: Path, settings: TrackingSettings, version: str, **options: object) -> object:
@@ -87,7 +90,7 @@ def test_blue_green_then_canary_then_rollback(
     with ClientLoad(backend) as load:
         second = rollout(
             root, settings, "2", strategy="canary", steps=[20, 50, 100],
-            step_seconds=2.0, min_requests=5, require_traffic=True,
+            step_seconds=3.0, min_requests=5, require_traffic=True,
         )  # fmt: skip
     assert second.deployment == "green"  # type: ignore[attr-defined]
     assert len(second.steps) == 3  # type: ignore[attr-defined]
@@ -104,7 +107,7 @@ def test_blue_green_then_canary_then_rollback(
     with ClientLoad(backend) as load, pytest.raises(DeploymentFailedError) as info:
         rollout(
             root, settings, broken, strategy="canary", steps=[25, 100],
-            step_seconds=2.0, min_requests=5,
+            step_seconds=3.0, min_requests=5, require_traffic=True,
         )  # fmt: skip
     message = str(info.value)
     assert "failed at 25% of traffic" in message
