@@ -164,6 +164,13 @@ def test_restart_comes_back_serving_the_same(backend: LocalEndpointBackend, endp
     state = backend.ensure_running(endpoint)
     assert {d.status for d in state.deployments} == {"ready"}
     assert post(backend, endpoint).json()["model_version"] == "1"
+    # Re-deploying an unchanged deployment after a crash brings the server back too.
+    processes.stop_server(backend.store.get_endpoint(endpoint).pid)  # type: ignore[union-attr]
+    again = backend.create_or_update_deployment(
+        endpoint, DeploymentSpec("blue", ModelRef(MODEL_NAME, "1"))
+    )
+    assert again.status == "ready"
+    assert post(backend, endpoint).json()["model_version"] == "1"
     restarted = backend.restart_endpoint(endpoint)
     assert dict(restarted.traffic.weights) == {"blue": 100}
     assert post(backend, endpoint).status_code == 200

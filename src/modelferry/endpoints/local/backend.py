@@ -28,6 +28,7 @@ from modelferry.endpoints.spec import (
 )
 from modelferry.errors import (
     DeploymentFailedError,
+    EndpointError,
     EndpointNotFoundError,
     InvalidEndpointSpecError,
     RegistryError,
@@ -139,8 +140,10 @@ class LocalEndpointBackend(EndpointBackend):
             and existing.status == "ready"
             and (existing.model_name, existing.model_version) == (spec.model.name, version)
         )
-        if unchanged and existing is not None:
-            return DeploymentState(existing.name, existing.model_name, version, "ready")
+        if unchanged:
+            # "ready" in the state file only holds while the server runs (think reboot).
+            self._ensure_server(record)
+            return DeploymentState(spec.name, spec.model.name, version, "ready")
         if existing is not None and record.traffic.deployments & {spec.name}:
             raise InvalidEndpointSpecError(
                 f"deployment {spec.name!r} takes traffic; deploy the new version under "
@@ -245,7 +248,7 @@ class LocalEndpointBackend(EndpointBackend):
             f"{self._url(record)}/score", json=dict(payload), headers=headers, timeout=30.0
         )
         if response.status_code != 200:
-            raise InvalidEndpointSpecError(
+            raise EndpointError(
                 f"endpoint {endpoint!r} answered {response.status_code}: {response.text[:300]}"
             )
         return response.json()

@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 import numpy as np
 
 from modelferry.endpoints.local.state import EndpointRecord, EndpointStateStore
+from modelferry.endpoints.spec import TrafficSplit
 from modelferry.registry import ModelRegistry, TrackingSettings
 from modelferry.serving.app import Scope, ScoringApp
 from modelferry.serving.model import ServingModel, load_serving_model
@@ -102,11 +103,14 @@ class EndpointServer:
         self._models = {k: m for k, m in self._models.items() if loaded.get(k[0]) is m}
         traffic = record.traffic
         missing = traffic.deployments - set(loaded)
-        if missing:  # never route to what did not load; keep the last good table
+        if missing:
+            # Never route to what did not load: keep the split in force if it still can be
+            # served, else serve none (503) rather than guess. New deployments are
+            # installed either way, so they can be pinned and smoke-tested.
             outcome["traffic"] = f"not applied: deployments not ready {sorted(missing)}"
             traffic = self.app.table.traffic
             if traffic.deployments - set(loaded):
-                return {"deployments": outcome}
+                traffic = TrafficSplit()
         self.app.install(RoutingTable.build(loaded, traffic))
         log.info("routing %s", dict(traffic.weights))
         return {"deployments": outcome}
