@@ -18,7 +18,16 @@ what to do about it.
     │   ├── InvalidEndpointSpecError  a name, traffic split or model reference is invalid
     │   ├── EndpointNotFoundError     no endpoint or deployment has that name
     │   └── DeploymentFailedError     a deployment did not start or failed its smoke test
-    └── BatchScoringError           batch inputs missing or unreadable, or no file could be scored
+    ├── BatchScoringError           batch inputs missing or unreadable, or no file could be scored
+    ├── PackagingError              a model package cannot be built
+    ├── PackageVerificationError    a package's signature, checksums or layout are wrong
+    │   └── UnsafeArchiveError        an archive entry escapes its folder, is a link or too large
+    ├── PackageStoreError           a package store refused an upload, link or download
+    └── DeliveryError
+        ├── MalformedMessageError     a protocol message lacks a property or has a bad body
+        ├── ChannelError              a delivery channel cannot send or receive
+        ├── DeliveryFailedError       a device reported Error, or a fleet rollout was aborted
+        └── DeliveryTimedOutError     a device went quiet or missed the delivery deadline
 """
 
 from __future__ import annotations
@@ -86,3 +95,39 @@ class DeploymentFailedError(EndpointError):
 
 class BatchScoringError(ModelferryError):
     """Batch inputs are missing or unreadable, or a batch run could score no file at all."""
+
+
+class PackagingError(ModelferryError):
+    """A model package cannot be built (model missing, files unreadable, bad signing key)."""
+
+
+class PackageVerificationError(ModelferryError):
+    """A package failed verification: bad signature, checksum, size or layout."""
+
+
+class UnsafeArchiveError(PackageVerificationError):
+    """An archive entry is absolute, climbs out with `..`, is a link, or unpacks too large."""
+
+
+class PackageStoreError(ModelferryError):
+    """A package store refused an upload, a link or a download."""
+
+
+class DeliveryError(ModelferryError):
+    """Base class for failures of edge delivery."""
+
+
+class MalformedMessageError(DeliveryError):
+    """A protocol message has a missing or wrong property, or a body that is not the JSON expected."""
+
+
+class ChannelError(DeliveryError):
+    """A delivery channel could not send or receive (broker or hub unreachable, refused)."""
+
+
+class DeliveryFailedError(DeliveryError):
+    """A device reported `Error`, or a fleet rollout stopped after too many failures."""
+
+
+class DeliveryTimedOutError(DeliveryError):
+    """A device sent nothing within the inactivity timeout, or missed the overall deadline."""

@@ -1,0 +1,1 @@
+"""Edge delivery: protocol messages, channels, delivery sessions and fleet rollout."""

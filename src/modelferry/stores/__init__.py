@@ -1,0 +1,1 @@
+"""Package stores: where signed model packages live and the links devices download them by."""
