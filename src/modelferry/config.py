@@ -174,6 +174,38 @@ class ApprovalConfig(_Strict):
     timeout_seconds: int = Field(default=24 * 3600, gt=0, le=30 * 24 * 3600)
 
 
+_DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
+
+
+class DeliveryConfig(_Strict):
+    """Where an approved champion goes at the edge, and how the fleet rollout behaves.
+
+    With no devices, the nightly job stops after the online rollout. With the embedded
+    default (local channel), `local_agents` starts an in-process reference agent for each
+    device, so the whole path runs on one machine.
+    """
+
+    devices: tuple[Annotated[str, Field(pattern=_DEVICE_ID_PATTERN)], ...] = ()
+    deploy_env: str = Field(default="dev", pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    model_type: str = Field(default="classification", min_length=1, max_length=64)
+    package_name: str | None = Field(default=None, pattern=_NAME_PATTERN)
+    local_agents: bool = True
+    max_parallel: int = Field(default=50, ge=1, le=10_000)
+    canary_share: float = Field(default=0.1, ge=0.0, le=1.0)
+    max_failure_share: float = Field(default=0.2, ge=0.0, le=1.0)
+    inactivity_timeout_seconds: float = Field(default=120.0, gt=0)
+    deadline_seconds: float = Field(default=1800.0, gt=0)
+    retries: int = Field(default=2, ge=0, le=10)
+
+    @field_validator("devices")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({device for device in value if value.count(device) > 1})
+        if repeated:
+            raise ValueError(f"device ids must be unique; repeated: {', '.join(repeated)}")
+        return value
+
+
 class ModelConfig(_Strict):
     """Everything modelferry needs to know about one model."""
 
@@ -185,6 +217,7 @@ class ModelConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
 
 
 def load_config(path: str | Path) -> ModelConfig:

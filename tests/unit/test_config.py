@@ -120,3 +120,28 @@ def test_approval_override() -> None:
     assert with_approval_mode(config, "manual").approval.mode == "manual"
     with pytest.raises(InvalidConfigError, match="approval: got 'later'"):
         with_approval_mode(config, "later")
+
+
+def test_delivery_section_defaults_and_devices(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL)).delivery.devices == ()
+    config = load_config(
+        write(tmp_path, {**MINIMAL, "delivery": {"devices": ["edge-001", "plant-7:line-2"]}})
+    )
+    assert config.delivery.devices == ("edge-001", "plant-7:line-2")
+    assert config.delivery.local_agents is True
+    assert load_config(REPO_CONFIG).delivery.devices, "the demo delivers to named devices"
+
+
+@pytest.mark.parametrize(
+    ("delivery", "named"),
+    [
+        ({"devices": ["edge-1", "edge-1"]}, "repeated: edge-1"),
+        ({"devices": ["has space"]}, "delivery.devices.0"),
+        ({"max_failure_share": 1.5}, "delivery.max_failure_share"),
+        ({"devcies": ["x"]}, "allowed fields here: devices"),
+    ],
+)
+def test_bad_delivery_section_is_named(tmp_path: Path, delivery: Any, named: str) -> None:
+    with pytest.raises(InvalidConfigError, match="delivery") as caught:
+        load_config(write(tmp_path, {**MINIMAL, "delivery": delivery}))
+    assert named in str(caught.value)
