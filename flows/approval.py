@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
@@ -49,9 +50,11 @@ def ask_reviewer(
     timeout_seconds: int,
     poll_seconds: int,
     flow_run_id: str | None,
+    on_paused: Callable[[], None] | None = None,
 ) -> ApprovalDecision:
     """Pause this flow run until a reviewer submits the form, or the timeout passes.
 
+    `on_paused` runs once the run is paused and the form is ready (to notify reviewers).
     A timeout is a recorded rejection (`timed_out`), never a crash.
     """
     with get_client(sync_client=True) as client:
@@ -64,7 +67,9 @@ def ask_reviewer(
         api_url,
     )
     form = ApprovalInput.with_initial_data(description=report)
-    answer = _pause_for_input(form, timeout_seconds, max(1, min(poll_seconds, timeout_seconds)))
+    answer = _pause_for_input(
+        form, timeout_seconds, max(1, min(poll_seconds, timeout_seconds)), on_paused
+    )
     if answer is None:
         return ApprovalDecision(
             status="timed_out",
@@ -85,7 +90,10 @@ def ask_reviewer(
 
 
 def _pause_for_input(
-    form: type[ApprovalInput], timeout_seconds: int, poll_seconds: int
+    form: type[ApprovalInput],
+    timeout_seconds: int,
+    poll_seconds: int,
+    on_paused: Callable[[], None] | None = None,
 ) -> ApprovalInput | None:
     """Like `pause_flow_run(wait_for_input=...)`, but a timeout returns None.
 
@@ -113,6 +121,8 @@ def _pause_for_input(
         if not state.is_paused():
             raise RuntimeError(f"the flow run could not be paused for approval: {state}")
         form.save(keyset)
+        if on_paused is not None:
+            on_paused()
         deadline = time.monotonic() + timeout_seconds
         while True:
             run = client.read_flow_run(run_id)

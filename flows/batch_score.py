@@ -22,13 +22,19 @@ from prefect.context import get_run_context
 from prefect.states import Completed
 from pydantic import SecretStr
 
+from flows.notifications import notify_failure
 from modelferry.batch import DEFAULT_CHUNK_ROWS, DEFAULT_SQL_TABLE, BatchResult
 from modelferry.registry import CHAMPION, TrackingSettings
 from modelferry.registry.tracking import DEFAULT_HOME
 from tasks.batch import find_batch_inputs, load_batch_model, publish_batch_report, score_batch
 
 
-@flow(name="batch-score", log_prints=True)
+@flow(
+    name="batch-score",
+    log_prints=True,
+    on_failure=[notify_failure],
+    on_crashed=[notify_failure],
+)
 def batch_score(
     input: str,
     model_name: str,

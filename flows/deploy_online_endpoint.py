@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed
 
 from blocks.mlflow_tracking import resolve_tracking
+from flows.notifications import notify_failure
 from modelferry.endpoints.backend import EndpointBackend
 from modelferry.endpoints.local import LocalEndpointBackend
 from modelferry.endpoints.rollout import (
@@ -66,7 +67,11 @@ class RolloutOutcome:
         )
 
 
-@flow(name="deploy-online-endpoint")
+@flow(
+    name="deploy-online-endpoint",
+    on_failure=[notify_failure],
+    on_crashed=[notify_failure],
+)
 def deploy_online_endpoint(
     model_name: str,
     model_version: str | None = None,

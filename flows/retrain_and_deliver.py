@@ -22,6 +22,7 @@ from flows.deploy_online_endpoint import (
     RolloutOutcome,
     deploy_online_endpoint,
 )
+from flows.notifications import notify_failure
 from flows.train_and_register import DEFAULT_CONFIG, RegistrationOutcome, train_and_register
 from modelferry.config import APPROVAL_MODES
 from modelferry.endpoints.rollout import Strategy
@@ -52,7 +53,11 @@ class NightlyOutcome:
         return "\n".join(lines)
 
 
-@flow(name="retrain-and-deliver")
+@flow(
+    name="retrain-and-deliver",
+    on_failure=[notify_failure],
+    on_crashed=[notify_failure],
+)
 def retrain_and_deliver(
     config_path: str = DEFAULT_CONFIG,
     approval: str | None = None,

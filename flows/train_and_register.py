@@ -17,6 +17,7 @@ from prefect.states import Completed
 
 from blocks.mlflow_tracking import resolve_tracking
 from flows.approval import ask_reviewer
+from flows.notifications import notify_approval_pending, notify_failure
 from modelferry.approval import (
     ApprovalDecision,
     evaluate_gate,
@@ -73,7 +74,12 @@ class RegistrationOutcome:
         )
 
 
-@flow(name="train-and-register", log_prints=True)
+@flow(
+    name="train-and-register",
+    log_prints=True,
+    on_failure=[notify_failure],
+    on_crashed=[notify_failure],
+)
 def train_and_register(
     config_path: str = DEFAULT_CONFIG,
     approval: str | None = None,
@@ -130,6 +136,15 @@ def train_and_register(
             config.approval.timeout_seconds,
             approval_poll_seconds,
             flow_run_id,
+            on_paused=lambda: notify_approval_pending(
+                flow_run_id,
+                name,
+                version.version,
+                "The gate passed."
+                if gate.passed
+                else "The gate failed: " + "; ".join(gate.failures()),
+                f"{config.approval.timeout_seconds} s",
+            ),
         )
     else:
         decision = gate_decision(mode, gate, flow_run_id)

@@ -1,0 +1,85 @@
+"""The webhook notifier: what it posts, retries, and that the URL's token stays secret."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from modelferry.errors import InvalidConfigError
+from modelferry.notify import RUN_FAILED, Notification, WebhookNotifier, notifier_from_env
+from tests.webhook_receiver import webhook_receiver
+
+NOTICE = Notification(
+    event=RUN_FAILED,
+    title="nightly failed",
+    text="MLflow was unreachable",
+    flow_run_url="http://ui/runs/flow-run/1",
+    details={"flow": "retrain-and-deliver"},
+)
+
+
+def test_posts_the_notification_as_json() -> None:
+    with webhook_receiver() as receiver:
+        assert WebhookNotifier(receiver.url).send(NOTICE)
+    (body,) = receiver.received
+    assert body["event"] == "run.failed"
+    assert body["title"] == "nightly failed"
+    assert body["text"] == "MLflow was unreachable\nhttp://ui/runs/flow-run/1"
+    assert body["flow_run_url"] == "http://ui/runs/flow-run/1"
+    assert body["details"] == {"flow": "retrain-and-deliver"}
+    assert receiver.paths == ["/hooks/T0KEN-secret-part"]
+
+
+def test_retries_server_errors_then_reports_false_without_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[httpx.Request] = []
+
+    def failing(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(503)
+
+    notifier = WebhookNotifier(
+        "https://hooks.example.com/T0KEN-secret",
+        attempts=3,
+        backoff_seconds=0.0,
+        transport=httpx.MockTransport(failing),
+    )
+    with caplog.at_level(logging.WARNING):
+        assert notifier.send(NOTICE) is False
+    assert len(calls) == 3
+    assert "hooks.example.com" in caplog.text and "HTTP 503" in caplog.text
+    assert "T0KEN" not in caplog.text
+    assert "T0KEN" not in repr(notifier)
+
+
+def test_a_refusal_is_not_retried() -> None:
+    calls: list[httpx.Request] = []
+
+    def refusing(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(404)
+
+    notifier = WebhookNotifier(
+        "https://hooks.example.com/x", backoff_seconds=0.0, transport=httpx.MockTransport(refusing)
+    )
+    assert notifier.send(NOTICE) is False
+    assert len(calls) == 1
+
+
+def test_unreachable_receiver_does_not_raise() -> None:
+    notifier = WebhookNotifier("http://127.0.0.1:9/x", attempts=1, timeout_seconds=1.0)
+    assert notifier.send(NOTICE) is False
+
+
+def test_bad_url_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InvalidConfigError, match="http\\(s\\) URL") as caught:
+        WebhookNotifier("ftp://secret-token@host/x")
+    assert "secret-token" not in str(caught.value)
+    monkeypatch.delenv("MODELFERRY_WEBHOOK_URL", raising=False)
+    assert notifier_from_env() is None
+    monkeypatch.setenv("MODELFERRY_WEBHOOK_URL", "https://hooks.example.com/abc")
+    notifier = notifier_from_env()
+    assert notifier is not None and notifier.target == "https://hooks.example.com"
