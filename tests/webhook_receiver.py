@@ -41,7 +41,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     holder: list[WebhookReceiver] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        def do_POST(self) -> None:
             receiver = holder[0]
             length = int(self.headers.get("Content-Length", "0"))
             receiver.paths.append(self.path)
@@ -49,7 +49,7 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
             self.send_response(receiver.status)
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -50,7 +50,8 @@ def test_retries_server_errors_then_reports_false_without_the_token(
     with caplog.at_level(logging.WARNING):
         assert notifier.send(NOTICE) is False
     assert len(calls) == 3
-    assert "hooks.example.com" in caplog.text and "HTTP 503" in caplog.text
+    assert "hooks.example.com" in caplog.text
+    assert "HTTP 503" in caplog.text
     assert "T0KEN" not in caplog.text
     assert "T0KEN" not in repr(notifier)
 
@@ -82,4 +83,5 @@ def test_bad_url_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch) 
     assert notifier_from_env() is None
     monkeypatch.setenv("MODELFERRY_WEBHOOK_URL", "https://hooks.example.com/abc")
     notifier = notifier_from_env()
-    assert notifier is not None and notifier.target == "https://hooks.example.com"
+    assert notifier is not None
+    assert notifier.target == "https://hooks.example.com"
