@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
+from prefect.events import emit_event
 from prefect.states import Completed
 
 from blocks.mlflow_tracking import resolve_tracking
@@ -149,6 +150,8 @@ def train_and_register(
     else:
         decision = gate_decision(mode, gate, flow_run_id)
     previous = record_decision(settings, version, decision)
+    if decision.approved:
+        announce_approval(name, version.version, decision, logged.url)
 
     outcome = RegistrationOutcome(
         model_name=name,
@@ -166,6 +169,32 @@ def train_and_register(
         error = ApprovalTimedOutError if decision.status == "timed_out" else ApprovalRejectedError
         raise error(outcome.summary())
     return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
+
+
+MODEL_APPROVED_EVENT = "modelferry.model.approved"
+
+
+def announce_approval(
+    model_name: str, version: str, decision: ApprovalDecision, run_url: str
+) -> None:
+    """Emit `modelferry.model.approved`: deployment triggers start the rollout and delivery."""
+    emit_event(
+        event=MODEL_APPROVED_EVENT,
+        resource={
+            "prefect.resource.id": f"modelferry.model.{model_name}.{version}",
+            "prefect.resource.name": f"{model_name} v{version}",
+            "modelferry.model.name": model_name,
+            "modelferry.model.version": version,
+        },
+        payload={
+            "model_name": model_name,
+            "model_version": version,
+            "decided_by": decision.decided_by,
+            "mode": decision.mode,
+            "comment": decision.comment,
+            "mlflow_run_url": run_url,
+        },
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

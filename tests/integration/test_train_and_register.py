@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from mlflow import MlflowClient
 from prefect.exceptions import NotPausedError
 from prefect.flow_runs import resume_flow_run
+from prefect.settings import PREFECT_API_URL
 
 from flows.retrain_and_deliver import retrain_and_deliver
 from flows.train_and_register import train_and_register
@@ -39,6 +42,27 @@ def alias(uri: str, name: str) -> str | None:
         return str(MlflowClient(uri, uri).get_model_version_by_alias(MODEL, name).version)
     except Exception:
         return None
+
+
+def approval_events(model: str, version: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The `modelferry.model.approved` events the server received for this version."""
+    url = f"{PREFECT_API_URL.value()}/events/filter"
+    body = {
+        "filter": {
+            "event": {"name": ["modelferry.model.approved"]},
+            "resource": {"id": [f"modelferry.model.{model}.{version}"]},
+            "occurred": {"since": "2000-01-01T00:00:00Z"},
+        },
+        "limit": 50,
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.post(url, json=body, timeout=10)
+        response.raise_for_status()
+        events: list[dict[str, Any]] = response.json()["events"]
+        if events or time.monotonic() > deadline:
+            return events
+        time.sleep(0.5)
 
 
 def test_auto_approval_registers_tags_and_promotes(
@@ -74,6 +98,12 @@ def test_auto_approval_registers_tags_and_promotes(
     assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [v1.tags["dataset.digest"][:32]]
     plots = {a.path for a in client.list_artifacts(v1.run_id, "plots")}
     assert plots == {"plots/roc_curve.png", "plots/feature_importance.png"}
+
+    (approved,) = approval_events(MODEL, "1")
+    assert approved["payload"]["decided_by"] == "gate"
+    assert approved["resource"]["modelferry.model.name"] == MODEL
+    related = {r["prefect.resource.id"] for r in approved["related"]}
+    assert f"prefect.flow-run.{v1.tags['prefect.flow_run_id']}" in related
 
     # The second night: the champion is scored on the same test set and compared.
     second = train_and_register(str(config), tracking_uri=mlflow_uri)
