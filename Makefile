@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export GIT_PYTHON_REFRESH ?= quiet
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: demo test lint typecheck install install-dev serve clean
+.PHONY: demo test lint typecheck install install-dev serve server clean
 
 # Core install: what the flows need. Versions come from constraints.txt (tested together).
 $(VENV)/.core: pyproject.toml constraints.txt
@@ -44,6 +44,10 @@ typecheck: $(VENV)/.dev
 ## Serve the deployments in prefect.yaml from this machine (needs PREFECT_API_URL).
 serve: $(VENV)/.core
 	$(PY) -m deployments.serve
+
+## Start the team servers: Prefect (UI on :4200) and MLflow tracking (:5000); Ctrl-C stops both.
+server: $(VENV)/.core
+	$(PY) -m deployments.servers
 
 clean:
 	rm -rf .modelferry .pytest_cache .mypy_cache .ruff_cache
