@@ -1,58 +1,87 @@
-"""Serve the deployments of prefect.yaml from this process, without a work pool.
+"""Serve every deployment of prefect.yaml from this process, without a work pool.
 
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m deployments.serve
 
-The schedule and parameters mirror prefect.yaml, so `prefect deployment run
-'retrain-and-deliver/nightly'` works the same against either.
+prefect.yaml stays the one source of truth: this reads its deployments (entrypoint,
+parameters, schedules, concurrency limit, triggers, tags, description) and serves them
+all from one long-lived process, schedules included, so a single machine needs no work
+pool or worker. `prefect deployment run 'retrain-and-deliver/nightly'` works the same
+against either. Run it from the repository root (entrypoints and config paths are
+relative to it).
 """
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
 from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
+from prefect.flows import load_flow_from_entrypoint
 
-from flows.batch_score import batch_score
-from flows.retrain_and_deliver import retrain_and_deliver
-from flows.train_and_register import DEFAULT_CONFIG, train_and_register
-
-NIGHTLY_CRON = "0 2 * * *"
-NIGHTLY_TIMEZONE = "Europe/Amsterdam"
-BATCH_CRON = "0 3 * * *"
+PREFECT_YAML = Path(__file__).parents[1] / "prefect.yaml"
 
 
-def build_deployments() -> list[RunnerDeployment]:
-    """The nightly, CI and daily batch deployments, as prefect.yaml defines them."""
-    nightly = retrain_and_deliver.to_deployment(
-        name="nightly",
-        cron=NIGHTLY_CRON,
-        timezone=NIGHTLY_TIMEZONE,
-        parameters={"config_path": DEFAULT_CONFIG},
-        tags=["modelferry", "nightly"],
-    )
-    ci = train_and_register.to_deployment(
-        name="ci",
-        parameters={"config_path": DEFAULT_CONFIG, "approval": "gate+manual"},
-        tags=["modelferry", "ci"],
-    )
-    daily = batch_score.to_deployment(
-        name="daily",
-        cron=BATCH_CRON,
-        timezone=NIGHTLY_TIMEZONE,
-        parameters={
-            "input": "data/incoming/*.parquet",
-            "model_name": "breast-cancer-classifier",
-            "model_alias": "champion",
-            "sql_url": "sqlite:///.modelferry/predictions.db",
-            "sql_table": "predictions",
-        },
-        tags=["modelferry", "batch"],
-    )
-    return [nightly, ci, daily]
+def read_spec(path: Path = PREFECT_YAML) -> list[dict[str, Any]]:
+    """The `deployments` list of prefect.yaml."""
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    deployments: list[dict[str, Any]] = spec.get("deployments") or []
+    return deployments
 
 
-def main() -> None:
-    """Register both deployments and run their flow runs until interrupted."""
-    serve(*build_deployments())
+def _schedule(entry: dict[str, Any]) -> CronSchedule | IntervalSchedule | RRuleSchedule:
+    timezone = entry.get("timezone")
+    if "cron" in entry:
+        return CronSchedule(cron=entry["cron"], timezone=timezone)
+    if "interval" in entry:
+        return IntervalSchedule(interval=entry["interval"], timezone=timezone)
+    if "rrule" in entry:
+        return RRuleSchedule(rrule=entry["rrule"], timezone=timezone)
+    raise ValueError(f"prefect.yaml: a schedule needs cron, interval or rrule: {entry}")
+
+
+def _concurrency(value: Any) -> int | ConcurrencyLimitConfig | None:
+    if value is None or isinstance(value, int):
+        return value
+    return ConcurrencyLimitConfig(**value)
+
+
+def build_deployments(path: Path = PREFECT_YAML) -> list[RunnerDeployment]:
+    """One runner deployment per prefect.yaml deployment, as declared there."""
+    built = []
+    for entry in read_spec(path):
+        flow = load_flow_from_entrypoint(entry["entrypoint"])
+        schedules = [_schedule(s) for s in entry.get("schedules") or [] if s.get("active", True)]
+        triggers = [
+            DeploymentEventTrigger(**t)
+            for t in entry.get("triggers") or []
+            if t.get("enabled", True)
+        ]
+        built.append(
+            flow.to_deployment(
+                name=entry["name"],
+                description=entry.get("description"),
+                parameters=entry.get("parameters") or {},
+                tags=entry.get("tags") or [],
+                schedules=schedules or None,
+                concurrency_limit=_concurrency(entry.get("concurrency_limit")),
+                triggers=triggers or None,
+            )
+        )
+    return built
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Register every deployment and run their flow runs until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m deployments.serve")
+    parser.add_argument("--prefect-yaml", type=Path, default=PREFECT_YAML)
+    args = parser.parse_args(argv)
+    serve(*build_deployments(args.prefect_yaml))
 
 
 if __name__ == "__main__":

@@ -46,12 +46,22 @@ def test_nightly_schedule_is_two_am_with_timezone() -> None:
     assert cron.timezone == "Europe/Amsterdam"
 
 
-def test_serve_script_matches_prefect_yaml() -> None:
+def test_serve_script_builds_every_prefect_yaml_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """prefect.yaml is the one source of truth: serve builds exactly what it declares."""
     from deployments import serve
 
-    nightly = deployments()["nightly"]["schedules"][0]
-    assert nightly["cron"] == serve.NIGHTLY_CRON
-    assert nightly["timezone"] == serve.NIGHTLY_TIMEZONE
+    monkeypatch.chdir(REPO)
+    declared = deployments()
+    built = {d.name: d for d in serve.build_deployments()}
+    assert set(built) == set(declared)
+    for name, spec in declared.items():
+        deployment = built[name]
+        assert deployment.entrypoint is not None
+        assert deployment.parameters == (spec.get("parameters") or {})
+        assert set(deployment.tags) == set(spec.get("tags") or [])
+        crons = [s.schedule.cron for s in deployment.schedules or []]  # type: ignore[union-attr]
+        assert crons == [s["cron"] for s in spec.get("schedules") or [] if s.get("active", True)]
+        assert len(deployment.triggers) == len(spec.get("triggers") or [])
 
 
 def test_no_secret_in_prefect_yaml() -> None:
