@@ -143,7 +143,7 @@ def train_and_register(
                 version.version,
                 "The gate passed."
                 if gate.passed
-                else "The gate failed: " + "; ".join(gate.failures()),
+                else "The gate failed: " + "; ".join(gate.failures),
                 f"{config.approval.timeout_seconds} s",
             ),
         )
