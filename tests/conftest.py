@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,9 +40,9 @@ def mlflow_uri(tmp_path: Path) -> str:
 POSTGRES_SERVER = "postgres@127.0.0.1:5432"
 
 
-@pytest.fixture
-def postgres_database() -> Iterator[str]:
-    """A fresh, uniquely named PostgreSQL database; yields its SQLAlchemy URL, then drops it."""
+@contextmanager
+def fresh_postgres_database(driver: str = "psycopg") -> Iterator[str]:
+    """Create a uniquely named PostgreSQL database; yield its SQLAlchemy URL, then drop it."""
     import uuid
 
     import psycopg
@@ -58,10 +59,17 @@ def postgres_database() -> Iterator[str]:
     with admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        yield f"postgresql+psycopg://{POSTGRES_SERVER}/{name}"
+        yield f"postgresql+{driver}://{POSTGRES_SERVER}/{name}"
     finally:
         with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=5) as admin:
             # FORCE ends any connection the test left open, so the drop cannot hang.
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database; yields its SQLAlchemy URL, then drops it."""
+    with fresh_postgres_database() as url:
+        yield url

@@ -1,8 +1,10 @@
-"""End-to-end fixtures: a real `prefect server start` (API + UI) and a real Chromium.
+"""End-to-end fixtures: production-shaped Prefect (server on PostgreSQL, a process worker,
+`prefect deploy --all`) and a real Chromium.
 
-The server runs as a subprocess with its own PREFECT_HOME (so its own SQLite database) on
-a free port; the browser is the system Chromium driven by Playwright (never a downloaded
-one: CI installs it with `apt-get install chromium`).
+The server runs as a subprocess with its own PREFECT_HOME on a free port, its database a
+fresh PostgreSQL database on 127.0.0.1:5432 that the fixture creates and drops. The worker
+polls the `modelferry-process` pool from prefect.yaml. The browser is the system Chromium
+driven by Playwright (never a downloaded one: CI installs it with `apt-get install chromium`).
 """
 
 from __future__ import annotations
@@ -129,8 +131,19 @@ def _wait_until_healthy(process: subprocess.Popen[bytes], api_url: str, timeout:
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    """A real Prefect server with the UI on a free port, with its own SQLite database."""
+def prefect_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for the Prefect server (asyncpg URL)."""
+    from tests.conftest import fresh_postgres_database
+
+    with fresh_postgres_database(driver="asyncpg") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def prefect_server(
+    tmp_path_factory: pytest.TempPathFactory, prefect_database: str
+) -> Iterator[PrefectServer]:
+    """A real Prefect server with the UI on a free port, backed by PostgreSQL."""
     home = tmp_path_factory.mktemp("prefect-server-home")
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
@@ -143,6 +156,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         PREFECT_API_URL=api_url,
         # Without it the UI calls :4200 and shows "Can't connect to Server API".
         PREFECT_UI_API_URL=api_url,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=prefect_database,
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PYTHONUNBUFFERED="1",
     )
@@ -202,3 +216,69 @@ def page(browser: Browser) -> Iterator[Page]:
         yield context.new_page()
     finally:
         context.close()
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORK_POOL = "modelferry-process"
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A `prefect worker start` polling the project's work pool, with the deployments applied."""
+
+    env: dict[str, str]
+    log_path: Path
+
+    def log(self) -> str:
+        """What the worker (and the flow runs it started) wrote so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def prefect(self, *args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
+        """Run a `prefect` CLI command from the repository root against the server."""
+        prefect = Path(sys.executable).with_name("prefect")
+        return subprocess.run(
+            [str(prefect), "--no-prompt", *args],
+            cwd=REPO_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def worker(
+    prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    """The work pool created, `prefect deploy --all` applied, and a process worker running."""
+    home = tmp_path_factory.mktemp("prefect-worker-home")
+    env = prefect_server.client_env(home)
+    env["MODELFERRY_PROJECT_DIR"] = str(REPO_ROOT)
+    worker = Worker(env=env, log_path=home / "worker.log")
+    for command in (
+        ("work-pool", "create", WORK_POOL, "--type", "process"),
+        ("deploy", "--all"),
+    ):
+        done = worker.prefect(*command)
+        if done.returncode != 0:
+            pytest.fail(
+                f"`prefect {' '.join(command)}` failed ({done.returncode}):\n"
+                f"{done.stdout}\n{done.stderr}",
+                pytrace=False,
+            )
+    prefect = Path(sys.executable).with_name("prefect")
+    with worker.log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(prefect), "worker", "start", "--pool", WORK_POOL, "--type", "process"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield worker
+    finally:
+        _stop(process)

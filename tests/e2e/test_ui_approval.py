@@ -1,14 +1,17 @@
-"""A paused `train-and-register` run is approved from the real Prefect UI in a real browser.
+"""A paused `train-and-register/ci` run is approved, or rejected, in the real Prefect UI.
 
-The flow runs as its own process against a real `prefect server start`, exactly as a
-developer runs it by hand; the test waits until it is paused for an `ApprovalInput`, then
-a reviewer opens the run in Chromium, clicks Resume, fills in the form and submits. The run
-must finish, and MLflow must show the new version as champion with the reviewer's decision.
+Production-shaped: the Prefect server runs on PostgreSQL, `prefect deploy --all` applied
+prefect.yaml, a process worker picks the run up, and the run is started the way Azure
+DevOps starts it, `prefect deployment run 'train-and-register/ci' --watch --watch-timeout N`.
+The test waits until the run is paused for an `ApprovalInput`; a reviewer opens it in
+Chromium, clicks Resume, fills in the form and submits. The watching CLI must exit 0, the
+run must be Completed, and MLflow must show the reviewer's decision: the champion alias
+moved on approval, and nothing moved on rejection. Screenshots of the filled-in form are
+kept under `.modelferry/test-artifacts/`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -23,28 +26,21 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 if TYPE_CHECKING:
-    from tests.e2e.conftest import PrefectServer
+    from tests.e2e.conftest import PrefectServer, Worker
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO_ROOT / ".modelferry" / "test-artifacts"
 FLOW_NAME = "train-and-register"
+DEPLOYMENT = "train-and-register/ci"
 MODEL_NAME = "breast-cancer-classifier"
 REVIEWER = "e2e-reviewer"
-COMMENT = "approved from the Prefect UI by the e2e test"
-#: Loading data, training, registering in a fresh MLflow store (~15 s here).
-PAUSE_TIMEOUT = 120.0
-#: The paused run checks every 10 s (`approval_poll_seconds`) whether it was resumed.
+#: Worker start-up of the run, loading data, training, registering (~20 s here).
+PAUSE_TIMEOUT = 150.0
+#: The paused run checks every few seconds (`approval_poll_seconds`) whether it was resumed.
 FINISH_TIMEOUT = 90.0
 UI_TIMEOUT_MS = 20_000
-
-
-def _write_config(tmp_path: Path) -> Path:
-    config = json.loads((REPO_ROOT / "config" / "model_config.json").read_text())
-    config["approval"] = {"mode": "manual", "timeout_seconds": 300}
-    path = tmp_path / "model_config.json"
-    path.write_text(json.dumps(config, indent=2))
-    return path
 
 
 def _flow_run_ids(api: httpx.Client) -> set[str]:
@@ -69,7 +65,11 @@ def _paused_for_input(api: httpx.Client, run: dict[str, Any]) -> bool:
 
 
 def _wait_until_paused(
-    api: httpx.Client, known: set[str], flow: subprocess.Popen[bytes], log_path: Path
+    api: httpx.Client,
+    known: set[str],
+    flow: subprocess.Popen[bytes],
+    log_path: Path,
+    worker: Worker,
 ) -> str:
     """The id of the new `train-and-register` run once it waits for the approval form."""
     deadline = time.monotonic() + PAUSE_TIMEOUT
@@ -77,8 +77,8 @@ def _wait_until_paused(
     while time.monotonic() < deadline:
         if flow.poll() is not None:
             pytest.fail(
-                f"the flow exited with code {flow.returncode} before pausing:\n"
-                f"{log_path.read_text(errors='replace')}"
+                f"`prefect deployment run` exited with code {flow.returncode} before the run "
+                f"paused:\n{log_path.read_text(errors='replace')}\n--- worker ---\n{worker.log()}"
             )
         response = api.post(
             "/flow_runs/filter",
@@ -98,7 +98,7 @@ def _wait_until_paused(
         time.sleep(1.0)
     pytest.fail(
         f"no {FLOW_NAME} run paused for input within {PAUSE_TIMEOUT:g} s ({last_state}):\n"
-        f"{log_path.read_text(errors='replace')}"
+        f"{log_path.read_text(errors='replace')}\n--- worker ---\n{worker.log()}"
     )
 
 
@@ -137,7 +137,7 @@ def _form_field(dialog: Locator, label: str) -> Locator:
     )
 
 
-def _approve_in_ui(page: Page, run_url: str, tmp_path: Path) -> None:
+def _answer_in_ui(page: Page, run_url: str, approve: bool, comment: str, shot: Path) -> None:
     page.goto(run_url)
     resume = page.get_by_role("button", name="Resume", exact=True)
     expect(resume).to_be_visible(timeout=UI_TIMEOUT_MS)
@@ -153,78 +153,125 @@ def _approve_in_ui(page: Page, run_url: str, tmp_path: Path) -> None:
     expect(dialog.get_by_role("cell", name="roc_auc", exact=True)).to_be_visible()
 
     # The boolean is a toggle: a <label role=switch> around a hidden checkbox.
-    approve = _form_field(dialog, "Approve (Optional)").get_by_role("switch")
-    expect(approve).not_to_be_checked()
-    approve.click()
-    expect(approve).to_be_checked()
+    toggle = _form_field(dialog, "Approve (Optional)").get_by_role("switch")
+    expect(toggle).not_to_be_checked()
+    if approve:
+        toggle.click()
+        expect(toggle).to_be_checked()
     _form_field(dialog, "Reviewer").get_by_role("textbox").fill(REVIEWER)
-    _form_field(dialog, "Comment (Optional)").get_by_role("textbox").fill(COMMENT)
-    page.screenshot(path=str(tmp_path / "resume-dialog.png"), full_page=True)
+    _form_field(dialog, "Comment (Optional)").get_by_role("textbox").fill(comment)
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shot), full_page=True)
 
     dialog.get_by_role("button", name="Submit", exact=True).click()
     expect(dialog).to_be_hidden(timeout=UI_TIMEOUT_MS)
 
 
-def test_paused_run_is_approved_from_the_ui(
-    prefect_server: PrefectServer, page: Page, tmp_path: Path
-) -> None:
-    config_path = _write_config(tmp_path)
+def _run_deployment_and_answer(
+    worker: Worker,
+    server: PrefectServer,
+    page: Page,
+    tmp_path: Path,
+    *,
+    approve: bool,
+    comment: str,
+) -> tuple[str, str, dict[str, Any]]:
+    """Start the CI deployment as a pipeline does, answer the form; (run id, output, state)."""
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    log_path = tmp_path / "flow.log"
+    log_path = tmp_path / "deployment-run.log"
+    prefect = Path(sys.executable).with_name("prefect")
     command = [
-        sys.executable,
-        "-m",
-        "flows.train_and_register",
-        "--config",
-        str(config_path),
-        "--tracking-uri",
-        tracking_uri,
+        str(prefect),
+        "deployment",
+        "run",
+        DEPLOYMENT,
+        "-p",
+        "approval=manual",
+        "-p",
+        f"tracking_uri={tracking_uri}",
+        "-p",
+        "approval_poll_seconds=2",
+        "--watch",
+        "--watch-timeout",
+        str(int(PAUSE_TIMEOUT + FINISH_TIMEOUT)),
     ]
-    env = prefect_server.client_env(tmp_path / "prefect-client-home")
-
-    with httpx.Client(base_url=prefect_server.api_url, timeout=10.0) as api:
+    with httpx.Client(base_url=server.api_url, timeout=10.0) as api:
         known = _flow_run_ids(api)
-        # Output goes to a file: a pipe nobody reads while the browser works could fill up
-        # and block the flow.
+        # Output goes to a file: a pipe nobody reads while the browser works could fill up.
         with log_path.open("wb") as log:
-            flow = subprocess.Popen(
+            watch = subprocess.Popen(
                 command,
                 cwd=REPO_ROOT,
-                env=env,
+                env=worker.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         try:
-            run_id = _wait_until_paused(api, known, flow, log_path)
+            run_id = _wait_until_paused(api, known, watch, log_path, worker)
+            shot = ARTIFACTS / f"ui-{'approve' if approve else 'reject'}-form.png"
             with _diagnose(page, tmp_path):
-                _approve_in_ui(page, f"{prefect_server.ui_url}/runs/flow-run/{run_id}", tmp_path)
+                _answer_in_ui(
+                    page, f"{server.ui_url}/runs/flow-run/{run_id}", approve, comment, shot
+                )
             try:
-                code = flow.wait(timeout=FINISH_TIMEOUT)
+                code = watch.wait(timeout=FINISH_TIMEOUT)
             except subprocess.TimeoutExpired:
                 pytest.fail(
-                    f"the flow did not finish within {FINISH_TIMEOUT:g} s of the approval:\n"
-                    f"{log_path.read_text(errors='replace')}"
+                    f"the run did not finish within {FINISH_TIMEOUT:g} s of the answer:\n"
+                    f"{log_path.read_text(errors='replace')}\n--- worker ---\n{worker.log()}"
                 )
             final_state = api.get(f"/flow_runs/{run_id}").json()["state"]
         finally:
-            _stop(flow)
-
+            _stop(watch)
     output = log_path.read_text(errors="replace")
-    assert code == 0, output
+    assert code == 0, f"{output}\n--- worker ---\n{worker.log()}"
     assert final_state["type"] == "COMPLETED", final_state
-    match = re.search(rf"{MODEL_NAME} v(\d+) approved by reviewer {REVIEWER}\b", output)
-    assert match, output
+    return run_id, tracking_uri, final_state
 
+
+def _client(tracking_uri: str) -> Any:
     from mlflow import MlflowClient
 
     # Both URIs explicitly: MLflow's default registry URI is process-wide state that an
     # earlier test in this session may have pointed elsewhere.
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def test_paused_deployment_run_is_approved_from_the_ui(
+    prefect_server: PrefectServer, worker: Worker, page: Page, tmp_path: Path
+) -> None:
+    comment = "approved from the Prefect UI by the e2e test"
+    run_id, tracking_uri, state = _run_deployment_and_answer(
+        worker, prefect_server, page, tmp_path, approve=True, comment=comment
+    )
+    match = re.search(rf"{MODEL_NAME} v(\d+) approved by reviewer {REVIEWER}\b", state["message"])
+    assert match, state
+
+    champion = _client(tracking_uri).get_model_version_by_alias(MODEL_NAME, "champion")
     assert str(champion.version) == match.group(1)
     assert champion.tags["decision.status"] == "approved"
     assert champion.tags["decision.decided_by"] == REVIEWER
-    assert champion.tags["decision.comment"] == COMMENT
+    assert champion.tags["decision.comment"] == comment
     assert champion.tags["decision.mode"] == "manual"
     assert champion.tags["decision.flow_run_id"] == run_id
+    assert (ARTIFACTS / "ui-approve-form.png").stat().st_size > 10_000
+
+
+def test_paused_deployment_run_is_rejected_from_the_ui(
+    prefect_server: PrefectServer, worker: Worker, page: Page, tmp_path: Path
+) -> None:
+    comment = "rejected from the Prefect UI by the e2e test"
+    run_id, tracking_uri, state = _run_deployment_and_answer(
+        worker, prefect_server, page, tmp_path, approve=False, comment=comment
+    )
+    assert f"rejected by reviewer {REVIEWER}" in state["message"], state
+
+    client = _client(tracking_uri)
+    (version,) = client.search_model_versions(f"name='{MODEL_NAME}'")
+    assert version.tags["decision.status"] == "rejected"
+    assert version.tags["decision.decided_by"] == REVIEWER
+    assert version.tags["decision.comment"] == comment
+    assert version.tags["decision.flow_run_id"] == run_id
+    assert "champion" not in version.aliases, "a rejected model must not become champion"
+    assert (ARTIFACTS / "ui-reject-form.png").stat().st_size > 10_000
