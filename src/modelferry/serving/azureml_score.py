@@ -8,6 +8,10 @@ columns, LightGBM's Booster as fast path) and `modelferry.serving.payload` (requ
 errors naming the column). Keep them in step: tests/integration/test_azureml_scoring_script.py
 checks that both give the same probabilities.
 
+It is also the `score.py` of modelferry's edge packages, where MLflow is not installed:
+then the model is loaded from `MLmodel` with skops (or pickle) directly, needing only
+numpy, PyYAML, skops and scikit-learn / LightGBM.
+
 `AZUREML_MODEL_DIR` holds the MLflow model folder (with `MLmodel`), directly or nested; an
 optional `class_names.json` beside `MLmodel` names the classes (default `["0", "1"]`).
 Requests: `input_data` (columns/data, or a list of rows), `dataframe_split`,
@@ -30,6 +34,7 @@ import numpy as np
 
 _FORMATS = ("input_data", "dataframe_split", "dataframe_records", "inputs")
 _NUMERIC_TYPES = {"double", "float", "long", "integer", "boolean"}
+_FLAVORS = ("lightgbm", "sklearn")
 # Below this many rows, extra LightGBM threads cost more to start than they save.
 _SINGLE_THREAD_ROWS = 256
 
@@ -90,23 +95,74 @@ def run(raw_data: str | bytes) -> Any:
 
 
 def load_model(model_dir: Path) -> LoadedModel:
-    """Find the MLflow model below `model_dir` and load it by its native flavor."""
-    from mlflow.models import Model
+    """Find the MLflow model below `model_dir` and load it by its native flavor.
 
+    Without MLflow installed (edge devices install only the model's own libraries), the
+    model is loaded from `MLmodel` the way MLflow's loader would: see `_load_without_mlflow`.
+    """
     folder = find_model_folder(model_dir)
-    meta = Model.load(str(folder))
-    flavor = next((f for f in ("lightgbm", "sklearn") if f in meta.flavors), None)
-    if flavor is None:
-        raise ValueError(f"{folder} holds neither a lightgbm nor a sklearn MLflow model")
-    estimator = importlib.import_module(f"mlflow.{flavor}").load_model(str(folder))
+    try:
+        from mlflow.models import Model
+    except ImportError:
+        estimator, specs = _load_without_mlflow(folder)
+    else:
+        meta = Model.load(str(folder))
+        flavor = next((f for f in _FLAVORS if f in meta.flavors), None)
+        if flavor is None:
+            raise ValueError(f"{folder} holds neither a lightgbm nor a sklearn MLflow model")
+        estimator = importlib.import_module(f"mlflow.{flavor}").load_model(str(folder))
+        specs = _signature_specs(meta.signature)
     if not hasattr(estimator, "predict_proba"):
         raise ValueError(f"{type(estimator).__name__} has no predict_proba; cannot score")
     names_file = folder / "class_names.json"
     names = json.loads(names_file.read_text()) if names_file.is_file() else ["0", "1"]
     booster = getattr(estimator, "booster_", None)
-    return LoadedModel(
-        _columns(meta.signature, estimator), tuple(str(n) for n in names), estimator, booster
-    )
+    return LoadedModel(_columns(specs, estimator), tuple(str(n) for n in names), estimator, booster)
+
+
+def _load_without_mlflow(folder: Path) -> tuple[Any, list[tuple[str, str, bool]] | None]:
+    """The estimator and signature columns, read as MLflow's lightgbm/sklearn loaders do.
+
+    `MLmodel` names the model file (`data` for lightgbm, `pickled_model` for sklearn) and
+    its `serialization_format`: `skops` (MLflow 3.17's default), `cloudpickle` or `pickle`.
+    A skops file is loaded trusting the types `MLmodel` lists, as MLflow does.
+    """
+    import yaml
+
+    meta = yaml.safe_load((folder / "MLmodel").read_text(encoding="utf-8")) or {}
+    flavors = meta.get("flavors") or {}
+    flavor = next((f for f in _FLAVORS if f in flavors), None)
+    if flavor is None:
+        raise ValueError(f"{folder} holds neither a lightgbm nor a sklearn MLflow model")
+    conf = flavors[flavor]
+    if flavor == "lightgbm":
+        path = folder / conf["data"]
+        if conf.get("model_class", "lightgbm.basic.Booster") == "lightgbm.basic.Booster":
+            import lightgbm
+
+            return lightgbm.Booster(model_file=str(path)), None
+        default_format = "cloudpickle"
+    else:
+        path = folder / conf["pickled_model"]
+        default_format = "pickle"
+    serialization = conf.get("serialization_format", default_format)
+    if serialization == "skops":
+        import skops.io  # type: ignore[import-untyped]
+
+        estimator = skops.io.load(path, trusted=conf.get("skops_trusted_types"))
+    elif serialization in ("cloudpickle", "pickle"):
+        # The trust MLflow's own loader places in a pickled model: only load verified models.
+        loader = importlib.import_module(serialization)
+        with open(path, "rb") as file:
+            estimator = loader.load(file)
+    else:
+        raise ValueError(f"{folder}: unknown serialization format {serialization!r}")
+    signature = meta.get("signature") or {}
+    inputs = json.loads(signature["inputs"]) if signature.get("inputs") else []
+    if not inputs or not all(isinstance(s, dict) and "name" in s for s in inputs):
+        return estimator, None  # no signature, or unnamed tensors: feature names decide
+    specs = [(str(s["name"]), str(s.get("type")), bool(s.get("required", True))) for s in inputs]
+    return estimator, specs
 
 
 def find_model_folder(model_dir: Path) -> Path:
@@ -117,15 +173,24 @@ def find_model_folder(model_dir: Path) -> Path:
     return found[0].parent
 
 
-def _columns(signature: Any, estimator: Any) -> tuple[Column, ...]:
+def _signature_specs(signature: Any) -> list[tuple[str, str, bool]] | None:
+    """(name, type, required) of each input column of an MLflow signature, if named."""
     inputs = getattr(signature, "inputs", None)
-    if inputs is not None and inputs.has_input_names():
+    if inputs is None or not inputs.has_input_names():
+        return None
+    return [
+        (spec.name, str(getattr(spec.type, "name", spec.type)), bool(spec.required))
+        for spec in inputs.inputs
+    ]
+
+
+def _columns(specs: list[tuple[str, str, bool]] | None, estimator: Any) -> tuple[Column, ...]:
+    if specs is not None:
         columns = []
-        for spec in inputs.inputs:
-            type_name = str(getattr(spec.type, "name", spec.type))
+        for name, type_name, required in specs:
             if type_name not in _NUMERIC_TYPES:
-                raise ValueError(f"column {spec.name!r} has type {type_name}; not numeric")
-            columns.append(Column(spec.name, type_name, bool(spec.required)))
+                raise ValueError(f"column {name!r} has type {type_name}; not numeric")
+            columns.append(Column(name, type_name, required))
         return tuple(columns)
     names = getattr(estimator, "feature_names_in_", None)
     if names is None:

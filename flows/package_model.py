@@ -1,0 +1,152 @@
+"""`package-model`: build a signed package of a registered model version for edge devices.
+
+Run it by hand from the repository root:
+
+    python -m flows.package_model --model-name breast-cancer-classifier
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.states import Completed
+
+from blocks.mlflow_tracking import resolve_tracking
+from blocks.signing_key import resolve_signing_key
+from modelferry.errors import PackagingError
+from modelferry.registry import CHAMPION
+from modelferry.registry.tracking import DEFAULT_HOME
+from tasks.packaging import (
+    build_signed_package,
+    find_model_version,
+    record_package_on_version,
+    verify_built_package,
+)
+
+DEFAULT_OUTPUT_DIR = DEFAULT_HOME / "packages"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """What `package-model` built: where the zip is, what it holds, how to recognise it."""
+
+    path: Path
+    package_id: str
+    package_version: str
+    model_name: str
+    model_version: str
+    flavor: str
+    files: int
+    signing_key_id: str
+    sha256: str
+    size: int
+    artifact_path: str
+
+    def summary(self) -> str:
+        """The package in one line."""
+        return (
+            f"Packaged {self.model_name} v{self.model_version} as {self.package_id} "
+            f"{self.package_version}: {self.path} ({self.size} bytes, sha256 {self.sha256[:12]}, "
+            f"signed by key {self.signing_key_id})"
+        )
+
+
+@flow(name="package-model", log_prints=True)
+def package_model(
+    model_name: str,
+    model_version: str | None = None,
+    model_alias: str = CHAMPION,
+    package_id: str | None = None,
+    package_version: str | None = None,
+    signing_key_block: str | None = None,
+    mlflow_block: str | None = None,
+    tracking_uri: str | None = None,
+    output_dir: str | None = None,
+) -> PackagedModel:
+    """Package a registered model version, sign it, verify it and record it on the version.
+
+    Args:
+        model_name: the registered model.
+        model_version: a version number; wins over `model_alias`.
+        model_alias: the alias of the version to package when `model_version` is not given.
+        package_id: the package's id; default the model name.
+        package_version: the package's version; default the model version.
+        signing_key_block: name of a saved `PackageSigningKey` block; default the embedded
+            development key under `.modelferry/keys/`.
+        mlflow_block: name of a saved `MlflowTracking` block; instead of `tracking_uri`.
+        tracking_uri: MLflow tracking URI; default `MLFLOW_TRACKING_URI`, else the
+            embedded SQLite store under `.modelferry/`.
+        output_dir: where the zip goes; default `.modelferry/packages`.
+
+    Returns:
+        The package built. Rebuilding the same version gives the same bytes.
+    """
+    logger = get_run_logger()
+    settings = resolve_tracking(tracking_uri, mlflow_block)
+    signer = resolve_signing_key(signing_key_block)
+
+    source = find_model_version(settings, model_name, model_version, model_alias)
+    built = build_signed_package(
+        settings,
+        source,
+        package_id or model_name,
+        package_version or source.version,
+        signer,
+        Path(output_dir) if output_dir else DEFAULT_OUTPUT_DIR,
+    )
+    manifest = verify_built_package(built.path, [signer.verify_key])
+    if manifest != built.manifest:
+        raise PackagingError(f"{built.path} changed between building and verifying it")
+    artifact = record_package_on_version(settings, source, built)
+    logger.info(built.summary())
+
+    packaged = PackagedModel(
+        path=built.path,
+        package_id=manifest.package_id,
+        package_version=manifest.version,
+        model_name=manifest.model.name,
+        model_version=manifest.model.version,
+        flavor=manifest.model.flavor,
+        files=len(manifest.files),
+        signing_key_id=manifest.signing_key_id,
+        sha256=built.sha256,
+        size=built.size,
+        artifact_path=artifact,
+    )
+    return Completed(message=packaged.summary(), data=packaged)  # type: ignore[return-value]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: package one version, print where the package is."""
+    parser = argparse.ArgumentParser(prog="python -m flows.package_model")
+    parser.add_argument("--model-name", required=True)
+    parser.add_argument("--model-version")
+    parser.add_argument("--model-alias", default=CHAMPION)
+    parser.add_argument("--package-id")
+    parser.add_argument("--package-version")
+    parser.add_argument("--signing-key-block")
+    parser.add_argument("--mlflow-block")
+    parser.add_argument("--tracking-uri")
+    parser.add_argument("--output-dir")
+    args = parser.parse_args(argv)
+    packaged = package_model(
+        args.model_name,
+        args.model_version,
+        args.model_alias,
+        args.package_id,
+        args.package_version,
+        args.signing_key_block,
+        args.mlflow_block,
+        args.tracking_uri,
+        args.output_dir,
+    )
+    print(packaged.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
