@@ -1,0 +1,118 @@
+"""Prefect blocks: where model packages are kept and how devices get links to them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from prefect.blocks.core import Block
+from pydantic import ConfigDict, Field, SecretStr, model_validator
+
+from modelferry.stores.azure_blob import AzureBlobPackageStore, LinkSettings
+from modelferry.stores.azure_sdk import blob_sdk
+from modelferry.stores.local import DEFAULT_ROOT, LocalPackageStore
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+_SERVICE_PRINCIPAL = ("tenant_id", "client_id", "client_secret")
+
+
+class LocalPackageStoreBlock(Block):
+    """Packages in a folder on this host; devices get `file://` links (single host only).
+
+    LocalPackageStoreBlock(root="/srv/modelferry/packages").save("local")
+    """
+
+    _block_type_name = "modelferry Local Package Store"
+    _block_type_slug = "modelferry-local-package-store"
+    _description = "A folder of model packages with file:// links, for one machine."
+
+    root: str = Field(
+        default=str(DEFAULT_ROOT),
+        description="Folder holding the packages (relative to the flow's working directory).",
+    )
+
+    def get_store(self) -> LocalPackageStore:
+        """The package store this block configures."""
+        return LocalPackageStore(self.root)
+
+
+class AzureBlobPackageStoreBlock(Block):
+    """Packages in a Blob Storage container; devices get read-only SAS links to one blob.
+
+    Sign in with a connection string (links signed with the account key), or with an
+    account URL and Azure AD: a service principal (tenant_id, client_id and client_secret,
+    all three) or, with none of them, `DefaultAzureCredential` (environment, workload or
+    managed identity, Azure CLI login). Azure AD links are signed with user delegation
+    keys; the identity needs 'Storage Blob Data Contributor' and 'Storage Blob Delegator'.
+
+        AzureBlobPackageStoreBlock(account_url="https://acct.blob.core.windows.net",
+                                   container="packages").save("production")
+    """
+
+    _block_type_name = "modelferry Azure Blob Package Store"
+    _block_type_slug = "modelferry-azure-blob-package-store"
+    _description = "A Blob Storage container of model packages with short-lived SAS links."
+    # A validation error would otherwise echo the raw input, secrets included.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    container: str = Field(description="Container holding the packages (created if missing).")
+    connection_string: SecretStr | None = Field(
+        default=None, description="Storage account connection string with AccountKey."
+    )
+    account_url: str | None = Field(
+        default=None, description="Blob endpoint, e.g. https://acct.blob.core.windows.net"
+    )
+    tenant_id: str | None = Field(default=None, description="Service principal's tenant id.")
+    client_id: str | None = Field(default=None, description="Service principal (app) id.")
+    client_secret: SecretStr | None = Field(default=None, description="Service principal secret.")
+    link_expiry_minutes: int = Field(
+        default=15, ge=1, le=7 * 24 * 60, description="How long a device's link is valid."
+    )
+    clock_skew_minutes: int = Field(
+        default=5, ge=0, le=60, description="How far in the past a link starts."
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_sign_in(self) -> AzureBlobPackageStoreBlock:
+        if (self.connection_string is None) == (self.account_url is None):
+            raise ValueError("set either connection_string or account_url, not both or neither")
+        given = [name for name in _SERVICE_PRINCIPAL if getattr(self, name) is not None]
+        if given and self.connection_string is not None:
+            raise ValueError(
+                "a service principal signs in with account_url; a connection string needs none"
+            )
+        if given and len(given) < len(_SERVICE_PRINCIPAL):
+            missing = [name for name in _SERVICE_PRINCIPAL if name not in given]
+            raise ValueError(
+                f"a service principal needs tenant_id, client_id and client_secret; "
+                f"{', '.join(missing)} missing (or set none of them for the default credential)"
+            )
+        return self
+
+    def get_store(self) -> AzureBlobPackageStore:
+        """The package store; secrets are unwrapped here and nowhere else."""
+        links = LinkSettings(
+            expiry=timedelta(minutes=self.link_expiry_minutes),
+            clock_skew=timedelta(minutes=self.clock_skew_minutes),
+        )
+        if self.connection_string is not None:
+            return AzureBlobPackageStore.from_connection_string(
+                self.connection_string, self.container, links=links
+            )
+        return AzureBlobPackageStore.from_account_url(
+            str(self.account_url), self._credential(), self.container, links=links
+        )
+
+    def _credential(self) -> TokenCredential:
+        with blob_sdk():
+            from azure.identity import ClientSecretCredential, DefaultAzureCredential
+
+        if self.client_secret is not None:
+            return ClientSecretCredential(
+                tenant_id=str(self.tenant_id),
+                client_id=str(self.client_id),
+                client_secret=self.client_secret.get_secret_value(),
+            )
+        return DefaultAzureCredential()
