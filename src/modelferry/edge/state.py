@@ -1,0 +1,241 @@
+"""What an edge agent remembers between runs: `ROOT/state.json`.
+
+The file holds the deliveries the agent has handled (so a repeated `deliveryId` is answered
+from memory, and one cut short by a restart is resumed) and the installed versions, oldest
+first, the current one last (so a rollback knows where to go back to). It is written
+atomically (a temporary file, fsync, `os.replace`) under an advisory lock on `ROOT/.lock`,
+so an agent and a `modelferry agent rollback` on the same root never interleave.
+
+The `ROOT/current` symlink, not this file, says which version is current; `install`
+reconciles the two should a crash fall between the swap and the write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from modelferry.delivery.messages import TERMINAL_STATES, format_timestamp, utc_now
+
+__all__ = [
+    "STATE_FILE",
+    "AgentState",
+    "DeliveryRecord",
+    "InstalledVersion",
+    "StateStore",
+]
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE: Final = "state.json"
+_LOCK_FILE: Final = ".lock"
+_SCHEMA: Final = 1
+#: Terminal records kept for answering repeats; older ones are forgotten first.
+MAX_DELIVERY_RECORDS: Final = 1000
+
+
+@dataclass
+class DeliveryRecord:
+    """One delivery as the agent last saw it; `state` is the last state it reported."""
+
+    delivery_id: str
+    project_id: str
+    package_id: str
+    package_version: str
+    state: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    updated_at: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        """True once the delivery ended in `Success` or `Error`."""
+        return self.state in TERMINAL_STATES
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deliveryId": self.delivery_id,
+            "projectId": self.project_id,
+            "packageId": self.package_id,
+            "packageVersion": self.package_version,
+            "state": self.state,
+            "attributes": self.attributes,
+            "updatedAt": self.updated_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DeliveryRecord:
+        return cls(
+            delivery_id=str(data["deliveryId"]),
+            project_id=str(data["projectId"]),
+            package_id=str(data["packageId"]),
+            package_version=str(data["packageVersion"]),
+            state=str(data["state"]),
+            attributes=dict(data.get("attributes") or {}),
+            updated_at=str(data.get("updatedAt", "")),
+        )
+
+
+@dataclass(frozen=True)
+class InstalledVersion:
+    """A package version installed under `ROOT/versions/{package_id}/{version}/`."""
+
+    package_id: str
+    version: str
+    model_name: str = ""
+    model_version: str = ""
+    delivery_id: str = ""
+    installed_at: str = ""
+
+    @property
+    def relative_path(self) -> str:
+        """Its folder relative to the agent root (what `ROOT/current` points at)."""
+        return f"versions/{self.package_id}/{self.version}"
+
+    @property
+    def label(self) -> str:
+        """`package_id/version`, for messages."""
+        return f"{self.package_id}/{self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "packageId": self.package_id,
+            "version": self.version,
+            "modelName": self.model_name,
+            "modelVersion": self.model_version,
+            "deliveryId": self.delivery_id,
+            "installedAt": self.installed_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> InstalledVersion:
+        return cls(
+            package_id=str(data["packageId"]),
+            version=str(data["version"]),
+            model_name=str(data.get("modelName", "")),
+            model_version=str(data.get("modelVersion", "")),
+            delivery_id=str(data.get("deliveryId", "")),
+            installed_at=str(data.get("installedAt", "")),
+        )
+
+
+@dataclass
+class AgentState:
+    """The content of `state.json`."""
+
+    deliveries: dict[str, DeliveryRecord] = field(default_factory=dict)
+    history: list[InstalledVersion] = field(default_factory=list)
+    """Installed versions, oldest first; the current one is normally the last."""
+
+    def record(self, record: DeliveryRecord) -> None:
+        """Remember `record` (stamped now), forgetting the oldest terminal ones past the cap."""
+        record.updated_at = format_timestamp(utc_now())
+        self.deliveries.pop(record.delivery_id, None)
+        self.deliveries[record.delivery_id] = record  # insertion order = age
+        excess = len(self.deliveries) - MAX_DELIVERY_RECORDS
+        if excess > 0:
+            for delivery_id in [d for d, r in self.deliveries.items() if r.terminal][:excess]:
+                del self.deliveries[delivery_id]
+
+    def pending(self) -> list[DeliveryRecord]:
+        """Deliveries accepted but not finished, in the order they arrived."""
+        return [record for record in self.deliveries.values() if not record.terminal]
+
+    def find(self, package_id: str, version: str) -> InstalledVersion | None:
+        """The history entry of that version, if it is installed."""
+        for entry in self.history:
+            if (entry.package_id, entry.version) == (package_id, version):
+                return entry
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": _SCHEMA,
+            "deliveries": [record.to_json() for record in self.deliveries.values()],
+            "history": [entry.to_json() for entry in self.history],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AgentState:
+        deliveries = [DeliveryRecord.from_json(item) for item in data.get("deliveries", [])]
+        return cls(
+            deliveries={record.delivery_id: record for record in deliveries},
+            history=[InstalledVersion.from_json(item) for item in data.get("history", [])],
+        )
+
+
+class StateStore:
+    """Reads and atomically rewrites `ROOT/state.json`; blocking, so call it off the loop."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path = root / STATE_FILE
+
+    def read(self) -> AgentState:
+        """The saved state; an empty one when there is none yet.
+
+        A file that cannot be parsed is moved aside (`state.json.corrupt`) and an empty
+        state is returned: the agent must keep working, and `ROOT/current` still says
+        which version is current.
+        """
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return AgentState()
+        try:
+            return AgentState.from_json(json.loads(text))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            aside = self.path.with_name(STATE_FILE + ".corrupt")
+            logger.error("%s is unreadable (%s); moved to %s", self.path, exc, aside.name)
+            os.replace(self.path, aside)
+            return AgentState()
+
+    @contextlib.contextmanager
+    def update(self) -> Iterator[AgentState]:
+        """Lock, read, let the caller change the state, then write it back atomically.
+
+        Nothing is written when the block raises. Changes to the installed folders are
+        made inside the block, so they and the state change hold the one lock together.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / _LOCK_FILE, "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                state = self.read()
+                yield state
+                write_json_atomically(self.path, state.to_json())
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_json_atomically(path: Path, document: Any) -> None:
+    """Write JSON to `path` so readers see the old file or the new one, never a mix."""
+    data = json.dumps(document, indent=2, sort_keys=False).encode("utf-8") + b"\n"
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    fsync_directory(path.parent)
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename or a new entry in `path` durable."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
