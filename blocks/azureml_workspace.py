@@ -8,11 +8,17 @@ from typing import TYPE_CHECKING
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
-from modelferry.endpoints.azureml import AzureMLEndpointBackend, azure_sdk
+from modelferry.endpoints.azureml import (
+    AzureMLEndpointBackend,
+    AzureMonitorMetrics,
+    WorkspaceRef,
+    azure_sdk,
+)
 from modelferry.registry import ModelRegistry
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
+    from azure.identity import ClientSecretCredential, DefaultAzureCredential
 
 _SERVICE_PRINCIPAL = ("client_id", "tenant_id", "client_secret")
 
@@ -23,7 +29,11 @@ class AzureMLWorkspace(Block):
     Signs in with a service principal (client_id, tenant_id and client_secret, all three)
     or, with none of them, with `DefaultAzureCredential` (environment, workload or managed
     identity, Azure CLI login); `managed_identity_client_id` picks a user-assigned
-    identity for the latter.
+    identity for the latter. The identity needs to manage online endpoints and, for the
+    canary checks, to read their metrics (Monitoring Reader).
+
+    Deployments run modelferry's scoring script (class probabilities) unless
+    `no_code_mlflow` asks for Azure ML's no-code MLflow server, which answers labels.
 
         AzureMLWorkspace(subscription_id="...", resource_group="ml-rg",
                          workspace_name="ml-weu").save("production")
@@ -46,13 +56,21 @@ class AzureMLWorkspace(Block):
     )
     environment: str | None = Field(
         default=None,
-        description="Azure ML environment for a custom scoring script, e.g. azureml:scoring:3; "
-        "empty for Azure ML's no-code MLflow deployment.",
+        description="Azure ML environment for the scoring script, e.g. azureml:scoring:3; "
+        "empty for one pinning the model libraries modelferry runs with.",
     )
     code_path: str | None = Field(
-        default=None, description="Folder with the scoring script (with `environment`)."
+        default=None,
+        description="Folder with your own scoring script; empty for modelferry's.",
     )
-    scoring_script: str = Field(default="score.py", description="Scoring script file name.")
+    scoring_script: str = Field(
+        default="score.py", description="File name of your scoring script in code_path."
+    )
+    no_code_mlflow: bool = Field(
+        default=False,
+        description="Deploy with Azure ML's no-code MLflow server, which answers predicted "
+        "labels instead of class probabilities (no environment or code_path then).",
+    )
 
     @model_validator(mode="after")
     def _one_way_to_sign_in(self) -> AzureMLWorkspace:
@@ -67,39 +85,46 @@ class AzureMLWorkspace(Block):
             raise ValueError(
                 "set either a service principal or managed_identity_client_id, not both"
             )
-        if (self.environment is None) != (self.code_path is None):
-            raise ValueError("environment and code_path go together (a custom scoring script)")
+        if self.no_code_mlflow and (self.environment or self.code_path):
+            raise ValueError(
+                "no_code_mlflow deploys without a scoring script: leave environment and "
+                "code_path empty, or turn no_code_mlflow off"
+            )
         return self
 
     def get_client(self) -> MLClient:
-        """An `MLClient` for the workspace; the secret is unwrapped here and nowhere else."""
-        with azure_sdk("AzureMLWorkspace"):
-            from azure.ai.ml import MLClient
-            from azure.identity import ClientSecretCredential, DefaultAzureCredential
-
-        if self.client_secret is not None:
-            credential: ClientSecretCredential | DefaultAzureCredential = ClientSecretCredential(
-                tenant_id=str(self.tenant_id),
-                client_id=str(self.client_id),
-                client_secret=self.client_secret.get_secret_value(),
-            )
-        else:
-            credential = DefaultAzureCredential(
-                managed_identity_client_id=self.managed_identity_client_id
-            )
-        return MLClient(
-            credential,
-            subscription_id=self.subscription_id,
-            resource_group_name=self.resource_group,
-            workspace_name=self.workspace_name,
-        )
+        """An `MLClient` for the workspace; no call is made yet."""
+        return self._workspace().ml_client(self._credential())
 
     def get_backend(self, registry: ModelRegistry) -> AzureMLEndpointBackend:
-        """The endpoint backend for this workspace, deploying versions from `registry`."""
+        """The endpoint backend for this workspace, deploying versions from `registry`.
+
+        Its `get_metrics` reads Azure Monitor (`AzureMonitorMetrics`), signed in as the
+        workspace client is.
+        """
+        workspace, credential = self._workspace(), self._credential()
         return AzureMLEndpointBackend(
-            self.get_client(),
+            workspace.ml_client(credential),
             registry,
             environment=self.environment,
             code_path=Path(self.code_path) if self.code_path else None,
             scoring_script=self.scoring_script,
+            no_code_mlflow=self.no_code_mlflow,
+            metrics_source=AzureMonitorMetrics.for_workspace(workspace, credential),
         )
+
+    def _workspace(self) -> WorkspaceRef:
+        return WorkspaceRef(self.subscription_id, self.resource_group, self.workspace_name)
+
+    def _credential(self) -> ClientSecretCredential | DefaultAzureCredential:
+        # The only place the secret is unwrapped: where a credential is built from it.
+        with azure_sdk("AzureMLWorkspace"):
+            from azure.identity import ClientSecretCredential, DefaultAzureCredential
+
+        if self.client_secret is not None:
+            return ClientSecretCredential(
+                tenant_id=str(self.tenant_id),
+                client_id=str(self.client_id),
+                client_secret=self.client_secret.get_secret_value(),
+            )
+        return DefaultAzureCredential(managed_identity_client_id=self.managed_identity_client_id)

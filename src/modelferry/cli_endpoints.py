@@ -1,11 +1,17 @@
-"""`modelferry endpoints …`: look after the local online endpoints from a shell.
+"""`modelferry endpoints …`: look after online endpoints, local or on Azure ML, from a shell.
 
 modelferry endpoints list
 modelferry endpoints show NAME
 modelferry endpoints traffic NAME blue=90 green=10 [--mirror shadow=10]
-modelferry endpoints rollback NAME
+modelferry endpoints rollback NAME          (local only)
 modelferry endpoints delete NAME
-modelferry endpoints logs NAME [--lines N]
+modelferry endpoints logs NAME [--deployment D] [--lines N]
+
+`--backend azureml` works on the managed online endpoints of an Azure ML workspace named by
+--subscription-id, --resource-group and --workspace, or by the environment variables
+AZUREML_SUBSCRIPTION_ID, AZUREML_RESOURCE_GROUP and AZUREML_WORKSPACE. It signs in with
+DefaultAzureCredential: an Azure CLI login, a managed or workload identity, or a service
+principal in AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET.
 """
 
 from __future__ import annotations
@@ -13,17 +19,31 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from modelferry.endpoints.backend import EndpointBackend
 from modelferry.endpoints.spec import EndpointState, TrafficSplit
-from modelferry.errors import InvalidEndpointSpecError
+from modelferry.errors import InvalidConfigError, InvalidEndpointSpecError, ModelferryError
 from modelferry.registry import DEFAULT_HOME, TrackingSettings
 
 #: Where the local backend keeps its state unless `--home` says otherwise.
 DEFAULT_ENDPOINTS_HOME = DEFAULT_HOME / "endpoints"
 
+BACKENDS = ("local", "azureml")
+_WORKSPACE_OPTIONS = {
+    "subscription_id": "--subscription-id",
+    "resource_group": "--resource-group",
+    "workspace": "--workspace",
+}
+
 
 def add_endpoint_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `endpoints` and its subcommands on the top-level parser."""
     shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="where the endpoints run: local processes or Azure ML (default: local)",
+    )
     shared.add_argument(
         "--home",
         type=Path,
@@ -33,8 +53,15 @@ def add_endpoint_commands(commands: argparse._SubParsersAction[argparse.Argument
     shared.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or embedded)"
     )
+    azure = shared.add_argument_group("Azure ML workspace (with --backend azureml)")
+    azure.add_argument("--subscription-id", help="default: $AZUREML_SUBSCRIPTION_ID")
+    azure.add_argument("--resource-group", help="default: $AZUREML_RESOURCE_GROUP")
+    azure.add_argument("--workspace", help="default: $AZUREML_WORKSPACE")
     endpoints = commands.add_parser(
-        "endpoints", help="manage local online endpoints", description=__doc__
+        "endpoints",
+        help="manage online endpoints (local or Azure ML)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = endpoints.add_subparsers(dest="action", metavar="ACTION", required=True)
 
@@ -46,27 +73,32 @@ def add_endpoint_commands(commands: argparse._SubParsersAction[argparse.Argument
     traffic.add_argument("weights", nargs="+", metavar="DEPLOYMENT=PERCENT")
     traffic.add_argument("--mirror", nargs="*", default=[], metavar="DEPLOYMENT=PERCENT")
     rollback = actions.add_parser(
-        "rollback", parents=[shared], help="restore the previous traffic split"
+        "rollback", parents=[shared], help="restore the previous traffic split (local only)"
     )
     rollback.add_argument("name")
-    delete = actions.add_parser("delete", parents=[shared], help="stop and remove an endpoint")
+    delete = actions.add_parser("delete", parents=[shared], help="remove an endpoint")
     delete.add_argument("name")
-    logs = actions.add_parser("logs", parents=[shared], help="the end of the server log")
+    logs = actions.add_parser("logs", parents=[shared], help="the end of a deployment's log")
     logs.add_argument("name")
-    logs.add_argument("--deployment", default="")
+    logs.add_argument(
+        "--deployment", default="", help="the deployment (required with --backend azureml)"
+    )
     logs.add_argument("--lines", type=int, default=100)
     endpoints.set_defaults(handler=run_endpoint_command)
 
 
 def run_endpoint_command(args: argparse.Namespace) -> int:
-    """Carry out one `endpoints` action; returns the exit code."""
-    from modelferry.endpoints.local import LocalEndpointBackend
+    """Carry out one `endpoints` action; returns the exit code.
 
-    backend = LocalEndpointBackend(args.home, TrackingSettings.resolve(args.tracking_uri))
+    Raises:
+        InvalidConfigError: options that do not fit the backend, or an action it lacks.
+    """
+    check_supported(args)
+    backend = create_backend(args)
     if args.action == "list":
         states = backend.list_endpoints()
         if not states:
-            print("No local endpoints.")
+            print(f"No {'local' if args.backend == 'local' else 'Azure ML'} endpoints.")
         for state in states:
             print(format_endpoint(state, brief=True))
     elif args.action == "show":
@@ -75,6 +107,10 @@ def run_endpoint_command(args: argparse.Namespace) -> int:
         split = TrafficSplit(parse_weights(args.weights), parse_weights(args.mirror))
         print(format_endpoint(backend.set_traffic(args.name, split)))
     elif args.action == "rollback":
+        from modelferry.endpoints.local import LocalEndpointBackend
+
+        if not isinstance(backend, LocalEndpointBackend):
+            raise InvalidConfigError(_NO_ROLLBACK)
         print(format_endpoint(backend.rollback_traffic(args.name)))
     elif args.action == "delete":
         backend.delete_endpoint(args.name)
@@ -82,6 +118,60 @@ def run_endpoint_command(args: argparse.Namespace) -> int:
     elif args.action == "logs":
         print(backend.get_logs(args.name, args.deployment, args.lines))
     return 0
+
+
+def check_supported(args: argparse.Namespace) -> None:
+    """Refuse, before signing in anywhere, what the chosen backend cannot do.
+
+    Raises:
+        InvalidConfigError: workspace options without `--backend azureml`; on Azure ML,
+            `rollback`, or `logs` without `--deployment`.
+    """
+    if args.backend == "local":
+        given = [flag for key, flag in _WORKSPACE_OPTIONS.items() if getattr(args, key)]
+        if given:
+            raise InvalidConfigError(
+                f"{', '.join(given)} name an Azure ML workspace: add --backend azureml, or "
+                "leave them out for local endpoints"
+            )
+        return
+    if args.action == "rollback":
+        raise InvalidConfigError(_NO_ROLLBACK)
+    if args.action == "logs" and not args.deployment:
+        raise InvalidConfigError(
+            "on Azure ML each deployment has its own log: add --deployment NAME "
+            "(`modelferry endpoints show ENDPOINT --backend azureml` lists them)"
+        )
+
+
+def create_backend(args: argparse.Namespace) -> EndpointBackend:
+    """The backend `--backend` names, configured from the options and the environment.
+
+    Raises:
+        InvalidConfigError: the Azure ML workspace is not fully named.
+        ModelferryError: the Azure SDKs are not installed (the message names the extra).
+    """
+    settings = TrackingSettings.resolve(args.tracking_uri)
+    if args.backend == "local":
+        from modelferry.endpoints.local import LocalEndpointBackend
+
+        return LocalEndpointBackend(args.home, settings)
+    from modelferry.endpoints.azureml import AzureMLEndpointBackend, WorkspaceRef
+    from modelferry.registry import ModelRegistry
+
+    workspace = WorkspaceRef.resolve(args.subscription_id, args.resource_group, args.workspace)
+    try:
+        client = workspace.ml_client()
+    except ImportError as exc:
+        raise ModelferryError(str(exc)) from exc
+    return AzureMLEndpointBackend(client, ModelRegistry(settings))
+
+
+_NO_ROLLBACK = (
+    "rollback needs --backend local, which remembers the split it replaced; Azure ML keeps "
+    "no earlier split: set the one you want with `modelferry endpoints traffic NAME "
+    "blue=100 --backend azureml`"
+)
 
 
 def parse_weights(items: list[str]) -> dict[str, int]:

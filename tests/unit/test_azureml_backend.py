@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,19 +12,28 @@ from typing import Any
 import pytest
 import yaml
 from azure.ai.ml import load_model, load_online_deployment, load_online_endpoint
-from azure.ai.ml.entities import ManagedOnlineDeployment, ManagedOnlineEndpoint, Model
+from azure.ai.ml.entities import Environment, ManagedOnlineDeployment, ManagedOnlineEndpoint, Model
 from azure.ai.ml.operations import (
     ModelOperations,
     OnlineDeploymentOperations,
     OnlineEndpointOperations,
 )
+from azure.monitor.query import MetricsQueryClient
 
-from modelferry.endpoints.azureml import AzureMLEndpointBackend
+from modelferry.endpoints.azureml import AzureMLEndpointBackend, AzureMonitorMetrics
 from modelferry.endpoints.azureml.entities import azure_model_name, build_endpoint
 from modelferry.endpoints.azureml.fake import FakeMLClient, FakeModelOperations
 from modelferry.endpoints.azureml.fake_endpoints import (
     FakeOnlineDeploymentOperations,
     FakeOnlineEndpointOperations,
+)
+from modelferry.endpoints.azureml.fake_scoring import score_probabilities
+from modelferry.endpoints.azureml.scoring import (
+    BASE_IMAGE,
+    SCORING_SCRIPT,
+    folder_digest,
+    scoring_environment,
+    write_code_folder,
 )
 from modelferry.endpoints.naming import azure_name
 from modelferry.endpoints.spec import (
@@ -40,8 +50,10 @@ from modelferry.errors import (
     InvalidEndpointSpecError,
 )
 from modelferry.registry import ModelRegistry, TrackingSettings
+from modelferry.serving import azureml_score
 from tests import model_fixtures
 from tests.endpoint_contract import EndpointBackendContract
+from tests.integration import inference_server_env
 
 V1 = ModelRef(model_fixtures.MODEL_NAME, version="1")
 V2 = ModelRef(model_fixtures.MODEL_NAME, version="2")
@@ -135,8 +147,6 @@ def test_deployment_entity_carries_the_spec(
     assert entity.request_settings.max_concurrent_requests_per_instance == 4
     assert entity.liveness_probe.failure_threshold == 30
     assert entity.readiness_probe.period == 10
-    assert entity.environment is None  # no-code: Azure ML's MLflow server
-    assert entity.code_configuration is None
     assert client.endpoints[azure_name(blue)].auth_mode == "key"
 
 
@@ -212,20 +222,130 @@ def test_get_metrics_needs_a_source(
     assert calls == [(azure_name(blue), "blue")]
 
 
-def test_custom_scoring_needs_environment_and_code_together(
+def test_default_deployment_runs_modelferrys_scoring_script(
+    backend: AzureMLEndpointBackend, client: FakeMLClient, blue: str
+) -> None:
+    sent = [e for e in client.submitted if isinstance(e, ManagedOnlineDeployment)][-1]
+    code = sent.code_configuration
+    assert code is not None
+    assert code.scoring_script == SCORING_SCRIPT
+    # The uploaded code folder holds the installed scoring script, byte for byte, alone.
+    stored = client.deployments[(azure_name(blue), "blue")]
+    uploaded = client.code_assets[stored.code_configuration.code]
+    installed = Path(azureml_score.__file__).read_bytes()
+    assert [p.name for p in uploaded.iterdir()] == [SCORING_SCRIPT]
+    assert (uploaded / SCORING_SCRIPT).read_bytes() == installed
+    # Its environment: Azure ML's base image, conda pinning what the inference-server
+    # integration test installs (this venv's model library versions).
+    environment = sent.environment
+    assert isinstance(environment, Environment)
+    assert environment.image == BASE_IMAGE
+    pip = environment.conda_file["dependencies"][-1]["pip"]
+    assert sorted(pip) == sorted(inference_server_env.requirements())
+    assert (
+        f"python={sys.version_info.major}.{sys.version_info.minor}"
+        in (environment.conda_file["dependencies"])
+    )
+    assert stored.environment in client.environments
+    # The script answered: probabilities with the class names registered with the model.
+    answer = backend.invoke(blue, model_fixtures.score_payload(2), deployment="blue")
+    assert answer["classes"] == ["malignant", "benign"]
+    assert [round(sum(row), 6) for row in answer["predictions"]] == [1.0, 1.0]
+
+
+def test_code_folder_and_environment_are_deterministic(tmp_path: Path) -> None:
+    first = write_code_folder(tmp_path / "a")
+    second = write_code_folder(tmp_path / "b")
+    assert folder_digest(first) == folder_digest(second)
+    (second / "__pycache__").mkdir()
+    (second / "__pycache__" / "x.pyc").write_bytes(b"cache")
+    assert folder_digest(first) == folder_digest(second)  # caches do not count
+    (second / SCORING_SCRIPT).write_text("# changed\n")
+    assert folder_digest(first) != folder_digest(second)
+    one, two = scoring_environment(), scoring_environment()
+    assert (one.name, one.version) == (two.name, two.version)  # named by its content
+
+
+def test_unchanged_redeploy_keeps_the_rollout_a_changed_script_rolls_it(
     client: FakeMLClient, settings: TrackingSettings, tmp_path: Path
 ) -> None:
-    registry = ModelRegistry(settings)
-    with pytest.raises(InvalidEndpointSpecError, match="together"):
-        AzureMLEndpointBackend(client, registry, environment="azureml:scoring:1")
+    code = write_code_folder(tmp_path / "mine")
     backend = AzureMLEndpointBackend(
-        client, registry, environment="azureml:scoring:1", code_path=tmp_path, scoring_script="s.py"
+        client, ModelRegistry(settings), code_path=code, scoring_script=SCORING_SCRIPT
+    )
+    backend.create_or_update_endpoint(EndpointSpec("own-code"))
+    backend.create_or_update_deployment("own-code", DeploymentSpec("blue", V1))
+    backend.create_or_update_deployment("own-code", DeploymentSpec("blue", V1))
+    rollouts = [e for e in client.submitted if isinstance(e, ManagedOnlineDeployment)]
+    assert len(rollouts) == 1  # same files, same environment: nothing to roll out
+    tags = client.deployments[("own-code", "blue")].tags
+    assert tags["modelferry.code"] == f"{SCORING_SCRIPT} sha256:{folder_digest(code)}"
+    with (code / SCORING_SCRIPT).open("a") as script:
+        script.write("\n# a fix\n")
+    backend.create_or_update_deployment("own-code", DeploymentSpec("blue", V1))
+    rollouts = [e for e in client.submitted if isinstance(e, ManagedOnlineDeployment)]
+    assert len(rollouts) == 2
+    assert len(client.code_assets) == 2  # the changed folder was uploaded anew
+
+
+def test_own_code_needs_its_scoring_script(
+    client: FakeMLClient, settings: TrackingSettings, tmp_path: Path
+) -> None:
+    backend = AzureMLEndpointBackend(
+        client, ModelRegistry(settings), code_path=tmp_path, environment="azureml:scoring:1"
+    )
+    backend.create_or_update_endpoint(EndpointSpec("custom-ep"))
+    with pytest.raises(InvalidEndpointSpecError, match=r"holds no scoring script 'score\.py'"):
+        backend.create_or_update_deployment("custom-ep", DeploymentSpec("blue", V1))
+    assert not client.deployments
+    assert not client.registered_models  # refused before anything was uploaded
+
+
+def test_scoring_script_that_does_not_parse_fails_the_deployment(
+    client: FakeMLClient, settings: TrackingSettings, tmp_path: Path
+) -> None:
+    (tmp_path / "score.py").write_text("def init(:\n")
+    backend = AzureMLEndpointBackend(client, ModelRegistry(settings), code_path=tmp_path)
+    backend.create_or_update_endpoint(EndpointSpec("custom-ep"))
+    with pytest.raises(DeploymentFailedError, match="cannot be read or parsed"):
+        backend.create_or_update_deployment("custom-ep", DeploymentSpec("blue", V1))
+    assert not client.code_assets  # the SDK refuses before uploading anything
+
+
+def test_given_environment_reference_is_used_with_modelferrys_script(
+    client: FakeMLClient, settings: TrackingSettings
+) -> None:
+    backend = AzureMLEndpointBackend(
+        client, ModelRegistry(settings), environment="azureml:scoring:1"
     )
     backend.create_or_update_endpoint(EndpointSpec("custom-ep"))
     backend.create_or_update_deployment("custom-ep", DeploymentSpec("blue", V1))
-    entity = client.deployments[("custom-ep", "blue")]
-    assert entity.environment == "azureml:scoring:1"
-    assert entity.code_configuration.scoring_script == "s.py"
+    sent = [e for e in client.submitted if isinstance(e, ManagedOnlineDeployment)][-1]
+    assert sent.environment == "azureml:scoring:1"
+    assert sent.code_configuration.scoring_script == SCORING_SCRIPT
+    stored = client.deployments[("custom-ep", "blue")]
+    assert stored.environment == client.asset_arm_id("environments", "scoring", "1")
+    assert stored.tags["modelferry.environment"] == "azureml:scoring:1"
+
+
+def test_no_code_mlflow_only_when_asked_and_it_answers_labels(
+    client: FakeMLClient, settings: TrackingSettings, tmp_path: Path
+) -> None:
+    registry = ModelRegistry(settings)
+    for conflicting in ({"environment": "azureml:scoring:1"}, {"code_path": tmp_path}):
+        with pytest.raises(InvalidEndpointSpecError, match="no_code_mlflow"):
+            AzureMLEndpointBackend(client, registry, no_code_mlflow=True, **conflicting)
+    backend = AzureMLEndpointBackend(client, registry, no_code_mlflow=True)
+    backend.create_or_update_endpoint(EndpointSpec("no-code"))
+    backend.create_or_update_deployment("no-code", DeploymentSpec("blue", V1))
+    entity = client.deployments[("no-code", "blue")]
+    assert (entity.environment, entity.code_configuration) == (None, None)
+    payload = model_fixtures.score_payload(5)
+    answer = backend.invoke("no-code", payload, deployment="blue")
+    # Labels, as Azure ML's MLflow server answers: the likelier class of each row.
+    model_dir = Path(str(client.model_for(entity.model).path))
+    probabilities = score_probabilities(model_dir, payload)["predictions"]
+    assert answer == [int(p1 > p0) for p0, p1 in probabilities]
 
 
 def test_model_from_another_source_is_refused(
@@ -276,13 +396,25 @@ def test_recorded_entities_round_trip_through_sdk_yaml(
     assert {f: getattr(loaded, f) for f in fields} == {f: getattr(endpoint, f) for f in fields}
     assert loaded.traffic == {"blue": 100}
 
-    for (_, name), deployment in client.deployments.items():
-        deployment.dump(tmp_path / f"{name}.yml")
-        again = load_online_deployment(tmp_path / f"{name}.yml")
+    sent = [e for e in client.submitted if isinstance(e, ManagedOnlineDeployment)]
+    stored = list(client.deployments.values())
+    for index, deployment in enumerate([*sent, *stored]):
+        deployment.dump(tmp_path / f"deployment-{index}.yml")
+        again = load_online_deployment(tmp_path / f"deployment-{index}.yml")
         for field in ("name", "endpoint_name", "model", "instance_type", "instance_count", "tags"):
             assert getattr(again, field) == getattr(deployment, field), field
         for field in ("request_settings", "liveness_probe", "readiness_probe"):
             assert getattr(again, field) == getattr(deployment, field), field
+        assert again.code_configuration == deployment.code_configuration
+        assert again.code_configuration.scoring_script == SCORING_SCRIPT
+        if isinstance(deployment.environment, Environment):  # as sent: inline
+            fields = ("name", "version", "image", "conda_file", "description")
+            assert {f: getattr(again.environment, f) for f in fields} == {
+                f: getattr(deployment.environment, f) for f in fields
+            }
+        else:  # as Azure ML reports it: the registered environment's id
+            assert again.environment == deployment.environment
+            assert deployment.environment in client.environments
 
     for (name, version), model in client.registered_models.items():
         model.dump(tmp_path / f"{name}-{version}.yml")
@@ -305,8 +437,8 @@ PRINCIPAL = {"client_id": "app-1", "tenant_id": "tenant-1", "client_secret": "s3
 
 @pytest.mark.parametrize(
     "auth",
-    [{}, PRINCIPAL, {"managed_identity_client_id": "mi-1"}],
-    ids=["default", "service-principal", "managed-identity"],
+    [{}, PRINCIPAL, {"managed_identity_client_id": "mi-1"}, {"environment": "azureml:env:1"}],
+    ids=["default", "service-principal", "managed-identity", "environment-alone"],
 )
 def test_workspace_block_sign_in_options(auth: dict[str, str]) -> None:
     from blocks.azureml_workspace import AzureMLWorkspace
@@ -321,7 +453,8 @@ def test_workspace_block_sign_in_options(auth: dict[str, str]) -> None:
         ({"client_id": "app-1", "tenant_id": "t"}, "client_secret missing"),
         ({"client_secret": "s3cret-value"}, "client_id, tenant_id missing"),
         ({**PRINCIPAL, "managed_identity_client_id": "mi-1"}, "not both"),
-        ({"environment": "azureml:scoring:1"}, "go together"),
+        ({"no_code_mlflow": True, "environment": "azureml:scoring:1"}, "no_code_mlflow"),
+        ({"no_code_mlflow": True, "code_path": "scoring/"}, "no_code_mlflow"),
     ],
 )
 def test_workspace_block_rejects_bad_combinations(extra: dict[str, str], message: str) -> None:
@@ -343,4 +476,13 @@ def test_workspace_block_keeps_the_secret_secret(settings: TrackingSettings) -> 
     client = block.get_client()  # builds credentials; no call to Azure is made
     assert (client.subscription_id, client.resource_group_name) == ("sub-1", "rg")
     assert isinstance(client._credential, ClientSecretCredential)
-    assert isinstance(block.get_backend(ModelRegistry(settings)), AzureMLEndpointBackend)
+    backend = block.get_backend(ModelRegistry(settings))
+    assert isinstance(backend, AzureMLEndpointBackend)
+    # Its metrics come from Azure Monitor, for this workspace's endpoints.
+    source = backend._metrics_source
+    assert isinstance(source, AzureMonitorMetrics)
+    assert source.endpoint_resource_id("ep") == (
+        "/subscriptions/sub-1/resourceGroups/rg/providers/"
+        "Microsoft.MachineLearningServices/workspaces/ws/onlineEndpoints/ep"
+    )
+    assert isinstance(source._client, MetricsQueryClient)

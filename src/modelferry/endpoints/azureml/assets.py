@@ -10,10 +10,18 @@ from modelferry.endpoints.azureml.entities import TAG_SOURCE, azure_model_name, 
 from modelferry.endpoints.azureml.sdk import azure_sdk
 from modelferry.endpoints.spec import ModelRef
 from modelferry.errors import InvalidEndpointSpecError, RegistryError
-from modelferry.registry import ModelRegistry, RegisteredVersion, tracking_errors
+from modelferry.registry import (
+    CLASS_NAMES_TAG,
+    ModelRegistry,
+    RegisteredVersion,
+    tracking_errors,
+)
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
+
+#: Beside `MLmodel`: the class names, in the order of the predicted probabilities.
+CLASS_NAMES_FILE = "class_names.json"
 
 
 def resolve_version(registry: ModelRegistry, ref: ModelRef) -> RegisteredVersion:
@@ -37,13 +45,23 @@ def resolve_version(registry: ModelRegistry, ref: ModelRef) -> RegisteredVersion
 
 
 def download_model(registry: ModelRegistry, version: RegisteredVersion, into: Path) -> Path:
-    """Download the MLflow model files of `version` (the folder holding `MLmodel`)."""
+    """Download the MLflow model files of `version` (the folder holding `MLmodel`).
+
+    The version's class names (tag `modelferry.class_names`) are written beside `MLmodel`
+    as `class_names.json`, where modelferry's scoring script reads them, so that Azure ML
+    answers name the classes as the local endpoints do.
+    """
     import mlflow
 
     with tracking_errors(registry.settings, f"downloading {version.uri}"):
         registry.settings.activate()
-        local = mlflow.artifacts.download_artifacts(artifact_uri=version.uri, dst_path=str(into))
-    return Path(local)
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=version.uri, dst_path=str(into))
+        )
+    names = version.tags.get(CLASS_NAMES_TAG)
+    if names and not (local / CLASS_NAMES_FILE).exists():
+        (local / CLASS_NAMES_FILE).write_text(json.dumps([str(n) for n in json.loads(names)]))
+    return local
 
 
 def register_model(ml_client: MLClient, version: RegisteredVersion, model_dir: Path) -> str:

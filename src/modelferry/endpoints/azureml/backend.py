@@ -33,6 +33,11 @@ from modelferry.endpoints.azureml.entities import (
     endpoint_state,
     given_names,
 )
+from modelferry.endpoints.azureml.scoring import (
+    SCORING_SCRIPT,
+    scoring_environment,
+    write_code_folder,
+)
 from modelferry.endpoints.azureml.sdk import azure_errors, azure_sdk, wait_for
 from modelferry.endpoints.backend import EndpointBackend
 from modelferry.endpoints.naming import azure_name
@@ -54,7 +59,7 @@ from modelferry.registry import ModelRegistry
 
 if TYPE_CHECKING:
     from azure.ai.ml import MLClient
-    from azure.ai.ml.entities import OnlineDeployment, OnlineEndpoint
+    from azure.ai.ml.entities import Environment, OnlineDeployment, OnlineEndpoint
     from azure.core.polling import LROPoller
 
 #: Measures one deployment: (Azure endpoint name, Azure deployment name, since) → metrics.
@@ -68,19 +73,28 @@ class AzureMLEndpointBackend(EndpointBackend):
 
     Names are passed through `azure_name()`; states report the names the user gave.
     Models are registered in the workspace as `mlflow_model` assets from the MLflow files.
-    Without `environment`, Azure ML serves them with its no-code MLflow server; with
-    `environment` and `code_path`, the scoring script there serves them instead.
+
+    By default deployments run modelferry's scoring script (`scoring.write_code_folder`),
+    which answers class probabilities, `{"predictions": [[p0, p1], ...], "classes": [...]}`,
+    in an environment pinning the model libraries installed here (`scoring.scoring_environment`).
+    `environment` replaces that environment, `code_path` (with `scoring_script`) the script.
+    `no_code_mlflow=True` leaves scoring to Azure ML's no-code MLflow server instead, which
+    answers predicted labels (`[0, 1, ...]`), not probabilities.
 
     Args:
         ml_client: an `azure.ai.ml.MLClient` bound to the workspace (or `FakeMLClient`).
         registry: the MLflow registry the deployed versions come from.
-        environment: an Azure ML environment (e.g. "azureml:modelferry-scoring:3").
-        code_path: folder holding `scoring_script`; required with `environment`.
+        environment: an Azure ML environment, a reference (e.g. "azureml:scoring:3") or an
+            `Environment`; by default one pinning the installed model libraries.
+        code_path: a folder holding your own `scoring_script`; by default modelferry's.
         scoring_script: file name of the scoring script inside `code_path`.
-        metrics_source: measures a deployment (Azure ML reports metrics through Azure
-            Monitor, which this backend does not query); `get_metrics` needs one.
+        no_code_mlflow: deploy without a scoring script (Azure ML's MLflow server; labels).
+        metrics_source: measures a deployment for `get_metrics`, e.g. `AzureMonitorMetrics`.
         timeout_s: how long endpoint operations (create, update, delete) may take.
         poll_interval_s: how often long-running operations are checked.
+
+    Raises:
+        InvalidEndpointSpecError: `no_code_mlflow` together with an environment or code.
     """
 
     def __init__(
@@ -88,24 +102,26 @@ class AzureMLEndpointBackend(EndpointBackend):
         ml_client: MLClient,
         registry: ModelRegistry,
         *,
-        environment: str | None = None,
+        environment: str | Environment | None = None,
         code_path: Path | None = None,
         scoring_script: str = "score.py",
+        no_code_mlflow: bool = False,
         metrics_source: MetricsSource | None = None,
         timeout_s: float = 1800.0,
         poll_interval_s: float = 10.0,
     ) -> None:
         """Bind to a workspace client; no call is made yet."""
-        if (environment is None) != (code_path is None):
+        if no_code_mlflow and (environment is not None or code_path is not None):
             raise InvalidEndpointSpecError(
-                "give environment and code_path together (a custom scoring script), or "
-                "neither (Azure ML's no-code MLflow deployment)"
+                "no_code_mlflow deploys with Azure ML's own MLflow server, without a scoring "
+                "script: drop environment and code_path, or drop no_code_mlflow"
             )
         self._ml = ml_client
         self._registry = registry
         self._environment = environment
         self._code_path = code_path
         self._scoring_script = scoring_script
+        self._no_code = no_code_mlflow
         self._metrics_source = metrics_source
         self.timeout_s = timeout_s
         self.poll_interval_s = poll_interval_s
@@ -159,24 +175,26 @@ class AzureMLEndpointBackend(EndpointBackend):
         deadline = time.monotonic() + timeout_s
         self._read(endpoint)  # fails fast, before any upload, when the endpoint is missing
         version = resolve_version(self._registry, spec.model)
+        # The code folder must last until the SDK has uploaded it, inside `provision`.
         with tempfile.TemporaryDirectory(prefix="modelferry-azureml-") as tmp:
-            model_dir = download_model(self._registry, version, Path(tmp))
+            environment, code_path, script = self._scoring(Path(tmp) / "code")
+            model_dir = download_model(self._registry, version, Path(tmp) / "model")
             smoke = smoke_request(model_dir)
             with azure_errors(f"registering {version.uri} as an Azure ML model"):
                 model_id = register_model(self._ml, version, model_dir)
-        deployment = build_deployment(
-            endpoint,
-            spec,
-            version,
-            model_id,
-            environment=self._environment,
-            code_path=self._code_path,
-            scoring_script=self._scoring_script,
-        )
-        existing = find_deployment(self._ml, endpoint, spec.name)
-        if is_current(existing, deployment) and existing is not None:
-            return deployment_state(existing)
-        current = provision(self._ml, endpoint, deployment, deadline, self.poll_interval_s)
+            deployment = build_deployment(
+                endpoint,
+                spec,
+                version,
+                model_id,
+                environment=environment,
+                code_path=code_path,
+                scoring_script=script,
+            )
+            existing = find_deployment(self._ml, endpoint, spec.name)
+            if is_current(existing, deployment) and existing is not None:
+                return deployment_state(existing)
+            current = provision(self._ml, endpoint, deployment, deadline, self.poll_interval_s)
         if smoke is not None:
             try:
                 self.invoke(endpoint, smoke, deployment=spec.name)
@@ -283,8 +301,9 @@ class AzureMLEndpointBackend(EndpointBackend):
         if self._metrics_source is None:
             raise EndpointError(
                 "AzureMLEndpointBackend.get_metrics needs a metrics_source: Azure ML reports "
-                "requests, errors and latency through Azure Monitor, which this backend does "
-                "not query itself. Pass metrics_source=f(endpoint, deployment, since)."
+                "requests, errors and latency through Azure Monitor. Pass "
+                "metrics_source=AzureMonitorMetrics.for_workspace(workspace), or build the "
+                "backend from the AzureMLWorkspace block, which does."
             )
         _, deployments = self._read(endpoint)
         names = given_names(deployments)
@@ -298,6 +317,23 @@ class AzureMLEndpointBackend(EndpointBackend):
                 name=azure_name(deployment), endpoint_name=azure_name(endpoint), lines=lines
             )
         return str(logs)
+
+    def _scoring(self, code_folder: Path) -> tuple[str | Environment | None, Path | None, str]:
+        """The environment, code folder and scoring script deployments get (None: no-code).
+
+        modelferry's script is written to `code_folder` unless a `code_path` was given.
+        """
+        if self._no_code:
+            return None, None, self._scoring_script
+        environment = self._environment or scoring_environment()
+        if self._code_path is None:
+            return environment, write_code_folder(code_folder), SCORING_SCRIPT
+        if not (self._code_path / self._scoring_script).is_file():
+            raise InvalidEndpointSpecError(
+                f"code_path {str(self._code_path)!r} holds no scoring script "
+                f"{self._scoring_script!r}; give the folder and file name of your script"
+            )
+        return environment, self._code_path, self._scoring_script
 
     def _read(self, endpoint: str) -> tuple[OnlineEndpoint, list[OnlineDeployment]]:
         azure = azure_name(endpoint)

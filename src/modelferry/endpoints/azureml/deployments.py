@@ -56,13 +56,13 @@ def is_current(existing: OnlineDeployment | None, wanted: OnlineDeployment) -> b
 
     Azure ML rolls a deployment out again on every update, which takes minutes; skipping
     an update that changes nothing keeps `create_or_update_deployment` cheap to repeat.
-    A custom scoring script is always rolled out, since its files may have changed.
+    Code and environment are compared by the tags `build_deployment` sets (a digest of the
+    code folder, the environment's name and version): Azure ML reports both back as asset
+    ids, which say nothing about the files they were made from.
     """
     if existing is None or existing.provisioning_state != "Succeeded":
         return False
-    if wanted.code_configuration is not None:
-        return False
-    fields = ("model", "instance_type", "instance_count", "environment", "request_settings")
+    fields = ("model", "instance_type", "instance_count", "request_settings")
     same = all(getattr(existing, f) == getattr(wanted, f) for f in fields)
     return same and (existing.tags or {}) == (wanted.tags or {})
 

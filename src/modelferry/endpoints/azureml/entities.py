@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelferry.endpoints.azureml.scoring import environment_label, folder_digest
 from modelferry.endpoints.azureml.sdk import azure_sdk
 from modelferry.endpoints.naming import azure_name
 from modelferry.endpoints.spec import (
@@ -24,6 +25,7 @@ from modelferry.registry import RegisteredVersion
 
 if TYPE_CHECKING:
     from azure.ai.ml.entities import (
+        Environment,
         ManagedOnlineDeployment,
         ManagedOnlineEndpoint,
         Model,
@@ -39,6 +41,10 @@ TAG_MODEL_URI = "modelferry.model_uri"
 TAG_SOURCE = "modelferry.source"
 #: Set to "failed" on a deployment that provisioned but failed its smoke request.
 TAG_STATUS = "modelferry.status"
+#: The scoring script and a digest of its code folder ("score.py sha256:…").
+TAG_CODE = "modelferry.code"
+#: The environment the scoring script runs in (a reference, or name:version).
+TAG_ENVIRONMENT = "modelferry.environment"
 
 # Azure ML model names allow up to 255 characters.
 _MODEL_NAME_LENGTH = 255
@@ -97,14 +103,16 @@ def build_deployment(
     version: RegisteredVersion,
     model_id: str,
     *,
-    environment: str | None = None,
+    environment: str | Environment | None = None,
     code_path: Path | None = None,
     scoring_script: str = "score.py",
 ) -> ManagedOnlineDeployment:
     """A managed deployment of a registered Azure ML model on endpoint `endpoint`.
 
-    Without an environment Azure ML serves the MLflow model with its own (no-code)
-    scoring server; with one, `scoring_script` in `code_path` serves it.
+    With `environment` and `code_path`, `scoring_script` in `code_path` serves the model in
+    that environment; with neither, Azure ML's no-code MLflow server does (it answers
+    labels). Tags record a digest of the code folder and the environment, so that an
+    unchanged deployment is recognised (`deployments.is_current`) without comparing files.
     """
     with azure_sdk():
         from azure.ai.ml.entities import (
@@ -114,11 +122,13 @@ def build_deployment(
             ProbeSettings,
         )
 
-    code = (
-        CodeConfiguration(code=str(code_path), scoring_script=scoring_script)
-        if code_path is not None
-        else None
-    )
+    scoring: dict[str, str] = {}
+    code = None
+    if code_path is not None:
+        code = CodeConfiguration(code=str(code_path), scoring_script=scoring_script)
+        scoring[TAG_CODE] = f"{scoring_script} sha256:{folder_digest(code_path)}"
+    if environment is not None:
+        scoring[TAG_ENVIRONMENT] = environment_label(environment)
     return ManagedOnlineDeployment(
         name=azure_name(spec.name),
         endpoint_name=azure_name(endpoint),
@@ -144,6 +154,7 @@ def build_deployment(
             TAG_MODEL_NAME: version.name,
             TAG_MODEL_VERSION: version.version,
             TAG_MODEL_URI: version.uri,
+            **scoring,
         },
     )
 

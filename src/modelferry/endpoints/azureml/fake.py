@@ -6,9 +6,12 @@ with `inspect.signature`). It keeps the real SDK entities it was given, checks w
 service would refuse (traffic to unknown deployments, weights not summing to 100, deleting
 a deployment with traffic), and scores requests with the real model files.
 
-Invocations answer like modelferry's scoring (`{"predictions": [[p0, p1], ...],
-"deployment": ..., "model_version": ...}`); pass `scorer=` to answer otherwise, e.g. as
-Azure ML's no-code MLflow server does.
+As the SDK does, a deployment's code folder is uploaded (copied) as a code asset and its
+environment registered; the stored deployment refers to both by asset id, as Azure ML
+reports them. Requests to a deployment with a scoring script run that script (`init()`,
+then `run()`) from the uploaded copy; requests to a no-code deployment answer predicted
+labels, as Azure ML's MLflow server does. Answers that are JSON objects get "deployment"
+and "model_version" added. Pass `scorer=` to answer every request otherwise.
 
     client = FakeMLClient(tmp_path)
     backend = AzureMLEndpointBackend(client, registry)
@@ -35,16 +38,18 @@ from modelferry.endpoints.azureml.fake_endpoints import (
     FakeOnlineDeploymentOperations,
     FakeOnlineEndpointOperations,
 )
-from modelferry.endpoints.azureml.fake_scoring import (
-    FakeRequest,
-    Scorer,
-    refused,
-    score_probabilities,
-)
+from modelferry.endpoints.azureml.fake_scoring import FakeRequest, Scorer, refused
+from modelferry.endpoints.azureml.scoring import folder_digest
 from modelferry.endpoints.azureml.sdk import azure_sdk
 
 with azure_sdk("FakeMLClient"):
-    from azure.ai.ml.entities import EndpointAuthKeys, Model, OnlineDeployment, OnlineEndpoint
+    from azure.ai.ml.entities import (
+        EndpointAuthKeys,
+        Environment,
+        Model,
+        OnlineDeployment,
+        OnlineEndpoint,
+    )
     from azure.ai.ml.exceptions import ValidationErrorType, ValidationException
     from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
@@ -58,6 +63,8 @@ class FakeMLClient:
         endpoints: stored endpoints by name.
         deployments: stored deployments by (endpoint, deployment).
         registered_models: stored models by (name, version); `path` is the fake's copy.
+        code_assets: uploaded code folders (the fake's copies) by asset id.
+        environments: registered environments by asset id, as they were given.
         submitted: every entity passed to a create/update call, copied as it was passed.
         requests: every scoring request answered, in order.
     """
@@ -70,7 +77,7 @@ class FakeMLClient:
         resource_group_name: str = "modelferry-test",
         workspace_name: str = "fake-workspace",
         location: str = "westeurope",
-        scorer: Scorer = score_probabilities,
+        scorer: Scorer | None = None,
         seed: int = 0,
     ) -> None:
         """Model uploads are copied under `storage` (a temporary folder when None)."""
@@ -87,6 +94,8 @@ class FakeMLClient:
         self.endpoints: dict[str, OnlineEndpoint] = {}
         self.deployments: dict[tuple[str, str], OnlineDeployment] = {}
         self.registered_models: dict[tuple[str, str], Model] = {}
+        self.code_assets: dict[str, Path] = {}
+        self.environments: dict[str, Environment | str] = {}
         self.keys: dict[str, EndpointAuthKeys] = {}
         self.logs: dict[tuple[str, str], list[str]] = {}
         self.submitted: list[Any] = []
@@ -123,11 +132,45 @@ class FakeMLClient:
 
     def model_arm_id(self, name: str, version: str) -> str:
         """The asset id Azure ML gives a registered model version."""
+        return self.asset_arm_id("models", name, version)
+
+    def asset_arm_id(self, kind: str, name: str, version: str) -> str:
+        """The id of a workspace asset: `kind` is "models", "codes" or "environments"."""
         return (
             f"/subscriptions/{self.subscription_id}/resourceGroups/"
             f"{self.resource_group_name}/providers/Microsoft.MachineLearningServices/"
-            f"workspaces/{self.workspace_name}/models/{name}/versions/{version}"
+            f"workspaces/{self.workspace_name}/{kind}/{name}/versions/{version}"
         )
+
+    def upload_code(self, code: str) -> str:
+        """The asset id of a code folder, copied (uploaded) once per content, as the SDK does."""
+        if code in self.code_assets:
+            return code
+        folder = Path(code)
+        if not folder.is_dir():
+            raise refused(f"code {code!r} is neither a folder nor a code asset of the workspace")
+        name = folder_digest(folder)[:36]
+        asset = self.asset_arm_id("codes", name, "1")
+        if asset not in self.code_assets:
+            target = self.storage / "codes" / name
+            shutil.copytree(folder, target, ignore=shutil.ignore_patterns("__pycache__"))
+            self.code_assets[asset] = target
+        return asset
+
+    def register_environment(self, environment: Environment | str) -> str:
+        """The asset id of an environment (registered as given); references are resolved."""
+        if isinstance(environment, str):
+            if environment.startswith("azureml://registries/") or environment in self.environments:
+                return environment  # a curated (registry) environment, or one of ours
+            match = re.fullmatch(r"azureml:([^:/]+):([^:/]+)", environment)
+            if match is None:
+                raise refused(f"environment {environment!r} is not a valid reference")
+            name, version = match[1], match[2]
+        else:
+            name, version = str(environment.name), str(environment.version)
+        asset = self.asset_arm_id("environments", name, version)
+        self.environments.setdefault(asset, copy.deepcopy(environment))
+        return asset
 
     def model_for(self, reference: Any) -> Model:
         """The registered model a deployment's `model` field refers to."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelferry.endpoints.azureml.fake_scoring import FakePoller, refused
+from modelferry.endpoints.azureml.fake_scoring import FakePoller, refused, score_probabilities
 from modelferry.endpoints.azureml.sdk import azure_sdk
 
 with azure_sdk("FakeMLClient"):
@@ -234,12 +234,13 @@ def _run(c: FakeMLClient, deployment: BatchDeployment, job: FakeBatchJob) -> Non
     model = c.model_for(deployment.model)
     settings = getattr(deployment, "settings", None)
     output_name = getattr(settings, "output_file_name", None) or "predictions.csv"
+    scorer = c.scorer or score_probabilities
     rows = []
     try:
         for file in files:
             frame = pd.read_csv(file)
             data = {"columns": list(frame.columns), "data": frame.to_numpy().tolist()}
-            answer = c.scorer(Path(str(model.path)), {"input_data": data})
+            answer = scorer(Path(str(model.path)), {"input_data": data})
             predictions = answer["predictions"] if isinstance(answer, dict) else answer
             rows += [[file.name, *_as_row(p)] for p in predictions]
     except (ValueError, KeyError) as exc:

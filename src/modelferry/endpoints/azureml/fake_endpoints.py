@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import random
@@ -10,7 +11,14 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelferry.endpoints.azureml.fake_scoring import FakePoller, FakeRequest, refused, remote_only
+from modelferry.endpoints.azureml.fake_scoring import (
+    FakePoller,
+    FakeRequest,
+    refused,
+    remote_only,
+    score_labels,
+    score_with_script,
+)
 from modelferry.endpoints.azureml.sdk import azure_sdk
 
 with azure_sdk("FakeMLClient"):
@@ -138,17 +146,29 @@ class FakeOnlineDeploymentOperations:
         local_enable_gpu: bool = False,
         **kwargs: Any,
     ) -> FakePoller[OnlineDeployment]:
-        """Provision the deployment: Succeeded, or as `fail_next_deployment` / `stall_…` say."""
+        """Provision the deployment: Succeeded, or as `fail_next_deployment` / `stall_…` say.
+
+        As the SDK does, the scoring script is checked first (unless skipped), then the
+        code folder uploaded and the environment registered; the entity passed in is
+        changed to refer to them by asset id.
+        """
         remote_only(local)
         c = self._c
         c.submitted.append(copy.deepcopy(deployment))
+        code = deployment.code_configuration
+        if code is not None and not skip_script_validation and str(code.code) not in c.code_assets:
+            _validate_scoring_script(Path(str(code.code)) / str(code.scoring_script))
         endpoint, name = str(deployment.endpoint_name), str(deployment.name)
         c.endpoint(endpoint)  # the SDK checks the endpoint exists first, as here
         if not _NAME.match(name):
             raise refused(f"invalid deployment name {name!r}")
         model = c.model_for(deployment.model)
-        if (deployment.environment is None) != (deployment.code_configuration is None):
+        if (deployment.environment is None) != (code is None):
             raise refused("give an environment and a scoring script together, or neither")
+        if code is not None:
+            code.code = c.upload_code(str(code.code))
+        if deployment.environment is not None:
+            deployment.environment = c.register_environment(deployment.environment)
         stored = copy.deepcopy(deployment)
         log = c.logs.setdefault((endpoint, name), [])
         log.append(f"Downloading model {model.name}:{model.version}")
@@ -203,6 +223,18 @@ class FakeOnlineDeploymentOperations:
         return "\n".join(self._c.logs.get((endpoint_name, name), [])[-lines:])
 
 
+def _validate_scoring_script(script: Path) -> None:
+    # As the SDK's validate_scoring_script: the file must exist and parse.
+    try:
+        ast.parse(script.read_text(), str(script))
+    except (OSError, SyntaxError) as exc:
+        raise ValidationException(
+            message=f"scoring script {script} cannot be read or parsed: {exc}",
+            no_personal_data_message="the scoring script cannot be read or parsed",
+            error_type=ValidationErrorType.CANNOT_PARSE,
+        ) from exc
+
+
 def _deployment(c: FakeMLClient, endpoint: str, name: str) -> OnlineDeployment:
     c.endpoint(endpoint)
     if (endpoint, name) not in c.deployments:
@@ -241,8 +273,15 @@ def _score(c: FakeMLClient, endpoint: str, name: str, payload: Any) -> Any:
     if (endpoint, name) in c._scoring_failures:
         raise refused(c._scoring_failures[(endpoint, name)], 500)
     model = c.model_for(deployment.model)
+    model_dir, code = Path(str(model.path)), deployment.code_configuration
     try:
-        answer = c.scorer(Path(str(model.path)), payload)
+        if c.scorer is not None:
+            answer = c.scorer(model_dir, payload)
+        elif code is not None:
+            script = c.code_assets[str(code.code)] / str(code.scoring_script)
+            answer = score_with_script(script, model_dir, payload)
+        else:
+            answer = score_labels(model_dir, payload)
     except ValueError as exc:
         raise refused(f"scoring failed: {exc}", 400) from exc
     if isinstance(answer, dict):

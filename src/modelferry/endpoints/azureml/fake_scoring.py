@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
+import json
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 from modelferry.endpoints.azureml.sdk import azure_sdk
@@ -93,6 +97,47 @@ def score_probabilities(model_dir: Path, payload: Mapping[str, Any]) -> Any:
     frame = _frame(payload)
     model = _load(model_dir)
     return {"predictions": model.predict_proba(frame).tolist()}
+
+
+def score_labels(model_dir: Path, payload: Mapping[str, Any]) -> Any:
+    """Predicted labels, `[0, 1, ...]`, as Azure ML's no-code MLflow server answers.
+
+    Raises:
+        ValueError: the request is not in Azure ML's `input_data` format.
+    """
+    return _load(model_dir).predict(_frame(payload)).tolist()
+
+
+def score_with_script(script: Path, model_dir: Path, payload: Mapping[str, Any]) -> Any:
+    """Answer as an Azure ML scoring script does: `init()` once, then `run(body)`.
+
+    The script is loaded from its file (as the inference server loads it) with
+    `AZUREML_MODEL_DIR` set to `model_dir` while `init()` runs.
+
+    Raises:
+        ValueError: `run()` refused the request (modelferry's script raises `BadRequest`
+            when the inference server's response class is not importable, as here).
+    """
+    return _scoring_module(script, model_dir).run(json.dumps(payload))
+
+
+@functools.lru_cache(maxsize=8)
+def _scoring_module(script: Path, model_dir: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(f"fake_scoring_{abs(hash(script))}", script)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{script} is not a Python file")
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    before = os.environ.get("AZUREML_MODEL_DIR")
+    os.environ["AZUREML_MODEL_DIR"] = str(model_dir)
+    try:
+        module.init()
+    finally:
+        if before is None:
+            del os.environ["AZUREML_MODEL_DIR"]
+        else:
+            os.environ["AZUREML_MODEL_DIR"] = before
+    return module
 
 
 def _frame(payload: Mapping[str, Any]) -> Any:

@@ -1,0 +1,169 @@
+"""`modelferry endpoints` with `--backend azureml`, on `FakeMLClient` instead of a workspace.
+
+`WorkspaceRef.ml_client` is replaced, as test_cli.py replaces `PrefectApi.from_environment`:
+the command resolves the workspace from its options and environment as it would for real,
+then talks to the fake.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from azure.core.credentials import TokenCredential
+
+from modelferry.cli import main
+from modelferry.endpoints.azureml import AzureMLEndpointBackend, WorkspaceRef
+from modelferry.endpoints.azureml.fake import FakeMLClient
+from modelferry.endpoints.spec import DeploymentSpec, EndpointSpec, ModelRef, TrafficSplit
+from modelferry.registry import ModelRegistry, TrackingSettings
+from tests import model_fixtures
+
+ENV = {
+    "AZUREML_SUBSCRIPTION_ID": "sub-env",
+    "AZUREML_RESOURCE_GROUP": "rg-env",
+    "AZUREML_WORKSPACE": "ws-env",
+}
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> TrackingSettings:
+    return model_fixtures.register_versions(tmp_path_factory.mktemp("cli-azureml"))
+
+
+@pytest.fixture
+def client(tmp_path: Path, settings: TrackingSettings) -> FakeMLClient:
+    """A workspace with endpoint "churn": blue (v1) takes all traffic, green (v2) none."""
+    client = FakeMLClient(tmp_path / "workspace")
+    backend = AzureMLEndpointBackend(client, ModelRegistry(settings), poll_interval_s=0.01)
+    backend.create_or_update_endpoint(EndpointSpec("churn"))
+    for slot, version in (("blue", "1"), ("green", "2")):
+        ref = ModelRef(model_fixtures.MODEL_NAME, version=version)
+        backend.create_or_update_deployment("churn", DeploymentSpec(slot, ref))
+    backend.set_traffic("churn", TrafficSplit({"blue": 100}))
+    return client
+
+
+@pytest.fixture
+def opened(
+    client: FakeMLClient, settings: TrackingSettings, monkeypatch: pytest.MonkeyPatch
+) -> list[WorkspaceRef]:
+    """The workspaces the command opened; each `ml_client()` answers with `client`."""
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    seen: list[WorkspaceRef] = []
+
+    def ml_client(self: WorkspaceRef, credential: TokenCredential | None = None) -> FakeMLClient:
+        seen.append(self)
+        return client
+
+    monkeypatch.setattr(WorkspaceRef, "ml_client", ml_client)
+    return seen
+
+
+def azureml(*argv: str) -> int:
+    return main(["endpoints", *argv, "--backend", "azureml"])
+
+
+def test_list_names_the_workspace_from_the_environment(
+    opened: list[WorkspaceRef], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("list") == 0
+    out = capsys.readouterr().out
+    assert out.strip() == (
+        "churn  https://churn.westeurope.inference.ml.azure.com/score  traffic: blue=100%"
+    )
+    assert opened == [WorkspaceRef("sub-env", "rg-env", "ws-env")]
+
+
+def test_show_with_workspace_options(
+    opened: list[WorkspaceRef], capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = ["--subscription-id", "sub-1", "--resource-group", "rg", "--workspace", "ws"]
+    assert azureml("show", "churn", *options) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("traffic: blue=100%")
+    assert lines[1].split()[:4] == ["blue", model_fixtures.MODEL_NAME, "v1", "ready"]
+    assert lines[2].split()[:4] == ["green", model_fixtures.MODEL_NAME, "v2", "ready"]
+    assert opened == [WorkspaceRef("sub-1", "rg", "ws")]
+
+
+def test_traffic_moves_the_split_in_the_workspace(
+    opened: list[WorkspaceRef], client: FakeMLClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("traffic", "churn", "blue=20", "green=80") == 0
+    assert client.endpoints["churn"].traffic == {"blue": 20, "green": 80}
+    assert "traffic: blue=20%, green=80%" in capsys.readouterr().out
+
+
+def test_logs_of_one_deployment(
+    opened: list[WorkspaceRef], client: FakeMLClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("logs", "churn", "--deployment", "green", "--lines", "2") == 0
+    assert capsys.readouterr().out.splitlines() == client.logs[("churn", "green")][-2:]
+
+
+def test_delete_then_show_is_not_found(
+    opened: list[WorkspaceRef], client: FakeMLClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("delete", "churn") == 0
+    assert "churn" not in client.endpoints
+    assert azureml("show", "churn") == 1
+    assert "endpoint 'churn' does not exist in Azure ML" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["rollback", "churn"], "rollback needs --backend local"),
+        (["logs", "churn"], "add --deployment NAME"),
+    ],
+)
+def test_what_azure_ml_cannot_do_fails_before_signing_in(
+    opened: list[WorkspaceRef],
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    assert azureml(*argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert opened == []
+
+
+def test_unnamed_workspace_names_what_is_missing(
+    opened: list[WorkspaceRef], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("AZUREML_RESOURCE_GROUP")
+    monkeypatch.delenv("AZUREML_WORKSPACE")
+    assert azureml("list") == 2
+    assert "set AZUREML_RESOURCE_GROUP, AZUREML_WORKSPACE" in capsys.readouterr().err
+    assert opened == []
+
+
+def test_workspace_options_need_the_azureml_backend(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["endpoints", "list", "--workspace", "ws"]) == 2
+    assert "add --backend azureml" in capsys.readouterr().err
+
+
+def test_local_backend_stays_the_default(
+    tmp_path: Path, settings: TrackingSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = ["--home", str(tmp_path / "endpoints"), "--tracking-uri", settings.tracking_uri]
+    assert main(["endpoints", "list", *home]) == 0
+    assert capsys.readouterr().out.strip() == "No local endpoints."
+
+
+def test_missing_azure_sdk_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, settings: TrackingSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setitem(sys.modules, "azure.ai.ml", None)
+    assert azureml("list", "--tracking-uri", settings.tracking_uri) == 1
+    assert "pip install 'modelferry[azure]'" in capsys.readouterr().err
