@@ -6,7 +6,7 @@ rollback). The agent imports nothing of the orchestrator, MLflow or the training
 the package's own scoring script runs in a child process for the smoke prediction.
 """
 
-from modelferry.edge.agent import AgentSettings, EdgeAgent, load_public_keys
+from modelferry.edge.agent import EdgeAgent
 from modelferry.edge.download import (
     DownloadFailedError,
     DownloadSettings,
@@ -29,6 +29,7 @@ from modelferry.edge.install import (
     install_version,
     rollback,
 )
+from modelferry.edge.settings import AgentSettings, load_public_keys
 from modelferry.edge.smoke import SmokeResult, SmokeRunner, SmokeSettings, SmokeSpec, SmokeTestError
 from modelferry.edge.state import AgentState, DeliveryRecord, InstalledVersion, StateStore
 

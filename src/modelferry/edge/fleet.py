@@ -23,8 +23,9 @@ from typing import Self
 
 from modelferry.delivery.channel import DeviceTransport
 from modelferry.delivery.local import LocalDeviceTransport, LocalHub
-from modelferry.edge.agent import AgentSettings, EdgeAgent
+from modelferry.edge.agent import EdgeAgent
 from modelferry.edge.download import new_http_client
+from modelferry.edge.settings import AgentSettings
 from modelferry.edge.smoke import SmokeRunner
 from modelferry.errors import DeliveryError
 from modelferry.packaging.signing import VerifyKey
