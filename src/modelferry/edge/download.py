@@ -175,7 +175,9 @@ def new_http_client(settings: DownloadSettings | None = None) -> httpx.AsyncClie
 
 def _new_client(settings: DownloadSettings) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.timeout),
+        # Waiting for a free pooled connection is not a failure: many agents may share
+        # one client, and its pool bounds how many download from the store at once.
+        timeout=httpx.Timeout(settings.timeout, pool=None),
         follow_redirects=True,
         headers={"Accept-Encoding": "identity"},
     )
