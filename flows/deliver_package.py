@@ -1,0 +1,206 @@
+"""`deliver-package`: deliver a model package to edge devices, on its own.
+
+The package must already be in the package store (the `package-model` flow builds it).
+Devices get it over the delivery protocol (PROTOCOL.md): a canary ring first, then the
+rest, at most `max_parallel` at a time, retried after timeouts and transport errors.
+Every attempt is recorded in the delivery records; a table artifact shows each device's
+outcome, and the run fails when any device did not install the package.
+
+    python -m flows.deliver_package --deploy-env dev --model-type classification \\
+        --model-name breast-cancer-classifier --target-device-id edge-01,edge-02 \\
+        --edge-package-name breast-cancer-classifier --edge-package-version 3
+
+With no blocks named, the embedded default: the in-process local channel (devices are
+reference agents in this process) and the local package store under
+`.modelferry/packages`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import cast
+
+from prefect import flow, get_run_logger
+from prefect.context import get_run_context
+from prefect.states import Completed
+from pydantic import SecretStr
+
+from modelferry.delivery.channel import DeliveryChannel
+from modelferry.delivery.outcomes import FleetResult
+from modelferry.delivery.plan import DeliveryPlan, FleetPolicy, parse_device_ids
+from modelferry.errors import DeliveryFailedError, DeliveryTimedOutError
+from modelferry.registry.tracking import DEFAULT_HOME
+from modelferry.stores.base import PackageStore
+from tasks.delivery import (
+    find_edge_package,
+    publish_delivery_report,
+    report_key,
+    roll_out_package,
+)
+
+DEFAULT_PACKAGES_HOME = DEFAULT_HOME / "packages"
+
+
+@flow(name="deliver-package")
+def deliver_package(
+    deploy_env: str,
+    model_type: str,
+    model_name: str,
+    target_device_id: str | list[str],
+    edge_package_name: str,
+    edge_package_version: str,
+    model_version: str | None = None,
+    project_id: str | None = None,
+    channel_block: str | None = None,
+    store_block: str | None = None,
+    records_url: SecretStr | str | None = None,
+    inactivity_timeout_seconds: float = 120.0,
+    deadline_seconds: float = 1800.0,
+    max_parallel: int = 50,
+    canary_share: float = 0.1,
+    max_failure_share: float = 0.2,
+    delivery_retries: int = 2,
+    retry_backoff_seconds: float = 5.0,
+) -> FleetResult:
+    """Deliver the package `edge_package_name` `edge_package_version` to the target devices.
+
+    Args:
+        deploy_env: the environment delivered to (dev, test, prod).
+        model_type: the kind of model (e.g. classification); shown in the report.
+        model_name: the registered model the package holds.
+        target_device_id: one device id, a comma-separated string, or a list.
+        edge_package_name: the package id in the store.
+        edge_package_version: the package version in the store.
+        model_version: the model version the package holds, for the records.
+        project_id: the protocol's `projectId`; default ``{deploy_env}-{model_name}``: one
+            project per model line and environment, stable across versions, so a
+            device's deliveries of a model stay together and dev never mixes with prod.
+        channel_block: a saved block with `get_channel()`, as ``block-type-slug/name``
+            (MQTT, IoT Hub); default the in-process local channel.
+        store_block: a saved block with `get_store()`, as ``block-type-slug/name`` (Blob
+            Storage); default the local store under `.modelferry/packages`.
+        records_url: SQLAlchemy URL of the delivery records; default SQLite at
+            `.modelferry/deliveries.db`. Holds a password in production: pass a
+            `SecretStr` or a Secret block reference.
+        inactivity_timeout_seconds: a device silent this long times out.
+        deadline_seconds: the longest one delivery attempt may take.
+        max_parallel: devices delivered to at once.
+        canary_share: share of devices in the first ring (at least one); 0 for one ring.
+        max_failure_share: stop starting devices once more than this share failed.
+        delivery_retries: further attempts per device after a timeout or transport error.
+        retry_backoff_seconds: wait before the first retry; doubled for each next one.
+
+    Returns:
+        The rollout's result. The run fails, after publishing the report, when any device
+        ended in Error or TimedOut or the rollout was aborted.
+    """
+    logger = get_run_logger()
+    flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    devices = parse_device_ids(target_device_id)
+    project = project_id or f"{deploy_env}-{model_name}"
+    secret = SecretStr(records_url) if isinstance(records_url, str) else records_url
+    store = _store(store_block)
+    channel = _channel(channel_block)
+
+    package = find_edge_package(store, edge_package_name, edge_package_version)
+    plan = DeliveryPlan(
+        package=package,
+        devices=devices,
+        project_id=project,
+        model_name=model_name,
+        model_version=model_version,
+    )
+    policy = FleetPolicy(
+        inactivity_timeout=inactivity_timeout_seconds,
+        deadline=deadline_seconds,
+        max_parallel=max_parallel,
+        canary_share=canary_share,
+        max_failure_share=max_failure_share,
+        retries=delivery_retries,
+        retry_backoff=retry_backoff_seconds,
+    )
+    logger.info(
+        "Delivering %s %s (%s model %s) to %d device(s) in %s over the %s channel",
+        package.package_id, package.version, model_type, model_name, len(devices),
+        deploy_env, channel.name,
+    )  # fmt: skip
+    # Submitted, the async task runs on the task runner's own event loop; `.result()` is
+    # its value (Prefect's type hints say coroutine).
+    rollout = roll_out_package.submit(plan, policy, channel, store, secret, flow_run_id)
+    result = cast(FleetResult, rollout.result())
+
+    key = report_key(deploy_env, model_name)
+    publish_delivery_report(
+        result,
+        key,
+        f"Delivery of {package.package_id} {package.version} ({model_type} model "
+        f"{model_name}) in {deploy_env}",
+    )
+    if not result.ok:
+        message = f"{result.failure_message()}\nSee the '{key}' artifact of this run."
+        timed_out_only = not result.aborted and all(r.failure == "timeout" for r in result.failed)
+        raise (DeliveryTimedOutError if timed_out_only else DeliveryFailedError)(message)
+    logger.info(result.summary())
+    return Completed(message=result.summary(), data=result)  # type: ignore[return-value]
+
+
+def _store(block: str | None) -> PackageStore:
+    if block is None:
+        from modelferry.stores.local import LocalPackageStore
+
+        return LocalPackageStore(DEFAULT_PACKAGES_HOME)
+    from prefect.blocks.core import Block
+
+    return Block.load(block).get_store()  # type: ignore[union-attr,no-any-return]
+
+
+def _channel(block: str | None) -> DeliveryChannel:
+    if block is None:
+        from modelferry.delivery.local import LocalChannel
+
+        return LocalChannel()
+    from prefect.blocks.core import Block
+
+    return Block.load(block).get_channel()  # type: ignore[union-attr,no-any-return]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: deliver once, print the summary."""
+    parser = argparse.ArgumentParser(prog="python -m flows.deliver_package")
+    parser.add_argument("--deploy-env", required=True)
+    parser.add_argument("--model-type", required=True)
+    parser.add_argument("--model-name", required=True)
+    parser.add_argument("--target-device-id", required=True, help="one id or 'a,b,c'")
+    parser.add_argument("--edge-package-name", required=True)
+    parser.add_argument("--edge-package-version", required=True)
+    parser.add_argument("--model-version")
+    parser.add_argument("--project-id")
+    parser.add_argument("--channel-block")
+    parser.add_argument("--store-block")
+    parser.add_argument("--max-parallel", type=int, default=50)
+    args = parser.parse_args(argv)
+    # The records URL comes from the environment: a command line is visible to every user.
+    records_url = os.environ.get("MODELFERRY_DELIVERY_RECORDS_URL")
+    state = deliver_package(
+        args.deploy_env,
+        args.model_type,
+        args.model_name,
+        args.target_device_id,
+        args.edge_package_name,
+        args.edge_package_version,
+        model_version=args.model_version,
+        project_id=args.project_id,
+        channel_block=args.channel_block,
+        store_block=args.store_block,
+        records_url=SecretStr(records_url) if records_url else None,
+        max_parallel=args.max_parallel,
+        return_state=True,
+    )
+    print(state.message)
+    return 0 if state.is_completed() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The deliver-package flow on a Prefect test server, with fake devices on the local hub."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.blocks.core import Block
+
+from flows.deliver_package import deliver_package
+from modelferry.delivery.local import default_hub
+from modelferry.delivery.records import DeliveryRecords
+from modelferry.delivery.states import ERROR, SKIPPED, SUCCESS, TIMED_OUT
+from modelferry.stores.base import PackageStore
+from tests.fake_devices import (
+    DeviceScript,
+    DevicesInThread,
+    FakeFleet,
+    FolderPackageStore,
+    make_package,
+)
+from tests.integration.flow_helpers import api_filter
+
+pytestmark = pytest.mark.integration
+
+STORE_SLUG = "test-folder-package-store"
+
+
+class FolderStoreBlock(Block):
+    """A block giving the in-test folder store, as a Blob Storage block gives its store."""
+
+    _block_type_name = "Test Folder Package Store"
+    _block_type_slug = STORE_SLUG
+    root: str
+
+    def get_store(self) -> PackageStore:
+        return FolderPackageStore(Path(self.root))
+
+
+@pytest.fixture
+def store_block(prefect_harness: str, tmp_path: Path) -> str:
+    """A saved store block holding package edge-bc 3.0.0; yields its `slug/name`."""
+    store, _ = make_package(tmp_path, "edge-bc", "3.0.0")
+    name = f"store-{tmp_path.name.lower().replace('_', '-')}"[:60].strip("-")
+    FolderStoreBlock(root=str(store.root)).save(name, overwrite=True)
+    return f"{STORE_SLUG}/{name}"
+
+
+@pytest.fixture
+def records_url(tmp_path: Path) -> str:
+    """Delivery records of this test, on SQLite."""
+    return f"sqlite:///{tmp_path / 'deliveries.db'}"
+
+
+def run_flow(store_block: str, records_url: str, devices: list[str], **options: Any) -> Any:
+    return deliver_package(
+        deploy_env="test",
+        model_type="classification",
+        model_name="bc",
+        target_device_id=",".join(devices),
+        edge_package_name="edge-bc",
+        edge_package_version="3.0.0",
+        model_version="3",
+        store_block=store_block,
+        records_url=records_url,
+        return_state=True,
+        **options,
+    )
+
+
+def artifact_rows(flow_run_id: str) -> list[dict[str, Any]]:
+    artifacts = api_filter(
+        "/artifacts/filter",
+        {
+            "artifacts": {
+                "key": {"any_": ["delivery-test-bc"]},
+                "flow_run_id": {"any_": [flow_run_id]},
+            },
+        },
+    )
+    assert len(artifacts) == 1
+    assert artifacts[0]["type"] == "table"
+    data = artifacts[0]["data"]
+    rows: list[dict[str, Any]] = json.loads(data) if isinstance(data, str) else data
+    return rows
+
+
+def test_the_flow_delivers_to_every_device_and_reports_it(
+    store_block: str, records_url: str
+) -> None:
+    devices = ["flow-ok-1", "flow-ok-2", "flow-ok-3"]
+    fleet = FakeFleet(default_hub(), devices)
+
+    with DevicesInThread(fleet):
+        state = run_flow(store_block, records_url, devices)
+
+    assert state.is_completed(), state.message
+    assert state.message == "Delivered edge-bc 3.0.0 to 3 device(s): 3 Success"
+    result = state.result()
+    assert result.counts == {SUCCESS: 3}
+    assert all(len(fleet[d].deliveries) == 1 for d in devices)
+    assert {fleet[d].deliveries[0].project_id for d in devices} == {"test-bc"}
+    flow_run_id = str(state.state_details.flow_run_id)
+    rows = artifact_rows(flow_run_id)
+    assert [(r["device"], r["state"], r["attempts"], r["error"]) for r in rows] == [
+        (device, SUCCESS, 1, "") for device in devices
+    ]
+    assert {(r["package"], r["model_version"]) for r in rows} == {("edge-bc 3.0.0", "3")}
+    records = DeliveryRecords(records_url)
+    try:
+        installed = {i.device_id: i for i in records.installed(project_id="test-bc")}
+        assert sorted(installed) == devices
+        assert {(i.package_id, i.package_version, i.model_version) for i in installed.values()} == {
+            ("edge-bc", "3.0.0", "3")
+        }
+        attempts = records.rollout(flow_run_id)
+        assert sorted(r.device_id for r in attempts) == devices
+        assert {r.model_name for r in attempts} == {"bc"}
+    finally:
+        records.close()
+
+
+def test_a_failing_device_fails_the_run_and_the_report_says_why(
+    store_block: str, records_url: str
+) -> None:
+    scripts = {
+        "flow-good": DeviceScript(),
+        "flow-broken": DeviceScript(result="Error", error_reason="signature does not verify"),
+        "flow-offline": DeviceScript(result="silent"),
+    }
+    devices = list(scripts)
+
+    with DevicesInThread(FakeFleet(default_hub(), scripts=scripts)):
+        state = run_flow(
+            store_block, records_url, devices, canary_share=0, max_failure_share=1,
+            inactivity_timeout_seconds=2.0, delivery_retries=1, retry_backoff_seconds=0.1,
+        )  # fmt: skip
+
+    assert state.is_failed()
+    message = str(state.message)
+    assert "DeliveryFailedError" in message
+    assert "1 Error, 1 Success, 1 TimedOut" in message
+    assert "flow-broken: Error after 1 attempt(s): signature does not verify" in message
+    assert (
+        "flow-offline: TimedOut after 2 attempt(s): device 'flow-offline' sent nothing" in message
+    )
+    assert "See the 'delivery-test-bc' artifact" in message
+    rows = {r["device"]: r for r in artifact_rows(str(state.state_details.flow_run_id))}
+    assert {d: (r["state"], r["attempts"]) for d, r in rows.items()} == {
+        "flow-good": (SUCCESS, 1),
+        "flow-broken": (ERROR, 1),
+        "flow-offline": (TIMED_OUT, 2),
+    }
+    assert "agent is running" in rows["flow-offline"]["error"]
+    records = DeliveryRecords(records_url)
+    try:
+        assert [h.state for h in records.history("flow-offline")] == [TIMED_OUT, TIMED_OUT]
+        assert [(h.state, h.error) for h in records.history("flow-broken")] == [
+            (ERROR, "signature does not verify")
+        ]
+    finally:
+        records.close()
+
+
+def test_an_aborted_rollout_fails_the_run_and_skips_the_rest(
+    store_block: str, records_url: str
+) -> None:
+    scripts = {"flow-canary": DeviceScript(result="Error", error_reason="disk full")}
+    devices = ["flow-canary", "flow-later-1", "flow-later-2"]
+
+    with DevicesInThread(FakeFleet(default_hub(), devices[1:], scripts=scripts)):
+        state = run_flow(store_block, records_url, devices, canary_share=0.1)
+
+    assert state.is_failed()
+    assert "rollout aborted: 1 of 3 device(s) failed (33%, more than the 20% allowed)" in str(
+        state.message
+    )
+    rows = artifact_rows(str(state.state_details.flow_run_id))
+    assert [r["state"] for r in rows] == [ERROR, SKIPPED, SKIPPED]
+
+
+def test_a_missing_package_fails_with_how_to_build_it(store_block: str, records_url: str) -> None:
+    state = deliver_package(
+        deploy_env="test",
+        model_type="classification",
+        model_name="bc",
+        target_device_id=["flow-none"],
+        edge_package_name="edge-bc",
+        edge_package_version="9.9.9",
+        store_block=store_block,
+        records_url=records_url,
+        return_state=True,
+    )
+
+    assert state.is_failed()
+    message = str(state.message)
+    assert "package 'edge-bc' version '9.9.9' is not in the folder package store" in message
+    assert "package-model flow" in message
+
+
+def test_with_no_blocks_the_embedded_default_delivers_from_the_local_store(
+    prefect_harness: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = pytest.importorskip("modelferry.stores.local")
+    monkeypatch.chdir(tmp_path)
+    package_file = tmp_path / "edge-bc-4.0.0.zip"
+    package_file.write_bytes(b"package edge-bc 4.0.0")
+    local.LocalPackageStore(Path(".modelferry/packages")).put(
+        package_file, package_id="edge-bc", version="4.0.0"
+    )
+    fleet = FakeFleet(default_hub(), ["flow-default-1"])
+
+    with DevicesInThread(fleet):
+        state = deliver_package(
+            deploy_env="dev",
+            model_type="classification",
+            model_name="bc",
+            target_device_id="flow-default-1",
+            edge_package_name="edge-bc",
+            edge_package_version="4.0.0",
+            return_state=True,
+        )
+
+    assert state.is_completed(), state.message
+    assert fleet["flow-default-1"].downloads == [b"package edge-bc 4.0.0"]
+    records = DeliveryRecords(f"sqlite:///{tmp_path / '.modelferry' / 'deliveries.db'}")
+    try:
+        [installed] = records.installed()
+    finally:
+        records.close()
+    assert (installed.device_id, installed.project_id, installed.model_version) == (
+        "flow-default-1",
+        "dev-bc",
+        None,
+    )
