@@ -111,6 +111,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from modelferry.cli_endpoints import add_endpoint_commands
 
     add_endpoint_commands(commands)
+
+    from modelferry.cli_agent import add_agent_command
+
+    add_agent_command(commands)
     return parser
 
 

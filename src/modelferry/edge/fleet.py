@@ -38,6 +38,7 @@ __all__ = [
     "run_agents",
     "run_local_agents",
     "start_local_agents",
+    "wait_connected",
 ]
 
 
@@ -190,15 +191,17 @@ class AgentThread:
         self._stop = asyncio.Event()
         self._agents = list(self._make_agents())
         running = asyncio.create_task(run_agents(self._agents, self._stop))
-        connected = asyncio.create_task(self._all_connected())
+        connected = asyncio.create_task(wait_connected(self._agents))
         await asyncio.wait({running, connected}, return_when=asyncio.FIRST_COMPLETED)
         self._ready.set()
         connected.cancel()
         await running
 
-    async def _all_connected(self) -> None:
-        for agent in self._agents:
-            await agent.connected.wait()
+
+async def wait_connected(agents: Sequence[EdgeAgent]) -> None:
+    """Return once every agent has connected its transport."""
+    for agent in agents:
+        await agent.connected.wait()
 
 
 def start_local_agents(

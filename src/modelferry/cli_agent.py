@@ -1,0 +1,274 @@
+"""`modelferry agent …`: the reference edge agent from a shell.
+
+modelferry agent --device-id ID --transport mqtt --root DIR --public-key KEY [--broker-host ...]
+modelferry agent --transport iothub --connection-string-env VAR --root DIR --public-key KEY
+modelferry agent rollback --root DIR [--device-id ID]
+modelferry agent status --root DIR [--device-id ID]
+
+With one `--device-id` the agent keeps its files in DIR itself; with several (many agents
+in one process, sharing one event loop) each device gets DIR/{device_id}. `--public-key`
+takes a key file (PEM or base64) or the base64 text itself, and may be repeated. The agent
+runs until SIGTERM or SIGINT; a delivery under way then is abandoned cleanly and resumed
+on the next start. `rollback` and `status` act on DIR, or with `--device-id` on DIR/{ID}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from modelferry.errors import PackageVerificationError
+
+if TYPE_CHECKING:
+    from modelferry.delivery.channel import DeviceTransport
+    from modelferry.edge import EdgeAgent
+
+__all__ = ["add_agent_command", "run_agent_command"]
+
+_ACTIONS = ("run", "rollback", "status")
+
+
+def add_agent_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `agent` on the top-level parser."""
+    agent = commands.add_parser(
+        "agent",
+        help="run the reference edge agent (or roll back / show its installed versions)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    agent.add_argument(
+        "action", nargs="?", choices=_ACTIONS, default="run", help="what to do (default: run)"
+    )
+    agent.add_argument("--root", type=Path, required=True, help="the agent's folder")
+    agent.add_argument(
+        "--device-id",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="device to act for; repeat to run several agents in one process",
+    )
+    agent.add_argument(
+        "--device-ids-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="more device ids, one per line (for many agents in one process)",
+    )
+    agent.add_argument(
+        "--transport", choices=("mqtt", "iothub", "local"), default="mqtt", help="default: mqtt"
+    )
+    agent.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        metavar="FILE_OR_B64",
+        help="a trusted package signing key (file, or base64 of the raw key); repeatable",
+    )
+    mqtt = agent.add_argument_group("MQTT broker (--transport mqtt)")
+    mqtt.add_argument("--broker-host", default="127.0.0.1", metavar="HOST")
+    mqtt.add_argument("--broker-port", type=int, default=1883, metavar="PORT")
+    mqtt.add_argument("--username", default=None)
+    mqtt.add_argument(
+        "--password-env", default=None, metavar="VAR", help="environment variable with the password"
+    )
+    mqtt.add_argument("--tls", action="store_true", help="connect with TLS")
+    mqtt.add_argument("--ca-file", default=None, metavar="FILE", help="CA bundle for TLS")
+    mqtt.add_argument("--mqtt-protocol", choices=("5", "3.1.1"), default="5")
+    iothub = agent.add_argument_group("Azure IoT Hub (--transport iothub)")
+    iothub.add_argument(
+        "--connection-string-env",
+        default=None,
+        metavar="VAR",
+        help="environment variable with the device connection string",
+    )
+    tuning = agent.add_argument_group("behaviour")
+    tuning.add_argument(
+        "--keep-versions", type=int, default=3, metavar="N", help="installed versions kept"
+    )
+    tuning.add_argument("--link-timeout", type=float, default=60.0, metavar="SECONDS")
+    tuning.add_argument("--smoke-timeout", type=float, default=120.0, metavar="SECONDS")
+    tuning.add_argument(
+        "--smoke-python",
+        default=sys.executable,
+        metavar="PATH",
+        help="interpreter that runs the package's score.py (default: this one)",
+    )
+    tuning.add_argument(
+        "--no-smoke", action="store_true", help="skip the smoke prediction (protocol tests only)"
+    )
+    tuning.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+    agent.set_defaults(handler=run_agent_command)
+
+
+def run_agent_command(args: argparse.Namespace) -> int:
+    """Carry out one `agent` action; returns the exit code."""
+    if args.action == "run":
+        return _run(args)
+    if len(args.device_id) > 1:
+        print(_usage(f"{args.action} takes one --device-id at most"), file=sys.stderr)
+        return 2
+    # With --device-id, the device's folder in the layout of several agents per process.
+    root: Path = args.root / args.device_id[0] if args.device_id else args.root
+    return _rollback(root) if args.action == "rollback" else _status(root)
+
+
+def _rollback(root: Path) -> int:
+    from modelferry.edge import rollback
+
+    outcome = rollback(root)
+    assert outcome.previous is not None
+    print(f"Rolled back {root}: {outcome.previous.label} -> {outcome.current.label} is current.")
+    return 0
+
+
+def _status(root: Path) -> int:
+    from modelferry.edge import StateStore, current_version
+
+    current = current_version(root)
+    state = StateStore(root).read()
+    print(f"current: {current.label if current else 'nothing installed'}")
+    for entry in reversed(state.history):
+        marker = "*" if current and entry.label == current.label else " "
+        model = f"{entry.model_name} v{entry.model_version}" if entry.model_name else "-"
+        print(f" {marker} {entry.label:<32} {model:<32} {entry.installed_at}")
+    recent = list(state.deliveries.values())[-10:]
+    if recent:
+        print("recent deliveries:")
+    for record in reversed(recent):
+        reason = record.attributes.get("reason", "")
+        print(
+            f"   {record.delivery_id:<38} {record.package_id}/{record.package_version:<12} "
+            f"{record.state}" + (f": {reason}" if reason else "")
+        )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from modelferry.edge import (
+        AgentSettings,
+        EdgeAgent,
+        SmokeSettings,
+        create_agents,
+        load_public_keys,
+    )
+
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not args.public_key:
+        print(_usage("give at least one --public-key to trust"), file=sys.stderr)
+        return 2
+    try:
+        keys = load_public_keys(args.public_key)
+    except PackageVerificationError as exc:
+        print(_usage(f"--public-key: {exc}"), file=sys.stderr)
+        return 2
+    settings = AgentSettings(
+        keep_versions=max(args.keep_versions, 1),
+        link_timeout=args.link_timeout,
+        smoke=SmokeSettings(timeout=args.smoke_timeout, python=args.smoke_python),
+        smoke_test=not args.no_smoke,
+    )
+    try:
+        transport_for, device_ids = _transports(args)
+    except ValueError as exc:
+        print(_usage(str(exc)), file=sys.stderr)
+        return 2
+    if len(device_ids) == 1:
+        # One device: its files live in --root itself, not in a subfolder.
+        agents = [EdgeAgent(transport_for(device_ids[0]), args.root, keys, settings)]
+    else:
+        agents = create_agents(device_ids, transport_for, args.root, keys, settings)
+    return asyncio.run(_serve(agents))
+
+
+async def _serve(agents: Sequence[EdgeAgent]) -> int:
+    from modelferry.edge.fleet import run_agents, wait_connected
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+    running = asyncio.create_task(run_agents(agents, stop))
+    connected = asyncio.create_task(wait_connected(agents))
+    await asyncio.wait({running, connected}, return_when=asyncio.FIRST_COMPLETED)
+    if connected.done():
+        shown = ", ".join(agent.device_id for agent in agents[:5])
+        more = f" and {len(agents) - 5} more" if len(agents) > 5 else ""
+        logging.getLogger(__name__).info("edge agent(s) %s%s connected", shown, more)
+    connected.cancel()
+    await running
+    return 0
+
+
+def _transports(args: argparse.Namespace) -> tuple[Callable[[str], DeviceTransport], list[str]]:
+    """The transport factory and device ids the options describe; ValueError if incomplete."""
+    if args.transport == "iothub":
+        from pydantic import SecretStr
+
+        from modelferry.delivery.iothub import IoTHubDeviceTransport
+
+        text = _environment(args.connection_string_env, "--connection-string-env")
+        transport = IoTHubDeviceTransport.from_connection_string(
+            SecretStr(text), ca_file=args.ca_file
+        )
+        if args.device_id and args.device_id != [transport.device_id]:
+            raise ValueError(
+                f"the connection string is for device {transport.device_id!r}, "
+                f"not {', '.join(args.device_id)}"
+            )
+        return (lambda device_id: transport), [transport.device_id]
+    if args.device_ids_file is not None:
+        try:
+            lines = args.device_ids_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ValueError(
+                f"--device-ids-file: cannot read {args.device_ids_file}: {exc}"
+            ) from None
+        args.device_id = [*args.device_id, *(line.strip() for line in lines if line.strip())]
+    if not args.device_id:
+        raise ValueError("give --device-id (repeat it to run several agents)")
+    if len(set(args.device_id)) != len(args.device_id):
+        raise ValueError("each --device-id may be given once")
+    if args.transport == "local":
+        from modelferry.delivery.local import LocalDeviceTransport, default_hub
+
+        hub = default_hub()
+        return (lambda device_id: LocalDeviceTransport(device_id, hub)), list(args.device_id)
+    from pydantic import SecretStr
+
+    from modelferry.delivery.mqtt import MqttBroker, MqttDeviceTransport
+
+    password = None
+    if args.password_env:
+        password = SecretStr(_environment(args.password_env, "--password-env"))
+    broker = MqttBroker(
+        host=args.broker_host,
+        port=args.broker_port,
+        username=args.username,
+        password=password,
+        tls=args.tls,
+        ca_file=args.ca_file,
+        protocol=args.mqtt_protocol,
+    )
+    return (lambda device_id: MqttDeviceTransport(device_id, broker)), list(args.device_id)
+
+
+def _environment(name: str | None, option: str) -> str:
+    if not name:
+        raise ValueError(f"{option} must name an environment variable")
+    value = os.environ.get(name)
+    if not value:
+        raise ValueError(f"{option}: the environment variable {name} is not set")
+    return value
+
+
+def _usage(message: str) -> str:
+    return f"modelferry agent: error: {message}"

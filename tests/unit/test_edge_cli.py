@@ -1,0 +1,150 @@
+"""`modelferry agent`: run, rollback and status from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from modelferry.cli import main
+from modelferry.edge import InstalledVersion, install_version, load_public_keys
+from modelferry.edge.install import prepare_root, staging_folder
+from modelferry.packaging import SigningKey
+from modelferry.packaging.signing import VerifyKey
+
+KEY = SigningKey.generate().verify_key
+
+
+def install(root: Path, version: str) -> None:
+    folder = staging_folder(root) / "package"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"model": {"name": "m", "version": version}}))
+    install_version(root, folder, InstalledVersion("pkg", version, "m", version, f"d-{version}"))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    folder = tmp_path / "edge"
+    prepare_root(folder)
+    return folder
+
+
+def test_rollback_and_status(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    install(root, "1")
+    install(root, "2")
+
+    assert main(["agent", "status", "--root", str(root)]) == 0
+    shown = capsys.readouterr().out
+    assert "current: pkg/2" in shown
+    assert " * pkg/2" in shown
+    assert "   pkg/1" in shown
+
+    assert main(["agent", "rollback", "--root", str(root)]) == 0
+    assert "pkg/2 -> pkg/1 is current" in capsys.readouterr().out
+    assert os.readlink(root / "current") == "versions/pkg/1"
+
+    assert main(["agent", "rollback", "--root", str(root)]) == 1
+    assert "no version before pkg/1" in capsys.readouterr().err
+
+
+def test_device_id_selects_a_folder_of_a_multi_agent_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    device_root = tmp_path / "fleet" / "edge-7"
+    prepare_root(device_root)
+    install(device_root, "3")
+
+    code = main(["agent", "status", "--root", str(tmp_path / "fleet"), "--device-id", "edge-7"])
+
+    assert code == 0
+    assert "current: pkg/3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "give at least one --public-key"),
+        (["--public-key", "not-a-key"], "--public-key: a public key must be"),
+        (["--public-key", KEY.public_base64, "--transport", "mqtt"], "give --device-id"),
+        (
+            ["--public-key", KEY.public_base64, "--device-id", "d", "--password-env", "NO_SUCH"],
+            "the environment variable NO_SUCH is not set",
+        ),
+        (
+            ["--public-key", KEY.public_base64, "--transport", "iothub"],
+            "--connection-string-env must name an environment variable",
+        ),
+        (
+            ["--public-key", KEY.public_base64, "--device-id", "d", "--device-id", "d"],
+            "each --device-id may be given once",
+        ),
+        (
+            ["--public-key", KEY.public_base64, "--device-ids-file", "/nonexistent/ids.txt"],
+            "--device-ids-file: cannot read /nonexistent/ids.txt",
+        ),
+    ],
+)
+def test_incomplete_run_options_are_usage_errors(
+    root: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    extra: list[str],
+    message: str,
+) -> None:
+    monkeypatch.delenv("NO_SUCH", raising=False)
+    assert main(["agent", "--root", str(root), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_public_keys_load_from_files_and_inline_text(tmp_path: Path) -> None:
+    pem = tmp_path / "key.pem"
+    pem.write_text(KEY.public_pem())
+    b64 = tmp_path / "key.pub"
+    b64.write_text(KEY.public_base64 + "\n")
+
+    keys = load_public_keys([pem, str(b64), KEY.public_base64])
+
+    assert keys == [KEY, KEY, KEY]
+    assert all(isinstance(key, VerifyKey) for key in keys)
+
+
+def test_the_agent_runs_until_sigterm(tmp_path: Path) -> None:
+    root = tmp_path / "edge"
+    command = [
+        sys.executable,
+        "-m",
+        "modelferry.cli",
+        "agent",
+        "--transport",
+        "local",
+        "--device-id",
+        "edge-1",
+        "--root",
+        str(root),
+        "--public-key",
+        KEY.public_base64,
+    ]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        started = time.monotonic()
+        line = ""
+        while "connected" not in line and time.monotonic() - started < 60:
+            line = process.stderr.readline()
+            if not line and process.poll() is not None:
+                break
+        assert "edge agent(s) edge-1 connected" in line
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert (root / "state.json").exists()
+    assert (root / "versions").is_dir()
