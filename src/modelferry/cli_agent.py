@@ -264,7 +264,9 @@ def _transports(args: argparse.Namespace) -> tuple[Callable[[str], DeviceTranspo
 def _environment(name: str | None, option: str) -> str:
     if not name:
         raise ValueError(f"{option} must name an environment variable")
-    value = os.environ.get(name)
+    # Taken out of the environment, so that no child (the smoke prediction runs the
+    # package's own code) inherits the secret.
+    value = os.environ.pop(name, None)
     if not value:
         raise ValueError(f"{option}: the environment variable {name} is not set")
     return value

@@ -31,17 +31,20 @@ from pydantic import SecretStr
 from modelferry.delivery import messages as m
 from modelferry.delivery.channel import DeliveryChannel, DeviceTransport
 from modelferry.delivery.local import LocalChannel, LocalDeviceTransport, LocalHub
+from modelferry.delivery.outcomes import FleetResult
 from modelferry.edge import (
     AgentSettings,
     DownloadSettings,
     EdgeAgent,
     InstallError,
     SmokeRunner,
+    create_local_agents,
     current_version,
     rollback,
     run_agents,
     start_local_agents,
 )
+from modelferry.edge.fleet import wait_connected
 from modelferry.edge.state import StateStore
 from modelferry.errors import ChannelError
 from modelferry.packaging import INVALID_SIGNATURE, PackageInputs, SigningKey, build_package
@@ -769,6 +772,48 @@ def test_many_local_agents_run_on_one_background_thread(
     for device in devices:
         assert installed(fleet / device) == (PACKAGE_ID, "1")
     assert not any(agent.connected.is_set() for agent in running.agents)
+
+
+def test_the_cloud_rollout_delivers_to_reference_agents(
+    packages: dict[str, Path], tmp_path: Path
+) -> None:
+    from modelferry.delivery.fleet import roll_out
+    from modelferry.delivery.plan import DeliveryPlan, FleetPolicy
+
+    hub = LocalHub()
+    store = LocalPackageStore(tmp_path / "store")
+    stored = store.put(packages["1"], package_id=PACKAGE_ID, version="1")
+    good = ["edge-a", "edge-b", "edge-c"]
+    tampered_device = "edge-t"
+    fleet = tmp_path / "fleet"
+    # One device trusts another key: its agent must refuse the package.
+    agents = create_local_agents(good, hub, fleet, [KEY.verify_key], FAST)
+    agents += create_local_agents([tampered_device], hub, fleet, [STRANGER.verify_key], FAST)
+    for agent in agents:
+        agent.smoke_runner = SMOKE
+    plan = DeliveryPlan(package=stored, devices=[*good, tampered_device], project_id=PROJECT)
+    policy = FleetPolicy(inactivity_timeout=60, deadline=120, retries=0, max_failure_share=1)
+
+    async def scenario() -> FleetResult:
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_agents(agents, stop))
+        try:
+            await asyncio.wait_for(wait_connected(agents), 10)
+            return await roll_out(plan, LocalChannel(hub), store, policy=policy)
+        finally:
+            stop.set()
+            await running
+
+    result = asyncio.run(scenario())
+
+    states = {row.device_id: row.state for row in result.rows}
+    assert states == {**dict.fromkeys(good, "Success"), tampered_device: "Error"}
+    error = next(row.error for row in result.rows if row.device_id == tampered_device)
+    assert error is not None
+    assert "not trusted here" in error
+    for device in good:
+        assert installed(fleet / device) == (PACKAGE_ID, "1")
+    assert installed(fleet / tampered_device) is None
 
 
 def test_the_agent_imports_no_orchestrator_mlflow_or_training_stack() -> None:

@@ -148,3 +148,21 @@ def test_the_agent_runs_until_sigterm(tmp_path: Path) -> None:
             process.wait()
     assert (root / "state.json").exists()
     assert (root / "versions").is_dir()
+
+
+def test_secrets_are_taken_out_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelferry.cli import _build_parser
+    from modelferry.cli_agent import _transports
+
+    monkeypatch.setenv("BROKER_PASSWORD", "s3cret")
+    args = _build_parser().parse_args(
+        ["agent", "--root", "r", "--device-id", "d", "--password-env", "BROKER_PASSWORD"]
+    )
+
+    transport_for, devices = _transports(args)
+
+    assert devices == ["d"]
+    assert "BROKER_PASSWORD" not in os.environ  # the smoke child cannot inherit it
+    transport = transport_for("d")
+    assert transport.device_id == "d"
+    assert "s3cret" not in repr(transport)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,13 @@ def test_a_failed_update_writes_nothing(root: Path) -> None:
         fail_midway()
 
     assert list(store.read().deliveries) == ["d-1"]
+
+
+def test_a_current_version_deleted_by_hand_counts_as_nothing_installed(root: Path) -> None:
+    put(root, "1")
+    shutil.rmtree(root / "versions" / "pkg" / "1")
+
+    assert current_version(root) is None
+    outcome = install_version(root, stage(root, "1"), InstalledVersion("pkg", "1"))
+    assert outcome.previous is None
+    assert (root / "current" / "manifest.json").is_file()

@@ -206,6 +206,10 @@ def _current_target(root: Path) -> tuple[str, str] | None:
     if len(parts) != 3 or parts[0] != VERSIONS_DIR:
         logger.warning("%s points at %s, outside %s/", root / CURRENT_LINK, target, VERSIONS_DIR)
         return None
+    if not (root / target).is_dir():
+        # Deleted by hand: nothing usable is installed, so a delivery installs afresh.
+        logger.warning("%s points at %s, which is gone", root / CURRENT_LINK, target)
+        return None
     return parts[1], parts[2]
 
 
