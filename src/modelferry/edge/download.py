@@ -68,7 +68,8 @@ class DownloadSettings:
     max_backoff: float = 15.0
     timeout: float = 30.0
     """Seconds to wait for a connection or for the next bytes."""
-    chunk_size: int = 256 * 1024
+    chunk_size: int = 1024 * 1024
+    """Bytes read at a time from a `file://` link (HTTP bodies are written as they arrive)."""
     max_bytes: int = 8 * 1024**3
     """Larger packages are refused rather than fill the device's disk."""
     progress_percent: float = 10.0
