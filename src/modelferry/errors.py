@@ -23,11 +23,13 @@ what to do about it.
     ├── PackageVerificationError    a package's signature, checksums or layout are wrong
     │   └── UnsafeArchiveError        an archive entry escapes its folder, is a link or too large
     ├── PackageStoreError           a package store refused an upload, link or download
-    └── DeliveryError
+    └── DeliveryError               also: the delivery record store failed
         ├── MalformedMessageError     a protocol message lacks a property or has a bad body
         ├── ChannelError              a delivery channel cannot send or receive
         ├── DeliveryFailedError       a device reported Error, or a fleet rollout was aborted
-        └── DeliveryTimedOutError     a device went quiet or missed the delivery deadline
+        ├── DeliveryTimedOutError     a device went quiet or missed the delivery deadline
+        └── (edge agent, in modelferry.edge) DownloadFailedError / LinkExpiredError,
+            SmokeTestError, InstallError: the device-side failures it reports as `Error`
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ class DeliveryError(ModelferryError):
 
 
 class MalformedMessageError(DeliveryError):
-    """A protocol message has a missing or wrong property, or a body that is not the JSON expected."""
+    """A protocol message lacks a property, has a wrong one, or a body that is not valid JSON."""
 
 
 class ChannelError(DeliveryError):

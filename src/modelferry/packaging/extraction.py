@@ -35,8 +35,8 @@ def safe_extract(
     Entries are checked by name, type and declared size first (`check_entries`), then
     unpacked into a temporary sibling of `dest` while the bytes that really come out are
     counted against `limits`. Files get mode 0644 and folders 0755 (less the umask),
-    whatever the archive says. `check`, when given, runs on the unpacked folder before it is renamed to `dest`
-    (say, `verify_tree`); if it raises, nothing is left behind.
+    whatever the archive says. `check`, when given, runs on the unpacked folder before it is
+    renamed to `dest` (say, `verify_tree`); if it raises, nothing is left behind.
 
     Returns:
         `dest`.
