@@ -10,7 +10,9 @@ from pydantic import ConfigDict, Field, SecretStr, model_validator
 from modelferry.delivery.channel import DeliveryChannel
 from modelferry.delivery.iothub import IoTHubChannel
 from modelferry.delivery.iothub_auth import parse_connection_string
+from modelferry.delivery.local import LocalChannel
 from modelferry.delivery.mqtt import DEFAULT_CLOUD_CLIENT_ID, MqttBroker, MqttChannel
+from modelferry.errors import InvalidConfigError
 
 
 class MqttDeliveryChannel(Block):
@@ -127,3 +129,22 @@ class IoTHubDeliveryChannel(Block):
             consumer_group=self.consumer_group,
             eventhub_name=self.eventhub_name,
         )
+
+
+def resolve_delivery_channel(channel_block: str | None) -> DeliveryChannel:
+    """The channel of a saved channel block (``block-type-slug/name``), else the local one.
+
+    With no block, the embedded default: the in-process channel on the process-wide hub,
+    where the devices are reference agents running in this process.
+    """
+    if channel_block is None:
+        return LocalChannel()
+    block = Block.load(channel_block)
+    build = getattr(block, "get_channel", None)
+    if not callable(build):
+        raise InvalidConfigError(
+            f"block {channel_block!r} is a {type(block).__name__}, not a delivery channel block "
+            "(modelferry-mqtt-delivery-channel or modelferry-iothub-delivery-channel)"
+        )
+    built: DeliveryChannel = build()
+    return built

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
+from modelferry.errors import InvalidConfigError
 from modelferry.stores.azure_blob import AzureBlobPackageStore, LinkSettings
 from modelferry.stores.azure_sdk import blob_sdk
+from modelferry.stores.base import PackageStore
 from modelferry.stores.local import DEFAULT_ROOT, LocalPackageStore
 
 if TYPE_CHECKING:
@@ -116,3 +118,21 @@ class AzureBlobPackageStoreBlock(Block):
                 client_secret=self.client_secret.get_secret_value(),
             )
         return DefaultAzureCredential()
+
+
+def resolve_package_store(store_block: str | None) -> PackageStore:
+    """The store of a saved store block (``block-type-slug/name``), else the local default.
+
+    With no block, the embedded default: a `LocalPackageStore` under `.modelferry/packages`.
+    """
+    if store_block is None:
+        return LocalPackageStore(DEFAULT_ROOT)
+    block = Block.load(store_block)
+    build = getattr(block, "get_store", None)
+    if not callable(build):
+        raise InvalidConfigError(
+            f"block {store_block!r} is a {type(block).__name__}, not a package store block "
+            "(modelferry-local-package-store or modelferry-azure-blob-package-store)"
+        )
+    built: PackageStore = build()
+    return built

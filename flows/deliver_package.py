@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import cast
 
 from prefect import flow, get_run_logger
@@ -27,20 +29,21 @@ from prefect.context import get_run_context
 from prefect.states import Completed
 from pydantic import SecretStr
 
-from modelferry.delivery.channel import DeliveryChannel
+from blocks.delivery_channel import resolve_delivery_channel
+from blocks.package_store import resolve_package_store
+from blocks.signing_key import resolve_signing_key
+from modelferry.delivery.local import LocalChannel, default_hub
 from modelferry.delivery.outcomes import FleetResult
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy, parse_device_ids
-from modelferry.errors import DeliveryFailedError, DeliveryTimedOutError
+from modelferry.edge.fleet import AgentThread, start_local_agents
+from modelferry.errors import DeliveryFailedError, DeliveryTimedOutError, InvalidConfigError
 from modelferry.registry.tracking import DEFAULT_HOME
-from modelferry.stores.base import PackageStore
 from tasks.delivery import (
     find_edge_package,
     publish_delivery_report,
     report_key,
     roll_out_package,
 )
-
-DEFAULT_PACKAGES_HOME = DEFAULT_HOME / "packages"
 
 
 @flow(name="deliver-package")
@@ -63,6 +66,8 @@ def deliver_package(
     max_failure_share: float = 0.2,
     delivery_retries: int = 2,
     retry_backoff_seconds: float = 5.0,
+    start_local_agents: bool = False,
+    signing_key_block: str | None = None,
 ) -> FleetResult:
     """Deliver the package `edge_package_name` `edge_package_version` to the target devices.
 
@@ -91,6 +96,11 @@ def deliver_package(
         max_failure_share: stop starting devices once more than this share failed.
         delivery_retries: further attempts per device after a timeout or transport error.
         retry_backoff_seconds: wait before the first retry; doubled for each next one.
+        start_local_agents: with the local channel only: run a reference edge agent for
+            each target device in this process (under `.modelferry/devices/`), so the
+            whole path runs on one machine (the embedded default, `make demo`).
+        signing_key_block: the key whose public half the local agents trust; default the
+            embedded development key (the one `package-model` signs with by default).
 
     Returns:
         The rollout's result. The run fails, after publishing the report, when any device
@@ -101,8 +111,13 @@ def deliver_package(
     devices = parse_device_ids(target_device_id)
     project = project_id or f"{deploy_env}-{model_name}"
     secret = SecretStr(records_url) if isinstance(records_url, str) else records_url
-    store = _store(store_block)
-    channel = _channel(channel_block)
+    store = resolve_package_store(store_block)
+    channel = resolve_delivery_channel(channel_block)
+    if start_local_agents and not isinstance(channel, LocalChannel):
+        raise InvalidConfigError(
+            f"start_local_agents needs the local channel, but {channel_block!r} is a "
+            f"{channel.name} channel: its devices run their own agents; set it to false"
+        )
 
     package = find_edge_package(store, edge_package_name, edge_package_version)
     plan = DeliveryPlan(
@@ -128,8 +143,9 @@ def deliver_package(
     )  # fmt: skip
     # Submitted, the async task runs on the task runner's own event loop; `.result()` is
     # its value (Prefect's type hints say coroutine).
-    rollout = roll_out_package.submit(plan, policy, channel, store, secret, flow_run_id)
-    result = cast(FleetResult, rollout.result())
+    with _local_agents(devices, signing_key_block) if start_local_agents else nullcontext():
+        rollout = roll_out_package.submit(plan, policy, channel, store, secret, flow_run_id)
+        result = cast(FleetResult, rollout.result())
 
     key = report_key(deploy_env, model_name)
     publish_delivery_report(
@@ -146,24 +162,16 @@ def deliver_package(
     return Completed(message=result.summary(), data=result)  # type: ignore[return-value]
 
 
-def _store(block: str | None) -> PackageStore:
-    if block is None:
-        from modelferry.stores.local import LocalPackageStore
-
-        return LocalPackageStore(DEFAULT_PACKAGES_HOME)
-    from prefect.blocks.core import Block
-
-    return Block.load(block).get_store()  # type: ignore[union-attr,no-any-return]
+DEFAULT_DEVICES_HOME = DEFAULT_HOME / "devices"
 
 
-def _channel(block: str | None) -> DeliveryChannel:
-    if block is None:
-        from modelferry.delivery.local import LocalChannel
-
-        return LocalChannel()
-    from prefect.blocks.core import Block
-
-    return Block.load(block).get_channel()  # type: ignore[union-attr,no-any-return]
+def _local_agents(devices: Sequence[str], signing_key_block: str | None) -> AgentThread:
+    """Reference agents for `devices` on the process-wide hub, trusting the signing key."""
+    key = resolve_signing_key(signing_key_block).verify_key
+    get_run_logger().info(
+        "Starting %d local reference agent(s) under %s", len(devices), DEFAULT_DEVICES_HOME
+    )
+    return start_local_agents(devices, default_hub(), DEFAULT_DEVICES_HOME, [key])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channel-block")
     parser.add_argument("--store-block")
     parser.add_argument("--max-parallel", type=int, default=50)
+    parser.add_argument(
+        "--local-agents", action="store_true", help="run reference agents in this process"
+    )
     args = parser.parse_args(argv)
     # The records URL comes from the environment: a command line is visible to every user.
     records_url = os.environ.get("MODELFERRY_DELIVERY_RECORDS_URL")
@@ -196,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         store_block=args.store_block,
         records_url=SecretStr(records_url) if records_url else None,
         max_parallel=args.max_parallel,
+        start_local_agents=args.local_agents,
         return_state=True,
     )
     print(state.message)

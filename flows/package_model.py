@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed
 
 from blocks.mlflow_tracking import resolve_tracking
+from blocks.package_store import resolve_package_store
 from blocks.signing_key import resolve_signing_key
 from modelferry.errors import PackagingError
 from modelferry.registry import CHAMPION
@@ -23,11 +24,13 @@ from modelferry.registry.tracking import DEFAULT_HOME
 from tasks.packaging import (
     build_signed_package,
     find_model_version,
+    publish_package,
     record_package_on_version,
     verify_built_package,
 )
 
-DEFAULT_OUTPUT_DIR = DEFAULT_HOME / "packages"
+# Builds stay apart from the local package store (`.modelferry/packages`) they are put in.
+DEFAULT_OUTPUT_DIR = DEFAULT_HOME / "builds"
 
 
 @dataclass(frozen=True)
@@ -45,13 +48,15 @@ class PackagedModel:
     sha256: str
     size: int
     artifact_path: str
+    store: str
+    store_key: str
 
     def summary(self) -> str:
         """The package in one line."""
         return (
             f"Packaged {self.model_name} v{self.model_version} as {self.package_id} "
             f"{self.package_version}: {self.path} ({self.size} bytes, sha256 {self.sha256[:12]}, "
-            f"signed by key {self.signing_key_id})"
+            f"signed by key {self.signing_key_id}); in the {self.store} store as {self.store_key}"
         )
 
 
@@ -66,6 +71,7 @@ def package_model(
     mlflow_block: str | None = None,
     tracking_uri: str | None = None,
     output_dir: str | None = None,
+    store_block: str | None = None,
 ) -> PackagedModel:
     """Package a registered model version, sign it, verify it and record it on the version.
 
@@ -80,7 +86,10 @@ def package_model(
         mlflow_block: name of a saved `MlflowTracking` block; instead of `tracking_uri`.
         tracking_uri: MLflow tracking URI; default `MLFLOW_TRACKING_URI`, else the
             embedded SQLite store under `.modelferry/`.
-        output_dir: where the zip goes; default `.modelferry/packages`.
+        output_dir: where the zip is built; default `.modelferry/builds`.
+        store_block: a saved package store block, as ``block-type-slug/name`` (e.g. Blob
+            Storage), the package is put in for devices; default the local store under
+            `.modelferry/packages`.
 
     Returns:
         The package built. Rebuilding the same version gives the same bytes.
@@ -102,6 +111,8 @@ def package_model(
     if manifest != built.manifest:
         raise PackagingError(f"{built.path} changed between building and verifying it")
     artifact = record_package_on_version(settings, source, built)
+    store = resolve_package_store(store_block)
+    stored = publish_package(store, built)
     logger.info(built.summary())
 
     packaged = PackagedModel(
@@ -116,6 +127,8 @@ def package_model(
         sha256=built.sha256,
         size=built.size,
         artifact_path=artifact,
+        store=store.name,
+        store_key=stored.key,
     )
     return Completed(message=packaged.summary(), data=packaged)  # type: ignore[return-value]
 
@@ -132,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mlflow-block")
     parser.add_argument("--tracking-uri")
     parser.add_argument("--output-dir")
+    parser.add_argument("--store-block")
     args = parser.parse_args(argv)
     packaged = package_model(
         args.model_name,
@@ -143,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         args.mlflow_block,
         args.tracking_uri,
         args.output_dir,
+        args.store_block,
     )
     print(packaged.summary())
     return 0

@@ -1,9 +1,9 @@
 """`retrain-and-deliver`: the nightly job.
 
 Retrain, register and decide (`train-and-register`); an approved champion is then rolled
-out to its online endpoint (`deploy-online-endpoint`). A rejected model stops the night's
-run there: nothing downstream ever sees it. Packaging and edge delivery take the same
-outcome as they are added.
+out to its online endpoint (`deploy-online-endpoint`), packaged and signed
+(`package-model`) and delivered to the edge devices the config names (`deliver-package`).
+A rejected model stops the night's run there: nothing downstream ever sees it.
 
     python -m flows.retrain_and_deliver --config config/model_config.json
 """
@@ -16,30 +16,39 @@ from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed
+from pydantic import SecretStr
 
+from flows.deliver_package import deliver_package
 from flows.deploy_online_endpoint import (
     DEFAULT_ENDPOINTS_HOME,
     RolloutOutcome,
     deploy_online_endpoint,
 )
 from flows.notifications import notify_failure
+from flows.package_model import PackagedModel, package_model
 from flows.train_and_register import DEFAULT_CONFIG, RegistrationOutcome, train_and_register
-from modelferry.config import APPROVAL_MODES
+from modelferry.config import APPROVAL_MODES, load_config
+from modelferry.delivery.outcomes import FleetResult
 from modelferry.endpoints.rollout import Strategy
 
 
 @dataclass(frozen=True)
 class NightlyOutcome:
-    """What the night's run did: the registration, and the rollout when there was one."""
+    """What the night's run did: the registration, then what followed an approval."""
 
     registration: RegistrationOutcome
     rollout: RolloutOutcome | None
+    package: PackagedModel | None = None
+    delivery: FleetResult | None = None
 
     def summary(self) -> str:
-        """The decision, and where the champion now serves."""
-        if self.rollout is None:
-            return self.registration.summary()
-        return f"{self.registration.summary()}; {self.rollout.summary()}"
+        """The decision, where the champion now serves, and which devices run it."""
+        parts = [self.registration.summary()]
+        if self.rollout is not None:
+            parts.append(self.rollout.summary())
+        if self.delivery is not None:
+            parts.append(self.delivery.summary())
+        return "; ".join(parts)
 
     def report(self) -> str:
         """Where to look, for people."""
@@ -49,6 +58,18 @@ class NightlyOutcome:
             lines += [
                 f"Online endpoint:   {self.rollout.scoring_uri} ({weights})",
                 f"Try it:            modelferry endpoints show {self.rollout.endpoint}",
+            ]
+        if self.package is not None:
+            lines.append(
+                f"Edge package:      {self.package.package_id} {self.package.package_version} "
+                f"(sha256 {self.package.sha256[:12]}, key {self.package.signing_key_id}, "
+                f"{self.package.store} store)"
+            )
+        if self.delivery is not None:
+            lines.append(f"Edge delivery:     {self.delivery.summary()}")
+            lines += [
+                f"  {row['device']:<16} {row['state']:<10} attempts {row['attempts']}"
+                for row in self.delivery.table()
             ]
         return "\n".join(lines)
 
@@ -71,6 +92,11 @@ def retrain_and_deliver(
     rollout_step_seconds: float = 60.0,
     endpoints_home: str = DEFAULT_ENDPOINTS_HOME,
     endpoint_block: str | None = None,
+    deliver: bool = True,
+    signing_key_block: str | None = None,
+    store_block: str | None = None,
+    channel_block: str | None = None,
+    records_url: SecretStr | str | None = None,
 ) -> NightlyOutcome:
     """Retrain the model, and roll an approved champion out to its online endpoint.
 
@@ -88,6 +114,13 @@ def retrain_and_deliver(
         rollout_step_seconds: how long each traffic step is watched.
         endpoints_home: state folder of the local endpoint backend.
         endpoint_block: a saved block giving another endpoint backend (e.g. Azure ML).
+        deliver: package an approved champion and deliver it to the config's devices
+            (`delivery.devices`; nothing to do when there are none).
+        signing_key_block: a saved `PackageSigningKey` block; default the development key.
+        store_block: a saved package store block (``slug/name``); default the local store.
+        channel_block: a saved delivery channel block (``slug/name``); default the local
+            channel, with in-process reference agents when `delivery.local_agents` is on.
+        records_url: SQLAlchemy URL of the delivery records; default SQLite.
     """
     logger = get_run_logger()
     registration = train_and_register(
@@ -113,7 +146,41 @@ def retrain_and_deliver(
             endpoint_block=endpoint_block,
             mlflow_block=mlflow_block,
         )
-    outcome = NightlyOutcome(registration, rollout)
+    package = delivery = None
+    devices = load_config(config_path).delivery if registration.approved and deliver else None
+    if devices is not None and devices.devices:
+        package = package_model(
+            registration.model_name,
+            model_version=registration.version,
+            package_id=devices.package_name,
+            signing_key_block=signing_key_block,
+            mlflow_block=mlflow_block,
+            tracking_uri=tracking_uri,
+            store_block=store_block,
+        )
+        delivery = deliver_package(
+            deploy_env=devices.deploy_env,
+            model_type=devices.model_type,
+            model_name=registration.model_name,
+            target_device_id=list(devices.devices),
+            edge_package_name=package.package_id,
+            edge_package_version=package.package_version,
+            model_version=registration.version,
+            channel_block=channel_block,
+            store_block=store_block,
+            records_url=records_url,
+            inactivity_timeout_seconds=devices.inactivity_timeout_seconds,
+            deadline_seconds=devices.deadline_seconds,
+            max_parallel=devices.max_parallel,
+            canary_share=devices.canary_share,
+            max_failure_share=devices.max_failure_share,
+            delivery_retries=devices.retries,
+            start_local_agents=devices.local_agents and channel_block is None,
+            signing_key_block=signing_key_block,
+        )
+    elif devices is not None:
+        logger.info("No edge devices in the config's delivery section; nothing to deliver.")
+    outcome = NightlyOutcome(registration, rollout, package, delivery)
     return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
 
 
@@ -124,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--approval", choices=APPROVAL_MODES)
     parser.add_argument("--tracking-uri")
     parser.add_argument("--no-deploy", action="store_true", help="skip the online rollout")
+    parser.add_argument("--no-deliver", action="store_true", help="skip packaging and delivery")
     parser.add_argument("--rollout-step-seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
     outcome = retrain_and_deliver(
@@ -132,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         args.tracking_uri,
         deploy=not args.no_deploy,
         rollout_step_seconds=args.rollout_step_seconds,
+        deliver=not args.no_deliver,
     )
     print()
     print(outcome.report())

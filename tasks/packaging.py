@@ -27,6 +27,7 @@ from modelferry.packaging.registry import (
     record_package,
 )
 from modelferry.registry import TrackingSettings
+from modelferry.stores.base import PackageStore, StoredPackage
 from tasks.retry_policy import TRANSIENT_RETRIES, TRANSIENT_RETRY_DELAYS, retry_on_transient
 
 
@@ -100,3 +101,19 @@ def record_package_on_version(
 ) -> str:
     """Tag the version with the package and log the zip to its run under `packages/`."""
     return record_package(settings, source, built)
+
+
+# The store retries transient failures inside `put()`; the task retries once more for an
+# outage longer than that. A repeated put of the same bytes is a no-op.
+@task(
+    name="publish-package",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[10, 60],
+    timeout_seconds=1800,
+)
+def publish_package(store: PackageStore, built: BuiltPackage) -> StoredPackage:
+    """Put the package in the store devices download from."""
+    return store.put(
+        built.path, package_id=built.manifest.package_id, version=built.manifest.version
+    )

@@ -27,6 +27,7 @@ from modelferry.packaging import SigningKey, VerifyKey, unpack_package, verify_p
 from modelferry.packaging.signing import DEV_PRIVATE_KEY_FILE, DEV_PUBLIC_KEY_FILE
 from modelferry.registry import ModelRegistry, TrackingSettings
 from modelferry.serving.model import load_serving_model
+from modelferry.stores.local import LocalPackageStore
 from tests.integration.flow_helpers import write_config
 from tests.model_fixtures import MODEL_NAME, register_versions
 
@@ -73,8 +74,13 @@ def test_package_model_builds_records_and_scores(
 
     assert state.is_completed(), state.message
     packaged = state.result()
-    assert packaged.path == Path(".modelferry/packages/breast-cancer-classifier-1.zip")
+    assert packaged.path == Path(".modelferry/builds/breast-cancer-classifier-1.zip")
     zip_path = tmp_path / packaged.path
+    # Put in the embedded default store, from where devices download it.
+    assert (packaged.store, packaged.store_key) == ("local", f"{MODEL}/1/{zip_path.name}")
+    stored = LocalPackageStore(tmp_path / ".modelferry" / "packages").get(MODEL, "1")
+    assert stored is not None
+    assert stored.sha256 == hashlib.sha256(zip_path.read_bytes()).hexdigest()
     assert packaged.sha256 == hashlib.sha256(zip_path.read_bytes()).hexdigest()
     assert packaged.size == zip_path.stat().st_size
     assert (packaged.package_id, packaged.package_version) == (MODEL, "1")

@@ -44,8 +44,10 @@ def alias(uri: str, name: str) -> str | None:
         return None
 
 
-def approval_events(model: str, version: str, timeout: float = 30.0) -> list[dict[str, Any]]:
-    """The `modelferry.model.approved` events the server received for this version."""
+def approval_events(
+    model: str, version: str, flow_run_id: str, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """The `modelferry.model.approved` events this flow run emitted for this version."""
     url = f"{PREFECT_API_URL.value()}/events/filter"
     body = {
         "filter": {
@@ -59,7 +61,12 @@ def approval_events(model: str, version: str, timeout: float = 30.0) -> list[dic
     while True:
         response = httpx.post(url, json=body, timeout=10)
         response.raise_for_status()
-        events: list[dict[str, Any]] = response.json()["events"]
+        events: list[dict[str, Any]] = [
+            event
+            for event in response.json()["events"]
+            if f"prefect.flow-run.{flow_run_id}"
+            in {r["prefect.resource.id"] for r in event["related"]}
+        ]
         if events or time.monotonic() > deadline:
             return events
         time.sleep(0.5)
@@ -99,11 +106,9 @@ def test_auto_approval_registers_tags_and_promotes(
     plots = {a.path for a in client.list_artifacts(v1.run_id, "plots")}
     assert plots == {"plots/roc_curve.png", "plots/feature_importance.png"}
 
-    (approved,) = approval_events(MODEL, "1")
+    (approved,) = approval_events(MODEL, "1", v1.tags["prefect.flow_run_id"])
     assert approved["payload"]["decided_by"] == "gate"
     assert approved["resource"]["modelferry.model.name"] == MODEL
-    related = {r["prefect.resource.id"] for r in approved["related"]}
-    assert f"prefect.flow-run.{v1.tags['prefect.flow_run_id']}" in related
 
     # The second night: the champion is scored on the same test set and compared.
     second = train_and_register(str(config), tracking_uri=mlflow_uri)
@@ -215,7 +220,10 @@ def test_gate_plus_manual_does_not_ask_when_gate_fails(tmp_path: Path, mlflow_ur
     assert not outcome.approved
 
 
-def test_nightly_flow_registers_then_rolls_out(tmp_path: Path, mlflow_uri: str) -> None:
+def test_nightly_flow_registers_rolls_out_and_delivers_to_the_edge(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the package store, keys and devices go under .modelferry/
     home = tmp_path / "endpoints"
     backend = LocalEndpointBackend(home, TrackingSettings.resolve(mlflow_uri))
     try:
@@ -236,17 +244,34 @@ def test_nightly_flow_registers_then_rolls_out(tmp_path: Path, mlflow_uri: str) 
         answer = backend.invoke(MODEL, {"input_data": _rows()})
         assert answer["model_version"] == "1"
         assert answer["classes"] == ["malignant", "benign"]
+
+        # The config's three devices run the champion's package, installed by local agents.
+        assert outcome.package is not None
+        assert (outcome.package.package_id, outcome.package.package_version) == (MODEL, "1")
+        assert outcome.delivery is not None
+        assert outcome.delivery.counts == {"Success": 3}
+        assert "Delivered breast-cancer-classifier 1 to 3 device(s): 3 Success" in state.message
+        for device in ("edge-001", "edge-002", "edge-003"):
+            current = tmp_path / ".modelferry" / "devices" / device / "current"
+            assert current.readlink() == Path(f"versions/{MODEL}/1")
+            assert (current / "manifest.json").is_file()
     finally:
         for endpoint in backend.list_endpoints():
             backend.delete_endpoint(endpoint.name)
 
 
-def test_nightly_flow_delivers_nothing_when_rejected(tmp_path: Path, mlflow_uri: str) -> None:
+def test_nightly_flow_delivers_nothing_when_rejected(
+    tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     config = write_config(tmp_path, gate={"metrics": {"roc_auc": {"threshold": 0.9999}}})
     home = tmp_path / "endpoints"
     outcome = retrain_and_deliver(str(config), tracking_uri=mlflow_uri, endpoints_home=str(home))
     assert not outcome.registration.approved
     assert outcome.rollout is None
+    assert outcome.package is None
+    assert outcome.delivery is None
+    assert not (tmp_path / ".modelferry" / "packages").exists()
     assert LocalEndpointBackend(home, TrackingSettings.resolve(mlflow_uri)).list_endpoints() == []
 
 

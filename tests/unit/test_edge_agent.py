@@ -323,6 +323,16 @@ def test_a_delivery_reports_each_state_and_installs_atomically(
     assert (record.state, record.attributes) == ("Success", dict(success.attributes))
 
 
+def test_a_relative_root_installs_and_passes_the_smoke_prediction(
+    packages: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The smoke child runs elsewhere; a root given relative to here must still work."""
+    monkeypatch.chdir(tmp_path)
+    cloud = asyncio.run(deliver(Path("devices/edge"), link_to(packages["1"]), ("d-1", "1")))
+    assert cloud.states("d-1")[-1] == "Success", cloud.reports[-1].attributes
+    assert (tmp_path / "devices" / "edge" / "current" / "score.py").is_file()
+
+
 def test_a_second_version_keeps_the_first_for_rollback(
     packages: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -85,7 +85,8 @@ class EdgeAgent:
                 opens its own.
         """
         self.transport = transport
-        self.root = Path(root)
+        # Absolute: the smoke child runs in another working directory.
+        self.root = Path(root).absolute()
         self.public_keys = list(public_keys)
         if not self.public_keys:
             raise ValueError("an edge agent needs at least one trusted public key")
