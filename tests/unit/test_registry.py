@@ -113,3 +113,21 @@ def test_register_alias_promote_and_load(tmp_path: Path) -> None:
     requirements = next(mlmodel).read_text()
     assert "scikit-learn==" in requirements
     assert "skops==" in requirements
+
+
+@pytest.mark.parametrize("model_type", ["random_forest", "lightgbm"])
+def test_every_model_type_logs_and_loads_back(tmp_path: Path, model_type: str) -> None:
+    """MLflow saves with skops, which refuses a forest's tree type unless it is trusted."""
+    settings = TrackingSettings.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    dataset = load_dataset(DataConfig())
+    split = split_dataset(dataset, SplitConfig(), seed=1)
+    trained = train_model(ModelSpec(type=model_type, params={"n_estimators": 10}), split, seed=1)
+    proba = predict_positive_proba(trained.estimator, split.x_test)
+    metrics = classification_metrics(split.y_test, proba)
+    logged = log_training_run(settings, "exp", trained, dataset, split, metrics, proba, {})
+    registry = ModelRegistry(settings)
+    version = registry.register(
+        "m", logged.model_uri, logged.run_id, {"modelferry.flavor": trained.flavor}
+    )
+    reloaded = predict_positive_proba(registry.load_classifier(version), split.x_test)
+    assert reloaded == pytest.approx(proba)

@@ -104,6 +104,7 @@ def log_training_run(
                 signature=signature,
                 input_example=sample,
                 pip_requirements=pip_requirements(trained.flavor),
+                skops_trusted_types=skops_trusted_types(trained.estimator),
             )
         return LoggedRun(
             run_id=run.info.run_id,
@@ -112,6 +113,19 @@ def log_training_run(
             model_id=info.model_id,
             url=settings.run_url(experiment_id, run.info.run_id),
         )
+
+
+def skops_trusted_types(estimator: Any) -> list[str]:
+    """The scikit-learn / LightGBM internals the saved model holds, which skops must trust.
+
+    MLflow saves with skops and refuses any type not on skops' default list (a random
+    forest's `sklearn.tree._tree.Tree`, say). Only types of the libraries that trained the
+    model are trusted; anything else still makes MLflow refuse the model.
+    """
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(estimator))
+    return sorted(t for t in untrusted if t.split(".", 1)[0] in {"sklearn", "lightgbm", "numpy"})
 
 
 def _ensure_experiment(settings: TrackingSettings, name: str) -> str:
