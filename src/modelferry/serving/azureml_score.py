@@ -147,7 +147,7 @@ def _load_without_mlflow(folder: Path) -> tuple[Any, list[tuple[str, str, bool]]
         default_format = "pickle"
     serialization = conf.get("serialization_format", default_format)
     if serialization == "skops":
-        import skops.io  # type: ignore[import-untyped]
+        import skops.io
 
         estimator = skops.io.load(path, trusted=conf.get("skops_trusted_types"))
     elif serialization in ("cloudpickle", "pickle"):
