@@ -14,13 +14,13 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 $(VENV)/.core: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e .
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[orchestrator]'
 	touch $@
 
 # Core plus the Azure SDKs (their backends are tested at the SDK boundary) and the test
 # and lint tools.
 $(VENV)/.dev: $(VENV)/.core
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,azure]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[orchestrator,edge,azure,dev]'
 	touch $@
 
 install: $(VENV)/.core

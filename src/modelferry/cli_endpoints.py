@@ -22,10 +22,12 @@ from pathlib import Path
 from modelferry.endpoints.backend import EndpointBackend
 from modelferry.endpoints.spec import EndpointState, TrafficSplit
 from modelferry.errors import InvalidConfigError, InvalidEndpointSpecError, ModelferryError
-from modelferry.registry import DEFAULT_HOME, TrackingSettings
+
+# No module-level import of the registry (MLflow, pandas): `modelferry agent` shares this
+# command line on edge devices, where only the `edge` extra is installed.
 
 #: Where the local backend keeps its state unless `--home` says otherwise.
-DEFAULT_ENDPOINTS_HOME = DEFAULT_HOME / "endpoints"
+DEFAULT_ENDPOINTS_HOME = Path(".modelferry") / "endpoints"
 
 BACKENDS = ("local", "azureml")
 _WORKSPACE_OPTIONS = {
@@ -151,6 +153,8 @@ def create_backend(args: argparse.Namespace) -> EndpointBackend:
         InvalidConfigError: the Azure ML workspace is not fully named.
         ModelferryError: the Azure SDKs are not installed (the message names the extra).
     """
+    from modelferry.registry import TrackingSettings
+
     settings = TrackingSettings.resolve(args.tracking_uri)
     if args.backend == "local":
         from modelferry.endpoints.local import LocalEndpointBackend
