@@ -57,11 +57,8 @@ def build_deployments(path: Path = PREFECT_YAML) -> list[RunnerDeployment]:
     for entry in read_spec(path):
         flow = load_flow_from_entrypoint(entry["entrypoint"])
         schedules = [_schedule(s) for s in entry.get("schedules") or [] if s.get("active", True)]
-        triggers = [
-            DeploymentEventTrigger(**t)
-            for t in entry.get("triggers") or []
-            if t.get("enabled", True)
-        ]
+        # Disabled triggers are registered disabled, as `prefect deploy` does.
+        triggers = [DeploymentEventTrigger(**t) for t in entry.get("triggers") or []]
         built.append(
             flow.to_deployment(
                 name=entry["name"],

@@ -18,16 +18,16 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed
 from pydantic import SecretStr
 
-from flows.deliver_package import deliver_package
 from flows.deploy_online_endpoint import (
     DEFAULT_ENDPOINTS_HOME,
     RolloutOutcome,
     deploy_online_endpoint,
 )
 from flows.notifications import notify_failure
-from flows.package_model import PackagedModel, package_model
+from flows.package_and_deliver import package_and_deliver
+from flows.package_model import PackagedModel
 from flows.train_and_register import DEFAULT_CONFIG, RegistrationOutcome, train_and_register
-from modelferry.config import APPROVAL_MODES, load_config
+from modelferry.config import APPROVAL_MODES
 from modelferry.delivery.outcomes import FleetResult
 from modelferry.endpoints.rollout import Strategy
 
@@ -147,39 +147,19 @@ def retrain_and_deliver(
             mlflow_block=mlflow_block,
         )
     package = delivery = None
-    devices = load_config(config_path).delivery if registration.approved and deliver else None
-    if devices is not None and devices.devices:
-        package = package_model(
+    if registration.approved and deliver:
+        stage = package_and_deliver(
             registration.model_name,
-            model_version=registration.version,
-            package_id=devices.package_name,
+            registration.version,
+            config_path=config_path,
             signing_key_block=signing_key_block,
+            store_block=store_block,
+            channel_block=channel_block,
+            records_url=records_url,
             mlflow_block=mlflow_block,
             tracking_uri=tracking_uri,
-            store_block=store_block,
         )
-        delivery = deliver_package(
-            deploy_env=devices.deploy_env,
-            model_type=devices.model_type,
-            model_name=registration.model_name,
-            target_device_id=list(devices.devices),
-            edge_package_name=package.package_id,
-            edge_package_version=package.package_version,
-            model_version=registration.version,
-            channel_block=channel_block,
-            store_block=store_block,
-            records_url=records_url,
-            inactivity_timeout_seconds=devices.inactivity_timeout_seconds,
-            deadline_seconds=devices.deadline_seconds,
-            max_parallel=devices.max_parallel,
-            canary_share=devices.canary_share,
-            max_failure_share=devices.max_failure_share,
-            delivery_retries=devices.retries,
-            start_local_agents=devices.local_agents and channel_block is None,
-            signing_key_block=signing_key_block,
-        )
-    elif devices is not None:
-        logger.info("No edge devices in the config's delivery section; nothing to deliver.")
+        package, delivery = stage.package, stage.delivery
     outcome = NightlyOutcome(registration, rollout, package, delivery)
     return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
 

@@ -1,0 +1,99 @@
+"""`package-and-deliver`: package an approved model version and deliver it to its devices.
+
+The edge stage of the nightly job, also a flow of its own so that a deployment trigger on
+`modelferry.model.approved` can start it (prefect.yaml `package-and-deliver/on-approval`).
+The devices, environment and fleet policy come from the model config's `delivery` section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect import flow, get_run_logger
+from prefect.states import Completed
+from pydantic import SecretStr
+
+from flows.deliver_package import deliver_package
+from flows.notifications import notify_failure
+from flows.package_model import PackagedModel, package_model
+from flows.train_and_register import DEFAULT_CONFIG
+from modelferry.config import load_config
+from modelferry.delivery.outcomes import FleetResult
+
+
+@dataclass(frozen=True)
+class EdgeStage:
+    """The package built and the fleet rollout; None when the config names no devices."""
+
+    package: PackagedModel | None
+    delivery: FleetResult | None
+
+    def summary(self) -> str:
+        """One line: what went where."""
+        if self.delivery is None:
+            return "no edge devices in the config's delivery section; nothing delivered"
+        return self.delivery.summary()
+
+
+@flow(name="package-and-deliver", on_failure=[notify_failure], on_crashed=[notify_failure])
+def package_and_deliver(
+    model_name: str,
+    model_version: str,
+    config_path: str = DEFAULT_CONFIG,
+    signing_key_block: str | None = None,
+    store_block: str | None = None,
+    channel_block: str | None = None,
+    records_url: SecretStr | str | None = None,
+    mlflow_block: str | None = None,
+    tracking_uri: str | None = None,
+) -> EdgeStage:
+    """Package `model_name` `model_version` and deliver it to the config's devices.
+
+    Args:
+        model_name: the registered model.
+        model_version: the approved version to package and deliver.
+        config_path: the model config; its `delivery` section names devices and policy.
+        signing_key_block: a saved `PackageSigningKey` block; default the development key.
+        store_block: a saved package store block (``slug/name``); default the local store.
+        channel_block: a saved delivery channel block (``slug/name``); default the local
+            channel, with in-process reference agents when `delivery.local_agents` is on.
+        records_url: SQLAlchemy URL of the delivery records; default SQLite.
+        mlflow_block: name of a saved `MlflowTracking` block; instead of `tracking_uri`.
+        tracking_uri: MLflow tracking URI; default `MLFLOW_TRACKING_URI` or the embedded store.
+    """
+    delivery = load_config(config_path).delivery
+    if not delivery.devices:
+        stage = EdgeStage(None, None)
+        get_run_logger().info(stage.summary())
+        return Completed(message=stage.summary(), data=stage)  # type: ignore[return-value]
+    package = package_model(
+        model_name,
+        model_version=model_version,
+        package_id=delivery.package_name,
+        signing_key_block=signing_key_block,
+        mlflow_block=mlflow_block,
+        tracking_uri=tracking_uri,
+        store_block=store_block,
+    )
+    result = deliver_package(
+        deploy_env=delivery.deploy_env,
+        model_type=delivery.model_type,
+        model_name=model_name,
+        target_device_id=list(delivery.devices),
+        edge_package_name=package.package_id,
+        edge_package_version=package.package_version,
+        model_version=model_version,
+        channel_block=channel_block,
+        store_block=store_block,
+        records_url=records_url,
+        inactivity_timeout_seconds=delivery.inactivity_timeout_seconds,
+        deadline_seconds=delivery.deadline_seconds,
+        max_parallel=delivery.max_parallel,
+        canary_share=delivery.canary_share,
+        max_failure_share=delivery.max_failure_share,
+        delivery_retries=delivery.retries,
+        start_local_agents=delivery.local_agents and channel_block is None,
+        signing_key_block=signing_key_block,
+    )
+    stage = EdgeStage(package, result)
+    return Completed(message=stage.summary(), data=stage)  # type: ignore[return-value]
