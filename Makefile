@@ -8,7 +8,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export GIT_PYTHON_REFRESH ?= quiet
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: demo test lint typecheck install install-dev serve server clean
+.PHONY: demo test lint typecheck install install-dev serve server blocks clean
 
 # Core install: what the flows need. Versions come from constraints.txt (tested together).
 $(VENV)/.core: pyproject.toml constraints.txt
@@ -48,6 +48,10 @@ serve: $(VENV)/.core
 ## Start the team servers: Prefect (UI on :4200) and MLflow tracking (:5000); Ctrl-C stops both.
 server: $(VENV)/.core
 	$(PY) -m deployments.servers
+
+## Register modelferry's block types with the Prefect server at PREFECT_API_URL.
+blocks: $(VENV)/.dev
+	$(PY) -m blocks
 
 clean:
 	rm -rf .modelferry .pytest_cache .mypy_cache .ruff_cache

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -58,7 +59,8 @@ def deliver_package(
     project_id: str | None = None,
     channel_block: str | None = None,
     store_block: str | None = None,
-    records_url: SecretStr | str | None = None,
+    records_url: str | None = None,
+    records_secret_block: str | None = None,
     inactivity_timeout_seconds: float = 120.0,
     deadline_seconds: float = 1800.0,
     max_parallel: int = 50,
@@ -86,6 +88,8 @@ def deliver_package(
             (MQTT, IoT Hub); default the in-process local channel.
         store_block: a saved block with `get_store()`, as ``block-type-slug/name`` (Blob
             Storage); default the local store under `.modelferry/packages`.
+        records_secret_block: name of a Prefect `Secret` block holding the records URL;
+            use it for any URL with a password (PostgreSQL in production).
         records_url: SQLAlchemy URL of the delivery records; default SQLite at
             `.modelferry/deliveries.db`. Holds a password in production: pass a
             `SecretStr` or a Secret block reference.
@@ -110,7 +114,7 @@ def deliver_package(
     flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
     devices = parse_device_ids(target_device_id)
     project = project_id or f"{deploy_env}-{model_name}"
-    secret = SecretStr(records_url) if isinstance(records_url, str) else records_url
+    secret = resolve_records_url(records_url, records_secret_block)
     store = resolve_package_store(store_block)
     channel = resolve_delivery_channel(channel_block)
     if start_local_agents and not isinstance(channel, LocalChannel):
@@ -163,6 +167,31 @@ def deliver_package(
 
 
 DEFAULT_DEVICES_HOME = DEFAULT_HOME / "devices"
+_PASSWORD_IN_URL = re.compile(r"://[^/@\s]*:[^/@\s]*@")
+
+
+def resolve_records_url(
+    records_url: str | None, records_secret_block: str | None
+) -> SecretStr | None:
+    """The delivery records URL: from a Prefect `Secret` block, or given directly.
+
+    A flow run's parameters are stored and shown as given, so a URL holding a password
+    must come from a Secret block; a parameter with a password is refused without
+    repeating it.
+    """
+    if records_secret_block:
+        from prefect.blocks.system import Secret
+
+        return SecretStr(str(Secret.load(records_secret_block).get()))
+    if records_url:
+        if _PASSWORD_IN_URL.search(records_url):
+            raise InvalidConfigError(
+                "records_url holds a password, and flow run parameters are stored as given: "
+                "save the URL in a Prefect Secret block and pass its name as "
+                "records_secret_block"
+            )
+        return SecretStr(records_url)
+    return None
 
 
 def _local_agents(devices: Sequence[str], signing_key_block: str | None) -> AgentThread:
@@ -187,12 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project-id")
     parser.add_argument("--channel-block")
     parser.add_argument("--store-block")
+    parser.add_argument("--records-secret-block", help="Secret block holding the records URL")
     parser.add_argument("--max-parallel", type=int, default=50)
     parser.add_argument(
         "--local-agents", action="store_true", help="run reference agents in this process"
     )
     args = parser.parse_args(argv)
-    # The records URL comes from the environment: a command line is visible to every user.
+    # A URL with a password comes from a Secret block, never the command line.
     records_url = os.environ.get("MODELFERRY_DELIVERY_RECORDS_URL")
     state = deliver_package(
         args.deploy_env,
@@ -205,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         project_id=args.project_id,
         channel_block=args.channel_block,
         store_block=args.store_block,
-        records_url=SecretStr(records_url) if records_url else None,
+        records_url=records_url,
+        records_secret_block=args.records_secret_block,
         max_parallel=args.max_parallel,
         start_local_agents=args.local_agents,
         return_state=True,

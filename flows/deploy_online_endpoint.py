@@ -20,6 +20,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 
+from blocks.endpoint_key import EndpointKey
 from blocks.mlflow_tracking import resolve_tracking
 from flows.notifications import notify_failure
 from modelferry.endpoints.backend import EndpointBackend
@@ -88,6 +89,7 @@ def deploy_online_endpoint(
     endpoints_home: str = DEFAULT_ENDPOINTS_HOME,
     endpoint_block: str | None = None,
     mlflow_block: str | None = None,
+    key_block: str | None = None,
 ) -> RolloutOutcome:
     """Deploy a model version to an online endpoint with blue/green or canary traffic.
 
@@ -108,6 +110,8 @@ def deploy_online_endpoint(
         endpoint_block: a saved block with `get_backend(registry)` (e.g. Azure ML),
             instead of the local backend.
         mlflow_block: a saved `MlflowTracking` block, instead of `tracking_uri`.
+        key_block: save the endpoint's scoring URI and key as an `EndpointKey` block of
+            this name (overwritten) once the rollout succeeded, for the endpoint's clients.
     """
     logger = get_run_logger()
     policy = RolloutPolicy(
@@ -167,6 +171,11 @@ def deploy_online_endpoint(
         logger.info("%s at %d%%: %s", slot, step, verdict.reason)
 
     final = backend.get_endpoint(name)
+    if key_block:
+        EndpointKey(endpoint=name, scoring_uri=final.scoring_uri, key=backend.get_keys(name)).save(
+            key_block, overwrite=True
+        )
+        logger.info("Saved %s's scoring URI and key as block %r", name, key_block)
     outcome = RolloutOutcome(
         name, final.scoring_uri, slot, model_name, version.version,
         dict(final.traffic.weights), tuple(log),

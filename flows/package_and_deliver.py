@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed
-from pydantic import SecretStr
 
 from flows.deliver_package import deliver_package
 from flows.notifications import notify_failure
@@ -43,7 +42,8 @@ def package_and_deliver(
     signing_key_block: str | None = None,
     store_block: str | None = None,
     channel_block: str | None = None,
-    records_url: SecretStr | str | None = None,
+    records_url: str | None = None,
+    records_secret_block: str | None = None,
     mlflow_block: str | None = None,
     tracking_uri: str | None = None,
 ) -> EdgeStage:
@@ -58,6 +58,8 @@ def package_and_deliver(
         channel_block: a saved delivery channel block (``slug/name``); default the local
             channel, with in-process reference agents when `delivery.local_agents` is on.
         records_url: SQLAlchemy URL of the delivery records; default SQLite.
+        records_secret_block: a Prefect `Secret` block holding the records URL (for a URL
+            with a password).
         mlflow_block: name of a saved `MlflowTracking` block; instead of `tracking_uri`.
         tracking_uri: MLflow tracking URI; default `MLFLOW_TRACKING_URI` or the embedded store.
     """
@@ -86,6 +88,7 @@ def package_and_deliver(
         channel_block=channel_block,
         store_block=store_block,
         records_url=records_url,
+        records_secret_block=records_secret_block,
         inactivity_timeout_seconds=delivery.inactivity_timeout_seconds,
         deadline_seconds=delivery.deadline_seconds,
         max_parallel=delivery.max_parallel,

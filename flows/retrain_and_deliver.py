@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed
-from pydantic import SecretStr
 
 from flows.deploy_online_endpoint import (
     DEFAULT_ENDPOINTS_HOME,
@@ -96,7 +95,8 @@ def retrain_and_deliver(
     signing_key_block: str | None = None,
     store_block: str | None = None,
     channel_block: str | None = None,
-    records_url: SecretStr | str | None = None,
+    records_url: str | None = None,
+    records_secret_block: str | None = None,
 ) -> NightlyOutcome:
     """Retrain the model, and roll an approved champion out to its online endpoint.
 
@@ -121,6 +121,8 @@ def retrain_and_deliver(
         channel_block: a saved delivery channel block (``slug/name``); default the local
             channel, with in-process reference agents when `delivery.local_agents` is on.
         records_url: SQLAlchemy URL of the delivery records; default SQLite.
+        records_secret_block: a Prefect `Secret` block holding the records URL (for a URL
+            with a password).
     """
     logger = get_run_logger()
     registration = train_and_register(
@@ -156,6 +158,7 @@ def retrain_and_deliver(
             store_block=store_block,
             channel_block=channel_block,
             records_url=records_url,
+            records_secret_block=records_secret_block,
             mlflow_block=mlflow_block,
             tracking_uri=tracking_uri,
         )

@@ -200,7 +200,7 @@ def deliver(
         model_version=version,
         channel_block=channel_block,
         store_block=store_block,
-        records_url=SecretStr(records_url),
+        records_url=records_url,
         return_state=True,
         **options,
     )

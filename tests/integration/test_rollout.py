@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from blocks.endpoint_key import EndpointKey
 from flows.deploy_online_endpoint import deploy_online_endpoint
 from modelferry.endpoints.local import LocalEndpointBackend
 from modelferry.errors import DeploymentFailedError
@@ -83,9 +84,19 @@ def test_blue_green_then_canary_then_rollback(
     root, settings = home
     backend = LocalEndpointBackend(root / "endpoints", settings)
 
-    first = rollout(root, settings, "1", strategy="blue-green", step_seconds=0.5, min_requests=0)
+    first = rollout(
+        root, settings, "1", strategy="blue-green", step_seconds=0.5, min_requests=0,
+        key_block="rollout-test-endpoint-key",
+    )  # fmt: skip
     assert first.deployment == "blue"  # type: ignore[attr-defined]
     assert backend.get_endpoint(ENDPOINT).traffic.weights == {"blue": 100}
+
+    # Clients read the scoring URI and key from the block the rollout saved.
+    key = EndpointKey.load("rollout-test-endpoint-key")
+    assert key.scoring_uri == backend.get_endpoint(ENDPOINT).scoring_uri  # type: ignore[attr-defined]
+    assert key.key.get_secret_value() not in repr(key)  # type: ignore[attr-defined]
+    answer = httpx.post(key.scoring_uri, headers=key.headers(), json=score_payload(), timeout=10)  # type: ignore[attr-defined]
+    assert answer.status_code == 200
 
     with ClientLoad(backend) as load:
         second = rollout(
