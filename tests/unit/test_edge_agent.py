@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import http.server
 import json
 import shutil
@@ -235,13 +236,14 @@ async def running_agent(
     root: Path,
     settings: AgentSettings = FAST,
     transport: DeviceTransport | None = None,
+    smoke: SmokeRunner = SMOKE,
 ) -> AsyncIterator[EdgeAgent]:
     agent = EdgeAgent(
         transport or LocalDeviceTransport(DEVICE, hub),
         root,
         [KEY.verify_key],
         settings,
-        smoke_runner=SMOKE,
+        smoke_runner=smoke,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(run_agents([agent], stop))
@@ -331,6 +333,37 @@ def test_a_relative_root_installs_and_passes_the_smoke_prediction(
     cloud = asyncio.run(deliver(Path("devices/edge"), link_to(packages["1"]), ("d-1", "1")))
     assert cloud.states("d-1")[-1] == "Success", cloud.reports[-1].attributes
     assert (tmp_path / "devices" / "edge" / "current" / "score.py").is_file()
+
+
+class SlowSmoke(SmokeRunner):
+    """A smoke prediction that takes a while, as on a slow device."""
+
+    async def run(self, package_dir: Path, spec: Any, *, cache_key: str | None = None) -> Any:
+        await asyncio.sleep(0.8)
+        return await super().run(package_dir, spec, cache_key=cache_key)
+
+
+def test_a_slow_smoke_prediction_keeps_reporting_installing(
+    packages: dict[str, Path], tmp_path: Path
+) -> None:
+    """The cloud's inactivity clock must see a device busy with its smoke test as alive."""
+    settings = dataclasses.replace(FAST, heartbeat_seconds=0.2)
+
+    async def scenario() -> ScriptedCloud:
+        hub = LocalHub()
+        async with (
+            ScriptedCloud(LocalChannel(hub), link_to(packages["1"])) as cloud,
+            running_agent(hub, tmp_path / "edge", settings, smoke=SlowSmoke()),
+        ):
+            await cloud.deliver("d-slow", "1")
+            await cloud.wait_terminal("d-slow")
+        return cloud
+
+    cloud = asyncio.run(scenario())
+    beats = [r.attributes for r in cloud.reports if r.state == "Installing" and r.attributes]
+    assert len(beats) >= 2, cloud.states("d-slow")
+    assert beats[0]["step"] == "smoke prediction"
+    assert cloud.states("d-slow")[-1] == "Success"
 
 
 def test_a_second_version_keeps_the_first_for_rollback(

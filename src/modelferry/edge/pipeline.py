@@ -233,12 +233,25 @@ class PackagePipeline:
             columns=tuple(column.name for column in manifest.input_schema),
             class_names=manifest.class_names,
         )
+        smoke = asyncio.ensure_future(self.smoke_runner.run(staged, spec, cache_key=digest))
+        started = asyncio.get_running_loop().time()
         try:
-            await self.smoke_runner.run(staged, spec, cache_key=digest)
+            while True:
+                done, _ = await asyncio.wait({smoke}, timeout=self.settings.heartbeat_seconds)
+                if done:
+                    break
+                elapsed = asyncio.get_running_loop().time() - started
+                await self.report(
+                    STATE_INSTALLING, {"step": "smoke prediction", "elapsedSeconds": round(elapsed)}
+                )
+            smoke.result()
         except SmokeTestError as exc:
             raise StepFailed("smoke", f"smoke prediction failed: {exc}") from None
         except OSError as exc:
             raise StepFailed("smoke", f"cannot start the smoke prediction: {exc}") from None
+        finally:
+            if not smoke.done():
+                smoke.cancel()
 
     async def _commit(self, staged: Path, version: InstalledVersion) -> InstallOutcome:
         commit = asyncio.ensure_future(

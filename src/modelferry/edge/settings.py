@@ -33,6 +33,9 @@ class AgentSettings:
     smoke: SmokeSettings = field(default_factory=SmokeSettings)
     smoke_test: bool = True
     """Run the smoke prediction before installing. Only protocol benchmarks turn it off."""
+    heartbeat_seconds: float = 30.0
+    """While the smoke prediction runs, `Installing` is re-sent this often, so the cloud's
+    inactivity clock (120 s by default) sees a slow device as alive, not gone."""
     extraction_limits: ExtractionLimits = DEFAULT_LIMITS
 
 
