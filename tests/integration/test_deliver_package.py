@@ -14,6 +14,7 @@ from modelferry.delivery.local import default_hub
 from modelferry.delivery.records import DeliveryRecords
 from modelferry.delivery.states import ERROR, SKIPPED, SUCCESS, TIMED_OUT
 from modelferry.stores.base import PackageStore
+from modelferry.stores.local import LocalPackageStore
 from tests.fake_devices import (
     DeviceScript,
     DevicesInThread,
@@ -203,11 +204,10 @@ def test_a_missing_package_fails_with_how_to_build_it(store_block: str, records_
 def test_with_no_blocks_the_embedded_default_delivers_from_the_local_store(
     prefect_harness: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    local = pytest.importorskip("modelferry.stores.local")
     monkeypatch.chdir(tmp_path)
     package_file = tmp_path / "edge-bc-4.0.0.zip"
     package_file.write_bytes(b"package edge-bc 4.0.0")
-    local.LocalPackageStore(Path(".modelferry/packages")).put(
+    LocalPackageStore(Path(".modelferry/packages")).put(
         package_file, package_id="edge-bc", version="4.0.0"
     )
     fleet = FakeFleet(default_hub(), ["flow-default-1"])

@@ -91,7 +91,7 @@ def write_server_cert(
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     passwd = shutil.which("mosquitto_passwd")
     if passwd is None:
-        pytest.skip("mosquitto_passwd is not installed")
+        pytest.fail("mosquitto_passwd is missing: install Debian's mosquitto package")
     folder = tmp_path_factory.mktemp("mosquitto-tls")
     ca, ca_key = write_ca(folder, "ca")
     write_ca(folder, "other-ca")

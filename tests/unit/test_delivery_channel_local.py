@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import pytest
 
 from modelferry.delivery.local import LocalChannel, LocalDeviceTransport, LocalHub
+from modelferry.errors import ChannelError
 from tests.delivery_contract import DeliveryTransportContract, Transports
 
 
@@ -16,3 +20,21 @@ class TestLocalTransportContract(DeliveryTransportContract):
             channel=lambda: LocalChannel(hub),
             device=lambda device_id: LocalDeviceTransport(device_id, hub),
         )
+
+    def test_open_raises_channel_error_when_nothing_answers(
+        self, transports: Transports, device_id: Callable[[str], str]
+    ) -> None:
+        """In-process, nothing can be unreachable; what `open()` refuses is a device id
+        already connected to the hub, with a ChannelError naming it."""
+        first = transports.device(device_id("a"))
+        second = transports.device(device_id("a"))
+
+        async def scenario() -> None:
+            await first.open()
+            with pytest.raises(ChannelError, match="already connected"):
+                await second.open()
+            await first.close()
+            await second.open()  # the id is free again once the first one closed
+            await second.close()
+
+        asyncio.run(scenario())
