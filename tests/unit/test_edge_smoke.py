@@ -222,3 +222,12 @@ def test_an_unusable_example_is_reported(tmp_path: Path) -> None:
 
     with pytest.raises(SmokeTestError, match="not a table"):
         build_request(folder, SPEC)
+
+
+def test_a_relative_interpreter_path_is_made_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child runs in a scratch folder, where a relative path would find nothing."""
+    monkeypatch.chdir(tmp_path)
+    assert SmokeSettings(python="venv/bin/python").python == str(tmp_path / "venv/bin/python")
+    assert SmokeSettings(python="python3").python == "python3"

@@ -53,6 +53,12 @@ class SmokeSettings:
     max_concurrent: int = max(os.cpu_count() or 1, 1)
     """Smoke tests running at once in this process."""
 
+    def __post_init__(self) -> None:
+        # The child runs in a scratch folder: a relative interpreter path must not be
+        # looked up there. A bare name ("python3") is still found on PATH.
+        if os.sep in self.python and not os.path.isabs(self.python):
+            object.__setattr__(self, "python", os.path.abspath(self.python))
+
 
 @dataclass(frozen=True)
 class SmokeSpec:
