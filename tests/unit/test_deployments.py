@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,38 +100,33 @@ def test_nightly_runs_never_overlap() -> None:
 @pytest.mark.parametrize(
     "name", ["deploy-online-endpoint/on-approval", "package-and-deliver/on-approval"]
 )
-def test_approval_triggers_read_what_the_approval_event_carries(name: str) -> None:
-    """The triggers' templates name the resource labels `announce_approval` emits."""
+def test_approval_triggers_read_what_the_approval_event_carries(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The triggers' templates name resource labels that `announce_approval` really emits."""
     from prefect.events import DeploymentEventTrigger
 
-    from flows.train_and_register import MODEL_APPROVED_EVENT
+    import flows.train_and_register as train
+    from modelferry.approval import ApprovalDecision
+
+    emitted: list[dict[str, Any]] = []
+    monkeypatch.setattr(train, "emit_event", lambda **event: emitted.append(event))
+    decision = ApprovalDecision(
+        status="approved", mode="auto", decided_by="gate", gate_passed=True, comment=""
+    )
+    train.announce_approval("bcc", "7", decision, "http://mlflow/run")
+    (event,) = emitted
 
     (spec,) = deployments()[name]["triggers"]
     trigger = DeploymentEventTrigger(**spec)
-    assert trigger.expect == {MODEL_APPROVED_EVENT}
-    assert trigger.parameters == {
-        "model_name": "{{ event.resource['modelferry.model.name'] }}",
-        "model_version": "{{ event.resource['modelferry.model.version'] }}",
+    assert trigger.expect == {event["event"]}
+    resource = event["resource"]
+    rendered = {
+        key: re.fullmatch(r"\{\{ event\.resource\['([^']+)'\] \}\}", template)
+        for key, template in (trigger.parameters or {}).items()
     }
-    source = (REPO / "flows" / "train_and_register.py").read_text(encoding="utf-8")
-    for label in ("modelferry.model.name", "modelferry.model.version"):
-        assert f'"{label}": ' in source
-
-
-def test_no_secret_in_prefect_yaml() -> None:
-    """Secrets are referenced through blocks, never written into prefect.yaml."""
-    spec = yaml.safe_load((REPO / "prefect.yaml").read_text(encoding="utf-8"))
-
-    def walk(node: Any) -> Iterator[tuple[str, Any]]:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                yield str(key), value
-                yield from walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                yield from walk(item)
-
-    for key, value in walk(spec):
-        assert key.lower() not in {"password", "token", "api_key", "client_secret", "key"}
-        if isinstance(value, str):
-            assert not re.search(r"://[^/@\s]+:[^/@\s]+@", value), value
+    assert all(rendered.values()), trigger.parameters
+    values = {key: resource[found.group(1)] for key, found in rendered.items() if found}
+    assert values == {"model_name": "bcc", "model_version": "7"}
+    prefix = str(spec["match"]["prefect.resource.id"]).rstrip("*")
+    assert resource["prefect.resource.id"].startswith(prefix)

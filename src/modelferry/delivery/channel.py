@@ -34,7 +34,31 @@ from typing import Self
 from modelferry.delivery.messages import Message
 
 
-class DeliveryChannel(ABC):
+class _Connection(ABC):
+    """`async with` opens the connection and closes it, whatever happens inside."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Disconnect. Safe to call twice."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class DeliveryChannel(_Connection):
     """The cloud side of a transport: C2D out to any device, D2C in from all devices."""
 
     name: str = "channel"
@@ -55,20 +79,8 @@ class DeliveryChannel(ABC):
     async def close(self) -> None:
         """Disconnect; ends `receive()`. Safe to call twice."""
 
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
-class DeviceTransport(ABC):
+class DeviceTransport(_Connection):
     """The device side of a transport: C2D in for one device, D2C out from it."""
 
     device_id: str
@@ -88,15 +100,3 @@ class DeviceTransport(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Disconnect; ends `receive()`. Safe to call twice."""
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
