@@ -84,3 +84,22 @@ def register_schema_breaking_version(settings: TrackingSettings, name: str = MOD
     }
     registry = ModelRegistry(settings)
     return registry.register(name, logged.model_uri, logged.run_id, tags, logged.model_id).version
+
+
+def save_small_lightgbm_model(folder: Path, example_rows: int = 3) -> Path:
+    """A real MLflow LightGBM model folder (5 trees) with a signature and an input example."""
+    import lightgbm as lgb
+    import mlflow
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_breast_cancer
+
+    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = lgb.LGBMClassifier(n_estimators=5, num_leaves=7, verbose=-1).fit(x, y)
+    sample = x.head(example_rows)
+    mlflow.lightgbm.save_model(
+        model,
+        str(folder),
+        signature=infer_signature(sample, model.predict(sample)),
+        input_example=sample,
+    )
+    return folder

@@ -34,6 +34,7 @@ from modelferry.edge import (
     run_agents,
 )
 from modelferry.packaging import PackageInputs, SigningKey, build_package
+from tests.model_fixtures import save_small_lightgbm_model
 from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -52,21 +53,8 @@ SETTINGS = AgentSettings(
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A signed package of a small real LightGBM model."""
-    import lightgbm as lgb
-    import mlflow
-    from mlflow.models import infer_signature
-    from sklearn.datasets import load_breast_cancer
-
-    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    model = lgb.LGBMClassifier(n_estimators=5, num_leaves=7, verbose=-1).fit(x, y)
     folder = tmp_path_factory.mktemp("mlflow") / "model"
-    sample = x.head(2)
-    mlflow.lightgbm.save_model(
-        model,
-        str(folder),
-        signature=infer_signature(sample, model.predict(sample)),
-        input_example=sample,
-    )
+    save_small_lightgbm_model(folder, example_rows=2)
     inputs = PackageInputs(
         package_id=PACKAGE_ID,
         version="1",

@@ -26,6 +26,7 @@ from modelferry.delivery.mqtt import MqttBroker, MqttChannel
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy
 from modelferry.packaging import PackageInputs, SigningKey, build_package
 from modelferry.stores.local import LocalPackageStore
+from tests.model_fixtures import save_small_lightgbm_model
 from tests.mosquitto import Mosquitto
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -74,20 +75,7 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 def _package(tmp_path: Path) -> Path:
-    import lightgbm as lgb
-    import mlflow
-    from mlflow.models import infer_signature
-    from sklearn.datasets import load_breast_cancer
-
-    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    model = lgb.LGBMClassifier(n_estimators=5, num_leaves=7, verbose=-1).fit(x, y)
-    folder = tmp_path / "model"
-    mlflow.lightgbm.save_model(
-        model,
-        str(folder),
-        signature=infer_signature(x.head(2), model.predict(x.head(2))),
-        input_example=x.head(2),
-    )
+    folder = save_small_lightgbm_model(tmp_path / "model", example_rows=2)
     inputs = PackageInputs(
         package_id="bcc-edge",
         version="1",

@@ -50,6 +50,7 @@ from modelferry.edge.state import StateStore
 from modelferry.errors import ChannelError
 from modelferry.packaging import INVALID_SIGNATURE, PackageInputs, SigningKey, build_package
 from modelferry.stores.local import LocalPackageStore
+from tests.model_fixtures import save_small_lightgbm_model
 
 KEY = SigningKey.from_base64(SecretStr(base64.b64encode(bytes(range(32))).decode()))
 STRANGER = SigningKey.from_base64(SecretStr(base64.b64encode(bytes(range(1, 33))).decode()))
@@ -71,21 +72,8 @@ SMOKE = SmokeRunner()
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real MLflow LightGBM model folder with a signature and a 3-row input example."""
-    import lightgbm as lgb
-    import mlflow
-    from mlflow.models import infer_signature
-    from sklearn.datasets import load_breast_cancer
-
-    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    model = lgb.LGBMClassifier(n_estimators=5, num_leaves=7, verbose=-1).fit(x, y)
     folder = tmp_path_factory.mktemp("mlflow") / "model"
-    sample = x.head(3)
-    mlflow.lightgbm.save_model(
-        model,
-        str(folder),
-        signature=infer_signature(sample, model.predict(sample)),
-        input_example=sample,
-    )
+    save_small_lightgbm_model(folder, example_rows=3)
     return folder
 
 
