@@ -16,7 +16,14 @@ from flows.batch_score import batch_score
 from flows.train_and_register import train_and_register
 from modelferry.batch import run_batch
 from modelferry.errors import BatchScoringError
-from modelferry.serving.model import BoosterPredictor, FeatureSpec, ServingModel
+from modelferry.registry import ModelRegistry, TrackingSettings
+from modelferry.serving.model import (
+    COMPILED_MODELS_ENV,
+    BoosterPredictor,
+    FeatureSpec,
+    ServingModel,
+    load_serving_model,
+)
 from tests.integration.flow_helpers import api_filter, write_config
 
 pytestmark = pytest.mark.integration
@@ -46,6 +53,8 @@ def test_batch_score_flow_scores_a_folder_and_reports_the_bad_file(
     data.drop(columns=["worst area"]).to_csv(folder / "bad.csv", index=False)
     db = f"sqlite:///{tmp_path / 'scores.db'}"
     output = tmp_path / "out" / "predictions.parquet"
+    compiled = tmp_path / "compiled-models"
+    monkeypatch.setenv(COMPILED_MODELS_ENV, str(compiled))
 
     state = batch_score(
         str(folder),
@@ -68,6 +77,16 @@ def test_batch_score_flow_scores_a_folder_and_reports_the_bad_file(
     assert list(written.columns) == ["file", *PROBA]
     assert len(written) == ROWS
     np.testing.assert_allclose(written[PROBA].sum(axis=1), 1.0)
+    # Scored by the compiled trees (cached under the configured folder), which give
+    # LightGBM's own probabilities.
+    assert len(list(compiled.glob("*.o"))) == 1
+    registry = ModelRegistry(TrackingSettings.resolve(mlflow_uri))
+    lightgbm_model = load_serving_model(registry, registry.get(MODEL, "1"))
+    assert isinstance(lightgbm_model.predictor, BoosterPredictor)
+    features = data[list(lightgbm_model.feature_names)].to_numpy()
+    np.testing.assert_allclose(
+        written[PROBA].to_numpy(), lightgbm_model.predict_proba(features), rtol=0, atol=1e-9
+    )
     # The model is good: it should rank most rows the right way round.
     truth = load_breast_cancer().target
     assert ((written["predictions_benign"] > 0.5) == (truth == 1)).mean() > 0.95

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -14,6 +17,12 @@ from modelferry.registry import CLASS_NAMES_TAG, ModelRegistry, RegisteredVersio
 
 if TYPE_CHECKING:
     from modelferry.serving.payload import InputSchema
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable naming the folder of compiled models (see `with_compiled_trees`).
+COMPILED_MODELS_ENV = "MODELFERRY_COMPILED_MODELS"
+DEFAULT_COMPILED_MODELS = Path(".modelferry") / "cache" / "compiled-models"
 
 # Below this many rows, extra LightGBM threads cost more to start than they save.
 _SINGLE_THREAD_ROWS = 256
@@ -59,6 +68,11 @@ class BoosterPredictor:
         best = int(getattr(booster, "best_iteration", 0) or 0)
         self._iterations = best if best > 0 else -1
         self._single_row = _single_row_predictor(booster, self._iterations)
+
+    @property
+    def booster(self) -> Any:
+        """The wrapped `lightgbm.Booster`."""
+        return self._booster
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Probabilities of class 0 and class 1 for each row."""
@@ -128,6 +142,34 @@ def load_serving_model(registry: ModelRegistry, version: RegisteredVersion) -> S
     names = version.tags.get(CLASS_NAMES_TAG)
     class_names = tuple(json.loads(names)) if names else ("0", "1")
     return ServingModel(version.name, version.version, features, class_names, predictor)
+
+
+def with_compiled_trees(model: ServingModel, cache_dir: Path | None = None) -> ServingModel:
+    """`model` scoring through its trees compiled to native code, for large batches.
+
+    Only LightGBM boosters are compiled. Where compilation is unavailable or the compiled
+    code disagrees with LightGBM on probe rows, `model` is returned unchanged and a
+    warning says why: slower, never wrong.
+
+    Args:
+        model: a loaded model.
+        cache_dir: where compiled models are kept; default ``MODELFERRY_COMPILED_MODELS``,
+            else ``.modelferry/cache/compiled-models``.
+    """
+    if not isinstance(model.predictor, BoosterPredictor):
+        return model
+    from modelferry.serving.compiled import CompilationUnavailable, compile_booster
+
+    folder = cache_dir or Path(os.environ.get(COMPILED_MODELS_ENV, DEFAULT_COMPILED_MODELS))
+    try:
+        predictor = compile_booster(model.predictor.booster, folder)
+    except CompilationUnavailable as exc:
+        logger.warning(
+            "Scoring %s v%s with LightGBM's own predictor: %s", model.name, model.version, exc
+        )
+        return model
+    logger.info("Scoring %s v%s with its trees compiled to native code", model.name, model.version)
+    return replace(model, predictor=predictor)
 
 
 def _features_from_signature(signature: Any, estimator: Any) -> tuple[FeatureSpec, ...]:

@@ -1,0 +1,214 @@
+"""Compiled LightGBM trees: same probabilities as LightGBM, cached safely, never trusted blindly."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightgbm
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from modelferry.serving import compiled
+from modelferry.serving.compiled import (
+    CompilationUnavailable,
+    CompiledBoosterPredictor,
+    compile_booster,
+    probe_rows,
+)
+from modelferry.serving.model import (
+    BoosterPredictor,
+    EstimatorPredictor,
+    FeatureSpec,
+    ServingModel,
+    with_compiled_trees,
+)
+
+
+def _booster(trees: int, objective: str = "binary") -> lightgbm.Booster:
+    features, labels = load_breast_cancer(return_X_y=True)
+    if objective == "multiclass":
+        labels = np.digitize(features[:, 0], [12.0, 16.0])
+    params: dict[str, Any] = {
+        "objective": objective,
+        "num_leaves": 15,
+        "min_data_in_leaf": 2,
+        "verbosity": -1,
+    }
+    if objective == "multiclass":
+        params["num_class"] = 3
+    return lightgbm.train(params, lightgbm.Dataset(features, labels), num_boost_round=trees)
+
+
+@pytest.fixture(scope="module")
+def booster() -> lightgbm.Booster:
+    return _booster(trees=12)
+
+
+def _rows(booster: lightgbm.Booster, count: int = 50_000) -> np.ndarray:
+    """Breast-cancer-like rows with noise and some missing values."""
+    features, _ = load_breast_cancer(return_X_y=True)
+    rng = np.random.default_rng(7)
+    rows = features[rng.integers(0, len(features), count)]
+    rows = rows * (1 + 0.1 * rng.standard_normal(rows.shape))
+    rows[rng.random(rows.shape) < 0.02] = np.nan
+    return np.ascontiguousarray(rows)
+
+
+def test_compiled_trees_give_lightgbm_probabilities(
+    booster: lightgbm.Booster, tmp_path: Path
+) -> None:
+    predictor = compile_booster(booster, tmp_path)
+    rows = _rows(booster)  # above the one-thread size, so both the threaded path and ...
+    expected = booster.predict(rows)
+    proba = predictor.predict_proba(rows)
+    assert proba.shape == (len(rows), 2)
+    np.testing.assert_allclose(proba[:, 1], expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    small = predictor.predict_proba(rows[:3])  # ... the one-thread path are checked
+    np.testing.assert_allclose(small[:, 1], expected[:3], rtol=0, atol=1e-12)
+
+
+def test_a_second_load_uses_the_cache_and_compiles_nothing(
+    booster: lightgbm.Booster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compile_booster(booster, tmp_path)
+    cached = list(tmp_path.glob("*.o"))
+    assert len(cached) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
+
+    def no_compiling(*args: object) -> None:
+        raise AssertionError("compiled again although the cache holds this model")
+
+    monkeypatch.setattr(compiled, "_compile_into", no_compiling)
+    predictor = compile_booster(booster, tmp_path)
+    rows = _rows(booster, 1_000)
+    np.testing.assert_allclose(
+        predictor.predict_proba(rows)[:, 1], booster.predict(rows), rtol=0, atol=1e-12
+    )
+
+
+def test_a_foreign_cache_file_is_caught_by_the_probe_and_replaced(
+    booster: lightgbm.Booster, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = _booster(trees=9)
+    compile_booster(other, tmp_path / "other")
+    foreign = next((tmp_path / "other").glob("*.o"))
+    # Plant the other model's code under the name this model's code would have.
+    compile_booster(booster, tmp_path / "mine")
+    mine = next((tmp_path / "mine").glob("*.o"))
+    mine.write_bytes(foreign.read_bytes())
+
+    with caplog.at_level(logging.WARNING, logger="modelferry.serving.compiled"):
+        predictor = compile_booster(booster, tmp_path / "mine")
+
+    assert "unusable" in caplog.text
+    assert "differ from LightGBM" in caplog.text
+    rows = _rows(booster, 2_000)
+    np.testing.assert_allclose(
+        predictor.predict_proba(rows)[:, 1], booster.predict(rows), rtol=0, atol=1e-12
+    )
+    assert mine.read_bytes() != foreign.read_bytes()
+
+
+def test_a_disagreeing_compilation_is_refused_and_not_cached(
+    booster: lightgbm.Booster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = CompiledBoosterPredictor.predict_proba
+
+    def off_by_a_little(self: CompiledBoosterPredictor, features: np.ndarray) -> np.ndarray:
+        return original(self, features) + 1e-6
+
+    monkeypatch.setattr(CompiledBoosterPredictor, "predict_proba", off_by_a_little)
+    with pytest.raises(CompilationUnavailable, match="differ from LightGBM by up to 1e-06"):
+        compile_booster(booster, tmp_path)
+    assert list(tmp_path.glob("*.o")) == []
+
+
+def test_the_best_iteration_is_the_last_tree_compiled(tmp_path: Path) -> None:
+    booster = _booster(trees=12)
+    booster.best_iteration = 5
+    predictor = compile_booster(booster, tmp_path)
+    rows = _rows(booster, 2_000)
+    np.testing.assert_allclose(
+        predictor.predict_proba(rows)[:, 1],
+        booster.predict(rows, num_iteration=5),
+        rtol=0,
+        atol=1e-12,
+    )
+    assert not np.allclose(
+        booster.predict(rows, num_iteration=5), booster.predict(rows, num_iteration=12)
+    )
+
+
+def test_multiclass_models_are_not_compiled(tmp_path: Path) -> None:
+    with pytest.raises(CompilationUnavailable, match="only binary models"):
+        compile_booster(_booster(trees=3, objective="multiclass"), tmp_path)
+
+
+def test_without_lleaves_compilation_is_unavailable(
+    booster: lightgbm.Booster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "lleaves", None)
+    with pytest.raises(CompilationUnavailable, match="lleaves is not installed"):
+        compile_booster(booster, tmp_path)
+
+
+def test_probe_rows_take_both_sides_of_every_split_and_the_missing_side(
+    booster: lightgbm.Booster,
+) -> None:
+    probe = probe_rows(booster)
+    assert probe.shape == (compiled.PROBE_ROWS, booster.num_feature())
+    splits = compiled._split_thresholds(booster)
+    assert splits
+    for feature, thresholds in splits.items():
+        column = probe[:, feature]
+        assert np.isnan(column).any()
+        values = column[~np.isnan(column)]
+        for threshold in thresholds:
+            assert (values <= threshold).any()
+            assert (values > threshold).any()
+
+
+def _serving(predictor: Any) -> ServingModel:
+    features = tuple(FeatureSpec(f"f{i}", "double") for i in range(30))
+    return ServingModel("m", "1", features, ("ABSENT", "PRESENT"), predictor)
+
+
+def test_with_compiled_trees_swaps_in_the_compiled_predictor(
+    booster: lightgbm.Booster, tmp_path: Path
+) -> None:
+    model = with_compiled_trees(_serving(BoosterPredictor(booster)), tmp_path)
+    assert isinstance(model.predictor, CompiledBoosterPredictor)
+    assert (model.name, model.version, model.class_names) == ("m", "1", ("ABSENT", "PRESENT"))
+
+
+def test_with_compiled_trees_keeps_lightgbm_when_compiling_is_unavailable(
+    booster: lightgbm.Booster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setitem(sys.modules, "lleaves", None)
+    original = _serving(BoosterPredictor(booster))
+    with caplog.at_level(logging.WARNING, logger="modelferry.serving.model"):
+        model = with_compiled_trees(original, tmp_path)
+    assert model is original
+    assert "Scoring m v1 with LightGBM's own predictor: lleaves is not installed" in caplog.text
+
+
+def test_with_compiled_trees_leaves_other_estimators_alone(tmp_path: Path) -> None:
+    original = _serving(EstimatorPredictor(object()))
+    assert with_compiled_trees(original, tmp_path) is original
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cache_folder_comes_from_the_environment(
+    booster: lightgbm.Booster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELFERRY_COMPILED_MODELS", str(tmp_path / "compiled"))
+    with_compiled_trees(_serving(BoosterPredictor(booster)))
+    assert len(list((tmp_path / "compiled").glob("*.o"))) == 1
