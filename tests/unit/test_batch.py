@@ -8,12 +8,19 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from pydantic import SecretStr
 from sklearn.datasets import load_breast_cancer
 from sqlalchemy import create_engine, text
 
-from modelferry.batch import BatchResult, resolve_inputs, run_batch, score_file
+from modelferry.batch import (
+    BatchResult,
+    prediction_schema,
+    resolve_inputs,
+    run_batch,
+    score_file,
+)
 from modelferry.errors import BatchScoringError
 from modelferry.serving.model import BoosterPredictor, FeatureSpec, ServingModel
 
@@ -92,8 +99,9 @@ def test_chunks_match_one_shot_prediction(
     chunks = list(score_file(path, model, chunk_rows=100))
 
     # Memory bounded: never more than chunk_rows rows held, ceil(569 / 100) chunks.
-    assert [len(chunk) for chunk in chunks] == [100] * 5 + [69]
-    scored = pd.concat(chunks, ignore_index=True)
+    assert [chunk.num_rows for chunk in chunks] == [100] * 5 + [69]
+    assert all(chunk.schema == prediction_schema(model.class_names) for chunk in chunks)
+    scored = pa.Table.from_batches(chunks).to_pandas()
     assert list(scored.columns) == ["file", *PROBA]
     assert set(scored["file"]) == {path.name}
     np.testing.assert_allclose(scored[PROBA].to_numpy(), expected(model, features), rtol=1e-12)

@@ -5,12 +5,13 @@ file that fails is reported by name and costs the others nothing.
 """
 
 from modelferry.batch.inputs import SCORABLE_SUFFIXES, resolve_inputs
-from modelferry.batch.outputs import PredictionFile, SqlPredictionTable, prediction_schema
+from modelferry.batch.outputs import PredictionFile, SqlPredictionTable
 from modelferry.batch.runner import DEFAULT_SQL_TABLE, BatchResult, run_batch
 from modelferry.batch.scoring import (
     DEFAULT_CHUNK_ROWS,
     FILE_COLUMN,
     prediction_columns,
+    prediction_schema,
     score_file,
 )
 

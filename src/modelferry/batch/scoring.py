@@ -1,4 +1,8 @@
-"""Score one file in bounded memory: read a chunk of rows, predict, yield, let it go."""
+"""Score one file in bounded memory: read a chunk of rows, predict, yield, let it go.
+
+Chunks stay in Arrow and numpy from the file to the predictions: no pandas frame per
+chunk, so reading and writing cost little next to the model itself.
+"""
 
 from __future__ import annotations
 
@@ -37,13 +41,20 @@ def prediction_columns(class_names: Sequence[str]) -> list[str]:
     return [f"predictions_{name}" for name in class_names]
 
 
+def prediction_schema(class_names: Sequence[str]) -> pa.Schema:
+    """Arrow schema of the predictions: ``file`` then one float64 column per class."""
+    fields = [pa.field(FILE_COLUMN, pa.string())]
+    fields += [pa.field(name, pa.float64()) for name in prediction_columns(class_names)]
+    return pa.schema(fields)
+
+
 def score_file(
     path: str | Path,
     model: ServingModel,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     *,
     label: str | None = None,
-) -> Iterator[pd.DataFrame]:
+) -> Iterator[pa.RecordBatch]:
     """Predict every row of a CSV or Parquet file, `chunk_rows` rows at a time.
 
     Only the model's feature columns are read, and only one chunk is held at a time, so
@@ -56,8 +67,8 @@ def score_file(
         label: the name written in the ``file`` column; default the file name.
 
     Yields:
-        One frame per chunk, in file order: ``file`` and ``predictions_<class>`` for each
-        of the model's classes.
+        One record batch per chunk, in file order, of `prediction_schema`: ``file`` and
+        ``predictions_<class>`` for each of the model's classes.
 
     Raises:
         BatchScoringError: the file cannot be read, is of an unknown type, lacks feature
@@ -67,7 +78,9 @@ def score_file(
         raise BatchScoringError(f"chunk_rows must be at least 1, not {chunk_rows}")
     path = Path(path)
     label = label or path.name
-    columns = prediction_columns(model.class_names)
+    schema = prediction_schema(model.class_names)
+    columns = schema.names[1:]
+    name = pa.scalar(label, pa.string())
     for matrix in _feature_chunks(path, model.features, chunk_rows, label):
         if matrix.shape[0] == 0:
             continue
@@ -78,9 +91,9 @@ def score_file(
                 f"{proba.shape} for {matrix.shape[0]} rows of {label} and "
                 f"{len(columns)} classes; check the version's class names"
             )
-        frame = pd.DataFrame(proba, columns=columns)
-        frame.insert(0, FILE_COLUMN, label)
-        yield frame
+        arrays = [pa.repeat(name, matrix.shape[0])]
+        arrays += [pa.array(proba[:, index]) for index in range(len(columns))]
+        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _feature_chunks(
@@ -161,10 +174,11 @@ def _matrix(
     label: str,
 ) -> np.ndarray:
     """A C-contiguous float64 matrix in the model's feature order; absent optional = NaN."""
-    matrix = np.full((rows, len(features)), np.nan, dtype=np.float64)
+    matrix = np.empty((rows, len(features)), dtype=np.float64)
     available = set(present)
     for index, feature in enumerate(features):
         if feature.name not in available:
+            matrix[:, index] = np.nan
             continue
         try:
             # Whole-column copies: numpy and Arrow do the per-row work in C.
