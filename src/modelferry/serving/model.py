@@ -154,7 +154,9 @@ def with_compiled_trees(model: ServingModel, cache_dir: Path | None = None) -> S
     Args:
         model: a loaded model.
         cache_dir: where compiled models are kept; default ``MODELFERRY_COMPILED_MODELS``,
-            else ``.modelferry/cache/compiled-models``.
+            else ``.modelferry/cache/compiled-models``. Its files are loaded as machine
+            code: only the account that runs the flows may write to it, as to its
+            virtual environment.
     """
     if not isinstance(model.predictor, BoosterPredictor):
         return model
