@@ -149,6 +149,16 @@ def test_multiclass_models_are_not_compiled(tmp_path: Path) -> None:
         compile_booster(_booster(trees=3, objective="multiclass"), tmp_path)
 
 
+def test_an_unusable_cache_folder_makes_compilation_unavailable(
+    booster: lightgbm.Booster, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+
+    with pytest.raises(CompilationUnavailable, match="MODELFERRY_COMPILED_MODELS"):
+        compile_booster(booster, blocked / "compiled")
+
+
 def test_without_lleaves_compilation_is_unavailable(
     booster: lightgbm.Booster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 # Below this many rows, a second thread costs more to start than it saves.
 _SINGLE_THREAD_ROWS = 20_000
 
+#: Environment variable naming the folder of compiled models.
+COMPILED_MODELS_ENV = "MODELFERRY_COMPILED_MODELS"
+
 #: How closely a compiled model must match LightGBM on the probe rows.
 PROBE_TOLERANCE = 1e-9
 
@@ -79,7 +82,8 @@ def compile_booster(
     Raises:
         CompilationUnavailable: lleaves is not installed, the model is not binary, the
             compiler failed, or the compiled model disagrees with LightGBM on the probe
-            rows. The message says which; LightGBM's own predictor still works.
+            rows, or `cache_dir` cannot be created. The message says which; LightGBM's own
+            predictor still works.
     """
     try:
         import lleaves
@@ -90,7 +94,13 @@ def compile_booster(
     best = int(getattr(booster, "best_iteration", 0) or 0)
     iterations = best if best > 0 else -1
     model_text = booster.model_to_string(num_iteration=iterations)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CompilationUnavailable(
+            f"cannot create the compiled-model folder {cache_dir}: {exc.strerror or exc}; "
+            f"point {COMPILED_MODELS_ENV} at a writable folder"
+        ) from exc
     cached = cache_dir / f"{_cache_key(model_text)}.o"
     threads = threads or os.cpu_count() or 1
     if cached.exists():

@@ -14,14 +14,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from modelferry.registry import CLASS_NAMES_TAG, ModelRegistry, RegisteredVersion
+from modelferry.serving.compiled import (
+    COMPILED_MODELS_ENV,
+    CompilationUnavailable,
+    compile_booster,
+)
 
 if TYPE_CHECKING:
     from modelferry.serving.payload import InputSchema
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable naming the folder of compiled models (see `with_compiled_trees`).
-COMPILED_MODELS_ENV = "MODELFERRY_COMPILED_MODELS"
 DEFAULT_COMPILED_MODELS = Path(".modelferry") / "cache" / "compiled-models"
 
 # Below this many rows, extra LightGBM threads cost more to start than they save.
@@ -160,8 +163,6 @@ def with_compiled_trees(model: ServingModel, cache_dir: Path | None = None) -> S
     """
     if not isinstance(model.predictor, BoosterPredictor):
         return model
-    from modelferry.serving.compiled import CompilationUnavailable, compile_booster
-
     folder = cache_dir or Path(os.environ.get(COMPILED_MODELS_ENV, DEFAULT_COMPILED_MODELS))
     try:
         predictor = compile_booster(model.predictor.booster, folder)
