@@ -107,6 +107,33 @@ def test_chunks_match_one_shot_prediction(
     np.testing.assert_allclose(scored[PROBA].to_numpy(), expected(model, features), rtol=1e-12)
 
 
+def test_a_csv_of_many_blocks_is_cut_into_exact_chunks(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame
+) -> None:
+    # About 13 MB of CSV: the parser reads it in many blocks, none a multiple of the chunk.
+    many = pd.concat([features] * 40, ignore_index=True)
+    path = write(many, tmp_path / "big.csv")
+
+    chunks = list(score_file(path, model, chunk_rows=7_000))
+
+    assert [chunk.num_rows for chunk in chunks] == [7_000] * 3 + [len(many) - 21_000]
+    scored = pa.Table.from_batches(chunks).to_pandas()
+    np.testing.assert_allclose(scored[PROBA].to_numpy(), expected(model, many), rtol=1e-12)
+
+
+def test_csv_missing_values_are_read_as_pandas_reads_them(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame
+) -> None:
+    frame = features.iloc[:6].astype({"mean texture": str})
+    frame["mean texture"] = ["", "NA", "None", "nan", "null", "N/A"]
+    path = write(frame, tmp_path / "gaps.csv")
+
+    scored = pa.Table.from_batches(list(score_file(path, model))).to_pandas()
+
+    missing = features.iloc[:6].assign(**{"mean texture": np.nan})
+    np.testing.assert_allclose(scored[PROBA].to_numpy(), expected(model, missing), rtol=1e-12)
+
+
 def test_missing_columns_are_named_with_the_file(
     tmp_path: Path, model: ServingModel, features: pd.DataFrame
 ) -> None:

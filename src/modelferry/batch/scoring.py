@@ -6,12 +6,13 @@ chunk, so reading and writing cost little next to the model itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from modelferry.errors import BatchScoringError
@@ -31,6 +32,15 @@ CSV_SUFFIXES = frozenset({".csv"})
 # the batch size: 240 MB for a million rows of 30 doubles, pyarrow's default row group.
 # Memory then grew with how a file was written instead of with `chunk_rows`.
 _PARQUET_BUFFER_BYTES = 1 << 20
+
+# CSV is parsed a block at a time; chunks are then cut to exactly `chunk_rows` rows.
+_CSV_BLOCK_BYTES = 1 << 20
+
+# Values read as missing (NaN) in a CSV: pandas' defaults, so files read as pandas reads them.
+_CSV_MISSING = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+]  # fmt: skip
 
 # One chunk's feature column, as float64 values, looked up by feature name.
 _ColumnReader = Callable[[str], np.ndarray]
@@ -136,17 +146,55 @@ def _parquet_chunks(
 def _csv_chunks(
     path: Path, features: Sequence[FeatureSpec], chunk_rows: int, label: str
 ) -> Iterator[np.ndarray]:
-    header = pd.read_csv(path, nrows=0).columns
-    present = _present_columns([str(name) for name in header], features, label)
-    # No dtype= here: a forced float64 fails without naming the column; `_matrix` does.
-    reader = pd.read_csv(path, usecols=present, chunksize=chunk_rows)
-    with reader:
-        for frame in reader:
+    header = _csv_header(path)
+    present = _present_columns(header, features, label)
+    read = pa_csv.ReadOptions(use_threads=False, block_size=_CSV_BLOCK_BYTES)
+    convert = pa_csv.ConvertOptions(
+        include_columns=present,
+        column_types=dict.fromkeys(present, pa.float64()),
+        null_values=_CSV_MISSING,
+    )
+    try:
+        # No reader threads: files are already read in parallel, one per worker thread.
+        with pa_csv.open_csv(path, read_options=read, convert_options=convert) as reader:
+            for batch in _rechunked(reader, chunk_rows):
 
-            def column(name: str, frame: pd.DataFrame = frame) -> np.ndarray:
-                return frame[name].to_numpy(dtype=np.float64)
+                def column(name: str, batch: pa.RecordBatch = batch) -> np.ndarray:
+                    return np.asarray(batch.column(name).to_numpy(zero_copy_only=False))
 
-            yield _matrix(len(frame), features, present, column, label)
+                yield _matrix(batch.num_rows, features, present, column, label)
+    except pa.ArrowInvalid as exc:
+        # pyarrow numbers the column ("In CSV column #3: ..."): name it, as for Parquet.
+        found = re.match(r"In CSV column #(\d+): (.*)", str(exc), re.DOTALL)
+        if found is None or int(found[1]) >= len(header):
+            raise
+        raise BatchScoringError(
+            f"{label}: column {header[int(found[1])]!r} is not numeric: {_one_line(found[2])}"
+        ) from exc
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The CSV's column names (pyarrow parses the first block to find them)."""
+    options = pa_csv.ReadOptions(use_threads=False, block_size=_CSV_BLOCK_BYTES)
+    with pa_csv.open_csv(path, read_options=options) as reader:
+        return list(reader.schema.names)
+
+
+def _rechunked(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """`batches` regrouped into batches of exactly `rows` rows, but for the last."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        pending.append(batch)
+        held += batch.num_rows
+        while held >= rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, rows).combine_chunks().to_batches()[0]
+            rest = table.slice(rows)
+            pending = rest.to_batches() if rest.num_rows else []
+            held = rest.num_rows
+    if held:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
 
 
 def _present_columns(
