@@ -238,6 +238,6 @@ def _matrix(
     return matrix
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException | str) -> str:
     text = " ".join(str(exc).split())
     return (text[:300] or type(exc).__name__).rstrip(".")
