@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,10 @@ def test_a_second_load_uses_the_cache_and_compiles_nothing(
         raise AssertionError("compiled again although the cache holds this model")
 
     monkeypatch.setattr(compiled, "_compile_into", no_compiling)
+    # A cache hit writes nothing into the folder, so a read-only shared cache serves too.
+    untouched = tmp_path.stat().st_mtime_ns
     predictor = compile_booster(booster, tmp_path)
+    assert tmp_path.stat().st_mtime_ns == untouched
     rows = _rows(booster, 1_000)
     np.testing.assert_allclose(
         predictor.predict_proba(rows)[:, 1], booster.predict(rows), rtol=0, atol=1e-12
@@ -97,10 +101,11 @@ def test_a_foreign_cache_file_is_caught_by_the_probe_and_replaced(
     other = _booster(trees=9)
     compile_booster(other, tmp_path / "other")
     foreign = next((tmp_path / "other").glob("*.o"))
-    # Plant the other model's code under the name this model's code would have.
+    # Plant the other model's code, with its own valid checksum, under this model's name.
     compile_booster(booster, tmp_path / "mine")
     mine = next((tmp_path / "mine").glob("*.o"))
     mine.write_bytes(foreign.read_bytes())
+    mine.with_suffix(".sha256").write_bytes(foreign.with_suffix(".sha256").read_bytes())
 
     with caplog.at_level(logging.WARNING, logger="modelferry.serving.compiled"):
         predictor = compile_booster(booster, tmp_path / "mine")
@@ -112,6 +117,51 @@ def test_a_foreign_cache_file_is_caught_by_the_probe_and_replaced(
         predictor.predict_proba(rows)[:, 1], booster.predict(rows), rtol=0, atol=1e-12
     )
     assert mine.read_bytes() != foreign.read_bytes()
+
+
+# Run in a child process: LLVM aborts the whole process when handed a damaged object file.
+_LOAD_DAMAGED = """
+import sys
+from pathlib import Path
+import lightgbm, numpy as np
+from sklearn.datasets import load_breast_cancer
+from modelferry.serving.compiled import compile_booster
+features, labels = load_breast_cancer(return_X_y=True)
+params = {"objective": "binary", "num_leaves": 7, "verbosity": -1}
+booster = lightgbm.train(params, lightgbm.Dataset(features, labels), num_boost_round=5)
+folder = Path(sys.argv[1])
+compile_booster(booster, folder)
+cached = next(folder.glob("*.o"))
+whole = cached.read_bytes()
+damage = sys.argv[2]
+if damage == "truncated":
+    cached.write_bytes(whole[: len(whole) // 2])
+elif damage == "garbage":
+    cached.write_bytes(b"\\x7fELF" + bytes(len(whole)))
+elif damage == "empty":
+    cached.write_bytes(b"")
+elif damage == "no-checksum":
+    cached.with_suffix(".sha256").unlink()
+predictor = compile_booster(booster, folder)
+worst = np.abs(predictor.predict_proba(features)[:, 1] - booster.predict(features)).max()
+assert worst < 1e-12, worst
+assert cached.read_bytes() == whole  # compiled again, and the same code
+print("recompiled")
+"""
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "no-checksum"])
+def test_a_damaged_cache_file_is_compiled_again_not_loaded(tmp_path: Path, damage: str) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", _LOAD_DAMAGED, str(tmp_path), damage],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.strip() == "recompiled"
+    assert "fails its checksum; compiling again" in child.stderr
 
 
 def test_a_disagreeing_compilation_is_refused_and_not_cached(
@@ -170,17 +220,20 @@ def test_without_lleaves_compilation_is_unavailable(
 def test_probe_rows_take_both_sides_of_every_split_and_the_missing_side(
     booster: lightgbm.Booster,
 ) -> None:
-    probe = probe_rows(booster)
-    assert probe.shape == (compiled.PROBE_ROWS, booster.num_feature())
     splits = compiled._split_thresholds(booster)
     assert splits
-    for feature, thresholds in splits.items():
-        column = probe[:, feature]
-        assert np.isnan(column).any()
-        values = column[~np.isnan(column)]
-        for threshold in thresholds:
-            assert (values <= threshold).any()
-            assert (values > threshold).any()
+    most = max(len(thresholds) for thresholds in splits.values())
+    # Asked for fewer rows than the values to show, the probe grows to show them all.
+    for asked in (compiled.PROBE_ROWS, 4):
+        probe = probe_rows(booster, rows=asked)
+        assert probe.shape == (max(asked, 3 * most + 1), booster.num_feature())
+        for feature, thresholds in splits.items():
+            column = probe[:, feature]
+            assert np.isnan(column).any()
+            points = np.asarray(sorted(thresholds))
+            # At each threshold (LightGBM goes left), and one step either side of it.
+            for shown in (np.nextafter(points, -np.inf), points, np.nextafter(points, np.inf)):
+                assert np.isin(shown, column).all()
 
 
 def _serving(predictor: Any) -> ServingModel:

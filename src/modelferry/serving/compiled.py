@@ -5,10 +5,12 @@ code through LLVM, which scores a batch several times faster with the same resul
 compiled code is specialised for this CPU, so it is cached per model, per CPU and per
 compiler version, and compiled again when any of them changes.
 
-Nothing compiled is trusted blindly: before a compiled model is used, it must give the
-same probabilities as LightGBM on probe rows that take both sides of every split (and the
-missing-value side). When the compiler is not installed, compilation fails, or the probe
-disagrees, the caller keeps LightGBM's own predictor and is told why.
+Nothing compiled is trusted blindly. A cached object file is loaded only if its bytes
+match the checksum written beside it (LLVM aborts the whole process on a damaged one),
+and before a compiled model is used it must give the same probabilities as LightGBM on
+probe rows that take both sides of every split, and the missing-value side. When the
+compiler is not installed, compilation fails, or the probe disagrees, the caller keeps
+LightGBM's own predictor and is told why.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import platform
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -68,6 +70,12 @@ class CompiledBoosterPredictor:
         return out
 
 
+def last_iteration(booster: Any) -> int:
+    """The iteration `Booster.predict` should stop at: the best one, else -1 (every tree)."""
+    best = int(getattr(booster, "best_iteration", 0) or 0)
+    return best if best > 0 else -1
+
+
 def compile_booster(
     booster: Any, cache_dir: Path, *, threads: int | None = None
 ) -> CompiledBoosterPredictor:
@@ -91,8 +99,7 @@ def compile_booster(
         raise CompilationUnavailable("lleaves is not installed") from exc
     if booster.num_model_per_iteration() != 1:
         raise CompilationUnavailable("only binary models are compiled")
-    best = int(getattr(booster, "best_iteration", 0) or 0)
-    iterations = best if best > 0 else -1
+    iterations = last_iteration(booster)
     model_text = booster.model_to_string(num_iteration=iterations)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -103,51 +110,73 @@ def compile_booster(
         ) from exc
     cached = cache_dir / f"{_cache_key(model_text)}.o"
     threads = threads or os.cpu_count() or 1
-    if cached.exists():
+    with _model_file(model_text) as model_file:
+        if _intact(cached):
+            try:
+                loaded = _compiled(lleaves, model_file, lambda model: model.compile(str(cached)))
+                return _checked(CompiledBoosterPredictor(loaded, threads), booster, iterations)
+            except CompilationUnavailable as exc:
+                # A foreign or stale cache file: drop it and compile afresh.
+                logger.warning("Compiled model %s is unusable (%s); compiling again", cached, exc)
+        elif cached.exists():
+            logger.warning("Compiled model %s fails its checksum; compiling again", cached)
+        _discard(cached)
+        fresh = _compiled(lleaves, model_file, lambda model: _compile_into(model, cached))
         try:
-            return _checked(
-                _load(lleaves, model_text, cached, cache_dir, threads), booster, iterations
-            )
-        except CompilationUnavailable as exc:
-            # A damaged or foreign cache file: drop it and compile afresh.
-            logger.warning("Compiled model %s is unusable (%s); compiling again", cached, exc)
-            cached.unlink(missing_ok=True)
-    predictor = _load(lleaves, model_text, cached, cache_dir, threads)
-    try:
-        return _checked(predictor, booster, iterations)
-    except CompilationUnavailable:
-        cached.unlink(missing_ok=True)
-        raise
+            return _checked(CompiledBoosterPredictor(fresh, threads), booster, iterations)
+        except CompilationUnavailable:
+            _discard(cached)
+            raise
 
 
-def _load(
-    lleaves: Any, model_text: str, cached: Path, cache_dir: Path, threads: int
-) -> CompiledBoosterPredictor:
-    """Compile the model into `cached`, or load it from there when it exists."""
+def _compiled(lleaves: Any, model_file: Path, compile: Callable[[Any], None]) -> Any:
+    """An `lleaves.Model` of `model_file`, compiled (or loaded) by `compile`."""
     try:
-        with _model_file(model_text, cache_dir) as model_file:
-            compiled = lleaves.Model(model_file=str(model_file))
-            if cached.exists():
-                compiled.compile(cache=str(cached))
-            else:
-                _compile_into(compiled, cached)
+        model = lleaves.Model(model_file=str(model_file))
+        compile(model)
     except Exception as exc:  # LLVM and lleaves raise many kinds; all mean "not here"
         raise CompilationUnavailable(f"compiling the trees failed: {exc}") from exc
-    return CompiledBoosterPredictor(compiled, threads)
+    return model
 
 
 def _compile_into(compiled: Any, cached: Path) -> None:
-    """Compile, writing the object file under a private name, then publish it atomically.
+    """Compile into `cached` and its checksum file, each published atomically.
 
     lleaves writes its cache file in place; two processes compiling the same model at once
-    must never load each other's half-written file.
+    must never load each other's half-written file. The checksum goes first: a reader
+    that finds the new checksum beside the old object refuses it and compiles itself.
     """
     partial = cached.with_name(f".{cached.name}.{os.getpid()}.{threading.get_ident()}")
+    partial_sum = partial.with_suffix(".sha256")
     try:
         compiled.compile(cache=str(partial))
+        partial_sum.write_text(_digest(partial))
+        os.replace(partial_sum, _checksum_file(cached))
         os.replace(partial, cached)
     finally:
         partial.unlink(missing_ok=True)
+        partial_sum.unlink(missing_ok=True)
+
+
+def _intact(cached: Path) -> bool:
+    """Whether `cached` exists and its bytes match the checksum written beside it."""
+    try:
+        return _checksum_file(cached).read_text().strip() == _digest(cached)
+    except OSError:  # either file missing or unreadable
+        return False
+
+
+def _discard(cached: Path) -> None:
+    cached.unlink(missing_ok=True)
+    _checksum_file(cached).unlink(missing_ok=True)
+
+
+def _checksum_file(cached: Path) -> Path:
+    return cached.with_suffix(".sha256")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _checked(
@@ -157,7 +186,7 @@ def _checked(
     probe = probe_rows(booster)
     expected = booster.predict(probe, num_iteration=iterations)
     got = predictor.predict_proba(probe)[:, 1]
-    worst = float(np.max(np.abs(got - expected))) if len(probe) else 0.0
+    worst = float(np.max(np.abs(got - expected)))
     if not worst <= PROBE_TOLERANCE:  # also catches NaN
         raise CompilationUnavailable(
             f"the compiled trees differ from LightGBM by up to {worst:.3g} on probe rows "
@@ -167,25 +196,24 @@ def _checked(
 
 
 def probe_rows(booster: Any, rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarray:
-    """Rows that send the trees down both sides of their splits, and the missing side.
+    """Rows that send the trees down both sides of every split, and the missing side.
 
-    Each value is one of the model's own thresholds for that feature, nudged just below
-    or just above it, or NaN; features no tree splits on get zeros.
+    For each feature, every threshold the model splits it at appears at least once just
+    below it, at it (LightGBM sends that left) and just above it, and so does NaN; the
+    values are shuffled independently per feature, so they meet in varied combinations.
+    Features no tree splits on get zeros. There are `rows` rows, or more if a feature
+    needs more to show every value.
     """
     rng = np.random.default_rng(seed)
     thresholds = _split_thresholds(booster)
-    matrix = np.zeros((rows, booster.num_feature()), dtype=np.float64)
+    needed = max((3 * len(values) + 1 for values in thresholds.values()), default=0)
+    matrix = np.zeros((max(rows, needed), booster.num_feature()), dtype=np.float64)
     for feature, values in thresholds.items():
         points = np.asarray(sorted(values), dtype=np.float64)
-        picked = points[rng.integers(0, len(points), rows)]
-        side = rng.integers(0, 3, rows)
-        column = np.where(
-            side == 0,
-            np.nextafter(picked, -np.inf),
-            np.where(side == 1, picked, np.nextafter(picked, np.inf)),
+        every = np.concatenate(
+            [np.nextafter(points, -np.inf), points, np.nextafter(points, np.inf), [np.nan]]
         )
-        column[rng.random(rows) < 0.05] = np.nan
-        matrix[:, feature] = column
+        matrix[:, feature] = rng.permutation(np.resize(every, len(matrix)))
     return matrix
 
 
@@ -238,9 +266,9 @@ def _version(package: str) -> str:
 
 
 @contextmanager
-def _model_file(text: str, folder: Path) -> Iterator[Path]:
-    """The model text in a temporary file next to the cache (lleaves reads a path)."""
-    handle, name = tempfile.mkstemp(prefix=".model-", suffix=".txt", dir=folder)
+def _model_file(text: str) -> Iterator[Path]:
+    """The model text in a temporary file (lleaves reads a path); the cache stays untouched."""
+    handle, name = tempfile.mkstemp(prefix="modelferry-model-", suffix=".txt")
     path = Path(name)
     try:
         with os.fdopen(handle, "w") as stream:

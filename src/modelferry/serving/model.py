@@ -18,6 +18,7 @@ from modelferry.serving.compiled import (
     COMPILED_MODELS_ENV,
     CompilationUnavailable,
     compile_booster,
+    last_iteration,
 )
 
 if TYPE_CHECKING:
@@ -68,8 +69,7 @@ class BoosterPredictor:
     def __init__(self, booster: Any) -> None:
         """Wrap a trained `lightgbm.Booster` of a binary objective."""
         self._booster = booster
-        best = int(getattr(booster, "best_iteration", 0) or 0)
-        self._iterations = best if best > 0 else -1
+        self._iterations = last_iteration(booster)
         self._single_row = _single_row_predictor(booster, self._iterations)
 
     @property
