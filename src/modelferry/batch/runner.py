@@ -1,10 +1,10 @@
 """`run_batch`: score many files in parallel into one predictions file (and a SQL table).
 
 Worker threads score files (the model and Arrow release the GIL) and spool each file's
-predictions to an Arrow IPC file beside the output (no encoding: writing and reading
-back cost next to nothing). The calling thread then streams
-each finished spool, in input order, into the one output file and the SQL table. A file
-that fails part-way therefore adds no rows at all, and memory holds a few chunks at most.
+predictions to an Arrow IPC file beside the output (no encoding: writing and reading back
+cost next to nothing). The calling thread then streams each finished spool, in input
+order, into the one output file and the SQL table. A file that fails part-way therefore
+adds no rows at all, and memory holds a few chunks at most.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ chunk, so reading and writing cost little next to the model itself.
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -174,10 +175,12 @@ def _csv_chunks(
 
 
 def _csv_header(path: Path) -> list[str]:
-    """The CSV's column names (pyarrow parses the first block to find them)."""
-    options = pa_csv.ReadOptions(use_threads=False, block_size=_CSV_BLOCK_BYTES)
-    with pa_csv.open_csv(path, read_options=options) as reader:
-        return list(reader.schema.names)
+    """The CSV's column names: its first line only, split as pyarrow's reader splits it."""
+    with path.open(newline="", encoding="utf-8-sig") as stream:
+        names = next(csv.reader(stream), None)
+    if names is None:
+        raise ValueError("the file is empty")
+    return names
 
 
 def _rechunked(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
