@@ -45,6 +45,8 @@ _CSV_MISSING = [
 
 # One chunk's feature column, as float64 values, looked up by feature name.
 _ColumnReader = Callable[[str], np.ndarray]
+# A chunk: its row count and one float64 array per model feature, in the model's order.
+_Chunk = tuple[int, list[np.ndarray]]
 
 
 def prediction_columns(class_names: Sequence[str]) -> list[str]:
@@ -92,24 +94,24 @@ def score_file(
     schema = prediction_schema(model.class_names)
     columns = schema.names[1:]
     name = pa.scalar(label, pa.string())
-    for matrix in _feature_chunks(path, model.features, chunk_rows, label):
-        if matrix.shape[0] == 0:
+    for rows, features in _feature_chunks(path, model.features, chunk_rows, label):
+        if rows == 0:
             continue
-        proba = model.predict_proba(matrix)
-        if proba.shape != (matrix.shape[0], len(columns)):
+        proba = model.predict_proba_columns(features)
+        if proba.shape != (rows, len(columns)):
             raise BatchScoringError(
                 f"model {model.name} v{model.version} returned probabilities of shape "
-                f"{proba.shape} for {matrix.shape[0]} rows of {label} and "
+                f"{proba.shape} for {rows} rows of {label} and "
                 f"{len(columns)} classes; check the version's class names"
             )
-        arrays = [pa.repeat(name, matrix.shape[0])]
+        arrays = [pa.repeat(name, rows)]
         arrays += [pa.array(proba[:, index]) for index in range(len(columns))]
         yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _feature_chunks(
     path: Path, features: Sequence[FeatureSpec], chunk_rows: int, label: str
-) -> Iterator[np.ndarray]:
+) -> Iterator[_Chunk]:
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
         reader = _parquet_chunks
@@ -130,7 +132,7 @@ def _feature_chunks(
 
 def _parquet_chunks(
     path: Path, features: Sequence[FeatureSpec], chunk_rows: int, label: str
-) -> Iterator[np.ndarray]:
+) -> Iterator[_Chunk]:
     with pq.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER_BYTES) as parquet:
         present = _present_columns(parquet.schema_arrow.names, features, label)
         # No reader threads: files are already read in parallel, one per worker thread.
@@ -141,12 +143,12 @@ def _parquet_chunks(
                 values = batch.column(name).cast(pa.float64())
                 return np.asarray(values.to_numpy(zero_copy_only=False))
 
-            yield _matrix(batch.num_rows, features, present, column, label)
+            yield batch.num_rows, _columns(batch.num_rows, features, present, column, label)
 
 
 def _csv_chunks(
     path: Path, features: Sequence[FeatureSpec], chunk_rows: int, label: str
-) -> Iterator[np.ndarray]:
+) -> Iterator[_Chunk]:
     header = _csv_header(path)
     present = _present_columns(header, features, label)
     read = pa_csv.ReadOptions(use_threads=False, block_size=_CSV_BLOCK_BYTES)
@@ -163,7 +165,7 @@ def _csv_chunks(
                 def column(name: str, batch: pa.RecordBatch = batch) -> np.ndarray:
                     return np.asarray(batch.column(name).to_numpy(zero_copy_only=False))
 
-                yield _matrix(batch.num_rows, features, present, column, label)
+                yield batch.num_rows, _columns(batch.num_rows, features, present, column, label)
     except pa.ArrowInvalid as exc:
         # pyarrow numbers the column ("In CSV column #3: ..."): name it, as for Parquet.
         found = re.match(r"In CSV column #(\d+): (.*)", str(exc), re.DOTALL)
@@ -217,28 +219,27 @@ def _present_columns(
     return present
 
 
-def _matrix(
+def _columns(
     rows: int,
     features: Sequence[FeatureSpec],
     present: Sequence[str],
     column: _ColumnReader,
     label: str,
-) -> np.ndarray:
-    """A C-contiguous float64 matrix in the model's feature order; absent optional = NaN."""
-    matrix = np.empty((rows, len(features)), dtype=np.float64)
+) -> list[np.ndarray]:
+    """One float64 array per feature, in the model's order; an absent optional one is NaN."""
     available = set(present)
-    for index, feature in enumerate(features):
+    arrays = []
+    for feature in features:
         if feature.name not in available:
-            matrix[:, index] = np.nan
+            arrays.append(np.full(rows, np.nan))
             continue
         try:
-            # Whole-column copies: numpy and Arrow do the per-row work in C.
-            matrix[:, index] = column(feature.name)
+            arrays.append(column(feature.name))
         except (ValueError, TypeError, pa.ArrowException) as exc:
             raise BatchScoringError(
                 f"{label}: column {feature.name!r} is not numeric: {_one_line(exc)}"
             ) from exc
-    return matrix
+    return arrays
 
 
 def _one_line(exc: BaseException | str) -> str:

@@ -15,19 +15,22 @@ LightGBM's own predictor and is told why.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
 import platform
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from modelferry.serving.tree_codegen import CODEGEN_TAG, COLUMNS_ENTRY, TILE_ROWS, hooked_codegen
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,12 @@ PROBE_TOLERANCE = 1e-9
 PROBE_ROWS = 4_096
 
 
+# void score_columns(double **columns, double *out, int64 start, int64 end, double *tile)
+_COLUMNS_SIGNATURE = ctypes.CFUNCTYPE(
+    None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p
+)
+
+
 class CompilationUnavailable(RuntimeError):
     """The trees cannot be compiled here, or the compiled code disagrees with LightGBM."""
 
@@ -51,23 +60,64 @@ class CompilationUnavailable(RuntimeError):
 class CompiledBoosterPredictor:
     """Class probabilities from a binary LightGBM model compiled to native code.
 
-    Thread-safe: the compiled function keeps no state, and releases the GIL while it runs.
+    Thread-safe: the compiled functions keep no state, and release the GIL while they run.
     """
 
     def __init__(self, compiled: Any, threads: int) -> None:
         """Wrap an `lleaves.Model` that `compile_booster` compiled."""
         self._compiled = compiled
         self._threads = max(1, threads)
+        self._features = int(compiled.num_feature())
+        address = compiled._execution_engine.get_function_address(COLUMNS_ENTRY)
+        if not address:
+            raise CompilationUnavailable(f"the compiled object lacks {COLUMNS_ENTRY}")
+        self._score_columns = _COLUMNS_SIGNATURE(address)
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Probabilities of class 0 and class 1 for each row."""
         rows = features.shape[0]
         jobs = 1 if rows < _SINGLE_THREAD_ROWS else self._threads
-        positive = self._compiled.predict(features, n_jobs=jobs)
-        out = np.empty((rows, 2), dtype=np.float64)
-        out[:, 1] = positive
-        np.subtract(1.0, positive, out=out[:, 0])
-        return out
+        return _both_classes(self._compiled.predict(features, n_jobs=jobs))
+
+    def predict_proba_columns(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities of class 0 and class 1 for one float64 array per feature.
+
+        The columns are read where they are; none is copied unless it is not a contiguous
+        float64 array.
+        """
+        if len(columns) != self._features:
+            raise ValueError(f"expected {self._features} feature columns, got {len(columns)}")
+        arrays = [np.ascontiguousarray(column, dtype=np.float64) for column in columns]
+        rows = len(arrays[0])
+        if any(array.shape != (rows,) for array in arrays):
+            raise ValueError("feature columns must be one-dimensional and of equal length")
+        pointers = (ctypes.c_void_p * len(arrays))(*(array.ctypes.data for array in arrays))
+        positive = np.empty(rows, dtype=np.float64)
+
+        def score(start: int, end: int) -> None:
+            tile = np.empty(TILE_ROWS * self._features, dtype=np.float64)
+            self._score_columns(pointers, positive.ctypes.data, start, end, tile.ctypes.data)
+
+        jobs = 1 if rows < _SINGLE_THREAD_ROWS else self._threads
+        step = -(-rows // jobs) if rows else 1
+        bounds = [(start, min(start + step, rows)) for start in range(0, rows, step)]
+        if len(bounds) <= 1:
+            score(0, rows)
+        else:
+            helpers = [threading.Thread(target=score, args=part) for part in bounds[1:]]
+            for helper in helpers:
+                helper.start()
+            score(*bounds[0])
+            for helper in helpers:
+                helper.join()
+        return _both_classes(positive)
+
+
+def _both_classes(positive: np.ndarray) -> np.ndarray:
+    out = np.empty((len(positive), 2), dtype=np.float64)
+    out[:, 1] = positive
+    np.subtract(1.0, positive, out=out[:, 0])
+    return out
 
 
 def last_iteration(booster: Any) -> int:
@@ -133,7 +183,8 @@ def _compiled(lleaves: Any, model_file: Path, compile: Callable[[Any], None]) ->
     """An `lleaves.Model` of `model_file`, compiled (or loaded) by `compile`."""
     try:
         model = lleaves.Model(model_file=str(model_file))
-        compile(model)
+        with hooked_codegen():
+            compile(model)
     except Exception as exc:  # LLVM and lleaves raise many kinds; all mean "not here"
         raise CompilationUnavailable(f"compiling the trees failed: {exc}") from exc
     return model
@@ -185,8 +236,9 @@ def _checked(
     """`predictor`, once it has matched LightGBM on the probe rows."""
     probe = probe_rows(booster)
     expected = booster.predict(probe, num_iteration=iterations)
-    got = predictor.predict_proba(probe)[:, 1]
-    worst = float(np.max(np.abs(got - expected)))
+    by_rows = predictor.predict_proba(probe)[:, 1]
+    by_columns = predictor.predict_proba_columns(list(probe.T))[:, 1]
+    worst = float(max(np.max(np.abs(by_rows - expected)), np.max(np.abs(by_columns - expected))))
     if not worst <= PROBE_TOLERANCE:  # also catches NaN
         raise CompilationUnavailable(
             f"the compiled trees differ from LightGBM by up to {worst:.3g} on probe rows "
@@ -244,6 +296,7 @@ def _cache_key(model_text: str) -> str:
         _cpu_name(),
         _version("lleaves"),
         _version("llvmlite"),
+        CODEGEN_TAG,
     ):
         digest.update(b"\0" + part.encode())
     return digest.hexdigest()[:32]

@@ -6,10 +6,11 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -46,6 +47,15 @@ class Predictor(Protocol):
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Probabilities, shape (rows, classes)."""
+        ...
+
+
+@runtime_checkable
+class ColumnPredictor(Protocol):
+    """A predictor that also scores feature columns as they are, without a matrix."""
+
+    def predict_proba_columns(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities, shape (rows, classes), of one float64 array per feature."""
         ...
 
 
@@ -130,6 +140,16 @@ class ServingModel:
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities for a float64 matrix whose columns follow `features`."""
         return self.predictor.predict_proba(features)
+
+    def predict_proba_columns(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities for one float64 array per feature, in `features` order.
+
+        Batches arrive column by column; a predictor that reads columns is given them as
+        they are, any other gets them as one matrix.
+        """
+        if isinstance(self.predictor, ColumnPredictor):
+            return self.predictor.predict_proba_columns(columns)
+        return self.predictor.predict_proba(np.column_stack(columns))
 
 
 def load_serving_model(registry: ModelRegistry, version: RegisteredVersion) -> ServingModel:

@@ -1,0 +1,129 @@
+"""modelferry's additions to lleaves' code: branch-free subtrees and the columnar entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightgbm
+import numpy as np
+import pytest
+from lleaves.compiler import tree_compiler
+from lleaves.compiler.codegen import codegen
+from sklearn.datasets import load_breast_cancer
+
+from modelferry.serving import compiled
+from modelferry.serving.compiled import CompiledBoosterPredictor, compile_booster
+from modelferry.serving.model import BoosterPredictor, FeatureSpec, ServingModel
+from modelferry.serving.tree_codegen import BRANCH_FREE_HEIGHT, TILE_ROWS, hooked_codegen
+
+
+@pytest.fixture(scope="module")
+def booster() -> lightgbm.Booster:
+    """Deep, uneven trees: subtrees both shorter and taller than the branch-free height."""
+    features, labels = load_breast_cancer(return_X_y=True)
+    params = {
+        "objective": "binary",
+        "num_leaves": 31,
+        "min_data_in_leaf": 1,
+        "min_data_in_bin": 1,
+        "verbosity": -1,
+    }
+    return lightgbm.train(params, lightgbm.Dataset(features, labels), num_boost_round=30)
+
+
+@pytest.fixture(scope="module")
+def predictor(
+    booster: lightgbm.Booster, tmp_path_factory: pytest.TempPathFactory
+) -> CompiledBoosterPredictor:
+    return compile_booster(booster, tmp_path_factory.mktemp("compiled"))
+
+
+def _rows(count: int, seed: int = 3) -> np.ndarray:
+    features, _ = load_breast_cancer(return_X_y=True)
+    rng = np.random.default_rng(seed)
+    rows = features[rng.integers(0, len(features), count)]
+    rows = rows * (1 + 0.1 * rng.standard_normal(rows.shape))
+    rows[rng.random(rows.shape) < 0.03] = np.nan
+    return np.ascontiguousarray(rows)
+
+
+def test_the_trees_are_deep_enough_to_take_both_code_paths(booster: lightgbm.Booster) -> None:
+    def height(node: dict[str, Any]) -> int:
+        if "split_feature" not in node:
+            return 0
+        return 1 + max(height(node["left_child"]), height(node["right_child"]))
+
+    heights = [height(tree["tree_structure"]) for tree in booster.dump_model()["tree_info"]]
+    # Some splits stay branches, above subtrees compiled without them.
+    assert max(heights) > BRANCH_FREE_HEIGHT + 1
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [1, TILE_ROWS - 1, TILE_ROWS, TILE_ROWS + 1, 3 * TILE_ROWS + 17, 45_001],
+    ids=["one", "tile-1", "tile", "tile+1", "several-tiles", "threaded"],
+)
+def test_columns_score_as_lightgbm_and_as_the_matrix_entry(
+    booster: lightgbm.Booster, predictor: CompiledBoosterPredictor, rows: int
+) -> None:
+    matrix = _rows(rows)
+    expected = booster.predict(matrix)
+    # Columns of a row-major matrix are strided views: they must be read correctly too.
+    by_columns = predictor.predict_proba_columns([matrix[:, j] for j in range(matrix.shape[1])])
+    by_rows = predictor.predict_proba(matrix)
+    assert by_columns.shape == (rows, 2)
+    np.testing.assert_allclose(by_columns[:, 1], expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(by_columns[:, 0], 1.0 - expected, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(by_columns, by_rows)
+
+
+def test_a_part_of_longer_columns_is_scored_from_its_first_row(
+    booster: lightgbm.Booster, predictor: CompiledBoosterPredictor
+) -> None:
+    matrix = _rows(5_000)
+    columns = [np.ascontiguousarray(matrix[:, j]) for j in range(matrix.shape[1])]
+    part = predictor.predict_proba_columns([column[1_234:4_321] for column in columns])
+    np.testing.assert_allclose(part[:, 1], booster.predict(matrix[1_234:4_321]), atol=1e-12)
+
+
+def test_no_rows_give_no_probabilities(predictor: CompiledBoosterPredictor) -> None:
+    empty = [np.empty(0) for _ in range(30)]
+    assert predictor.predict_proba_columns(empty).shape == (0, 2)
+
+
+def test_columns_of_the_wrong_count_or_length_are_refused(
+    predictor: CompiledBoosterPredictor,
+) -> None:
+    with pytest.raises(ValueError, match="expected 30 feature columns, got 29"):
+        predictor.predict_proba_columns([np.zeros(4)] * 29)
+    with pytest.raises(ValueError, match="equal length"):
+        predictor.predict_proba_columns([np.zeros(4)] * 29 + [np.zeros(5)])
+
+
+def test_other_predictors_get_the_columns_as_one_matrix(booster: lightgbm.Booster) -> None:
+    features = tuple(FeatureSpec(f"f{j}", "double") for j in range(30))
+    model = ServingModel("m", "1", features, ("ABSENT", "PRESENT"), BoosterPredictor(booster))
+    matrix = _rows(300)
+    by_columns = model.predict_proba_columns([matrix[:, j] for j in range(30)])
+    np.testing.assert_allclose(by_columns[:, 1], booster.predict(matrix), atol=1e-12)
+
+
+def test_lleaves_code_generator_is_restored_after_compiling_even_on_error() -> None:
+    decision_node, gen_forest = codegen._gen_decision_node, tree_compiler.gen_forest
+    with hooked_codegen():
+        assert codegen._gen_decision_node is not decision_node
+        assert tree_compiler.gen_forest is not gen_forest
+    assert (codegen._gen_decision_node, tree_compiler.gen_forest) == (decision_node, gen_forest)
+    with pytest.raises(RuntimeError, match="boom"), hooked_codegen():
+        raise RuntimeError("boom")
+    assert (codegen._gen_decision_node, tree_compiler.gen_forest) == (decision_node, gen_forest)
+
+
+def test_changing_the_generated_code_changes_the_cache_key(
+    booster: lightgbm.Booster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compile_booster(booster, tmp_path)
+    monkeypatch.setattr(compiled, "CODEGEN_TAG", "another-codegen")
+    compile_booster(booster, tmp_path)
+    assert len(list(tmp_path.glob("*.o"))) == 2
