@@ -9,6 +9,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from pydantic import SecretStr
 from sklearn.datasets import load_breast_cancer
@@ -16,10 +17,13 @@ from sqlalchemy import create_engine, text
 
 from modelferry.batch import (
     BatchResult,
+    PredictionFile,
     prediction_schema,
+    probability_schema,
     resolve_inputs,
     run_batch,
     score_file,
+    score_probabilities,
 )
 from modelferry.errors import BatchScoringError
 from modelferry.serving.model import BoosterPredictor, FeatureSpec, ServingModel
@@ -97,6 +101,9 @@ def test_chunks_match_one_shot_prediction(
     path = write(shuffled, tmp_path / f"rows{suffix}")
 
     chunks = list(score_file(path, model, chunk_rows=100))
+    bare = list(score_probabilities(path, model, chunk_rows=100))
+    assert [chunk.drop_columns(["file"]) for chunk in chunks] == bare
+    assert all(chunk.schema == probability_schema(model.class_names) for chunk in bare)
 
     # Memory bounded: never more than chunk_rows rows held, ceil(569 / 100) chunks.
     assert [chunk.num_rows for chunk in chunks] == [100] * 5 + [69]
@@ -228,6 +235,31 @@ def test_a_bad_file_is_reported_and_the_others_are_all_written(
     np.testing.assert_allclose(written[PROBA].sum(axis=1), 1.0)
     # Nothing but the output is left beside it: no partial file, no spool.
     assert [p.name for p in output.parent.iterdir()] == [output.name]
+    if suffix == ".parquet":  # file names are read back as plain strings, not a dictionary
+        assert pq.read_schema(output) == prediction_schema(CLASSES)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_a_prediction_file_takes_whole_rows_and_rows_of_one_input_file(
+    tmp_path: Path, suffix: str
+) -> None:
+    schema = prediction_schema(CLASSES)
+    whole = pa.RecordBatch.from_pydict(
+        {"file": ["x.csv", "y.csv"], PROBA[0]: [0.25, 0.5], PROBA[1]: [0.75, 0.5]}, schema
+    )
+    only_probabilities = pa.RecordBatch.from_pydict(
+        {PROBA[0]: [0.125, 1.0, 0.0], PROBA[1]: [0.875, 0.0, 1.0]}, probability_schema(CLASSES)
+    )
+    output = tmp_path / f"predictions{suffix}"
+    file = PredictionFile(output, schema)
+    file.write(whole)
+    file.write_rows_of("z.parquet", only_probabilities)
+    file.write_rows_of("w.parquet", only_probabilities.slice(0, 1))
+    file.commit()
+
+    written = pd.read_parquet(output) if suffix == ".parquet" else pd.read_csv(output)
+    assert list(written["file"]) == ["x.csv", "y.csv"] + ["z.parquet"] * 3 + ["w.parquet"]
+    assert list(written[PROBA[1]]) == [0.75, 0.5, 0.875, 0.0, 1.0, 0.875]
 
 
 def test_a_file_failing_part_way_adds_none_of_its_rows(

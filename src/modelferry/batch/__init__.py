@@ -12,7 +12,9 @@ from modelferry.batch.scoring import (
     FILE_COLUMN,
     prediction_columns,
     prediction_schema,
+    probability_schema,
     score_file,
+    score_probabilities,
 )
 
 __all__ = [
@@ -25,7 +27,9 @@ __all__ = [
     "SqlPredictionTable",
     "prediction_columns",
     "prediction_schema",
+    "probability_schema",
     "resolve_inputs",
     "run_batch",
     "score_file",
+    "score_probabilities",
 ]

@@ -1,7 +1,7 @@
 """`run_batch`: score many files in parallel into one predictions file (and a SQL table).
 
 Worker threads score files (the model and Arrow release the GIL) and spool each file's
-predictions to an Arrow IPC file beside the output (no encoding: writing and reading back
+probabilities to an Arrow IPC file beside the output (no encoding: writing and reading back
 cost next to nothing). The calling thread then streams each finished spool, in input
 order, into the one output file and the SQL table. A file that fails part-way therefore
 adds no rows at all, and memory holds a few chunks at most.
@@ -27,7 +27,13 @@ from pydantic import SecretStr
 
 from modelferry.batch.inputs import resolve_inputs
 from modelferry.batch.outputs import PredictionFile, SqlPredictionTable
-from modelferry.batch.scoring import DEFAULT_CHUNK_ROWS, prediction_schema, score_file
+from modelferry.batch.scoring import (
+    DEFAULT_CHUNK_ROWS,
+    FILE_COLUMN,
+    prediction_schema,
+    probability_schema,
+    score_probabilities,
+)
 from modelferry.errors import BatchScoringError
 from modelferry.serving.model import ServingModel
 
@@ -129,6 +135,7 @@ def run_batch(
         "scored_at": datetime.now(UTC),
     }
     schema = prediction_schema(model.class_names)
+    spooled = probability_schema(model.class_names)
     # Connect before scoring, so a wrong URL fails in seconds rather than after the first file.
     sql = _open_sql(sql_url, table, extra)
     file: PredictionFile | None = None
@@ -139,7 +146,7 @@ def run_batch(
         # Spools live beside the output, not in /tmp, which is often a RAM-backed tmpfs.
         with tempfile.TemporaryDirectory(prefix=".modelferry-batch-", dir=output.parent) as tmp:
             spools = [Path(tmp, f"{i}.arrow") for i in range(len(files))]
-            results = _score_all(files, labels, spools, model, chunk_rows, schema, max_workers)
+            results = _score_all(files, labels, spools, model, chunk_rows, spooled, max_workers)
             # closing(): on an error, the workers stop before their spool folder is removed.
             with closing(results):
                 for label, spool, outcome in results:
@@ -149,7 +156,7 @@ def run_batch(
                         continue
                     if file is None:
                         file = PredictionFile(output, schema)
-                    _copy_spool(spool, file, sql)
+                    _copy_spool(spool, label, file, sql)
                     spool.unlink()  # free the disk as soon as the rows are in the output
                     rows += outcome
                     scored += 1
@@ -233,7 +240,7 @@ def _spool_file(
     rows = 0
     try:
         with ipc.new_file(spool, schema) as writer:
-            for batch in score_file(path, model, chunk_rows, label=label):
+            for batch in score_probabilities(path, model, chunk_rows, label=label):
                 if stop.is_set():
                     return "cancelled: the batch run stopped"
                 writer.write_batch(batch)
@@ -256,11 +263,15 @@ def _open_sql(
     return SqlPredictionTable(secret, table, extra)
 
 
-def _copy_spool(spool: Path, file: PredictionFile, sql: SqlPredictionTable | None) -> None:
+def _copy_spool(
+    spool: Path, label: str, file: PredictionFile, sql: SqlPredictionTable | None
+) -> None:
     # Memory-mapped: each batch is read from the page cache as it is written out.
     with pa.memory_map(str(spool)) as source, ipc.open_file(source) as spooled:
         for index in range(spooled.num_record_batches):
             batch = spooled.get_batch(index)
-            file.write(batch)
+            file.write_rows_of(label, batch)
             if sql is not None:
-                sql.append(batch.to_pandas())
+                frame = batch.to_pandas()
+                frame.insert(0, FILE_COLUMN, label)
+                sql.append(frame)

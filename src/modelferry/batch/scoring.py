@@ -87,25 +87,49 @@ def score_file(
         BatchScoringError: the file cannot be read, is of an unknown type, lacks feature
             columns (named) or holds values that are not numbers; the message names the file.
     """
+    path = Path(path)
+    label = label or path.name
+    schema = prediction_schema(model.class_names)
+    name = pa.scalar(label, pa.string())
+    for probabilities in score_probabilities(path, model, chunk_rows, label=label):
+        arrays = [pa.repeat(name, probabilities.num_rows), *probabilities.columns]
+        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def probability_schema(class_names: Sequence[str]) -> pa.Schema:
+    """`prediction_schema` without the ``file`` column."""
+    return pa.schema([pa.field(name, pa.float64()) for name in prediction_columns(class_names)])
+
+
+def score_probabilities(
+    path: str | Path,
+    model: ServingModel,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    *,
+    label: str | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """`score_file` without the ``file`` column: batches of `probability_schema`.
+
+    For callers that know which file every row came from, such as `run_batch`, and would
+    only drop or rebuild a column repeating its name on every row.
+    """
     if chunk_rows < 1:
         raise BatchScoringError(f"chunk_rows must be at least 1, not {chunk_rows}")
     path = Path(path)
     label = label or path.name
-    schema = prediction_schema(model.class_names)
-    columns = schema.names[1:]
-    name = pa.scalar(label, pa.string())
+    schema = probability_schema(model.class_names)
+    classes = len(schema)
     for rows, features in _feature_chunks(path, model.features, chunk_rows, label):
         if rows == 0:
             continue
         proba = model.predict_proba_columns(features)
-        if proba.shape != (rows, len(columns)):
+        if proba.shape != (rows, classes):
             raise BatchScoringError(
                 f"model {model.name} v{model.version} returned probabilities of shape "
                 f"{proba.shape} for {rows} rows of {label} and "
-                f"{len(columns)} classes; check the version's class names"
+                f"{classes} classes; check the version's class names"
             )
-        arrays = [pa.repeat(name, rows)]
-        arrays += [pa.array(proba[:, index]) for index in range(len(columns))]
+        arrays = [pa.array(proba[:, index]) for index in range(classes)]
         yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
