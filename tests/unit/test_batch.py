@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from pathlib import Path
 
@@ -393,3 +394,43 @@ def test_a_predictor_error_fails_only_its_file(
 
     assert result.failed_files == {"all.parquet": "RuntimeError: cannot score radius over 20"}
     assert result.rows_scored == (features["mean radius"] <= 20).sum()
+
+
+class _ThreadCountingPredictor:
+    """Scores columns as `BoosterPredictor` would, and records the threads it was given."""
+
+    def __init__(self, inner: BoosterPredictor) -> None:
+        self.inner = inner
+        self.threads: set[int | None] = set()
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        return self.inner.predict_proba(features)
+
+    def predict_proba_columns(
+        self, columns: list[np.ndarray], *, threads: int | None = None
+    ) -> np.ndarray:
+        self.threads.add(threads)
+        return self.inner.predict_proba(np.column_stack(columns))
+
+
+@pytest.mark.parametrize(("files", "workers", "threads"), [(4, 2, 2), (1, 2, 4), (3, 4, 1)])
+def test_the_cores_are_shared_between_the_files_scored_at_once(
+    tmp_path: Path,
+    model: ServingModel,
+    features: pd.DataFrame,
+    monkeypatch: pytest.MonkeyPatch,
+    files: int,
+    workers: int,
+    threads: int,
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert isinstance(model.predictor, BoosterPredictor)
+    counting = _ThreadCountingPredictor(model.predictor)
+    counted = dataclasses.replace(model, predictor=counting)
+    for index in range(files):
+        write(features, tmp_path / "in" / f"{index}.parquet")
+
+    result = run_batch(tmp_path / "in", counted, tmp_path / "out.parquet", max_workers=workers)
+
+    assert result.rows_scored == files * ROWS
+    assert counting.threads == {threads}

@@ -127,3 +127,15 @@ def test_changing_the_generated_code_changes_the_cache_key(
     monkeypatch.setattr(compiled, "CODEGEN_TAG", "another-codegen")
     compile_booster(booster, tmp_path)
     assert len(list(tmp_path.glob("*.o"))) == 2
+
+
+def test_any_thread_count_gives_the_same_probabilities(
+    predictor: CompiledBoosterPredictor,
+) -> None:
+    matrix = _rows(45_001)
+    columns = [matrix[:, j] for j in range(matrix.shape[1])]
+    one = predictor.predict_proba_columns(columns, threads=1)
+    for threads in (2, 3, 8):
+        np.testing.assert_array_equal(
+            predictor.predict_proba_columns(columns, threads=threads), one
+        )

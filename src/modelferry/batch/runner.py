@@ -190,12 +190,14 @@ def _score_all(
     """Score files in worker threads; yield (label, spool, rows or reason) in input order.
 
     In input order so the output is the same whatever thread finishes first; later files
-    keep scoring meanwhile.
+    keep scoring meanwhile. The cores are shared out between the files scored at once, so
+    that their predictions do not start more threads than there are cores.
     """
+    threads = max(1, (os.cpu_count() or 1) // min(max_workers, len(files)))
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers, thread_name_prefix="batch-score") as pool:
         futures = [
-            pool.submit(_spool_file, path, label, model, chunk_rows, schema, spool, stop)
+            pool.submit(_spool_file, path, label, model, chunk_rows, threads, schema, spool, stop)
             for path, label, spool in zip(files, labels, spools, strict=True)
         ]
         try:
@@ -230,6 +232,7 @@ def _spool_file(
     label: str,
     model: ServingModel,
     chunk_rows: int,
+    threads: int,
     schema: pa.Schema,
     spool: Path,
     stop: threading.Event,
@@ -240,7 +243,8 @@ def _spool_file(
     rows = 0
     try:
         with ipc.new_file(spool, schema) as writer:
-            for batch in score_probabilities(path, model, chunk_rows, label=label):
+            chunks = score_probabilities(path, model, chunk_rows, label=label, threads=threads)
+            for batch in chunks:
                 if stop.is_set():
                     return "cancelled: the batch run stopped"
                 writer.write_batch(batch)

@@ -107,11 +107,13 @@ def score_probabilities(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     *,
     label: str | None = None,
+    threads: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """`score_file` without the ``file`` column: batches of `probability_schema`.
 
     For callers that know which file every row came from, such as `run_batch`, and would
-    only drop or rebuild a column repeating its name on every row.
+    only drop or rebuild a column repeating its name on every row. `threads` caps the
+    threads one chunk is predicted with (default: the predictor's choice).
     """
     if chunk_rows < 1:
         raise BatchScoringError(f"chunk_rows must be at least 1, not {chunk_rows}")
@@ -122,7 +124,7 @@ def score_probabilities(
     for rows, features in _feature_chunks(path, model.features, chunk_rows, label):
         if rows == 0:
             continue
-        proba = model.predict_proba_columns(features)
+        proba = model.predict_proba_columns(features, threads=threads)
         if proba.shape != (rows, classes):
             raise BatchScoringError(
                 f"model {model.name} v{model.version} returned probabilities of shape "

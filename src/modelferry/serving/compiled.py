@@ -79,11 +79,14 @@ class CompiledBoosterPredictor:
         jobs = 1 if rows < _SINGLE_THREAD_ROWS else self._threads
         return _both_classes(self._compiled.predict(features, n_jobs=jobs))
 
-    def predict_proba_columns(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+    def predict_proba_columns(
+        self, columns: Sequence[np.ndarray], *, threads: int | None = None
+    ) -> np.ndarray:
         """Probabilities of class 0 and class 1 for one float64 array per feature.
 
         The columns are read where they are; none is copied unless it is not a contiguous
-        float64 array.
+        float64 array. `threads` (default: the predictor's) split a large batch; callers
+        that already score several batches at once pass fewer.
         """
         if len(columns) != self._features:
             raise ValueError(f"expected {self._features} feature columns, got {len(columns)}")
@@ -98,7 +101,7 @@ class CompiledBoosterPredictor:
             tile = np.empty(TILE_ROWS * self._features, dtype=np.float64)
             self._score_columns(pointers, positive.ctypes.data, start, end, tile.ctypes.data)
 
-        jobs = 1 if rows < _SINGLE_THREAD_ROWS else self._threads
+        jobs = 1 if rows < _SINGLE_THREAD_ROWS else max(1, threads or self._threads)
         step = -(-rows // jobs) if rows else 1
         bounds = [(start, min(start + step, rows)) for start in range(0, rows, step)]
         if len(bounds) <= 1:

@@ -54,7 +54,9 @@ class Predictor(Protocol):
 class ColumnPredictor(Protocol):
     """A predictor that also scores feature columns as they are, without a matrix."""
 
-    def predict_proba_columns(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+    def predict_proba_columns(
+        self, columns: Sequence[np.ndarray], *, threads: int | None = None
+    ) -> np.ndarray:
         """Probabilities, shape (rows, classes), of one float64 array per feature."""
         ...
 
@@ -141,14 +143,17 @@ class ServingModel:
         """Class probabilities for a float64 matrix whose columns follow `features`."""
         return self.predictor.predict_proba(features)
 
-    def predict_proba_columns(self, columns: Sequence[np.ndarray]) -> np.ndarray:
+    def predict_proba_columns(
+        self, columns: Sequence[np.ndarray], *, threads: int | None = None
+    ) -> np.ndarray:
         """Class probabilities for one float64 array per feature, in `features` order.
 
         Batches arrive column by column; a predictor that reads columns is given them as
-        they are, any other gets them as one matrix.
+        they are, and at most `threads` threads (default: its own choice); any other gets
+        them as one matrix.
         """
         if isinstance(self.predictor, ColumnPredictor):
-            return self.predictor.predict_proba_columns(columns)
+            return self.predictor.predict_proba_columns(columns, threads=threads)
         return self.predictor.predict_proba(np.column_stack(columns))
 
 
