@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightgbm
 import numpy as np
 import pytest
 from lleaves.compiler import tree_compiler
+from lleaves.compiler.ast import parse_to_ast
 from lleaves.compiler.codegen import codegen
 from sklearn.datasets import load_breast_cancer
 
 from modelferry.serving import compiled
 from modelferry.serving.compiled import CompiledBoosterPredictor, compile_booster
 from modelferry.serving.model import BoosterPredictor, FeatureSpec, ServingModel
-from modelferry.serving.tree_codegen import BRANCH_FREE_HEIGHT, TILE_ROWS, hooked_codegen
+from modelferry.serving.tree_codegen import (
+    TILE_ROWS,
+    _choose_branch_free,
+    hooked_codegen,
+    left_shares,
+)
 
 
 @pytest.fixture(scope="module")
 def booster() -> lightgbm.Booster:
-    """Deep, uneven trees: subtrees both shorter and taller than the branch-free height."""
+    """Deep, uneven trees, with balanced and lopsided splits."""
     features, labels = load_breast_cancer(return_X_y=True)
     params = {
         "objective": "binary",
@@ -48,15 +56,75 @@ def _rows(count: int, seed: int = 3) -> np.ndarray:
     return np.ascontiguousarray(rows)
 
 
-def test_the_trees_are_deep_enough_to_take_both_code_paths(booster: lightgbm.Booster) -> None:
-    def height(node: dict[str, Any]) -> int:
-        if "split_feature" not in node:
-            return 0
-        return 1 + max(height(node["left_child"]), height(node["right_child"]))
+def test_the_cost_model_keeps_some_branches_and_drops_others(
+    booster: lightgbm.Booster, tmp_path: Path
+) -> None:
+    info = booster.dump_model()["tree_info"]
+    shares = left_shares(info)
+    assert len(shares) == sum(tree["num_leaves"] - 1 for tree in info)
+    root = info[0]["tree_structure"]
+    left, right = root["left_child"], root["right_child"]
+    left_rows = left.get("internal_count", left.get("leaf_count"))
+    right_rows = right.get("internal_count", right.get("leaf_count"))
+    assert shares[(0, root["split_index"])] == left_rows / (left_rows + right_rows)
+    assert all(0.0 <= share <= 1.0 for share in shares.values())
 
-    heights = [height(tree["tree_structure"]) for tree in booster.dump_model()["tree_info"]]
-    # Some splits stay branches, above subtrees compiled without them.
-    assert max(heights) > BRANCH_FREE_HEIGHT + 1
+    booster.save_model(tmp_path / "model.txt")
+    forest = parse_to_ast(str(tmp_path / "model.txt"))
+    chosen: set[int] = set()
+    for tree in forest.trees:
+        _choose_branch_free(tree.idx, tree.root_node, shares, chosen)
+    splits = [node for tree in forest.trees for node in _split_nodes(tree.root_node)]
+    assert 0 < len(chosen) < len(splits)  # both code paths are taken, and checked below
+
+
+@dataclass
+class _Split:
+    idx: int
+    left: Any
+    right: Any
+    categorical: bool = False
+    is_leaf = False
+
+    @property
+    def decision_type(self) -> Any:
+        return SimpleNamespace(is_categorical=self.categorical)
+
+
+LEAF = SimpleNamespace(is_leaf=True)
+
+
+def test_a_balanced_split_over_a_small_subtree_loses_its_branch() -> None:
+    node = _Split(0, _Split(1, LEAF, LEAF), _Split(2, LEAF, LEAF))
+    chosen: set[int] = set()
+    cost = _choose_branch_free(0, node, {(0, 0): 0.5, (0, 1): 0.5, (0, 2): 0.5}, chosen)
+    assert id(node) in chosen
+    assert cost == 3.0  # three comparisons and selects
+
+
+def test_a_predictable_split_above_a_large_subtree_keeps_its_branch() -> None:
+    deep: Any = LEAF
+    for index in range(1, 9):
+        deep = _Split(index, deep, _Split(100 + index, LEAF, LEAF))
+    node = _Split(0, deep, LEAF)
+    shares = {(0, index): 0.5 for index in range(200)} | {(0, 0): 0.01}
+    chosen: set[int] = set()
+    _choose_branch_free(0, node, shares, chosen)
+    assert id(node) not in chosen
+    assert id(node.right) not in chosen  # a leaf is never "chosen"
+
+
+def test_categorical_splits_always_keep_their_branch() -> None:
+    node = _Split(0, LEAF, LEAF, categorical=True)
+    chosen: set[int] = set()
+    _choose_branch_free(0, node, {(0, 0): 0.5}, chosen)
+    assert chosen == set()
+
+
+def _split_nodes(node: Any) -> list[Any]:
+    if node.is_leaf:
+        return []
+    return [node, *_split_nodes(node.left), *_split_nodes(node.right)]
 
 
 @pytest.mark.parametrize(
@@ -111,11 +179,11 @@ def test_other_predictors_get_the_columns_as_one_matrix(booster: lightgbm.Booste
 
 def test_lleaves_code_generator_is_restored_after_compiling_even_on_error() -> None:
     decision_node, gen_forest = codegen._gen_decision_node, tree_compiler.gen_forest
-    with hooked_codegen():
+    with hooked_codegen({}):
         assert codegen._gen_decision_node is not decision_node
         assert tree_compiler.gen_forest is not gen_forest
     assert (codegen._gen_decision_node, tree_compiler.gen_forest) == (decision_node, gen_forest)
-    with pytest.raises(RuntimeError, match="boom"), hooked_codegen():
+    with pytest.raises(RuntimeError, match="boom"), hooked_codegen({}):
         raise RuntimeError("boom")
     assert (codegen._gen_decision_node, tree_compiler.gen_forest) == (decision_node, gen_forest)
 

@@ -30,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from modelferry.serving.tree_codegen import CODEGEN_TAG, COLUMNS_ENTRY, TILE_ROWS, hooked_codegen
+from modelferry.serving.tree_codegen import (
+    CODEGEN_TAG,
+    COLUMNS_ENTRY,
+    TILE_ROWS,
+    LeftShares,
+    hooked_codegen,
+    left_shares,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -163,10 +170,11 @@ def compile_booster(
         ) from exc
     cached = cache_dir / f"{_cache_key(model_text)}.o"
     threads = threads or os.cpu_count() or 1
+    shares = left_shares(booster.dump_model(num_iteration=iterations)["tree_info"])
     with _model_file(model_text) as model_file:
         if _intact(cached):
             try:
-                loaded = _compiled(lleaves, model_file, lambda model: model.compile(str(cached)))
+                loaded = _compiled(lleaves, model_file, shares, lambda m: m.compile(str(cached)))
                 return _checked(CompiledBoosterPredictor(loaded, threads), booster, iterations)
             except CompilationUnavailable as exc:
                 # A foreign or stale cache file: drop it and compile afresh.
@@ -174,7 +182,7 @@ def compile_booster(
         elif cached.exists():
             logger.warning("Compiled model %s fails its checksum; compiling again", cached)
         _discard(cached)
-        fresh = _compiled(lleaves, model_file, lambda model: _compile_into(model, cached))
+        fresh = _compiled(lleaves, model_file, shares, lambda m: _compile_into(m, cached))
         try:
             return _checked(CompiledBoosterPredictor(fresh, threads), booster, iterations)
         except CompilationUnavailable:
@@ -182,11 +190,13 @@ def compile_booster(
             raise
 
 
-def _compiled(lleaves: Any, model_file: Path, compile: Callable[[Any], None]) -> Any:
+def _compiled(
+    lleaves: Any, model_file: Path, shares: LeftShares, compile: Callable[[Any], None]
+) -> Any:
     """An `lleaves.Model` of `model_file`, compiled (or loaded) by `compile`."""
     try:
         model = lleaves.Model(model_file=str(model_file))
-        with hooked_codegen():
+        with hooked_codegen(shares):
             compile(model)
     except Exception as exc:  # LLVM and lleaves raise many kinds; all mean "not here"
         raise CompilationUnavailable(f"compiling the trees failed: {exc}") from exc
