@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from sklearn.datasets import load_breast_cancer
+
 from modelferry.config import DataConfig, ModelSpec, SplitConfig
 from modelferry.data import load_dataset
 from modelferry.registry import (
@@ -103,3 +106,14 @@ def save_small_lightgbm_model(folder: Path, example_rows: int = 3) -> Path:
         input_example=sample,
     )
     return folder
+
+
+def noisy_rows(count: int, *, seed: int, missing: float) -> np.ndarray:
+    """Breast-cancer rows drawn at random, each value scaled by 1 + 0.1·N(0, 1), and a
+    `missing` share of the values NaN: the trees take varied paths, and the missing side."""
+    features, _ = load_breast_cancer(return_X_y=True)
+    rng = np.random.default_rng(seed)
+    rows = features[rng.integers(0, len(features), count)]
+    rows = rows * (1 + 0.1 * rng.standard_normal(rows.shape))
+    rows[rng.random(rows.shape) < missing] = np.nan
+    return np.ascontiguousarray(rows)

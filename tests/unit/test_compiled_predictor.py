@@ -27,6 +27,7 @@ from modelferry.serving.model import (
     ServingModel,
     with_compiled_trees,
 )
+from tests.model_fixtures import noisy_rows
 
 
 def _booster(trees: int, objective: str = "binary") -> lightgbm.Booster:
@@ -51,12 +52,7 @@ def booster() -> lightgbm.Booster:
 
 def _rows(booster: lightgbm.Booster, count: int = 50_000) -> np.ndarray:
     """Breast-cancer-like rows with noise and some missing values."""
-    features, _ = load_breast_cancer(return_X_y=True)
-    rng = np.random.default_rng(7)
-    rows = features[rng.integers(0, len(features), count)]
-    rows = rows * (1 + 0.1 * rng.standard_normal(rows.shape))
-    rows[rng.random(rows.shape) < 0.02] = np.nan
-    return np.ascontiguousarray(rows)
+    return noisy_rows(count, seed=7, missing=0.02)
 
 
 def test_compiled_trees_give_lightgbm_probabilities(

@@ -24,6 +24,7 @@ from modelferry.serving.tree_codegen import (
     hooked_codegen,
     left_shares,
 )
+from tests.model_fixtures import noisy_rows
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +48,8 @@ def predictor(
     return compile_booster(booster, tmp_path_factory.mktemp("compiled"))
 
 
-def _rows(count: int, seed: int = 3) -> np.ndarray:
-    features, _ = load_breast_cancer(return_X_y=True)
-    rng = np.random.default_rng(seed)
-    rows = features[rng.integers(0, len(features), count)]
-    rows = rows * (1 + 0.1 * rng.standard_normal(rows.shape))
-    rows[rng.random(rows.shape) < 0.03] = np.nan
-    return np.ascontiguousarray(rows)
+def _rows(count: int) -> np.ndarray:
+    return noisy_rows(count, seed=3, missing=0.03)
 
 
 def test_the_cost_model_keeps_some_branches_and_drops_others(

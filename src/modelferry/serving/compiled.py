@@ -1,9 +1,10 @@
 """LightGBM trees compiled to native code (lleaves) for large batches, checked before use.
 
 LightGBM's `Booster.predict` walks each tree as data; lleaves turns the model into machine
-code through LLVM, which scores a batch several times faster with the same results. The
-compiled code is specialised for this CPU, so it is cached per model, per CPU and per
-compiler version, and compiled again when any of them changes.
+code through LLVM, which scores a batch several times faster with the same results, and
+`tree_codegen` makes that code cheaper still and able to read columns. The compiled code
+is specialised for this CPU, so it is cached per model, per CPU, per compiler version and
+per version of modelferry's code generation, and compiled again when any of them changes.
 
 Nothing compiled is trusted blindly. A cached object file is loaded only if its bytes
 match the checksum written beside it (LLVM aborts the whole process on a damaged one),
