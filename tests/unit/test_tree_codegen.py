@@ -16,7 +16,11 @@ from lleaves.compiler.codegen import codegen
 from sklearn.datasets import load_breast_cancer
 
 from modelferry.serving import compiled
-from modelferry.serving.compiled import CompiledBoosterPredictor, compile_booster
+from modelferry.serving.compiled import (
+    CompilationUnavailable,
+    CompiledBoosterPredictor,
+    compile_booster,
+)
 from modelferry.serving.model import BoosterPredictor, FeatureSpec, ServingModel
 from modelferry.serving.tree_codegen import (
     TILE_ROWS,
@@ -203,3 +207,12 @@ def test_any_thread_count_gives_the_same_probabilities(
         np.testing.assert_array_equal(
             predictor.predict_proba_columns(columns, threads=threads), one
         )
+
+
+def test_a_compiled_model_without_the_columns_entry_is_unavailable() -> None:
+    class Foreign:  # as a later lleaves might look: no execution engine where 1.3 keeps it
+        def num_feature(self) -> int:
+            return 30
+
+    with pytest.raises(CompilationUnavailable, match="modelferry_score_columns"):
+        CompiledBoosterPredictor(Foreign(), threads=1)

@@ -76,7 +76,8 @@ class CompiledBoosterPredictor:
         self._compiled = compiled
         self._threads = max(1, threads)
         self._features = int(compiled.num_feature())
-        address = compiled._execution_engine.get_function_address(COLUMNS_ENTRY)
+        engine = getattr(compiled, "_execution_engine", None)  # lleaves 1.3 keeps it here
+        address = engine.get_function_address(COLUMNS_ENTRY) if engine is not None else 0
         if not address:
             raise CompilationUnavailable(f"the compiled object lacks {COLUMNS_ENTRY}")
         self._score_columns = _COLUMNS_SIGNATURE(address)
