@@ -216,7 +216,7 @@ def test_without_lleaves_compilation_is_unavailable(
 def test_probe_rows_take_both_sides_of_every_split_and_the_missing_side(
     booster: lightgbm.Booster,
 ) -> None:
-    splits = compiled._split_thresholds(booster)
+    splits = compiled._split_thresholds(booster.dump_model()["tree_info"])
     assert splits
     most = max(len(thresholds) for thresholds in splits.values())
     # Asked for fewer rows than the values to show, the probe grows to show them all.

@@ -41,7 +41,6 @@ class PredictionFile:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._partial = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-        self._schema = schema
         self._writer: Any
         self._parquet = path.suffix.lower() in PARQUET_SUFFIXES
         if self._parquet:
@@ -88,9 +87,9 @@ class PredictionFile:
             )
         else:
             names = pa.repeat(pa.scalar(label, pa.string()), rows)
-        self._writer.write_batch(
-            pa.RecordBatch.from_arrays([names, *probabilities.columns], schema=self._written_schema)
-        )
+        arrays = list(probabilities.columns)
+        arrays.insert(self._written_schema.get_field_index(FILE_COLUMN), names)
+        self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self._written_schema))
 
     def commit(self) -> None:
         """Finish the file and give it its name (replacing any file of that name)."""

@@ -23,7 +23,7 @@ import os
 import platform
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +38,7 @@ from modelferry.serving.tree_codegen import (
     LeftShares,
     hooked_codegen,
     left_shares,
+    split_nodes,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class CompiledBoosterPredictor:
         """Probabilities of class 0 and class 1 for each row."""
         rows = features.shape[0]
         jobs = 1 if rows < _SINGLE_THREAD_ROWS else self._threads
-        return _both_classes(self._compiled.predict(features, n_jobs=jobs))
+        return both_classes(self._compiled.predict(features, n_jobs=jobs))
 
     def predict_proba_columns(
         self, columns: Sequence[np.ndarray], *, threads: int | None = None
@@ -122,10 +123,11 @@ class CompiledBoosterPredictor:
             score(*bounds[0])
             for helper in helpers:
                 helper.join()
-        return _both_classes(positive)
+        return both_classes(positive)
 
 
-def _both_classes(positive: np.ndarray) -> np.ndarray:
+def both_classes(positive: np.ndarray) -> np.ndarray:
+    """Probabilities of class 0 and class 1, shape (rows, 2), from class 1's."""
     out = np.empty((len(positive), 2), dtype=np.float64)
     out[:, 1] = positive
     np.subtract(1.0, positive, out=out[:, 0])
@@ -172,12 +174,15 @@ def compile_booster(
         ) from exc
     cached = cache_dir / f"{_cache_key(model_text)}.o"
     threads = threads or os.cpu_count() or 1
-    shares = left_shares(booster.dump_model(num_iteration=iterations)["tree_info"])
+    # One dump of the trees compiled: it feeds the code generator and the probe rows.
+    tree_info = booster.dump_model(num_iteration=iterations)["tree_info"]
+    shares = left_shares(tree_info)
     with _model_file(model_text) as model_file:
         if _intact(cached):
             try:
                 loaded = _compiled(lleaves, model_file, shares, lambda m: m.compile(str(cached)))
-                return _checked(CompiledBoosterPredictor(loaded, threads), booster, iterations)
+                loaded_predictor = CompiledBoosterPredictor(loaded, threads)
+                return _checked(loaded_predictor, booster, iterations, tree_info)
             except CompilationUnavailable as exc:
                 # A foreign or stale cache file: drop it and compile afresh.
                 logger.warning("Compiled model %s is unusable (%s); compiling again", cached, exc)
@@ -186,7 +191,9 @@ def compile_booster(
         _discard(cached)
         fresh = _compiled(lleaves, model_file, shares, lambda m: _compile_into(m, cached))
         try:
-            return _checked(CompiledBoosterPredictor(fresh, threads), booster, iterations)
+            return _checked(
+                CompiledBoosterPredictor(fresh, threads), booster, iterations, tree_info
+            )
         except CompilationUnavailable:
             _discard(cached)
             raise
@@ -246,10 +253,13 @@ def _digest(path: Path) -> str:
 
 
 def _checked(
-    predictor: CompiledBoosterPredictor, booster: Any, iterations: int
+    predictor: CompiledBoosterPredictor,
+    booster: Any,
+    iterations: int,
+    tree_info: Sequence[Mapping[str, Any]],
 ) -> CompiledBoosterPredictor:
     """`predictor`, once it has matched LightGBM on the probe rows."""
-    probe = probe_rows(booster)
+    probe = probe_rows(booster, tree_info=tree_info)
     expected = booster.predict(probe, num_iteration=iterations)
     by_rows = predictor.predict_proba(probe)[:, 1]
     by_columns = predictor.predict_proba_columns(list(probe.T))[:, 1]
@@ -262,17 +272,26 @@ def _checked(
     return predictor
 
 
-def probe_rows(booster: Any, rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarray:
+def probe_rows(
+    booster: Any,
+    rows: int = PROBE_ROWS,
+    seed: int = 0,
+    *,
+    tree_info: Sequence[Mapping[str, Any]] | None = None,
+) -> np.ndarray:
     """Rows that send the trees down both sides of every split, and the missing side.
 
     For each feature, every threshold the model splits it at appears at least once just
     below it, at it (LightGBM sends that left) and just above it, and so does NaN; the
     values are shuffled independently per feature, so they meet in varied combinations.
     Features no tree splits on get zeros. There are `rows` rows, or more if a feature
-    needs more to show every value.
+    needs more to show every value. `tree_info` is the booster's
+    ``dump_model()["tree_info"]`` when the caller already has it.
     """
     rng = np.random.default_rng(seed)
-    thresholds = _split_thresholds(booster)
+    if tree_info is None:
+        tree_info = booster.dump_model()["tree_info"]
+    thresholds = _split_thresholds(tree_info)
     needed = max((3 * len(values) + 1 for values in thresholds.values()), default=0)
     matrix = np.zeros((max(rows, needed), booster.num_feature()), dtype=np.float64)
     for feature, values in thresholds.items():
@@ -284,23 +303,14 @@ def probe_rows(booster: Any, rows: int = PROBE_ROWS, seed: int = 0) -> np.ndarra
     return matrix
 
 
-def _split_thresholds(booster: Any) -> dict[int, set[float]]:
+def _split_thresholds(tree_info: Sequence[Mapping[str, Any]]) -> dict[int, set[float]]:
     found: dict[int, set[float]] = {}
-    for tree in booster.dump_model()["tree_info"]:
-        for node in _split_nodes(tree["tree_structure"]):
+    for tree in tree_info:
+        for node in split_nodes(tree["tree_structure"]):
             threshold = node.get("threshold")
             if isinstance(threshold, int | float):
                 found.setdefault(int(node["split_feature"]), set()).add(float(threshold))
     return found
-
-
-def _split_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        if "split_feature" in current:
-            yield current
-            stack.extend((current["left_child"], current["right_child"]))
 
 
 def _cache_key(model_text: str) -> str:

@@ -18,6 +18,7 @@ from modelferry.registry import CLASS_NAMES_TAG, ModelRegistry, RegisteredVersio
 from modelferry.serving.compiled import (
     COMPILED_MODELS_ENV,
     CompilationUnavailable,
+    both_classes,
     compile_booster,
     last_iteration,
 )
@@ -99,10 +100,7 @@ class BoosterPredictor:
             positive = self._booster.predict(
                 features, num_iteration=self._iterations, num_threads=threads
             )
-        out = np.empty((rows, 2), dtype=np.float64)
-        out[:, 1] = positive
-        np.subtract(1.0, positive, out=out[:, 0])
-        return out
+        return both_classes(positive)
 
 
 class EstimatorPredictor:

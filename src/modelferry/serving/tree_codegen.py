@@ -59,17 +59,21 @@ def left_shares(tree_info: Sequence[Mapping[str, Any]]) -> dict[tuple[int, int],
     """
     shares: dict[tuple[int, int], float] = {}
     for tree, info in enumerate(tree_info):
-        stack = [info["tree_structure"]]
-        while stack:
-            node = stack.pop()
-            if "split_index" not in node:
-                continue
-            left, right = node["left_child"], node["right_child"]
-            counts = (_count(left), _count(right))
+        for node in split_nodes(info["tree_structure"]):
+            counts = (_count(node["left_child"]), _count(node["right_child"]))
             total = sum(counts)
             shares[(tree, int(node["split_index"]))] = counts[0] / total if total > 0 else 0.5
-            stack += [left, right]
     return shares
+
+
+def split_nodes(root: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """Every split (not leaf) of one tree of `Booster.dump_model()`, parents first."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if "split_index" in node:
+            yield node
+            stack += [node["left_child"], node["right_child"]]
 
 
 def _count(node: Mapping[str, Any]) -> float:
