@@ -251,3 +251,40 @@ def test_manifest_round_trips_from_the_zip(built: BuiltPackage) -> None:
     raw = read_all(built.path)["manifest.json"]
 
     assert Manifest.from_bytes(raw).to_bytes() == raw
+
+
+def _resigned(built: BuiltPackage, manifest: bytes) -> Path:
+    """The package with `manifest` as its manifest, signed with the trusted key."""
+    import base64
+
+    entries = read_all(built.path)
+    entries["manifest.json"] = manifest
+    entries["manifest.sig"] = base64.b64encode(KEY.sign(manifest))
+    return rewrite(built.path, entries)
+
+
+@pytest.mark.parametrize("depth", [200_000, 5_000])
+def test_a_deeply_nested_manifest_is_a_verification_error(built: BuiltPackage, depth: int) -> None:
+    document = json.loads(read_all(built.path)["manifest.json"])
+    # Signed with the trusted key, so the nesting reaches the manifest's own parser.
+    body = json.dumps(document)[:-1] + ', "extra": ' + "[" * depth + "]" * depth + "}"
+    with pytest.raises(PackageVerificationError, match=r"^manifest\.json nests deeper than"):
+        verify_package(_resigned(built, body.encode()), [KEY.verify_key])
+    # Unsigned, it must not get as far as the key lookup either.
+    with pytest.raises(PackageVerificationError, match=r"^manifest\.json nests deeper than"):
+        Manifest.from_bytes(("[" * depth + "]" * depth).encode())
+
+
+def test_nesting_inside_manifest_strings_does_not_count(built: BuiltPackage) -> None:
+    document = json.loads(read_all(built.path)["manifest.json"])
+    document["name"] = '["{' * 1000 + '\\"'
+    body = json.dumps(document, sort_keys=True, indent=2).encode() + b"\n"
+
+    assert verify_package(_resigned(built, body), [KEY.verify_key]).name == document["name"]
+
+
+def test_an_oversized_manifest_is_refused_by_its_parser() -> None:
+    from modelferry.packaging.manifest import MAX_MANIFEST_BYTES
+
+    with pytest.raises(PackageVerificationError, match=r"^manifest\.json is larger than"):
+        Manifest.from_bytes(b" " * (MAX_MANIFEST_BYTES + 1) + b"{}")

@@ -27,6 +27,15 @@ Flavor = Literal["lightgbm", "sklearn"]
 
 _CREATED_AT_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"
 
+#: The largest `manifest.json` read at all (10,000 listed files take about 2 MB).
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+#: How deep arrays and objects may nest; the format itself needs 3 levels.
+MAX_MANIFEST_DEPTH = 32
+
+# A JSON string (escapes included): brackets inside one do not nest anything.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
 
 class _Part(BaseModel):
     # Readers ignore keys they do not know: additions that old readers may safely skip
@@ -119,12 +128,10 @@ class Manifest(_Part):
         """Parse `manifest.json`.
 
         Raises:
-            PackageVerificationError: not UTF-8 JSON, another format, or a field is wrong.
+            PackageVerificationError: too large, nested too deep, not UTF-8 JSON, another
+                format, or a field is wrong.
         """
-        try:
-            document = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise PackageVerificationError(f"{MANIFEST_NAME} is not UTF-8 JSON: {exc}") from None
+        document = load_manifest_document(data)
         if not isinstance(document, dict):
             raise PackageVerificationError(f"{MANIFEST_NAME} must hold a JSON object")
         found = document.get("format")
@@ -150,6 +157,56 @@ class Manifest(_Part):
             f"{self.file_name}: {self.model.name} v{self.model.version} ({self.model.flavor}), "
             f"{len(self.files)} files, signed by key {self.signing_key_id}"
         )
+
+
+def load_manifest_document(data: bytes) -> object:
+    """The JSON document in `manifest.json`, read within bounds; not yet checked further.
+
+    The size and nesting depth are checked before the JSON is parsed (and without
+    recursion), so a hostile manifest is a verification error, never a crash. `NaN` and
+    `Infinity` are refused: canonical JSON cannot hold them.
+
+    Raises:
+        PackageVerificationError: larger than `MAX_MANIFEST_BYTES`, nested deeper than
+            `MAX_MANIFEST_DEPTH`, or not UTF-8 JSON.
+    """
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise PackageVerificationError(
+            f"{MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES} bytes; refusing to read it"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PackageVerificationError(f"{MANIFEST_NAME} is not UTF-8 JSON: {exc}") from None
+    if _nesting_depth(data) > MAX_MANIFEST_DEPTH:
+        raise PackageVerificationError(
+            f"{MANIFEST_NAME} nests deeper than {MAX_MANIFEST_DEPTH} levels; it is not a "
+            f"{FORMAT} manifest, do not install the package"
+        )
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise PackageVerificationError(f"{MANIFEST_NAME} is not UTF-8 JSON: {exc}") from None
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _nesting_depth(data: bytes) -> int:
+    """How deep `[` and `{` nest in JSON `data`, brackets inside strings not counted."""
+    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in brackets:
+        if byte in b"[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_MANIFEST_DEPTH:
+                    break
+        else:
+            depth -= 1
+    return deepest
 
 
 def package_file_name(package_id: str, version: str) -> str:

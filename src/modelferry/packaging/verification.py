@@ -6,7 +6,6 @@ import base64
 import binascii
 import functools
 import hashlib
-import json
 import os
 import stat
 import zipfile
@@ -26,14 +25,15 @@ from modelferry.packaging.archive import (
 from modelferry.packaging.extraction import safe_extract
 from modelferry.packaging.manifest import (
     MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
     METADATA_NAMES,
     SIGNATURE_NAME,
     FileEntry,
     Manifest,
+    load_manifest_document,
 )
 from modelferry.packaging.signing import VerifyKey
 
-MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_SIGNATURE_BYTES = 1024
 INVALID_SIGNATURE = (
     "manifest signature is invalid: the package was altered or signed with another key"
@@ -223,10 +223,8 @@ def _decode_signature(data: bytes) -> bytes:
 
 def _claimed_key_id(manifest_bytes: bytes) -> str:
     # Read before the signature is checked, only to pick the key: the id is signed too.
-    try:
-        document = json.loads(manifest_bytes)
-    except ValueError:
-        document = None
+    # The bounded reader: these bytes are not trusted yet.
+    document = load_manifest_document(manifest_bytes)
     claimed = document.get("signing_key_id") if isinstance(document, dict) else None
     if not isinstance(claimed, str):
         raise PackageVerificationError(f"{MANIFEST_NAME} names no signing key; {_ALTERED}")
