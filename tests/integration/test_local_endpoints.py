@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections import Counter
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from mlflow import MlflowClient
 
@@ -204,3 +206,60 @@ def test_unknown_key_is_refused(backend: LocalEndpointBackend, endpoint: str) ->
     response = httpx.post(uri, json=score_payload(), headers={"Authorization": "Bearer x"})
     assert response.status_code == 401
     assert backend.get_keys(endpoint).get_secret_value() not in response.text
+
+
+@pytest.mark.parametrize("since", ["abc", "nan", "inf", "-inf"])
+def test_admin_metrics_refuses_a_bad_since(
+    backend: LocalEndpointBackend, endpoint: str, since: str
+) -> None:
+    uri = backend.get_endpoint(endpoint).scoring_uri.removesuffix("/score")
+    record = backend.store.get_endpoint(endpoint)
+    assert record is not None
+    token = record.admin_token.get_secret_value()
+    response = httpx.get(
+        f"{uri}/admin/metrics",
+        params={"since": since},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert "since" in response.json()["error"]
+
+
+def test_small_requests_stay_fast_while_large_bad_ones_are_parsed(
+    backend: LocalEndpointBackend, endpoint: str
+) -> None:
+    uri = backend.get_endpoint(endpoint).scoring_uri
+    headers = {"Authorization": f"Bearer {backend.get_keys(endpoint).get_secret_value()}"}
+    large = score_payload(1)
+    row = large["input_data"]["data"][0]
+    large["input_data"]["data"] = [row] * 70_000
+    large["input_data"]["index"] = list(range(70_000))
+    large["input_data"]["data"][-1] = [*row[:-1], "bad"]
+    large_body = orjson.dumps(large)
+    small_body = orjson.dumps(score_payload(1))
+    statuses: list[int] = []
+
+    def send_large() -> None:
+        with httpx.Client(timeout=60) as client:
+            for _ in range(3):
+                response = client.post(uri, content=large_body, headers=headers)
+                statuses.append(response.status_code)
+
+    senders = [threading.Thread(target=send_large) for _ in range(2)]
+    for sender in senders:
+        sender.start()
+    timings: list[float] = []
+    with httpx.Client(timeout=60) as client:
+        time.sleep(0.3)  # let the large bodies arrive first
+        while any(s.is_alive() for s in senders):
+            started = time.perf_counter()
+            response = client.post(uri, content=small_body, headers=headers)
+            timings.append(time.perf_counter() - started)
+            assert response.status_code == 200
+            time.sleep(0.01)
+    for sender in senders:
+        sender.join()
+    assert set(statuses) <= {400, 503} and 400 in statuses
+    assert len(timings) >= 5
+    assert statistics.median(timings) < 0.050

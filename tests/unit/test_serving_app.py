@@ -158,3 +158,30 @@ def test_health_and_metrics(model: ServingModel) -> None:
 def test_routing_table_refuses_traffic_to_unloaded(model: ServingModel) -> None:
     with pytest.raises(KeyError, match="not loaded"):
         RoutingTable.build({"blue": model}, TrafficSplit({"green": 100}))
+
+
+def test_wrong_method_is_405_with_allow(model: ServingModel) -> None:
+    app = make_app({"blue": model}, TrafficSplit({"blue": 100}))
+    requests = [
+        {"method": "GET", "url": "/score"},
+        {"method": "POST", "url": "/health/live"},
+        {"method": "DELETE", "url": "/health/ready"},
+        {"method": "POST", "url": "/metrics"},
+        {"method": "GET", "url": "/nowhere"},
+    ]
+    wrong_score, wrong_live, wrong_ready, wrong_metrics, unknown = call(app, requests)
+    assert (wrong_score.status_code, wrong_score.headers["allow"]) == (405, "POST")
+    assert (wrong_live.status_code, wrong_live.headers["allow"]) == (405, "GET, HEAD")
+    assert (wrong_ready.status_code, wrong_ready.headers["allow"]) == (405, "GET, HEAD")
+    assert (wrong_metrics.status_code, wrong_metrics.headers["allow"]) == (405, "GET")
+    assert unknown.status_code == 404
+
+
+def test_large_bad_request_is_refused_at_the_bad_cell(model: ServingModel) -> None:
+    document = payload(3)
+    document["input_data"]["data"] = document["input_data"]["data"] * 4000
+    document["input_data"]["index"] = list(range(12_000))
+    document["input_data"]["data"][-1] = [*document["input_data"]["data"][-1][:-1], "bad"]
+    (response,) = call(make_app({"blue": model}, TrafficSplit({"blue": 100})), [score(document)])
+    assert response.status_code == 400
+    assert "row 11999 holds str 'bad'" in response.json()["error"]

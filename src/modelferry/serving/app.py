@@ -18,6 +18,11 @@ import orjson
 from pydantic import SecretStr
 
 from modelferry.endpoints.spec import TrafficSplit
+from modelferry.serving.large_requests import (
+    OFFLOAD_BYTES,
+    RETRY_AFTER_SECONDS,
+    LargeRequestPool,
+)
 from modelferry.serving.model import ServingModel
 from modelferry.serving.payload import PayloadError, parse_request
 from modelferry.serving.routing import RoutingTable
@@ -34,6 +39,10 @@ _JSON = [(b"content-type", b"application/json")]
 # Requests with more rows than this are scored off the event loop, so that one big
 # request does not stall the small ones queued behind it.
 _INLINE_ROWS = 1000
+_READ = ("GET", "HEAD")
+# The methods each route takes, for the Allow header of a 405.
+_ALLOWED = {"/score": "POST", "/health/live": "GET, HEAD", "/health/ready": "GET, HEAD"}
+_ALLOWED["/metrics"] = "GET"
 
 
 class ScoringApp:
@@ -56,6 +65,7 @@ class ScoringApp:
         self.telemetry = Telemetry()
         self.table = RoutingTable.build({}, TrafficSplit())
         self._random = random.random
+        self.large = LargeRequestPool()
 
     def install(self, table: RoutingTable) -> None:
         """Route new requests by `table`; requests already routed finish where they are."""
@@ -72,9 +82,9 @@ class ScoringApp:
         method: str = scope["method"]
         if path == "/score" and method == "POST":
             await self._score(scope, receive, send)
-        elif path == "/health/live":
+        elif path == "/health/live" and method in _READ:
             await _respond(send, 200, {"status": "live"})
-        elif path == "/health/ready":
+        elif path == "/health/ready" and method in _READ:
             ready = bool(self.table.models)
             await _respond(send, 200 if ready else 503, {"ready": ready})
         elif path == "/metrics" and method == "GET":
@@ -87,6 +97,14 @@ class ScoringApp:
             body = await _read_body(receive, self.max_body_bytes)
             status, answer = await self.admin(scope, body or b"")
             await _respond(send, status, answer)
+        elif path in _ALLOWED:
+            allow = _ALLOWED[path]
+            await _send(
+                send,
+                405,
+                orjson.dumps({"error": f"{path} takes {allow}, not {method}"}),
+                [*_JSON, (b"allow", allow.encode())],
+            )
         else:
             await _respond(send, 404, {"error": f"no route {method} {path}"})
 
@@ -122,6 +140,9 @@ class ScoringApp:
                 0,
             )
             return
+        if len(body) > OFFLOAD_BYTES:
+            await self._score_large(send, name, started, model, body)
+            return
         try:
             features = parse_request(body, model.schema, self.max_rows)
         except PayloadError as exc:
@@ -145,6 +166,42 @@ class ScoringApp:
         if table.traffic.mirror and pinned is None:
             for mirror in table.mirrors_for(self._random()):
                 self._mirror(table.models.get(mirror), mirror, features)
+
+    async def _score_large(
+        self, send: Send, name: str, started: float, model: ServingModel, body: bytes
+    ) -> None:
+        """Parse in a worker process and score in a thread, at most a few at a time."""
+        if not self.large.try_enter():
+            busy = {"error": "too many large requests at once; retry shortly"}
+            await _send(
+                send,
+                503,
+                orjson.dumps(busy),
+                [*_JSON, (b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
+            )
+            self.telemetry.record(name, 503, time.perf_counter() - started, 0)
+            return
+        try:
+            try:
+                features = await self.large.parse(body, model.schema, self.max_rows)
+            except PayloadError as exc:
+                await self._answer(send, name, started, exc.status, {"error": str(exc)}, 0)
+                return
+            try:
+                proba = await asyncio.to_thread(model.predict_proba, features)
+            except Exception as exc:  # a model failure is the server's fault: 500, counted
+                error = {"error": f"scoring failed: {exc}"}
+                await self._answer(send, name, started, 500, error, 0)
+                return
+        finally:
+            self.large.leave()
+        answer = {
+            "predictions": proba,
+            "classes": model.class_names,
+            "deployment": name,
+            "model_version": model.version,
+        }
+        await self._answer(send, name, started, 200, answer, features.shape[0])
 
     async def _answer(
         self, send: Send, deployment: str, started: float, status: int, answer: Any, rows: int

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import hmac
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -61,8 +62,16 @@ class EndpointServer:
                 "mirror": dict(table.traffic.mirror),
             }
         if path == "/admin/metrics" and method == "GET":
-            query = parse_qs(scope.get("query_string", b"").decode())
-            since = float(query.get("since", ["0"])[0])
+            query = parse_qs(scope.get("query_string", b"").decode("utf-8", "replace"))
+            raw = query.get("since", ["0"])[0]
+            try:
+                since = float(raw)
+            except ValueError:
+                since = math.nan
+            if not math.isfinite(since):
+                return 400, {
+                    "error": f"'since' must be a finite Unix time in seconds; got {raw!r:.40}"
+                }
             summaries = {
                 name: self.app.telemetry.summary_since(name, since)
                 for name in self.app.table.models
