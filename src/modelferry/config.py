@@ -7,11 +7,9 @@ allowed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from modelferry.config_files import read_mapping
 from modelferry.errors import InvalidConfigError
 from modelferry.metrics import HIGHER_IS_BETTER, MetricName
 
@@ -230,11 +229,16 @@ def load_config(path: str | Path) -> ModelConfig:
             every bad field with the value found and what is allowed.
     """
     path = Path(path)
-    raw = _read_mapping(path)
+    raw = read_mapping(path)
+    problem: str | None = None
     try:
         config = ModelConfig.model_validate(raw)
     except ValidationError as exc:
-        raise InvalidConfigError(format_validation_error(path, exc)) from None
+        problem = format_validation_error(path, exc)
+    if problem is not None:
+        # Raised outside the `except` block, so no ValidationError (whose text repeats
+        # the input, passwords included) rides along as __context__.
+        raise InvalidConfigError(problem)
     source = config.data.source
     if isinstance(source, FileDataSource) and not source.path.is_absolute():
         resolved = source.model_copy(update={"path": (path.parent / source.path).resolve()})
@@ -259,55 +263,30 @@ def with_approval_mode(config: ModelConfig, mode: str | None) -> ModelConfig:
     return config.model_copy(update={"approval": approval})
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InvalidConfigError(
-            f"config file {str(path)!r} does not exist; pass the path of a model config "
-            "(JSON or YAML), e.g. config/model_config.json"
-        )
-    text = path.read_text(encoding="utf-8")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".json":
-            data = json.loads(text)
-        elif suffix in {".yaml", ".yml"}:
-            data = yaml.safe_load(text)
-        else:
-            raise InvalidConfigError(
-                f"config file {str(path)!r} has suffix {suffix!r}; use .json, .yaml or .yml"
-            )
-    except json.JSONDecodeError as exc:
-        raise InvalidConfigError(
-            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise InvalidConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidConfigError(
-            f"{path}: the top level must be a mapping of fields, got {type(data).__name__}"
-        )
-    return data
-
-
 def format_validation_error(path: Path, exc: ValidationError) -> str:
-    """Render pydantic's errors as one line per bad field: where, what was found, what fits."""
-    lines = [f"{path} is invalid ({exc.error_count()} problem(s)):"]
-    for error in exc.errors(include_url=False):
+    """Render pydantic's errors on one line: each bad field, what was found, what fits.
+
+    Built from `errors()` alone: pydantic's own text repeats whole inputs, which may hold
+    a database password. Every value shown goes through `mask_value`.
+    """
+    # Imported here: the data package imports this module.
+    from modelferry.data.masking import mask_value
+
+    problems: list[str] = []
+    for error in exc.errors(include_url=False, include_context=False):
         loc = _display_location(error["loc"])
-        message = error["msg"]
         if error["type"] == "extra_forbidden":
             allowed = _allowed_fields(error["loc"][:-1])
-            message = f"unknown field; allowed fields here: {allowed}"
-            lines.append(f"  - {loc}: {message}")
+            problems.append(f"{loc}: unknown field; allowed fields here: {allowed}")
             continue
         if error["type"] == "missing":
-            lines.append(f"  - {loc}: required field is missing")
+            problems.append(f"{loc}: required field is missing")
             continue
-        value = error.get("input")
-        shown = "(secret)" if "url" in loc.split(".")[-1:] else repr(value)
-        message = message.removeprefix("Value error, ")
-        lines.append(f"  - {loc}: got {shown}; {message}")
-    return "\n".join(lines)
+        field = error["loc"][-1] if error["loc"] else None
+        shown = mask_value(field, error.get("input"))
+        message = " ".join(error["msg"].removeprefix("Value error, ").split())
+        problems.append(f"{loc}: got {shown}; {message}")
+    return f"{path} is invalid ({exc.error_count()} problem(s)): " + " | ".join(problems)
 
 
 def _display_location(loc: tuple[int | str, ...]) -> str:

@@ -483,3 +483,91 @@ def test_url_without_api_root_is_explained_not_reported_as_missing_run() -> None
     with pytest.raises(OrchestratorError, match="ending in /api") as caught:
         api.resume(str(uuid.uuid4()), {})
     assert not isinstance(caught.value, FlowRunNotFoundError)
+
+
+# ------------------------------------------------------------------- validate: hostile files
+
+PG_PASSWORD = "hunter2-Secret"
+PG_URL = f"postgresql+psycopg://app:{PG_PASSWORD}@db.example:5432/sales"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"kind": "mysql", "url": PG_URL, "query": "select 1"},
+        {"url": PG_URL, "query": "select 1"},
+        PG_URL,
+        {"kind": "sql", "url": PG_URL, "query": "", "extra": PG_URL},
+    ],
+    ids=["bad-kind", "missing-kind", "string", "bad-query"],
+)
+def test_validate_never_shows_a_database_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], source: Any
+) -> None:
+    path = _write(tmp_path, {**MINIMAL_CONFIG, "data": {"source": source}})
+
+    assert main(["validate", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert PG_PASSWORD not in out + err
+    assert "data.source" in err
+
+
+def _validate_error(path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["validate", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert str(path) in lines[0]
+    return lines[0]
+
+
+def test_validate_refuses_yaml_aliases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    laughs = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 9):
+        laughs.append(
+            f"{chr(97 + level)}: &{chr(97 + level)} ["
+            + ", ".join([f"*{chr(96 + level)}"] * 9)
+            + "]"
+        )
+    path = tmp_path / "model.yaml"
+    path.write_text("\n".join(laughs) + "\n", encoding="utf-8")
+
+    assert "anchor" in _validate_error(path, capsys)
+
+
+def test_validate_refuses_an_oversized_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps({**MINIMAL_CONFIG, "pad": "x" * (2 * 1024 * 1024)}))
+
+    assert "MiB" in _validate_error(path, capsys)
+
+
+def test_validate_refuses_a_file_that_is_not_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "model.json"
+    path.write_bytes(b'{"experiment_name": "d\xff\xfe"}')
+
+    assert "UTF-8" in _validate_error(path, capsys)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("model.json", "[" * 200_000 + "]" * 200_000),
+        ("model.json", '{"a":' * 100 + "1" + "}" * 100),
+        ("model.yaml", "[" * 50_000 + "]" * 50_000),
+        ("model.yaml", "".join(f"{' ' * i}a:\n" for i in range(100)) + " " * 100 + "b: 1\n"),
+    ],
+    ids=["json-200k", "json-100", "yaml-flow-50k", "yaml-block-100"],
+)
+def test_validate_refuses_deep_nesting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, text: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+
+    assert "nest" in _validate_error(path, capsys)

@@ -145,3 +145,28 @@ def test_bad_delivery_section_is_named(tmp_path: Path, delivery: Any, named: str
     with pytest.raises(InvalidConfigError, match="delivery") as caught:
         load_config(write(tmp_path, {**MINIMAL, "delivery": delivery}))
     assert named in str(caught.value)
+
+
+PG_PASSWORD = "hunter2-Secret"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"kind": "mysql", "url": f"postgresql://app:{PG_PASSWORD}@db:5432/x", "query": "select 1"},
+        {"url": f"postgresql://app:{PG_PASSWORD}@db:5432/x"},
+        f"postgresql://app:{PG_PASSWORD}@db:5432/x",
+        {"kind": "sql", "url": f"sqlite:///x.db?password={PG_PASSWORD}", "query": ""},
+    ],
+)
+def test_invalid_config_errors_never_hold_a_password(tmp_path: Path, source: object) -> None:
+    path = tmp_path / "model.json"
+    config = {"experiment_name": "d", "registered_model_name": "m", "data": {"source": source}}
+    path.write_text(json.dumps(config), encoding="utf-8")
+
+    with pytest.raises(InvalidConfigError) as caught:
+        load_config(path)
+    assert PG_PASSWORD not in str(caught.value)
+    assert PG_PASSWORD not in repr(caught.value)
+    assert caught.value.__cause__ is None
+    assert caught.value.__context__ is None

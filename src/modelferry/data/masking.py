@@ -80,3 +80,41 @@ def _passwords(url: str) -> set[str]:
                 found.update([value] if isinstance(value, str) else value)
     # An empty password would "match" everywhere; it is no secret anyway.
     return {secret for secret in found if secret}
+
+
+# Config fields whose whole value is secret, wherever they appear.
+SECRET_FIELDS = frozenset({"url", "password", "passwd", "pwd", "token", "secret", "api_key"})
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
+_SHOWN_CHARS = 80
+
+
+def mask_value(field: str | int | None, value: object) -> str:
+    """Render a config value for an error message, never showing a secret.
+
+    Values of secret fields are withheld, mappings and lists are named by type only (they
+    may hold secrets deeper down), and any URL inside a string has its password masked.
+
+    Args:
+        field: The name of the field holding `value` (last part of its location).
+        value: The value found in the config.
+
+    Returns:
+        A short text safe for errors and logs, e.g. ``'abc'``, ``3``, ``(secret)`` or
+        ``a mapping``.
+    """
+    if isinstance(field, str) and field.lower() in SECRET_FIELDS:
+        return "(secret)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple | set):
+        return "a list"
+    if isinstance(value, str):
+        masked = _URL_IN_TEXT.sub(lambda match: mask_url(match.group(0)), value)
+        if masked != value and "@" in masked.replace(f"{MASK}@", ""):
+            # A URL-like value we could not parse might still carry user-info; hide it all.
+            return "(a URL, not shown)"
+        shown = masked if len(masked) <= _SHOWN_CHARS else f"{masked[:_SHOWN_CHARS]}..."
+        return repr(shown)
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    return f"a {type(value).__name__}"
