@@ -179,3 +179,108 @@ def test_a_current_version_deleted_by_hand_counts_as_nothing_installed(root: Pat
     outcome = install_version(root, stage(root, "1"), InstalledVersion("pkg", "1"))
     assert outcome.previous is None
     assert (root / "current" / "manifest.json").is_file()
+
+
+# --------------------------------------------------------------- crash at every step
+
+
+def _status_of(root: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, list[str], str]:
+    """What `modelferry agent status` prints: current, the listed versions, the starred one."""
+    from modelferry.cli_agent import _status
+
+    capsys.readouterr()
+    assert _status(root) == 0
+    out = capsys.readouterr().out.split("recent deliveries:")[0]
+    lines = out.splitlines()
+    current = lines[0].removeprefix("current: ")
+    listed = [line.split()[-4] for line in lines[1:]]  # label, model, "v" version, time
+    starred = [line.split()[1] for line in lines[1:] if line.startswith(" *")]
+    return current, listed, starred[0] if starred else ""
+
+
+def _install_killed_after(root: Path, steps: int) -> bool:
+    """Install pkg/2 in a child killed with SIGKILL after `steps` durable file system steps.
+
+    Returns True when the install finished before the kill came.
+    """
+    import signal
+
+    staged = stage(root, "2")
+    pid = os.fork()
+    if pid == 0:  # the child: count renames, links and fsyncs; die after the n-th
+        done = 0
+
+        def barrier(real: object) -> object:
+            def step(*args: object, **kwargs: object) -> object:
+                nonlocal done
+                result = real(*args, **kwargs)  # type: ignore[operator]
+                done += 1
+                if done >= steps:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return result
+
+            return step
+
+        try:
+            if steps == 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+            for name in ("rename", "replace", "symlink", "fsync"):
+                setattr(os, name, barrier(getattr(os, name)))
+            install_version(root, staged, InstalledVersion("pkg", "2", "m", "2", "d-2"))
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status)
+
+
+def test_a_kill_at_any_step_of_an_install_leaves_a_consistent_status_and_recovers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steps = 0
+    finished = False
+    while not finished:
+        root = tmp_path / f"kill-{steps}"
+        prepare_root(root)
+        put(root, "1")
+        with StateStore(root).update() as state:
+            state.record(DeliveryRecord("d-2", "p", "pkg", "2", "Installing"))
+        (root / "downloads" / "pkg-2.zip").write_bytes(b"the downloaded package")
+        finished = _install_killed_after(root, steps)
+
+        # Right after the kill, without any repair: what the CLI shows holds together.
+        current, listed, starred = _status_of(root, capsys)
+        assert current in {"pkg/1", "pkg/2"}, steps
+        assert current in listed, (steps, current, listed)
+        assert starred == current, (steps, current, listed)
+        moved_in = (root / "versions" / "pkg" / "2").is_dir()
+
+        prepare_root(root)  # what the agent does when it starts again
+
+        current, listed, starred = _status_of(root, capsys)
+        assert current == ("pkg/2" if moved_in else "pkg/1"), steps
+        assert listed[0] == current, (steps, listed)
+        assert starred == current, (steps, listed)
+        assert on_disk(root) == sorted(label.split("/")[1] for label in listed), steps
+        assert list((root / "downloads").iterdir()) == [], steps
+        assert list((root / "staging").iterdir()) == [], steps
+        assert not (root / "trash").exists() or not any((root / "trash").iterdir()), steps
+        assert [p.name for p in root.iterdir() if p.name.startswith(".current")] == [], steps
+        steps += 1
+        assert steps < 100, "the install never finished"
+    assert steps > 5  # the kill did land between the steps
+
+
+def test_recovery_keeps_only_the_partial_download_of_a_delivery_still_to_install(
+    root: Path,
+) -> None:
+    put(root, "1")
+    with StateStore(root).update() as state:
+        state.record(DeliveryRecord("d-2", "p", "pkg", "2", "Downloading"))
+        state.record(DeliveryRecord("d-1", "p", "pkg", "1", "Installing"))
+    downloads = root / "downloads"
+    for name in ("pkg-2.zip.part", "pkg-1.zip", "pkg-1.zip.part", "other-9.zip.part", "x.tmp"):
+        (downloads / name).write_bytes(b"bytes")
+
+    prepare_root(root)
+
+    assert sorted(p.name for p in downloads.iterdir()) == ["pkg-2.zip.part"]

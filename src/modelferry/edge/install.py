@@ -8,11 +8,21 @@ Layout under the agent root:
     ROOT/downloads/                   package zips (and `.part` files) being fetched
     ROOT/state.json                   deliveries and install history (see `state`)
 
-A version is installed by renaming its staged folder into `versions/` and then swapping
-`current` atomically (a new symlink beside it, `os.replace`d over it), so a reader of
-`ROOT/current` sees the old version or the new one, never a mix, and a failure before the
-swap leaves the old version current and nothing new installed. The previous versions stay
-for rollback; only the newest `keep` versions are kept.
+An install is journal-ordered, each step durable before the next begins:
+
+1. the staged folder's files are fsynced;
+2. the intent (`installing` in `state.json`) is written;
+3. the folder is renamed into `versions/`;
+4. the version is added to the history in `state.json`;
+5. `current` is swapped atomically (a new symlink beside it, `os.replace`d over it);
+6. the intent is cleared and the history pruned, then unkept folders are deleted.
+
+So whenever `state.json` and `ROOT/current` are read (`agent status`), the current version
+is in the history, and a reader of `ROOT/current` sees the old version or the new one,
+never a mix. A crash before step 3 leaves the old version current; `prepare_root` (run
+when the agent starts) finishes an install whose folder was moved into place, and clears
+staging, trash and the downloads no delivery still needs. The previous versions stay for
+rollback; only the newest `keep` versions are kept.
 
 Every function here blocks (file system work under the root's lock): call them from async
 code with `asyncio.to_thread`.
@@ -67,10 +77,13 @@ class InstallOutcome:
 
 
 def prepare_root(root: Path) -> None:
-    """Create the layout and clear what an interrupted run left (staging, trash).
+    """Create the layout and recover from whatever an interrupted run left.
 
-    Also repairs the history should a crash have fallen between the swap of `current`
-    and the write of `state.json`.
+    An install whose folder reached `versions/` is finished (it was verified and smoke
+    tested before the move); one that did not is dropped. A rollback cut short between
+    the swap of `current` and the write of `state.json` is completed. Staging, trash,
+    temporary links, folders no history lists and downloads no pending delivery needs are
+    removed; the `.part` of a pending delivery's package is kept, to resume it.
     """
     for name in (VERSIONS_DIR, STAGING_DIR, DOWNLOADS_DIR):
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -79,15 +92,15 @@ def prepare_root(root: Path) -> None:
         if folder.is_dir():
             for leftover in folder.iterdir():
                 _remove(leftover)
-    with StateStore(root).update() as state:
-        target = _current_target(root)
-        if target is None:
-            return
-        last = state.history[-1] if state.history else None
-        if last is None or (last.package_id, last.version) != target:
-            logger.warning("%s: current is %s/%s; adding it to the history", root, *target)
-            entry = state.find(*target) or _entry_from_folder(root, *target)
-            state.history = [e for e in state.history if e is not entry] + [entry]
+    for leftover in root.glob(f".{CURRENT_LINK}.*"):
+        _remove(leftover)
+    store = StateStore(root)
+    with store.update() as state:
+        _finish_install(root, store, state)
+        _repair_history(root, state)
+        store.write(state)
+        _remove_unlisted_versions(root, state)
+        _clear_downloads(root, state)
 
 
 def staging_folder(root: Path) -> Path:
@@ -127,19 +140,27 @@ def install_version(
         if previous is not None and _same(previous, version):
             raise InstallError(f"{version.label} is already the current version")
         destination = root / version.relative_path
+        entry = _stamped(version)
         try:
+            # Durable before the move: a crash after it finishes the install with these files.
+            _fsync_tree(staged)
             if destination.exists():
-                # An older install of this very version (rolled away, or half-left): replace.
+                # An older install of this very version (rolled away, or half-left): replace,
+                # before the journal names the folder, which must then be the new one.
                 _move_to_trash(root, destination)
+            state.installing = entry
+            store.write(state)
             destination.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staged, destination)
             fsync_directory(destination.parent)
+            # Listed before it becomes current, so the history always holds the current one.
+            state.history = [e for e in state.history if not _same(e, entry)] + [entry]
+            store.write(state)
             _point_current(root, version.relative_path)
         except OSError as exc:
             raise InstallError(f"cannot install {version.label}: {exc}") from exc
-        entry = _stamped(version)
-        state.history = [e for e in state.history if not _same(e, entry)] + [entry]
-        _prune(root, state, keep)
+        state.installing = None
+        _prune(root, store, state, keep)
     return InstallOutcome(current=entry, previous=previous)
 
 
@@ -152,7 +173,8 @@ def rollback(root: Path, *, keep: int = 3) -> InstallOutcome:
     Raises:
         InstallError: nothing is installed, or no earlier version is kept.
     """
-    with StateStore(root).update() as state:
+    store = StateStore(root)
+    with store.update() as state:
         current = _current_entry(root, state)
         if current is None:
             raise InstallError(f"nothing is installed under {root}; there is nothing to roll back")
@@ -170,7 +192,7 @@ def rollback(root: Path, *, keep: int = 3) -> InstallOutcome:
         except OSError as exc:
             raise InstallError(f"cannot roll back to {target.label}: {exc}") from exc
         state.history = [*state.history[:index]]
-        _prune(root, state, keep)
+        _prune(root, store, state, keep)
     return InstallOutcome(current=target, previous=current)
 
 
@@ -243,9 +265,17 @@ def _point_current(root: Path, relative: str) -> None:
     fsync_directory(root)
 
 
-def _prune(root: Path, state: AgentState, keep: int) -> None:
-    """Keep the newest `keep` versions (never less than the current one); delete the rest."""
+def _prune(root: Path, store: StateStore, state: AgentState, keep: int) -> None:
+    """Keep the newest `keep` versions (never less than the current one); delete the rest.
+
+    The shorter history is written first: a folder is deleted only once nothing lists it.
+    """
     state.history = state.history[-max(keep, 1) :]
+    store.write(state)
+    _remove_unlisted_versions(root, state)
+
+
+def _remove_unlisted_versions(root: Path, state: AgentState) -> None:
     kept = {e.relative_path for e in state.history}
     target = _current_target(root)
     if target is not None:
@@ -261,6 +291,67 @@ def _prune(root: Path, state: AgentState, keep: int) -> None:
         if package.is_dir() and not any(package.iterdir()):
             package.rmdir()
     _remove(root / _TRASH_DIR)
+
+
+def _finish_install(root: Path, store: StateStore, state: AgentState) -> None:
+    """Finish the install the journal names if its folder was moved in; else drop it."""
+    entry = state.installing
+    if entry is None:
+        return
+    if (root / entry.relative_path).is_dir():
+        logger.warning("%s: finishing the interrupted install of %s", root, entry.label)
+        state.history = [e for e in state.history if not _same(e, entry)] + [entry]
+        store.write(state)
+        if _current_target(root) != (entry.package_id, entry.version):
+            _point_current(root, entry.relative_path)
+    else:
+        logger.warning("%s: the install of %s was interrupted; dropped", root, entry.label)
+    state.installing = None
+
+
+def _repair_history(root: Path, state: AgentState) -> None:
+    """Make the history end with the current version."""
+    target = _current_target(root)
+    if target is None:
+        return
+    index = next(
+        (i for i, e in enumerate(state.history) if (e.package_id, e.version) == target), None
+    )
+    if index is None:
+        # Made current by hand, or by an older agent that wrote the state after the swap.
+        logger.warning("%s: current is %s/%s; adding it to the history", root, *target)
+        state.history.append(_entry_from_folder(root, *target))
+    elif index < len(state.history) - 1:
+        # A rollback swapped `current` but did not get to shorten the history.
+        logger.warning("%s: completing the rollback to %s/%s", root, *target)
+        state.history = state.history[: index + 1]
+
+
+def _clear_downloads(root: Path, state: AgentState) -> None:
+    """Remove every download but the `.part` of a pending delivery not yet installed."""
+    installed = {(e.package_id, e.version) for e in state.history}
+    wanted = {
+        f"{record.package_id}-{record.package_version}.zip.part"
+        for record in state.pending()
+        if (record.package_id, record.package_version) not in installed
+    }
+    downloads = root / DOWNLOADS_DIR
+    for leftover in downloads.iterdir() if downloads.is_dir() else ():
+        if leftover.name not in wanted:
+            logger.info("removing the leftover download %s", leftover.name)
+            _remove(leftover)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Make every file and folder under `folder` durable."""
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            handle = os.open(Path(dirpath, name), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+        fsync_directory(Path(dirpath))
 
 
 def _move_to_trash(root: Path, folder: Path) -> None:

@@ -6,8 +6,11 @@ first, the current one last (so a rollback knows where to go back to). It is wri
 atomically (a temporary file, fsync, `os.replace`) under an advisory lock on `ROOT/.lock`,
 so an agent and a `modelferry agent rollback` on the same root never interleave.
 
-The `ROOT/current` symlink, not this file, says which version is current; `install`
-reconciles the two should a crash fall between the swap and the write.
+The `ROOT/current` symlink, not this file, says which version is current. An install
+writes this file at each step (see `install`): first its intent (`installing`, the
+journal), then the version into the history before `current` is switched to it, so the
+history lists the current version at every instant; `install.prepare_root` finishes or
+drops an install a crash cut short.
 """
 
 from __future__ import annotations
@@ -133,6 +136,8 @@ class AgentState:
     deliveries: dict[str, DeliveryRecord] = field(default_factory=dict)
     history: list[InstalledVersion] = field(default_factory=list)
     """Installed versions, oldest first; the current one is normally the last."""
+    installing: InstalledVersion | None = None
+    """The install under way (the journal): set before its folder is moved into place."""
 
     def record(self, record: DeliveryRecord) -> None:
         """Remember `record` (stamped now), forgetting the oldest terminal ones past the cap."""
@@ -160,14 +165,17 @@ class AgentState:
             "schema": _SCHEMA,
             "deliveries": [record.to_json() for record in self.deliveries.values()],
             "history": [entry.to_json() for entry in self.history],
+            "installing": self.installing.to_json() if self.installing else None,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AgentState:
         deliveries = [DeliveryRecord.from_json(item) for item in data.get("deliveries", [])]
+        installing = data.get("installing")
         return cls(
             deliveries={record.delivery_id: record for record in deliveries},
             history=[InstalledVersion.from_json(item) for item in data.get("history", [])],
+            installing=InstalledVersion.from_json(installing) if installing else None,
         )
 
 
@@ -210,9 +218,16 @@ class StateStore:
             try:
                 state = self.read()
                 yield state
-                write_json_atomically(self.path, state.to_json())
+                self.write(state)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def write(self, state: AgentState) -> None:
+        """Write `state` now, durably: a step of a longer change inside `update()`.
+
+        Call it only inside `update()`, which holds the lock (and writes again at the end).
+        """
+        write_json_atomically(self.path, state.to_json())
 
 
 def write_json_atomically(path: Path, document: Any) -> None:
