@@ -21,7 +21,10 @@ class RolloutPolicy:
     Attributes:
         steps: percentages of traffic for the new deployment, ending at 100.
         step_seconds: how long each step is watched before judging it.
-        max_error_rate: highest share of 5xx answers the new deployment may give.
+        max_error_rate: highest share of errors the new deployment may give, over the
+            requests the router sent it (pinned requests are not judged): 5xx, and 400s
+            the old deployment would not have given (bad requests both refuse are the
+            client's).
         max_p99_ms: highest p99 latency it may show.
         max_p99_ratio: highest p99 relative to the old deployment in the same window;
             judged only once both deployments answered `min_latency_samples` requests

@@ -138,15 +138,21 @@ class ScoringApp:
                 413,
                 {"error": f"the body exceeds {self.max_body_bytes} bytes"},
                 0,
+                pinned=pinned is not None,
             )
             return
         if len(body) > OFFLOAD_BYTES:
-            await self._score_large(send, name, started, model, body)
+            await self._score_large(send, name, started, model, body, pinned is not None)
             return
         try:
             features = parse_request(body, model.schema, self.max_rows)
         except PayloadError as exc:
-            await self._answer(send, name, started, exc.status, {"error": str(exc)}, 0)
+            refused = self._refused_by_the_others(table, name, body)
+            refusal = {"error": str(exc)}
+            await self._answer(
+                send, name, started, exc.status, refusal, 0, pinned=pinned is not None,
+                client_error=refused,
+            )  # fmt: skip
             return
         try:
             if features.shape[0] <= _INLINE_ROWS:
@@ -154,7 +160,8 @@ class ScoringApp:
             else:
                 proba = await asyncio.to_thread(model.predict_proba, features)
         except Exception as exc:  # a model failure is the server's fault: 500, counted
-            await self._answer(send, name, started, 500, {"error": f"scoring failed: {exc}"}, 0)
+            error = {"error": f"scoring failed: {exc}"}
+            await self._answer(send, name, started, 500, error, 0, pinned=pinned is not None)
             return
         answer = {
             "predictions": proba,
@@ -162,13 +169,20 @@ class ScoringApp:
             "deployment": name,
             "model_version": model.version,
         }
-        await self._answer(send, name, started, 200, answer, features.shape[0])
+        rows = features.shape[0]
+        await self._answer(send, name, started, 200, answer, rows, pinned=pinned is not None)
         if table.traffic.mirror and pinned is None:
             for mirror in table.mirrors_for(self._random()):
                 self._mirror(table.models.get(mirror), mirror, features)
 
     async def _score_large(
-        self, send: Send, name: str, started: float, model: ServingModel, body: bytes
+        self,
+        send: Send,
+        name: str,
+        started: float,
+        model: ServingModel,
+        body: bytes,
+        pinned: bool,
     ) -> None:
         """Parse in a worker process and score in a thread, at most a few at a time."""
         if not self.large.try_enter():
@@ -179,19 +193,23 @@ class ScoringApp:
                 orjson.dumps(busy),
                 [*_JSON, (b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
             )
-            self.telemetry.record(name, 503, time.perf_counter() - started, 0)
+            self.telemetry.record(name, 503, time.perf_counter() - started, 0, pinned=pinned)
             return
         try:
             try:
                 features = await self.large.parse(body, model.schema, self.max_rows)
             except PayloadError as exc:
-                await self._answer(send, name, started, exc.status, {"error": str(exc)}, 0)
+                # Not re-parsed under the other schemas (too costly for a large body): it
+                # counts, and the judge's baseline (the old deployment's own rate) absorbs
+                # bad large bodies the router sends to both.
+                refusal = {"error": str(exc)}
+                await self._answer(send, name, started, exc.status, refusal, 0, pinned=pinned)
                 return
             try:
                 proba = await asyncio.to_thread(model.predict_proba, features)
             except Exception as exc:  # a model failure is the server's fault: 500, counted
                 error = {"error": f"scoring failed: {exc}"}
-                await self._answer(send, name, started, 500, error, 0)
+                await self._answer(send, name, started, 500, error, 0, pinned=pinned)
                 return
         finally:
             self.large.leave()
@@ -201,14 +219,45 @@ class ScoringApp:
             "deployment": name,
             "model_version": model.version,
         }
-        await self._answer(send, name, started, 200, answer, features.shape[0])
+        rows = features.shape[0]
+        await self._answer(send, name, started, 200, answer, rows, pinned=pinned)
+
+    def _refused_by_the_others(self, table: RoutingTable, name: str, body: bytes) -> bool:
+        """Whether every other deployment taking traffic would refuse this body too.
+
+        Such a 400 depends on the request, not on the model, so it is the client's error;
+        one another deployment accepts is a regression of `name` (a schema change that
+        breaks its clients).
+        """
+        for other, weight in table.traffic.weights.items():
+            model = table.models.get(other)
+            if other == name or weight <= 0 or model is None:
+                continue
+            try:
+                parse_request(body, model.schema, self.max_rows)
+            except PayloadError:
+                continue
+            return False
+        return True
 
     async def _answer(
-        self, send: Send, deployment: str, started: float, status: int, answer: Any, rows: int
+        self,
+        send: Send,
+        deployment: str,
+        started: float,
+        status: int,
+        answer: Any,
+        rows: int,
+        *,
+        pinned: bool = False,
+        client_error: bool = False,
     ) -> None:
         body = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
         await _send(send, status, body, [*_JSON, (PIN_HEADER, deployment.encode())])
-        self.telemetry.record(deployment, status, time.perf_counter() - started, rows)
+        seconds = time.perf_counter() - started
+        self.telemetry.record(
+            deployment, status, seconds, rows, pinned=pinned, client_error=client_error
+        )
 
     def _mirror(self, model: ServingModel | None, name: str, features: np.ndarray) -> None:
         # The client already has its answer; the mirror's is computed, timed and dropped.

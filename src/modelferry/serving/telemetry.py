@@ -2,6 +2,10 @@
 
 Counters and the histogram feed `GET /metrics` (Prometheus text format); the window
 answers "error rate and p99 since T", which a canary rollout watches at each step.
+
+The window holds only requests the router assigned: a client can pin a request to a
+deployment (`azureml-model-deployment` header), and what it pins must not steer the judge.
+Pinned requests are still counted on `/metrics`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,17 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 # Per-deployment counters exposed on /metrics: (metric, help, DeploymentTelemetry field).
 _COUNTERS = (
-    ("modelferry_request_errors_total", "Failed (5xx) or invalid (400) requests.", "errors"),
+    (
+        "modelferry_request_errors_total",
+        "Failed (5xx) requests, and refused (400) ones another deployment would accept.",
+        "errors",
+    ),
+    (
+        "modelferry_request_client_errors_total",
+        "Refused (400) requests no other deployment would accept either: the client's.",
+        "client_errors",
+    ),
+    ("modelferry_pinned_requests_total", "Requests a client pinned to the deployment.", "pinned"),
     ("modelferry_rows_scored_total", "Rows scored.", "rows"),
     ("modelferry_mirrored_requests_total", "Requests copied to a mirror deployment.", "mirrored"),
 )
@@ -34,11 +48,13 @@ class DeploymentTelemetry:
 
     requests: int = 0
     errors: int = 0
+    client_errors: int = 0
+    pinned: int = 0
     rows: int = 0
     mirrored: int = 0
     latency_sum: float = 0.0
     buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
-    # (monotonic time, latency seconds, failed) of recent requests.
+    # (monotonic time, latency seconds, failed) of recent routed (not pinned) requests.
     recent: deque[tuple[float, float, bool]] = field(default_factory=lambda: deque(maxlen=_WINDOW))
 
 
@@ -62,11 +78,32 @@ class Telemetry:
         self.started = time.time()
         self._monotonic_offset = time.time() - time.monotonic()
 
-    def record(self, deployment: str, status: int, seconds: float, rows: int) -> None:
-        """Count one answered request."""
-        # Invalid input counts too: a new model whose schema breaks its clients' requests
-        # is a regression a rollout must see, even though the 400 is "the client's".
-        failed = status >= 500 or status == 400
+    def record(
+        self,
+        deployment: str,
+        status: int,
+        seconds: float,
+        rows: int,
+        *,
+        pinned: bool = False,
+        client_error: bool = False,
+    ) -> None:
+        """Count one answered request.
+
+        Args:
+            deployment: the deployment that answered.
+            status: the HTTP status it answered with.
+            seconds: how long the answer took.
+            rows: rows scored.
+            pinned: the client chose the deployment; kept out of the judged window.
+            client_error: a 400 that every other deployment would give too (the request
+                is bad whatever the model), so not the deployment's error.
+        """
+        # A 400 counts when another deployment would have accepted the request: a new
+        # model whose schema breaks its clients' requests is a regression a rollout must
+        # see. A 400 every deployment would give is the client's and says nothing.
+        client = status == 400 and client_error
+        failed = status >= 500 or (status == 400 and not client)
         now = time.monotonic()
         with self._lock:
             stats = self._deployments.get(deployment)
@@ -78,7 +115,12 @@ class Telemetry:
             stats.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
             if failed:
                 stats.errors += 1
-            stats.recent.append((now, seconds, failed))
+            if client:
+                stats.client_errors += 1
+            if pinned:
+                stats.pinned += 1
+            else:
+                stats.recent.append((now, seconds, failed))
             key = (deployment, status)
             self._status_counts[key] = self._status_counts.get(key, 0) + 1
 
@@ -89,7 +131,11 @@ class Telemetry:
             stats.mirrored += 1
 
     def summary_since(self, deployment: str, since_epoch: float) -> WindowSummary:
-        """Requests, errors (5xx) and p99 latency since a wall-clock time."""
+        """Routed requests, their errors and p99 latency since a wall-clock time.
+
+        Pinned requests and client errors (see `record`) are left out: this is what a
+        rollout judges, and a client must not be able to steer it.
+        """
         since = since_epoch - self._monotonic_offset
         with self._lock:
             stats = self._deployments.get(deployment)
@@ -142,6 +188,8 @@ def _copy(stats: DeploymentTelemetry) -> DeploymentTelemetry:
     return DeploymentTelemetry(
         requests=stats.requests,
         errors=stats.errors,
+        client_errors=stats.client_errors,
+        pinned=stats.pinned,
         rows=stats.rows,
         mirrored=stats.mirrored,
         latency_sum=stats.latency_sum,
