@@ -434,3 +434,29 @@ def test_the_cores_are_shared_between_the_files_scored_at_once(
 
     assert result.rows_scored == files * ROWS
     assert counting.threads == {threads}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_csv_output_neutralises_formula_file_names(tmp_path: Path, suffix: str) -> None:
+    schema = prediction_schema(CLASSES)
+    hostile = ['=HYPERLINK("http://x")', "+1", "-2", "@SUM(A1)", "\tx", "\rx", "ok.csv"]
+    whole = pa.RecordBatch.from_pydict(
+        {"file": hostile, PROBA[0]: [-0.5] * 7, PROBA[1]: [1.5] * 7}, schema
+    )
+    probabilities = pa.RecordBatch.from_pydict(
+        {PROBA[0]: [0.25], PROBA[1]: [0.75]}, probability_schema(CLASSES)
+    )
+    output = tmp_path / f"predictions{suffix}"
+    file = PredictionFile(output, schema)
+    file.write(whole)
+    file.write_rows_of("=cmd|' /C calc'!A0.csv", probabilities)
+    file.commit()
+
+    if suffix == ".csv":
+        written = pd.read_csv(output, keep_default_na=False)
+        expected = [f"'{name}" for name in hostile[:-1]] + ["ok.csv", "'=cmd|' /C calc'!A0.csv"]
+        assert list(written["file"]) == expected
+        assert list(written[PROBA[0]]) == [-0.5] * 7 + [0.25]
+    else:
+        written = pd.read_parquet(output)
+        assert list(written["file"]) == [*hostile, "=cmd|' /C calc'!A0.csv"]

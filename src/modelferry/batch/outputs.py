@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from pydantic import SecretStr
@@ -27,6 +28,26 @@ from modelferry.data.masking import mask_url, scrub
 from modelferry.errors import BatchScoringError
 
 _T = TypeVar("_T")
+
+# A spreadsheet opening the CSV runs a cell starting with one of these as a formula
+# (OWASP "CSV injection"); a leading single quote makes it plain text. Only text cells
+# are touched: a probability of -0.5 is a number, not a formula.
+_FORMULA_START = r"^([=+\-@\t\r])"
+_FORMULA_CHARS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _neutralise_text(text: str) -> str:
+    return f"'{text}" if text.startswith(_FORMULA_CHARS) else text
+
+
+def _neutralise_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    columns = [
+        pc.replace_substring_regex(column, pattern=_FORMULA_START, replacement=r"'\1")
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        else column
+        for column in batch.columns
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
 class PredictionFile:
@@ -70,7 +91,8 @@ class PredictionFile:
 
     def write(self, batch: pa.RecordBatch) -> None:
         """Append rows of the file's schema."""
-        self._writer.write_batch(batch.cast(self._written_schema))
+        batch = batch.cast(self._written_schema)
+        self._writer.write_batch(batch if self._parquet else _neutralise_batch(batch))
 
     def write_rows_of(self, label: str, probabilities: pa.RecordBatch) -> None:
         """Append rows that all came from file `label`: `probabilities` is every other column.
@@ -86,7 +108,7 @@ class PredictionFile:
                 self._zeros.slice(0, rows), pa.array([label], pa.string())
             )
         else:
-            names = pa.repeat(pa.scalar(label, pa.string()), rows)
+            names = pa.repeat(pa.scalar(_neutralise_text(label), pa.string()), rows)
         arrays = list(probabilities.columns)
         arrays.insert(self._written_schema.get_field_index(FILE_COLUMN), names)
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self._written_schema))
