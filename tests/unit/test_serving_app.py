@@ -185,3 +185,20 @@ def test_large_bad_request_is_refused_at_the_bad_cell(model: ServingModel) -> No
     (response,) = call(make_app({"blue": model}, TrafficSplit({"blue": 100})), [score(document)])
     assert response.status_code == 400
     assert "row 11999 holds str 'bad'" in response.json()["error"]
+
+
+def test_large_requests_beyond_the_cap_get_503_with_retry_after(model: ServingModel) -> None:
+    app = make_app({"blue": model}, TrafficSplit({"blue": 100}))
+    document = payload(3)
+    document["input_data"]["data"] = document["input_data"]["data"] * 2000
+    document["input_data"]["index"] = list(range(6000))
+    while app.large.try_enter():  # as if that many large requests were being parsed
+        pass
+    busy, small = call(app, [score(document), score()])
+    assert (busy.status_code, busy.headers["retry-after"]) == (503, "1")
+    assert small.status_code == 200
+    app.large.leave()
+    (served,) = call(app, [score(document)])
+    assert served.status_code == 200
+    assert len(served.json()["predictions"]) == 6000
+    app.large.close()
