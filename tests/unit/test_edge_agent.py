@@ -860,3 +860,20 @@ def test_the_agent_imports_no_orchestrator_mlflow_or_training_stack() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert json.loads(result.stdout) == []
+
+
+def test_a_deeply_nested_manifest_is_a_verify_error_naming_the_manifest(
+    packages: dict[str, Path], tmp_path: Path
+) -> None:
+    def nest(data: bytes) -> bytes:
+        return data.rstrip()[:-1] + b', "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+
+    nested = _rewrite(packages["2"], tmp_path / "nested", "manifest.json", nest)
+    root = tmp_path / "edge"
+    cloud = asyncio.run(deliver(root, link_to(nested), ("d-1", "2")))
+
+    error = cloud.reports[-1]
+    assert (error.state, error.attributes["stage"]) == ("Error", "verify")
+    assert error.attributes["reason"].startswith("manifest.json nests deeper than 32 levels")
+    assert installed(root) is None
+    assert leftovers(root) == []
