@@ -87,3 +87,48 @@ def test_unreachable_server_error_hides_the_password() -> None:
     assert "postgres:***@127.0.0.1:1/postgres" in message
     assert SECRET not in "".join(traceback.format_exception(caught.value))
     assert caught.value.__context__ is None
+
+
+def _table_exists(database: str, table: str) -> bool:
+    engine = create_engine(database)
+    try:
+        with engine.connect() as connection:
+            found = connection.exec_driver_sql(f"SELECT to_regclass('{table}') IS NOT NULL")
+            return bool(found.scalar())
+    finally:
+        engine.dispose()
+
+
+def _make_table(database: str) -> None:
+    engine = create_engine(database)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("CREATE TABLE keep (x int, target int)")
+            connection.exec_driver_sql(
+                "INSERT INTO keep SELECT g, mod(g, 2) FROM generate_series(1, 60) AS g"
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["drop table keep; select 1 as x, 0 as target", "select * from keep; drop table keep"],
+)
+def test_a_query_of_several_statements_is_refused_and_runs_nothing(
+    database: str, query: str
+) -> None:
+    _make_table(database)
+
+    with pytest.raises(DataError, match=r"data\.source\.query .*single"):
+        load_dataset(sql_config(database, query))
+    assert _table_exists(database, "keep")
+
+
+def test_a_query_that_writes_is_refused_by_the_database(database: str) -> None:
+    _make_table(database)
+    query = "WITH gone AS (DELETE FROM keep RETURNING *) SELECT * FROM gone"
+
+    with pytest.raises(DataError, match=r"read-only"):
+        load_dataset(sql_config(database, query))
+    assert load_dataset(sql_config(database, "SELECT * FROM keep")).row_count == 60

@@ -504,3 +504,44 @@ def test_mask_url_hides_passwords_only(url: str, shown: str) -> None:
 
 def test_bundled_source_is_the_default() -> None:
     assert isinstance(DataConfig().source, BundledDataSource)
+
+
+def test_sqlite_query_runs_read_only(tmp_path: Path) -> None:
+    db = tmp_path / "rows.db"
+    write_sqlite(pd.DataFrame({"x": range(60), "target": [0, 1] * 30}), db)
+
+    with pytest.raises(DataError, match="single"):
+        load_dataset(sqlite_config(db, "DROP TABLE rows; SELECT 1"))
+    with pytest.raises(DataError, match=r"read-only|readonly"):
+        load_dataset(sqlite_config(db, "WITH d AS (SELECT 1) DELETE FROM rows RETURNING *"))
+    assert load_dataset(sqlite_config(db, "SELECT * FROM rows")).row_count == 60
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "select x, target from rows",
+        "  -- the rows\n  SELECT x, target FROM rows;  ",
+        "with r as (select * from rows) select * from r",
+        "select x, target from rows where 'a;b' <> ';'",
+        "/* c */ select x, target from rows /* ; */",
+    ],
+)
+def test_single_queries_are_accepted(tmp_path: Path, query: str) -> None:
+    db = tmp_path / "rows.db"
+    write_sqlite(pd.DataFrame({"x": range(60), "target": [0, 1] * 30}), db)
+
+    assert load_dataset(sqlite_config(db, query)).row_count == 60
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["delete from rows", "update rows set x = 1", "pragma query_only = off", "select 1; select 2"],
+)
+def test_statements_other_than_one_query_are_refused(tmp_path: Path, query: str) -> None:
+    db = tmp_path / "rows.db"
+    write_sqlite(pd.DataFrame({"x": range(60), "target": [0, 1] * 30}), db)
+
+    with pytest.raises(DataError, match=r"data\.source\.query"):
+        load_dataset(sqlite_config(db, query))
+    assert load_dataset(sqlite_config(db, "SELECT * FROM rows")).row_count == 60

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import pandas as pd
@@ -15,6 +16,19 @@ from modelferry.errors import DataError
 
 # sklearn names the label column of its bundled datasets "target".
 _SKLEARN_LABEL = "target"
+
+# Literals, quoted names and comments, which may hold ";" or keywords without meaning them.
+_SQL_INERT = re.compile(
+    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/", re.S
+)
+_QUERY_KEYWORDS = frozenset({"select", "with", "values"})
+# Run before the query on the same connection, so the database itself refuses writes.
+_READ_ONLY_SETUP = {
+    "postgresql": "SET TRANSACTION READ ONLY",
+    "sqlite": "PRAGMA query_only = ON",
+    "mysql": "SET SESSION TRANSACTION READ ONLY",
+    "mariadb": "SET SESSION TRANSACTION READ ONLY",
+}
 
 
 def source_uri(source: DataSource) -> str:
@@ -123,6 +137,12 @@ def read_sql(source: SqlDataSource) -> pd.DataFrame:
         DataError: the URL is unusable, the database cannot be reached, or the query fails.
     """
     url = source.url.get_secret_value()
+    refusal = _query_refusal(source.query)
+    if refusal is not None:
+        raise DataError(
+            f"data.source.query for {mask_url(url)} is refused: {refusal}; give a single "
+            "query (SELECT, WITH ... SELECT or VALUES) that only reads"
+        )
     result = _run_query(url, source.query)
     if isinstance(result, pd.DataFrame):
         return result
@@ -167,11 +187,31 @@ def _run_query(
             # would otherwise read a literal '%' as a placeholder.
             connection = connection.execution_options(no_parameters=True)
             try:
+                setup = _READ_ONLY_SETUP.get(engine.dialect.name)
+                if setup is not None:
+                    connection.exec_driver_sql(setup)
                 return pd.read_sql_query(query, connection)
             except (SQLAlchemyError, pd.errors.DatabaseError) as exc:
                 return "query", _describe_sql_error(exc)
     finally:
         engine.dispose()
+
+
+def _query_refusal(query: str) -> str | None:
+    """Say why `query` is not one read-only query, or return None if it is.
+
+    The database's read-only mode is what stops writes; this check refuses stacked
+    statements (which some drivers run one after another) before anything reaches it.
+    """
+    bare = _SQL_INERT.sub(" ", query).strip().rstrip(";").strip()
+    if ";" in bare:
+        return "it holds more than one statement (a ';' between them); it must be a single query"
+    words = bare.lstrip("( \t\r\n").split(None, 1)
+    first = words[0].lower() if words else ""
+    if first not in _QUERY_KEYWORDS:
+        shown = first[:20] or "nothing"
+        return f"it starts with {shown!r}, not SELECT, WITH or VALUES; it must be a single query"
+    return None
 
 
 def _describe_sql_error(exc: BaseException) -> str:
