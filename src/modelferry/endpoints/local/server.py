@@ -151,19 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     print(server.reload(), flush=True)
     log.info("endpoint %s loaded in %.1f s", record.name, time.monotonic() - started)
 
-    import uvicorn
+    # Imported here: uvicorn is only needed once the models are loaded.
+    from modelferry.endpoints.local.connections import serve
 
-    uvicorn.run(
-        server.app,
-        host=args.host,
-        port=record.port,
-        log_level="warning",
-        access_log=False,
-        loop="auto",
-        http="auto",
-        lifespan="off",
-        timeout_graceful_shutdown=10,
-    )
+    # Header/body read timeouts and a connection cap (see connections.py for the
+    # defaults and the MODELFERRY_* variables that change them).
+    serve(server.app, args.host, record.port)
     return 0
 
 
