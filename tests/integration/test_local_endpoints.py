@@ -82,7 +82,8 @@ def test_split_pin_and_metrics(backend: LocalEndpointBackend, endpoint: str) -> 
         assert pinned["model_version"] == "2"
         metrics = backend.get_metrics(endpoint, start)
         assert metrics["blue"].requests == counts["blue"]
-        assert metrics["green"].requests == counts["green"] + 1
+        # the pinned request is answered but kept out of the window a rollout judges
+        assert metrics["green"].requests == counts["green"]
         assert metrics["blue"].errors == 0
         assert metrics["blue"].p99_latency_ms is not None
     finally:
