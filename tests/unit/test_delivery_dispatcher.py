@@ -13,7 +13,7 @@ from modelferry.delivery.local import LocalChannel, LocalHub
 from modelferry.delivery.record_writer import AsyncDeliveryRecords
 from modelferry.delivery.records import DeliveryRecords
 from modelferry.delivery.session import DeliveryRequest, DeliverySession, SessionTimeouts
-from modelferry.delivery.states import SUCCESS
+from modelferry.delivery.states import ERROR, SUCCESS
 from modelferry.errors import ChannelError, DeliveryError
 from tests.fake_devices import DeviceScript, FakeFleet, RecordingChannel, make_package
 
@@ -197,3 +197,42 @@ def test_a_delivery_is_dispatched_once_and_only_while_running(tmp_path: Path) ->
                 dispatcher.subscribe("d1", "dev-1")
 
     asyncio.run(run())
+
+
+def test_sessions_stopped_by_a_failed_reader_close_their_records_as_errors(
+    tmp_path: Path,
+) -> None:
+    hub = LocalHub()
+    store, package = make_package(tmp_path)
+    channel = RecordingChannel(LocalChannel(hub))
+    channel.fail_receive_after = 1
+    records = DeliveryRecords(f"sqlite:///{tmp_path / 'deliveries.db'}")
+    silent = DeviceScript(result="silent")
+
+    async def run() -> list[str]:
+        background = AsyncDeliveryRecords(records)
+        try:
+            dispatcher = DeliveryDispatcher(channel)
+            async with FakeFleet(hub, ["dev-1"], scripts={"dev-2": silent}):
+                await dispatcher.start()
+                requests = [DeliveryRequest(d, "p", package) for d in ("dev-1", "dev-2")]
+                sessions = [
+                    DeliverySession(r, dispatcher, store, records=background, timeouts=PATIENT)
+                    for r in requests
+                ]
+                await asyncio.gather(*(s.run() for s in sessions), return_exceptions=True)
+                with pytest.raises(ChannelError):
+                    await dispatcher.stop()
+            return [r.delivery_id for r in requests]
+        finally:
+            background.close()
+
+    ids = asyncio.run(run())
+
+    for delivery_id in ids:
+        record = records.get(delivery_id)
+        assert record is not None
+        assert record.ended_at is not None, f"{delivery_id} left open in {record.state}"
+        assert record.state == ERROR
+        assert record.error is not None
+        assert "connection was lost" in record.error

@@ -280,3 +280,24 @@ def test_a_closed_writer_refuses_writes(records: DeliveryRecords) -> None:
             await writer.create(**fields("d1"))
 
     asyncio.run(run())
+
+
+def test_attributes_that_are_not_valid_json_are_stored_as_valid_json(
+    records: DeliveryRecords,
+) -> None:
+    records.create(**fields("d-nan"))
+    records.transition(
+        "d-nan", "Downloading", attributes={"bytes": float("nan"), "rate": float("inf")}
+    )
+
+    [*_, step] = records.transitions("d-nan")
+    assert step.attributes == {"bytes": None, "rate": None}
+
+
+def test_oversized_attributes_are_stored_as_a_marker(records: DeliveryRecords) -> None:
+    records.create(**fields("d-big"))
+    records.transition("d-big", "Downloading", attributes={"log": "x" * 5_000_000})
+
+    [*_, step] = records.transitions("d-big")
+    assert step.attributes["truncated"] is True
+    assert "log" not in step.attributes

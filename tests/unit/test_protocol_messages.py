@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from modelferry.delivery import body as b
 from modelferry.delivery import messages as m
 from modelferry.errors import MalformedMessageError
 
@@ -118,3 +119,62 @@ def test_timestamps_are_utc_with_z_and_naive_ones_are_refused() -> None:
     assert m.parse_timestamp("2026-11-22T04:30:00") == datetime(2026, 11, 22, 4, 30, tzinfo=UTC)
     with pytest.raises(ValueError, match="timezone-aware"):
         m.format_timestamp(datetime(2026, 1, 1))
+
+
+def _state_body(device: str, body: bytes) -> m.Message:
+    props = {"type": m.TYPE_STATE, "deliveryId": "d-1", "projectId": "prod-bc"}
+    return m.Message(device_id=device, properties=props, body=body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"state":"Received","timestamp":"2026-11-01T12:00:00Z","attributes":'
+        + b'{"a":' * 5_000
+        + b"1"
+        + b"}" * 5_000
+        + b"}",
+    ],
+    ids=["deep-array", "deep-attributes"],
+)
+def test_an_over_deep_body_is_a_malformed_message_not_a_recursion_error(body: bytes) -> None:
+    with pytest.raises(MalformedMessageError, match="nested deeper than"):
+        m.parse(_state_body("dev-1", body))
+
+
+def test_an_oversized_body_is_a_malformed_message() -> None:
+    body = json.dumps({"state": "Received", "pad": "x" * (b.MAX_BODY_BYTES + 1)}).encode()
+    with pytest.raises(MalformedMessageError, match="larger than"):
+        m.parse(_state_body("dev-1", body))
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_a_malformed_message(constant: str) -> None:
+    body = (
+        '{"state":"Downloading","timestamp":"2026-11-01T12:00:00Z",'
+        f'"attributes":{{"bytes":{constant}}}}}'
+    ).encode()
+    with pytest.raises(MalformedMessageError, match="not valid JSON"):
+        m.parse(_state_body("dev-1", body))
+
+
+def test_attributes_over_the_size_limit_are_replaced_by_a_marker() -> None:
+    big = {"log": "x" * (b.MAX_ATTRIBUTES_BYTES + 10), "progress": 50}
+    message = m.state_report("dev-1", delivery_id="d-1", project_id="p", state="Downloading",
+                             attributes=big)  # fmt: skip
+    event = m.parse(message)
+    assert isinstance(event, m.StateReport)
+    assert event.attributes["truncated"] is True
+    assert "log" not in event.attributes
+    assert len(json.dumps(dict(event.attributes))) < 1_000
+
+
+def test_a_device_timestamp_in_the_future_is_clamped_to_the_receive_time() -> None:
+    far = datetime(9999, 12, 31, tzinfo=UTC)
+    message = m.state_report("dev-1", delivery_id="d-1", project_id="p", state="Received", now=far)
+    before = datetime.now(UTC)
+    event = m.parse(message)
+    after = datetime.now(UTC)
+    assert before <= event.timestamp <= after + m.CLOCK_SKEW
+    assert event.timestamp <= after + m.CLOCK_SKEW

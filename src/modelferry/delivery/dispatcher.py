@@ -253,6 +253,13 @@ class DeliveryDispatcher:
         except MalformedMessageError as exc:
             self.log.warning("ignored a malformed message after its delivery ended: %s", exc)
             return
+        except Exception as exc:
+            self.log.warning(
+                "ignored a message that could not be read after its delivery ended (%s: %s)",
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+            return
         if not isinstance(event, StateReport):
             self.log.info(
                 "ignored a %s from device %r: delivery %r has ended",

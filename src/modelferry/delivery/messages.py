@@ -18,10 +18,11 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
+from modelferry.delivery.body import BodyError, bounded_attributes, read_body
 from modelferry.errors import MalformedMessageError
 
 CONTENT_TYPE = "application/json"
@@ -37,6 +38,11 @@ KIND_PRESIGNED_URL_RESPONSE = "presignedUrlResponse"
 STATE_SUCCESS = "Success"
 STATE_ERROR = "Error"
 TERMINAL_STATES = frozenset({STATE_SUCCESS, STATE_ERROR})
+
+#: How far ahead of the receive time a device clock may run before its timestamp is
+#: replaced by the receive time (a timestamp in the year 9999 would make every later
+#: report look out of order).
+CLOCK_SKEW = timedelta(seconds=60)
 
 
 def utc_now() -> datetime:
@@ -87,8 +93,8 @@ class Message:
     def json(self) -> dict[str, Any]:
         """The body as a JSON object; `MalformedMessageError` when it is not one."""
         try:
-            value = json.loads(self.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+            value = read_body(self.body)
+        except BodyError as exc:
             raise MalformedMessageError(
                 f"message from/to {self.device_id!r} has a body that is not UTF-8 JSON: {exc}"
             ) from None
@@ -288,11 +294,14 @@ def _field(message: Message, body: Mapping[str, Any], name: str, kind: type) -> 
 def _timestamp(message: Message, body: Mapping[str, Any]) -> datetime:
     text = _field(message, body, "timestamp", str)
     try:
-        return parse_timestamp(text)
-    except ValueError:
+        moment = parse_timestamp(text)
+    except (ValueError, OverflowError):
         raise MalformedMessageError(
-            f"message from/to {message.device_id!r} has a timestamp that is not ISO-8601: {text!r}"
+            f"message from/to {message.device_id!r} has a timestamp that is not ISO-8601: "
+            f"{text[:64]!r}"
         ) from None
+    received = message.enqueued_at or utc_now()
+    return received if moment > received + CLOCK_SKEW else moment
 
 
 def parse(message: Message) -> Event:
@@ -312,7 +321,7 @@ def parse(message: Message) -> Event:
             delivery_id=delivery_id,
             project_id=project_id,
             state=_field(message, body, "state", str),
-            attributes=attributes,
+            attributes=bounded_attributes(attributes),
             timestamp=_timestamp(message, body),
         )
     kind = _prop(message, "kind")

@@ -183,7 +183,16 @@ class _MqttEndpoint:
         inbox: asyncio.Queue[object] = asyncio.Queue()
 
         def deliver(raw: paho.MQTTMessage) -> None:
-            message = self._parse(raw)
+            try:
+                message = self._parse(raw)
+            except Exception as exc:
+                logger.warning(
+                    "%s skipped an MQTT message it could not read (%s: %s)",
+                    self._what(),
+                    type(exc).__name__,
+                    str(exc)[:200],
+                )
+                return
             if message is not None:
                 inbox.put_nowait(message)
 

@@ -3,7 +3,6 @@ records rows are read into, and the engine that reaches the database."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
+from modelferry.delivery.body import bounded_attributes
 from modelferry.delivery.states import FINAL_STATES
 
 ID = String(255)
@@ -164,10 +164,9 @@ def stored_time(moment: datetime) -> datetime:
 
 
 def json_safe(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Attributes as plain JSON values."""
-    # Devices send any JSON; a round trip drops what a JSON column could not hold.
-    result: dict[str, Any] = json.loads(json.dumps(dict(attributes or {}), default=str))
-    return result
+    """Attributes as plain, valid JSON values, bounded in size (see `bounded_attributes`)."""
+    # Devices send any JSON; what a JSON column could not hold (NaN, 5 MB) is not stored.
+    return bounded_attributes(attributes)
 
 
 def delivery_from_row(row: Row[Any]) -> DeliveryRecord:

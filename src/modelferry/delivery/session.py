@@ -43,7 +43,7 @@ from modelferry.delivery.messages import (
 )
 from modelferry.delivery.outcomes import DeliveryOutcome, FailureKind
 from modelferry.delivery.record_writer import AsyncDeliveryRecords
-from modelferry.delivery.states import ERROR, NOTIFIED, PENDING, TIMED_OUT
+from modelferry.delivery.states import ERROR, FINAL_STATES, NOTIFIED, PENDING, TIMED_OUT
 from modelferry.errors import ChannelError, MalformedMessageError, PackageStoreError
 from modelferry.stores.base import PackageStore, StoredPackage
 
@@ -160,8 +160,35 @@ class DeliverySession:
         )
         try:
             return await self._run(subscription)
+        except BaseException as exc:
+            await self._close_aborted(exc)
+            raise
         finally:
             await self.dispatcher.unsubscribe(request.delivery_id)
+
+    async def _close_aborted(self, exc: BaseException) -> None:
+        """End the record of a delivery stopped by a failure of the rollout, as `Error`.
+
+        A record is never left open: whatever stopped the session (the reader failed, the
+        rollout was cancelled), the delivery ends with the reason.
+        """
+        if self.records is None or self.state in FINAL_STATES:
+            return
+        reason = (
+            "the delivery was cancelled before the device finished"
+            if isinstance(exc, asyncio.CancelledError)
+            else f"the delivery was aborted: {type(exc).__name__}: {str(exc)[:200]}"
+        )
+        self.state = ERROR
+        try:
+            # Shielded: a cancelled rollout still gets its record closed.
+            await asyncio.shield(self._record(ERROR, at=utc_now(), error=reason))
+        except Exception as failure:
+            self.log.error(
+                "delivery %s: could not close its record after an abort: %s",
+                self.delivery_id,
+                failure,
+            )
 
     async def _run(self, subscription: Subscription) -> DeliveryOutcome:
         request = self.request
@@ -233,6 +260,14 @@ class DeliverySession:
             event = parse(message)
         except MalformedMessageError as exc:
             self.log.warning("delivery %s: skipped a malformed message: %s", self.delivery_id, exc)
+            return None, False
+        except Exception as exc:
+            self.log.warning(
+                "delivery %s: skipped a message that could not be read (%s: %s)",
+                self.delivery_id,
+                type(exc).__name__,
+                str(exc)[:200],
+            )
             return None, False
         if event.project_id != self.request.project_id:
             self.log.warning(
