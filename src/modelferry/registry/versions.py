@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from modelferry.errors import RegistryError
 from modelferry.registry.tracking import TrackingSettings, tracking_errors
 
 CHALLENGER = "challenger"
@@ -13,6 +14,10 @@ PREVIOUS_CHAMPION = "previous-champion"
 
 #: Version tag holding the class names as a JSON list (position = label value).
 CLASS_NAMES_TAG = "modelferry.class_names"
+
+# Flavors loaded natively, in order of preference: a LightGBM sklearn-API model carries
+# both, and its booster is the fast path.
+_NATIVE_FLAVORS = ("lightgbm", "sklearn")
 
 
 @dataclass(frozen=True)
@@ -118,16 +123,54 @@ class ModelRegistry:
         self.set_alias(name, CHAMPION, version)
         return previous
 
+    def flavors(self, version: RegisteredVersion) -> dict[str, Any]:
+        """The flavors in a version's `MLmodel` file: what is stored, whatever its tags say."""
+        from mlflow.models import get_model_info
+
+        with tracking_errors(self.settings, f"reading the MLmodel of {version.uri}"):
+            self.settings.activate()
+            return dict(get_model_info(version.uri).flavors or {})
+
     def load_classifier(self, version: RegisteredVersion) -> Any:
-        """The estimator of a version, loaded by its native flavor (with predict_proba)."""
+        """The model of a version, loaded by its native flavor.
+
+        The flavor comes from the `MLmodel` file, not from the `modelferry.flavor` tag, so
+        versions logged by plain MLflow load too. LightGBM models logged from the native
+        API load as a `lightgbm.Booster` (no `predict_proba`); scikit-learn ones as the
+        estimator.
+
+        Raises:
+            RegistryError: the version has neither a lightgbm nor a sklearn flavor.
+        """
         import mlflow
 
+        flavors = self.flavors(version)
+        flavor = native_flavor(flavors)
+        if flavor is None:
+            found = ", ".join(sorted(flavors)) or "none"
+            raise RegistryError(
+                f"{version.uri} has flavors {found}; loading it natively needs a lightgbm "
+                "or sklearn flavor. Load it with mlflow.pyfunc, or log it with "
+                "mlflow.lightgbm or mlflow.sklearn."
+            )
         with tracking_errors(self.settings, f"loading {version.uri}"):
             self.settings.activate()
-            flavor = version.tags.get("modelferry.flavor", "sklearn")
             if flavor == "lightgbm":
                 return mlflow.lightgbm.load_model(version.uri)
             return mlflow.sklearn.load_model(version.uri)
+
+    def load_pyfunc(self, version: RegisteredVersion) -> Any:
+        """A version as MLflow's generic `PyFuncModel`, for flavors with no native loader."""
+        import mlflow.pyfunc
+
+        with tracking_errors(self.settings, f"loading {version.uri} as python_function"):
+            self.settings.activate()
+            return mlflow.pyfunc.load_model(version.uri)
+
+
+def native_flavor(flavors: dict[str, Any]) -> str | None:
+    """`lightgbm` or `sklearn` when `flavors` has one (LightGBM first), else None."""
+    return next((f for f in _NATIVE_FLAVORS if f in flavors), None)
 
 
 def _to_version(mv: Any) -> RegisteredVersion:

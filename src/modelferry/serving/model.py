@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 from modelferry.registry import CLASS_NAMES_TAG, ModelRegistry, RegisteredVersion
+from modelferry.registry.versions import native_flavor
 from modelferry.serving.compiled import (
     COMPILED_MODELS_ENV,
     CompilationUnavailable,
@@ -22,6 +23,7 @@ from modelferry.serving.compiled import (
     compile_booster,
     last_iteration,
 )
+from modelferry.serving.pyfunc import PYFUNC_FLAVOR, PyfuncPredictor
 
 if TYPE_CHECKING:
     from modelferry.serving.payload import InputSchema
@@ -156,18 +158,68 @@ class ServingModel:
 
 
 def load_serving_model(registry: ModelRegistry, version: RegisteredVersion) -> ServingModel:
-    """Load a registered version with its native fast path and its input schema."""
+    """Load a registered version with its input schema, by the fastest path it allows.
+
+    The flavors come from the version's `MLmodel` file. LightGBM (a Booster, or the
+    sklearn API's `booster_`) and scikit-learn estimators with `predict_proba` score
+    natively; any other model with a `python_function` flavor scores through
+    `mlflow.pyfunc`, slower, with a warning saying so.
+
+    Raises:
+        ValueError: the inputs cannot be worked out, the model has no flavor that can
+            be served, or a native estimator has no `predict_proba`.
+    """
     from mlflow.models import get_model_info
 
-    estimator = registry.load_classifier(version)
+    registry.settings.activate()
     info = get_model_info(version.uri)
-    features = _features_from_signature(info.signature, estimator)
+    flavors = dict(info.flavors or {})
     predictor: Predictor
-    booster = getattr(estimator, "booster_", None)
-    predictor = BoosterPredictor(booster) if booster is not None else EstimatorPredictor(estimator)
+    if native_flavor(flavors) is not None:
+        estimator = registry.load_classifier(version)
+        features = _features_from_signature(info.signature, estimator)
+        predictor = _native_predictor(version, estimator)
+    elif PYFUNC_FLAVOR in flavors:
+        logger.warning(
+            "%s has flavors %s: no native fast path (lightgbm or sklearn), so it scores "
+            "through mlflow.pyfunc, slower",
+            version.uri,
+            ", ".join(sorted(flavors)),
+        )
+        pyfunc = registry.load_pyfunc(version)
+        features = _features_from_signature(info.signature, None)
+        predictor = PyfuncPredictor(pyfunc, tuple(f.name for f in features))
+    else:
+        raise ValueError(
+            f"{version.uri} has flavors {', '.join(sorted(flavors)) or 'none'}; serving "
+            "needs lightgbm, sklearn or python_function. Log the model with "
+            "mlflow.lightgbm, mlflow.sklearn or mlflow.pyfunc."
+        )
     names = version.tags.get(CLASS_NAMES_TAG)
     class_names = tuple(json.loads(names)) if names else ("0", "1")
     return ServingModel(version.name, version.version, features, class_names, predictor)
+
+
+def _native_predictor(version: RegisteredVersion, estimator: Any) -> Predictor:
+    booster = getattr(estimator, "booster_", None)
+    if booster is None and _is_booster(estimator):
+        booster = estimator
+    if booster is not None:
+        return BoosterPredictor(booster)
+    if not hasattr(estimator, "predict_proba"):
+        raise ValueError(
+            f"{version.uri} is a {type(estimator).__name__} without predict_proba; serving "
+            "needs a classifier that gives class probabilities"
+        )
+    return EstimatorPredictor(estimator)
+
+
+def _is_booster(estimator: Any) -> bool:
+    try:
+        import lightgbm
+    except ImportError:  # then it cannot be a Booster
+        return False
+    return isinstance(estimator, lightgbm.Booster)
 
 
 def with_compiled_trees(model: ServingModel, cache_dir: Path | None = None) -> ServingModel:
@@ -212,6 +264,8 @@ def _features_from_signature(signature: Any, estimator: Any) -> tuple[FeatureSpe
             specs.append(FeatureSpec(column.name, type_name, bool(column.required)))
         return tuple(specs)
     names = getattr(estimator, "feature_names_in_", None)
+    if names is None and _is_booster(estimator):
+        names = estimator.feature_name()
     if names is None:
         raise ValueError("the model has neither a signature nor feature names to check inputs")
     return tuple(FeatureSpec(str(name), "double") for name in names)
