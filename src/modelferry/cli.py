@@ -160,11 +160,13 @@ def _cmd_approve(args: argparse.Namespace) -> int:
 
 
 def _summarise(config: ModelConfig) -> str:
+    from modelferry.data.masking import mask_text
+
     source = config.data.source
     if source.kind == "bundled":
         data = f"bundled {source.name}"
     elif source.kind == "file":
-        data = f"file {source.path}"
+        data = f"file {mask_text(str(source.path))}"
     else:
         data = "sql query"  # The URL may hold a password.
     gates = ", ".join(config.gate.metrics)

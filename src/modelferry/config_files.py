@@ -128,5 +128,12 @@ def _parse_yaml(path: Path, text: str) -> Any:
                 depth -= 1
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        detail = " ".join(str(exc).split())
-        raise InvalidConfigError(f"{path}: not valid YAML: {detail}") from None
+        raise InvalidConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    # str(exc) quotes the offending line, which may hold a password: give position only.
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"

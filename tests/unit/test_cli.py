@@ -571,3 +571,26 @@ def test_validate_refuses_deep_nesting(
     path.write_text(text, encoding="utf-8")
 
     assert "nest" in _validate_error(path, capsys)
+
+
+def test_validate_yaml_syntax_error_does_not_quote_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "model.yaml"
+    path.write_text(f"url: 'pg://a:{PG_PASSWORD}@h' x\n", encoding="utf-8")
+
+    line = _validate_error(path, capsys)
+    assert "YAML" in line
+    assert PG_PASSWORD not in line
+
+
+def test_validate_summary_masks_a_password_in_a_file_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(
+        tmp_path, {**MINIMAL_CONFIG, "data": {"source": {"kind": "file", "path": f"{PG_URL}.csv"}}}
+    )
+
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert PG_PASSWORD not in out + err

@@ -86,6 +86,22 @@ def _passwords(url: str) -> set[str]:
 SECRET_FIELDS = frozenset({"url", "password", "passwd", "pwd", "token", "secret", "api_key"})
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
 _SHOWN_CHARS = 80
+# "user:password@" anywhere, e.g. in a URL whose "//" a path normalisation collapsed.
+_ANY_USERINFO = re.compile(r"(?P<head>[^\s/:@]*:)(?P<password>[^\s/@]+)@")
+
+
+def mask_text(text: str) -> str:
+    """Return `text` with the password of every URL-like part in it masked.
+
+    Args:
+        text: Free text that may embed database URLs, e.g. a config value.
+
+    Returns:
+        `text` with user-info and password query parameters replaced by ``***``.
+    """
+    masked = _URL_IN_TEXT.sub(lambda match: mask_url(match.group(0)), text)
+    masked = _ANY_USERINFO.sub(rf"\g<head>{MASK}@", masked)
+    return _QUERY_PASSWORD.sub(rf"\g<head>{MASK}", masked)
 
 
 def mask_value(field: str | int | None, value: object) -> str:
@@ -109,10 +125,7 @@ def mask_value(field: str | int | None, value: object) -> str:
     if isinstance(value, list | tuple | set):
         return "a list"
     if isinstance(value, str):
-        masked = _URL_IN_TEXT.sub(lambda match: mask_url(match.group(0)), value)
-        if masked != value and "@" in masked.replace(f"{MASK}@", ""):
-            # A URL-like value we could not parse might still carry user-info; hide it all.
-            return "(a URL, not shown)"
+        masked = mask_text(value)
         shown = masked if len(masked) <= _SHOWN_CHARS else f"{masked[:_SHOWN_CHARS]}..."
         return repr(shown)
     if value is None or isinstance(value, bool | int | float):
