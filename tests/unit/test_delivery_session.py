@@ -294,3 +294,34 @@ def test_a_send_the_transport_refuses_is_a_transport_failure(tmp_path: Path) -> 
 def test_timeouts_must_be_positive() -> None:
     with pytest.raises(ValueError, match="must be positive"):
         SessionTimeouts(inactivity=0)
+
+
+def test_a_cancelled_session_closes_its_record_as_an_error(tmp_path: Path) -> None:
+    hub = LocalHub()
+    store, package = make_package(tmp_path)
+    records = DeliveryRecords(f"sqlite:///{tmp_path / 'deliveries.db'}")
+    request = DeliveryRequest(DEVICE, PROJECT, package, "bc", "3")
+
+    async def run() -> None:
+        background = AsyncDeliveryRecords(records)
+        fleet = FakeFleet(hub, scripts={DEVICE: DeviceScript(result="silent")})
+        try:
+            async with fleet, DeliveryDispatcher(LocalChannel(hub)) as dispatcher:
+                session = DeliverySession(
+                    request, dispatcher, store, records=background, timeouts=PATIENT
+                )
+                task = asyncio.create_task(session.run())
+                while session.state != NOTIFIED:
+                    await asyncio.sleep(0.01)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            background.close()
+
+    asyncio.run(run())
+
+    record = records.get(request.delivery_id)
+    assert record is not None
+    assert (record.state, record.ended_at is not None) == (ERROR, True)
+    assert record.error == "the delivery was cancelled before the device finished"
