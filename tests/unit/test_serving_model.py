@@ -37,3 +37,79 @@ def test_single_row_checks_width(booster: object) -> None:
     predictor = BoosterPredictor(booster)
     with pytest.raises(ValueError, match="expected 30 features"):
         predictor._single_row(np.zeros((1, 29)))  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("answer", "positive"),
+    [
+        (np.array([0.2, 0.9]), [0.2, 0.9]),
+        (np.array([[0.8, 0.2], [0.1, 0.9]]), [0.2, 0.9]),
+        (np.array([[0.2], [0.9]]), [0.2, 0.9]),
+    ],
+)
+def test_pyfunc_answers_read_as_probabilities(answer: np.ndarray, positive: list[float]) -> None:
+    import pandas as pd
+
+    from modelferry.serving.pyfunc import as_probabilities
+
+    for shaped in (answer, pd.DataFrame(answer) if answer.ndim == 2 else pd.Series(answer)):
+        matrix = as_probabilities(shaped, 2)
+        np.testing.assert_allclose(matrix[:, 1], positive)
+        np.testing.assert_allclose(matrix.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [np.array(["yes", "no"]), np.array([3.0, -1.0]), np.zeros((2, 3)), np.array([0.5])],
+)
+def test_pyfunc_answers_that_are_not_probabilities_are_refused(answer: np.ndarray) -> None:
+    from modelferry.serving.pyfunc import as_probabilities
+
+    with pytest.raises(ValueError, match="not probabilities"):
+        as_probabilities(answer, 2)
+
+
+def test_model_without_a_servable_flavor_names_its_flavors(
+    mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    import mlflow.models
+
+    from modelferry.registry import ModelRegistry, RegisteredVersion, TrackingSettings
+    from modelferry.serving.model import load_serving_model
+
+    info = types.SimpleNamespace(flavors={"onnx": {}}, signature=None)
+    monkeypatch.setattr(mlflow.models, "get_model_info", lambda uri: info)
+    registry = ModelRegistry(TrackingSettings.resolve(mlflow_uri))
+    version = RegisteredVersion("m", "1", None, "", {}, ())
+    with pytest.raises(ValueError, match="has flavors onnx; serving needs lightgbm, sklearn"):
+        load_serving_model(registry, version)
+
+
+def test_mlmodel_flavor_wins_over_a_disagreeing_tag(
+    mlflow_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import lightgbm as lgb
+    import mlflow
+
+    from modelferry.registry import ModelRegistry, TrackingSettings
+    from modelferry.serving.model import load_serving_model
+
+    settings = TrackingSettings.resolve(mlflow_uri)
+    settings.activate()
+    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    booster = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(x, y), 5)
+    with mlflow.start_run():
+        mlflow.lightgbm.log_model(booster, name="m", registered_model_name="tagged")
+    registry = ModelRegistry(settings)
+    registry.set_tags("tagged", "1", {"modelferry.flavor": "sklearn"})
+    version = registry.get("tagged", "1")
+    assert registry.flavors(version).keys() >= {"lightgbm", "python_function"}
+    model = load_serving_model(registry, version)
+    assert isinstance(model.predictor, BoosterPredictor)
+    # No signature: the inputs are the booster's feature names (LightGBM's spelling).
+    assert model.feature_names == tuple(booster.feature_name())
+    np.testing.assert_allclose(
+        model.predict_proba(x.to_numpy()[:3])[:, 1], booster.predict(x.to_numpy()[:3])
+    )
