@@ -113,3 +113,21 @@ def test_mlmodel_flavor_wins_over_a_disagreeing_tag(
     np.testing.assert_allclose(
         model.predict_proba(x.to_numpy()[:3])[:, 1], booster.predict(x.to_numpy()[:3])
     )
+
+
+def test_azureml_script_scores_a_native_lightgbm_booster(tmp_path: object) -> None:
+    from pathlib import Path
+
+    import lightgbm as lgb
+    import mlflow
+
+    from modelferry.serving import azureml_score
+
+    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    booster = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(x, y), 5)
+    folder = Path(str(tmp_path)) / "model"
+    mlflow.lightgbm.save_model(booster, str(folder))
+    loaded = azureml_score.load_model(folder)
+    rows = x.to_numpy()[:3]
+    np.testing.assert_allclose(loaded.predict_proba(rows)[:, 1], booster.predict(rows))
+    assert [c.name for c in loaded.columns] == booster.feature_name()

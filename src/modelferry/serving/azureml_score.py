@@ -112,11 +112,12 @@ def load_model(model_dir: Path) -> LoadedModel:
             raise ValueError(f"{folder} holds neither a lightgbm nor a sklearn MLflow model")
         estimator = importlib.import_module(f"mlflow.{flavor}").load_model(str(folder))
         specs = _signature_specs(meta.signature)
-    if not hasattr(estimator, "predict_proba"):
+    # A LightGBM model logged from the native API loads as a Booster: it scores as one.
+    booster = estimator if _is_booster(estimator) else getattr(estimator, "booster_", None)
+    if booster is None and not hasattr(estimator, "predict_proba"):
         raise ValueError(f"{type(estimator).__name__} has no predict_proba; cannot score")
     names_file = folder / "class_names.json"
     names = json.loads(names_file.read_text()) if names_file.is_file() else ["0", "1"]
-    booster = getattr(estimator, "booster_", None)
     return LoadedModel(_columns(specs, estimator), tuple(str(n) for n in names), estimator, booster)
 
 
@@ -193,9 +194,18 @@ def _columns(specs: list[tuple[str, str, bool]] | None, estimator: Any) -> tuple
             columns.append(Column(name, type_name, required))
         return tuple(columns)
     names = getattr(estimator, "feature_names_in_", None)
+    if names is None and _is_booster(estimator):
+        names = estimator.feature_name()
     if names is None:
         raise ValueError("the model has neither a signature nor feature names to check inputs")
     return tuple(Column(str(name), "double") for name in names)
+
+
+def _is_booster(estimator: Any) -> bool:
+    # By class name: lightgbm is not installed beside sklearn-only models.
+    return type(estimator).__module__.startswith("lightgbm") and (
+        type(estimator).__name__ == "Booster"
+    )
 
 
 def _bad_request(message: str) -> Any:
