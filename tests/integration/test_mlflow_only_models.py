@@ -142,5 +142,5 @@ def test_pyfunc_without_probabilities_fails_to_deploy_with_reason(
 ) -> None:
     from modelferry.errors import DeploymentFailedError
 
-    with pytest.raises(DeploymentFailedError, match="probabilit"):
+    with pytest.raises(DeploymentFailedError, match=r"answered .* not probabilities"):
         _serve(backend, "plain-labels")

@@ -131,3 +131,26 @@ def test_every_model_type_logs_and_loads_back(tmp_path: Path, model_type: str) -
     )
     reloaded = predict_positive_proba(registry.load_classifier(version), split.x_test)
     assert reloaded == pytest.approx(proba)
+
+
+def test_load_classifier_names_the_flavors_of_a_python_function_only_model(
+    tmp_path: Path,
+) -> None:
+    import mlflow
+
+    settings = TrackingSettings.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    settings.activate()
+    code = tmp_path / "constant.py"
+    code.write_text(
+        "import mlflow\n\n\nclass Constant(mlflow.pyfunc.PythonModel):\n"
+        "    def predict(self, context, model_input, params=None):\n"
+        "        return [0.5] * len(model_input)\n\n\nmlflow.models.set_model(Constant())\n"
+    )
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="m", python_model=str(code), registered_model_name="c")
+    registry = ModelRegistry(settings)
+    version = registry.get("c", "1")
+    assert "python_function" in registry.flavors(version)
+    with pytest.raises(RegistryError, match="has flavors python_function; loading it natively"):
+        registry.load_classifier(version)
+    assert registry.load_pyfunc(version).predict([[1.0], [2.0]]) == [0.5, 0.5]
