@@ -10,21 +10,16 @@ expand into gigabytes; a model config has no use for them).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
 
 from modelferry.errors import InvalidConfigError
+from modelferry.json_depth import nesting_depth
 
 MAX_CONFIG_BYTES: Final = 1024 * 1024
 MAX_CONFIG_DEPTH: Final = 64
-
-# JSON strings, so brackets inside them do not count as nesting.
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
-_OPEN = frozenset("[{")
-_CLOSE = frozenset("]}")
 
 
 def read_mapping(path: Path) -> dict[str, Any]:
@@ -86,14 +81,8 @@ def _too_deep(path: Path) -> InvalidConfigError:
 
 
 def _parse_json(path: Path, text: str) -> Any:
-    depth = 0
-    for char in _JSON_STRING.sub("", text):
-        if char in _OPEN:
-            depth += 1
-            if depth > MAX_CONFIG_DEPTH:
-                raise _too_deep(path)
-        elif char in _CLOSE:
-            depth -= 1
+    if nesting_depth(text, stop_above=MAX_CONFIG_DEPTH) > MAX_CONFIG_DEPTH:
+        raise _too_deep(path)
     try:
         return json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:

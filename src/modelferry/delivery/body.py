@@ -11,9 +11,10 @@ are replaced by a marker saying so.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
+
+from modelferry.json_depth import nesting_depth
 
 #: The largest message body read, in bytes.
 MAX_BODY_BYTES = 1024 * 1024
@@ -22,24 +23,9 @@ MAX_DEPTH = 32
 #: The largest attributes kept (serialized, in bytes); larger ones become a marker.
 MAX_ATTRIBUTES_BYTES = 64 * 1024
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
-
 
 class BodyError(ValueError):
     """A body that is not bounded, valid JSON (the message says what is wrong)."""
-
-
-def nesting_depth(text: str) -> int:
-    """The deepest nesting of arrays and objects in JSON text, counted without recursion."""
-    depth = deepest = 0
-    for bracket in _BRACKET.finditer(_STRING.sub("", text)):
-        if bracket.group() in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
 
 
 def _refuse_constant(name: str) -> Any:
@@ -54,7 +40,7 @@ def read_body(body: bytes) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BodyError(f"the body is not UTF-8: {exc}") from None
-    depth = nesting_depth(text)
+    depth = nesting_depth(body, stop_above=MAX_DEPTH)
     if depth > MAX_DEPTH:
         raise BodyError(f"the body is nested deeper than {MAX_DEPTH} levels ({depth})")
     try:

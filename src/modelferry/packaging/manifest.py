@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modelferry.errors import PackageVerificationError, PackagingError
+from modelferry.json_depth import nesting_depth
 
 FORMAT: Literal["modelferry-package/1"] = "modelferry-package/1"
 MANIFEST_NAME = "manifest.json"
@@ -33,8 +34,6 @@ MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_MANIFEST_DEPTH = 32
 
 # A JSON string (escapes included): brackets inside one do not nest anything.
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class _Part(BaseModel):
@@ -178,7 +177,7 @@ def load_manifest_document(data: bytes) -> object:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PackageVerificationError(f"{MANIFEST_NAME} is not UTF-8 JSON: {exc}") from None
-    if _nesting_depth(data) > MAX_MANIFEST_DEPTH:
+    if nesting_depth(data, stop_above=MAX_MANIFEST_DEPTH) > MAX_MANIFEST_DEPTH:
         raise PackageVerificationError(
             f"{MANIFEST_NAME} nests deeper than {MAX_MANIFEST_DEPTH} levels; it is not a "
             f"{FORMAT} manifest, do not install the package"
@@ -191,22 +190,6 @@ def load_manifest_document(data: bytes) -> object:
 
 def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON value")
-
-
-def _nesting_depth(data: bytes) -> int:
-    """How deep `[` and `{` nest in JSON `data`, brackets inside strings not counted."""
-    brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
-    depth = deepest = 0
-    for byte in brackets:
-        if byte in b"[{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > MAX_MANIFEST_DEPTH:
-                    break
-        else:
-            depth -= 1
-    return deepest
 
 
 def package_file_name(package_id: str, version: str) -> str:
