@@ -202,3 +202,19 @@ def test_large_requests_beyond_the_cap_get_503_with_retry_after(model: ServingMo
     assert served.status_code == 200
     assert len(served.json()["predictions"]) == 6000
     app.large.close()
+
+
+def test_large_requests_are_mirrored_too(model: ServingModel) -> None:
+    traffic = TrafficSplit({"blue": 100}, mirror={"shadow": 50})
+    app = make_app({"blue": model, "shadow": model}, traffic)
+    app._random = lambda: 0.0  # a draw that the 50 % mirror takes
+    document = payload(3)
+    document["input_data"]["data"] = document["input_data"]["data"] * 2000
+    document["input_data"]["index"] = list(range(6000))
+    try:
+        (served,) = call(app, [score(document)])
+    finally:
+        app.large.close()
+    assert (served.status_code, served.json()["deployment"]) == (200, "blue")
+    shadow = app.telemetry.summary_since("shadow", 0)
+    assert shadow.requests == 1

@@ -142,7 +142,7 @@ class ScoringApp:
             )
             return
         if len(body) > OFFLOAD_BYTES:
-            await self._score_large(send, name, started, model, body, pinned is not None)
+            await self._score_large(send, table, name, started, body, pinned is not None)
             return
         try:
             features = parse_request(body, model.schema, self.max_rows)
@@ -178,13 +178,14 @@ class ScoringApp:
     async def _score_large(
         self,
         send: Send,
+        table: RoutingTable,
         name: str,
         started: float,
-        model: ServingModel,
         body: bytes,
         pinned: bool,
     ) -> None:
         """Parse in a worker process and score in a thread, at most a few at a time."""
+        model = table.models[name]
         if not self.large.try_enter():
             busy = {"error": "too many large requests at once; retry shortly"}
             await _send(
@@ -221,6 +222,10 @@ class ScoringApp:
         }
         rows = features.shape[0]
         await self._answer(send, name, started, 200, answer, rows, pinned=pinned)
+        if table.traffic.mirror and not pinned:
+            # A large copy is scored in a thread, like the request it copies.
+            for mirror in table.mirrors_for(self._random()):
+                await asyncio.to_thread(self._mirror, table.models.get(mirror), mirror, features)
 
     def _refused_by_the_others(self, table: RoutingTable, name: str, body: bytes) -> bool:
         """Whether every other deployment taking traffic would refuse this body too.
