@@ -24,6 +24,7 @@ Defaults, each overridable by an environment variable of the server process:
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import resource
 from collections.abc import Mapping
@@ -52,8 +53,9 @@ class ConnectionLimits:
     max_connections: int = 1000
 
     def __post_init__(self) -> None:
-        if self.header_timeout_s <= 0 or self.body_timeout_s <= 0:
-            raise ValueError("connection timeouts must be above 0 seconds")
+        timeouts = (self.header_timeout_s, self.body_timeout_s)
+        if not all(0 < t < math.inf for t in timeouts):  # NaN fails too
+            raise ValueError("connection timeouts must be finite seconds above 0")
         if self.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
 
