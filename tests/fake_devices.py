@@ -55,7 +55,8 @@ class DeviceScript:
         progress: the `Downloading` reports, by their `progress` attribute.
         extra_states: intermediate states of its own, reported before `Verifying`.
         stop_after: go quiet after reporting this state (an agent that died).
-        malformed: send malformed messages before reporting anything.
+        malformed: send malformed messages (not JSON, wrong shapes, 100,000-deep nesting,
+            NaN) before reporting anything, and again after its terminal state.
         foreign: also report for another delivery, and without a deliveryId.
         duplicate_terminal: send the terminal state twice, then a contradicting one.
         late_states: states sent after the terminal one.
@@ -241,10 +242,24 @@ class FakeDevice:
             await self._state(event, contradiction, reason="contradicting report")
         for state in script.late_states:
             await self._state(event, state)
+        if script.malformed:  # after the end, they reach the dispatcher's late path
+            await self._send_malformed(event)
 
     async def _send_malformed(self, event: NewDelivery) -> None:
         props = {"type": "state", "deliveryId": event.delivery_id, "projectId": event.project_id}
-        for body in (b"not json", b"[1, 2]", b'{"timestamp": "2026-01-01T00:00:00Z"}'):
+        hostile = (
+            b"not json",
+            b"[1, 2]",
+            b'{"timestamp": "2026-01-01T00:00:00Z"}',
+            b"[" * 100_000 + b"]" * 100_000,
+            b'{"state": "Downloading", "attributes": '
+            + b'{"a": ' * 5_000
+            + b"1"
+            + b"}" * 5_000
+            + b"}",
+            b'{"state": "Downloading", "attributes": {"bytes": NaN}}',
+        )
+        for body in hostile:
             await self.send(Message(self.device_id, props, body))
         no_project = {"type": "state", "deliveryId": event.delivery_id}
         await self.send(Message(self.device_id, no_project, b'{"state": "Success"}'))

@@ -309,3 +309,19 @@ def test_a_missing_package_says_how_to_build_it(tmp_path: Path) -> None:
         caught.value
     )
     assert "package-model flow" in str(caught.value)
+
+
+def test_hostile_device_messages_never_undo_the_rollout(tmp_path: Path) -> None:
+    # One device sends 100,000-deep nesting, 5,000-deep attributes and NaN, before its
+    # delivery and after it ended: those are skipped messages, every other device's
+    # delivery goes on, and every record is closed.
+    names = devices(6)
+    scripts = {"dev-0001": DeviceScript(malformed=True)}
+
+    done = run_rollout(tmp_path, names, scripts=scripts, canary_share=0.2, max_parallel=3)
+
+    assert not done.result.aborted
+    assert done.result.counts == {SUCCESS: 6}
+    records = done.records.rollout("r1")
+    assert {r.device_id for r in records} == set(names)
+    assert all(r.state == SUCCESS and r.ended_at is not None for r in records)
