@@ -131,8 +131,8 @@ def _rollback(root: Path) -> int:
 def _status(root: Path) -> int:
     from modelferry.edge import StateStore, current_version
 
-    current = current_version(root)
-    state = StateStore(root).read()
+    with StateStore(root).reading() as state:
+        current = current_version(root)
     print(f"current: {current.label if current else 'nothing installed'}")
     for entry in reversed(state.history):
         marker = "*" if current and entry.label == current.label else " "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -284,3 +285,25 @@ def test_recovery_keeps_only_the_partial_download_of_a_delivery_still_to_install
     prepare_root(root)
 
     assert sorted(p.name for p in downloads.iterdir()) == ["pkg-2.zip.part"]
+
+
+def test_a_status_read_waits_for_an_install_or_rollback_under_way(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    entered = threading.Event()
+
+    def read() -> None:
+        with store.reading():
+            entered.set()
+
+    with store.update():
+        reader = threading.Thread(target=read)
+        reader.start()
+        # While the exclusive lock is held (current and history changing), no read.
+        assert not entered.wait(0.3)
+    assert entered.wait(10)
+    reader.join()
+
+
+def test_a_status_read_of_a_root_with_nothing_installed_needs_no_lock(tmp_path: Path) -> None:
+    with StateStore(tmp_path / "empty").reading() as state:
+        assert state.history == []

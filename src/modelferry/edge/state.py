@@ -222,6 +222,27 @@ class StateStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[AgentState]:
+        """The saved state, with no install or rollback changing it until the block ends.
+
+        Read the `current` link inside the block too: the shared lock keeps an install or
+        rollback (which switch `current` and rewrite the history under the exclusive lock)
+        from landing between the two reads. A root this process cannot lock (read-only,
+        or not there yet) is read without the lock.
+        """
+        try:
+            lock = open(self.root / _LOCK_FILE, "rb")  # noqa: SIM115 (held across the yield)
+        except OSError:
+            yield self.read()
+            return
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            try:
+                yield self.read()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def write(self, state: AgentState) -> None:
         """Write `state` now, durably: a step of a longer change inside `update()`.
 
