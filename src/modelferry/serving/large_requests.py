@@ -8,12 +8,19 @@ here: the scoring app parses them inline, as before.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from modelferry.serving.payload import InputSchema, parse_request
+from modelferry.serving.payload import InputSchema, PayloadError, parse_request
+
+log = logging.getLogger(__name__)
 
 # Bodies above this many bytes are parsed off the event loop (a 1000-row request of 30
 # columns is about 200 KiB, so the requests scored inline stay inline).
@@ -22,6 +29,8 @@ OFFLOAD_BYTES = 256 * 1024
 # Retry-After, because queueing 16 MB bodies would only move the memory problem.
 LARGE_CONCURRENCY = 2
 RETRY_AFTER_SECONDS = 1
+# How often a worker checks that the server that started it is still there.
+_PARENT_CHECK_SECONDS = 1.0
 
 
 class LargeRequestPool:
@@ -54,12 +63,40 @@ class LargeRequestPool:
             # spawn, not fork: the server runs threads, and a forked child could inherit
             # a lock some thread held.
             context = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(self.concurrency, mp_context=context)
+            self._executor = ProcessPoolExecutor(
+                self.concurrency,
+                mp_context=context,
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, parse_request, body, schema, max_rows)
+        try:
+            return await loop.run_in_executor(self._executor, parse_request, body, schema, max_rows)
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): start afresh on the next request.
+            log.error("a large-request worker died; its pool is restarted")
+            self.close()
+            raise PayloadError(
+                "the request could not be parsed: a worker stopped; retry shortly", 503
+            ) from None
 
     def close(self) -> None:
         """Stop the worker processes; idempotent."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: exit as soon as the server process is gone.
+
+    A server stopped with SIGKILL runs no clean-up, and its workers would otherwise wait
+    on their queue forever, each holding a process and its memory.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
