@@ -163,12 +163,7 @@ class ScoringApp:
             error = {"error": f"scoring failed: {exc}"}
             await self._answer(send, name, started, 500, error, 0, pinned=pinned is not None)
             return
-        answer = {
-            "predictions": proba,
-            "classes": model.class_names,
-            "deployment": name,
-            "model_version": model.version,
-        }
+        answer = _scored(model, name, proba)
         rows = features.shape[0]
         await self._answer(send, name, started, 200, answer, rows, pinned=pinned is not None)
         if table.traffic.mirror and pinned is None:
@@ -214,12 +209,7 @@ class ScoringApp:
                 return
         finally:
             self.large.leave()
-        answer = {
-            "predictions": proba,
-            "classes": model.class_names,
-            "deployment": name,
-            "model_version": model.version,
-        }
+        answer = _scored(model, name, proba)
         rows = features.shape[0]
         await self._answer(send, name, started, 200, answer, rows, pinned=pinned)
         if table.traffic.mirror and not pinned:
@@ -276,6 +266,16 @@ class ScoringApp:
             status = 500
         self.telemetry.record_mirror(name)
         self.telemetry.record(name, status, time.perf_counter() - started, features.shape[0])
+
+
+def _scored(model: ServingModel, deployment: str, proba: np.ndarray) -> dict[str, Any]:
+    """The answer to a scored request: probabilities, classes and who answered."""
+    return {
+        "predictions": proba,
+        "classes": model.class_names,
+        "deployment": deployment,
+        "model_version": model.version,
+    }
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:
