@@ -1,21 +1,31 @@
-"""MLflow: tracking settings, run logging, registered versions and their aliases."""
+"""MLflow: tracking settings, run logging, registered versions and their aliases.
 
-from modelferry.registry.lineage import git_commit, lineage_tags
-from modelferry.registry.runs import LoggedRun, log_training_run, pip_requirements
-from modelferry.registry.tracking import (
-    DEFAULT_HOME,
-    TrackingSettings,
-    is_transient,
-    tracking_errors,
-)
-from modelferry.registry.versions import (
-    CHALLENGER,
-    CHAMPION,
-    CLASS_NAMES_TAG,
-    PREVIOUS_CHAMPION,
-    ModelRegistry,
-    RegisteredVersion,
-)
+Names are imported on first use: `TrackingSettings` alone does not load the training stack.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from modelferry.lazy_exports import lazy_exports
+
+if TYPE_CHECKING:
+    from modelferry.registry.lineage import git_commit, lineage_tags
+    from modelferry.registry.runs import LoggedRun, log_training_run, pip_requirements
+    from modelferry.registry.tracking import (
+        DEFAULT_HOME,
+        TrackingSettings,
+        is_transient,
+        tracking_errors,
+    )
+    from modelferry.registry.versions import (
+        CHALLENGER,
+        CHAMPION,
+        CLASS_NAMES_TAG,
+        PREVIOUS_CHAMPION,
+        ModelRegistry,
+        RegisteredVersion,
+    )
 
 __all__ = [
     "CHALLENGER",
@@ -34,3 +44,24 @@ __all__ = [
     "pip_requirements",
     "tracking_errors",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "git_commit": "lineage",
+        "lineage_tags": "lineage",
+        "LoggedRun": "runs",
+        "log_training_run": "runs",
+        "pip_requirements": "runs",
+        "DEFAULT_HOME": "tracking",
+        "TrackingSettings": "tracking",
+        "is_transient": "tracking",
+        "tracking_errors": "tracking",
+        "CHALLENGER": "versions",
+        "CHAMPION": "versions",
+        "CLASS_NAMES_TAG": "versions",
+        "PREVIOUS_CHAMPION": "versions",
+        "ModelRegistry": "versions",
+        "RegisteredVersion": "versions",
+    },
+)
