@@ -10,14 +10,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 from modelferry import __version__
+from modelferry.cli_help import CommandParser
 from modelferry.errors import InvalidConfigError, ModelferryError
-from modelferry.prefect_api import PausedRun, PrefectApi
+from modelferry.telemetry_opt_out import opt_out_of_telemetry
 
 if TYPE_CHECKING:
     from modelferry.config import ModelConfig
+    from modelferry.prefect_api import PausedRun
 
 __all__ = ["main"]
 
@@ -35,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: The arguments without the program name; defaults to `sys.argv[1:]`.
     """
+    opt_out_of_telemetry()
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
@@ -59,12 +62,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="modelferry",
         description="Train, gate, approve and deliver models as Prefect flows.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Every subcommand's parser is a CommandParser: argparse passes the class on.
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", metavar="COMMAND"),
+    )
 
     validate = commands.add_parser(
         "validate",
@@ -75,7 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=_cmd_validate)
 
     # Shared by the commands that talk to the Prefect API.
-    api = argparse.ArgumentParser(add_help=False)
+    api = CommandParser(add_help=False)
     api.add_argument(
         "--api-url",
         metavar="URL",
@@ -128,6 +135,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_pending(args: argparse.Namespace) -> int:
+    from modelferry.prefect_api import PrefectApi
+
     with PrefectApi.from_environment(api_url=args.api_url) as api:
         paused = api.list_paused_runs()
     waiting = [run for run in paused if run.waits_for_input]
@@ -149,6 +158,8 @@ def _cmd_approve(args: argparse.Namespace) -> int:
     if not reviewer:
         _error("--reviewer must name who decides; got an empty name")
         return EXIT_USAGE
+    from modelferry.prefect_api import PrefectApi
+
     approve = not args.reject
     run_input = {"approve": approve, "reviewer": reviewer, "comment": args.comment}
     with PrefectApi.from_environment(api_url=args.api_url) as api:
