@@ -11,6 +11,10 @@
   by the tracking server from `MODELFERRY_MLFLOW_ARTIFACTS` (default
   `.modelferry/server/mlartifacts`).
 
+Listening on every interface (`MODELFERRY_SERVER_HOST=0.0.0.0`), the printed URLs and the
+API URL the Prefect UI's browser code calls name the machine (`socket.getfqdn()`, or
+`MODELFERRY_SERVER_PUBLIC_HOST`); an explicit `PREFECT_UI_API_URL` is kept.
+
 Both run until Ctrl-C (or SIGTERM), which stops both. When one of them exits, the other is
 stopped too and the exit code says which failed. Database URLs hold passwords: they are
 never printed.
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +37,9 @@ from types import FrameType
 import httpx
 
 HOST_ENV = "MODELFERRY_SERVER_HOST"
+# The name printed in URLs and given to the Prefect UI, when the bind address is not it.
+PUBLIC_HOST_ENV = "MODELFERRY_SERVER_PUBLIC_HOST"
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 MLFLOW_PORT_ENV = "MODELFERRY_MLFLOW_PORT"
 MLFLOW_STORE_ENV = "MODELFERRY_MLFLOW_BACKEND_STORE_URI"
 MLFLOW_ARTIFACTS_ENV = "MODELFERRY_MLFLOW_ARTIFACTS"
@@ -54,16 +62,31 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
+def public_host(host: str) -> str:
+    """The name other machines reach a server on: the machine's name for a wildcard bind."""
+    if host in _WILDCARD_HOSTS:
+        return os.environ.get(PUBLIC_HOST_ENV) or socket.getfqdn()
+    return os.environ.get(PUBLIC_HOST_ENV) or host
+
+
 def plan(host: str, prefect_port: int, mlflow_port: int, state_dir: Path) -> list[Server]:
-    """The two servers, from the environment's settings."""
+    """The two servers, from the environment's settings.
+
+    Health checks go to loopback when the servers listen on every interface; the URLs
+    printed for people, and the API URL the Prefect UI's browser code calls
+    (`PREFECT_UI_API_URL`, kept when already set), use the machine's public name.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
+    local = "127.0.0.1" if host in _WILDCARD_HOSTS else host
+    public = public_host(host)
     store = os.environ.get(MLFLOW_STORE_ENV) or f"sqlite:///{(state_dir / 'mlflow.db').resolve()}"
     artifacts = Path(os.environ.get(MLFLOW_ARTIFACTS_ENV) or state_dir / "mlartifacts").resolve()
     prefect_env = {
         **os.environ,
         "PREFECT_SERVER_API_HOST": host,
         "PREFECT_SERVER_API_PORT": str(prefect_port),
-        "PREFECT_UI_API_URL": f"http://{host}:{prefect_port}/api",
+        "PREFECT_UI_API_URL": os.environ.get("PREFECT_UI_API_URL")
+        or f"http://{public}:{prefect_port}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     if "PREFECT_HOME" not in os.environ:
@@ -71,8 +94,8 @@ def plan(host: str, prefect_port: int, mlflow_port: int, state_dir: Path) -> lis
     prefect = Server(
         name="Prefect",
         command=[_bin("prefect"), "server", "start", "--host", host, "--port", str(prefect_port)],
-        health_url=f"http://{host}:{prefect_port}/api/health",
-        public_url=f"http://{host}:{prefect_port}",
+        health_url=f"http://{local}:{prefect_port}/api/health",
+        public_url=f"http://{public}:{prefect_port}",
         env=prefect_env,
     )
     mlflow = Server(
@@ -92,8 +115,8 @@ def plan(host: str, prefect_port: int, mlflow_port: int, state_dir: Path) -> lis
             "--workers",
             "1",
         ],
-        health_url=f"http://{host}:{mlflow_port}/health",
-        public_url=f"http://{host}:{mlflow_port}",
+        health_url=f"http://{local}:{mlflow_port}/health",
+        public_url=f"http://{public}:{mlflow_port}",
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "GIT_PYTHON_REFRESH": "quiet"},
     )
     return [prefect, mlflow]
