@@ -29,7 +29,7 @@ from modelferry.config import APPROVAL_MODES, load_config, with_approval_mode
 from modelferry.errors import ApprovalRejectedError, ApprovalTimedOutError
 from modelferry.registry import lineage_tags
 from tasks.data import load_data
-from tasks.registry import record_decision, register_challenger, score_champion
+from tasks.registry import read_champions, record_decision, register_challenger, score_champion
 from tasks.reporting import publish_gate_report
 from tasks.training import train
 
@@ -47,7 +47,7 @@ class RegistrationOutcome:
     metrics: dict[str, float]
     gate_passed: bool
     decision: ApprovalDecision
-    champion_version: str
+    champion_version: str | None
     previous_champion_version: str | None
 
     @property
@@ -59,16 +59,26 @@ class RegistrationOutcome:
         """The decision in one line."""
         return self.decision.summary(self.model_name, self.version)
 
+    def champion_line(self) -> str:
+        """Where `champion` points, e.g. "models:/m@champion -> v2 (unchanged; previous
+        champion: 1)" after a rejection."""
+        if self.champion_version is None:
+            return f"none (v{self.version} was not promoted; {self.model_name} has no champion)"
+        state = "" if self.approved else "unchanged; "
+        previous = self.previous_champion_version or "none"
+        return (
+            f"models:/{self.model_name}@champion -> v{self.champion_version} "
+            f"({state}previous champion: {previous})"
+        )
+
     def report(self) -> str:
         """Where to look: the MLflow run, the registered version, the decision, the metrics."""
         metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(self.metrics.items()))
-        previous = self.previous_champion_version or "none"
         return "\n".join(
             [
                 f"Decision:          {self.summary()}",
                 f"Registered model:  models:/{self.model_name}/{self.version}",
-                f"Champion:          models:/{self.model_name}@champion -> "
-                f"v{self.champion_version} (previous champion: {previous})",
+                f"Champion:          {self.champion_line()}",
                 f"Test metrics:      {metrics}",
                 f"MLflow run:        {self.run_url}",
             ]
@@ -149,7 +159,10 @@ def train_and_register(
         )
     else:
         decision = gate_decision(mode, gate, flow_run_id)
-    previous = record_decision(settings, version, decision)
+    record_decision(settings, version, decision)
+    # As the registry has them now: after a rejection the champion and its predecessor
+    # are the ones from earlier nights.
+    champion_version, previous_champion_version = read_champions(settings, name)
     if decision.approved:
         announce_approval(name, version.version, decision, logged.url)
 
@@ -161,8 +174,8 @@ def train_and_register(
         metrics=result.test_metrics,
         gate_passed=gate.passed,
         decision=decision,
-        champion_version=version.version if decision.approved else (champion.version or "none"),
-        previous_champion_version=previous.version if previous else None,
+        champion_version=champion_version,
+        previous_champion_version=previous_champion_version,
     )
     logger.info(outcome.summary())
     if not decision.approved and fail_on_reject:

@@ -16,6 +16,7 @@ from modelferry.registry import (
     CHALLENGER,
     CHAMPION,
     CLASS_NAMES_TAG,
+    PREVIOUS_CHAMPION,
     LoggedRun,
     ModelRegistry,
     RegisteredVersion,
@@ -124,3 +125,15 @@ def record_decision(
     if not decision.approved:
         return None
     return registry.promote(version.name, version.version)
+
+
+@task(name="read-champions", **_MLFLOW_RETRIES)  # type: ignore[call-overload]
+def read_champions(settings: TrackingSettings, model_name: str) -> tuple[str | None, str | None]:
+    """The versions the `champion` and `previous-champion` aliases point at (None if unset)."""
+    registry = ModelRegistry(settings)
+    champion = registry.get_by_alias(model_name, CHAMPION)
+    previous = registry.get_by_alias(model_name, PREVIOUS_CHAMPION)
+    return (
+        champion.version if champion else None,
+        previous.version if previous else None,
+    )

@@ -155,6 +155,28 @@ def test_gate_failure_rejects_and_keeps_champion(tmp_path: Path, mlflow_uri: str
     assert "the gate needs at least +0.05" in tags_v2["decision.comment"]
 
 
+def test_a_rejection_after_approvals_names_the_registry_s_champions(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
+    config = str(write_config(tmp_path))
+    train_and_register(config, tracking_uri=mlflow_uri)
+    train_and_register(config, tracking_uri=mlflow_uri)
+    assert (alias(mlflow_uri, "champion"), alias(mlflow_uri, "previous-champion")) == ("2", "1")
+    strict = write_config(
+        tmp_path, name="strict.json", gate={"metrics": {"roc_auc": {"threshold": 0.9999}}}
+    )
+
+    rejected = train_and_register(str(strict), tracking_uri=mlflow_uri)
+
+    assert not rejected.approved
+    assert (rejected.champion_version, rejected.previous_champion_version) == ("2", "1")
+    assert (
+        f"Champion:          models:/{MODEL}@champion -> v2 (unchanged; previous champion: 1)"
+        in rejected.report().splitlines()
+    )
+    assert (alias(mlflow_uri, "champion"), alias(mlflow_uri, "previous-champion")) == ("2", "1")
+
+
 def test_fail_on_reject_ends_the_run_failed(tmp_path: Path, mlflow_uri: str) -> None:
     from modelferry.errors import ApprovalRejectedError
 
