@@ -3,9 +3,15 @@
 modelferry endpoints list
 modelferry endpoints show NAME
 modelferry endpoints traffic NAME blue=90 green=10 [--mirror shadow=10]
-modelferry endpoints rollback NAME          (local only)
+modelferry endpoints rollback NAME [--steps N]    (local only)
+modelferry endpoints key NAME [--rotate]
 modelferry endpoints delete NAME
 modelferry endpoints logs NAME [--deployment D] [--lines N]
+
+`rollback` undoes the last release: it restores the traffic split in force before the first
+change that gave a newly deployed model version traffic, however many canary steps followed.
+`--steps N` undoes the last N traffic changes instead. `key` prints the scoring key alone on
+stdout (`KEY=$(modelferry endpoints key NAME)`); `--rotate` replaces it first (local only).
 
 `--backend azureml` works on the managed online endpoints of an Azure ML workspace named by
 --subscription-id, --resource-group and --workspace, or by the environment variables
@@ -19,9 +25,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from modelferry.endpoints.backend import EndpointBackend
+from modelferry.endpoints.backend import EndpointBackend, TrafficRollback
 from modelferry.endpoints.spec import EndpointState, TrafficSplit
-from modelferry.errors import InvalidConfigError, InvalidEndpointSpecError, ModelferryError
+from modelferry.errors import (
+    EndpointNotFoundError,
+    InvalidConfigError,
+    InvalidEndpointSpecError,
+    ModelferryError,
+)
 
 # No module-level import of the registry (MLflow, pandas): `modelferry agent` shares this
 # command line on edge devices, where only the `edge` extra is installed.
@@ -75,9 +86,26 @@ def add_endpoint_commands(commands: argparse._SubParsersAction[argparse.Argument
     traffic.add_argument("weights", nargs="+", metavar="DEPLOYMENT=PERCENT")
     traffic.add_argument("--mirror", nargs="*", default=[], metavar="DEPLOYMENT=PERCENT")
     rollback = actions.add_parser(
-        "rollback", parents=[shared], help="restore the previous traffic split (local only)"
+        "rollback",
+        parents=[shared],
+        help="restore the traffic split before the last release (local only)",
     )
     rollback.add_argument("name")
+    rollback.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="undo the last N traffic changes instead of the whole release",
+    )
+    key = actions.add_parser(
+        "key", parents=[shared], help="print the scoring key (alone, on stdout)"
+    )
+    key.add_argument("name")
+    key.add_argument(
+        "--rotate",
+        action="store_true",
+        help="make a new key first; the old one is refused from then on (local only)",
+    )
     delete = actions.add_parser("delete", parents=[shared], help="remove an endpoint")
     delete.add_argument("name")
     logs = actions.add_parser("logs", parents=[shared], help="the end of a deployment's log")
@@ -105,20 +133,30 @@ def run_endpoint_command(args: argparse.Namespace) -> int:
             print(format_endpoint(state, brief=True))
     elif args.action == "show":
         print(format_endpoint(backend.get_endpoint(args.name)))
+        print(f"Scoring key: {_command(args, 'key')}")
     elif args.action == "traffic":
         split = TrafficSplit(parse_weights(args.weights), parse_weights(args.mirror))
         print(format_endpoint(backend.set_traffic(args.name, split)))
     elif args.action == "rollback":
-        from modelferry.endpoints.local import LocalEndpointBackend
-
-        if not isinstance(backend, LocalEndpointBackend):
-            raise InvalidConfigError(_NO_ROLLBACK)
-        print(format_endpoint(backend.rollback_traffic(args.name)))
+        print(format_rollback(backend.rollback_traffic(args.name, args.steps)))
+    elif args.action == "key":
+        key = backend.rotate_key(args.name) if args.rotate else backend.get_keys(args.name)
+        # Only the key on stdout, so that `KEY=$(modelferry endpoints key NAME)` works.
+        print(key.get_secret_value())
     elif args.action == "delete":
+        try:
+            backend.get_endpoint(args.name)
+        except EndpointNotFoundError as exc:
+            raise EndpointNotFoundError(
+                f"cannot delete endpoint {args.name!r}: it does not exist ({exc}); "
+                f"`{_command(args, 'list', with_name=False)}` lists the endpoints"
+            ) from exc
         backend.delete_endpoint(args.name)
-        print(f"Deleted endpoint {args.name!r} (if it existed).")
+        print(f"Deleted endpoint {args.name!r}.")
     elif args.action == "logs":
-        print(backend.get_logs(args.name, args.deployment, args.lines))
+        logs = backend.get_logs(args.name, args.deployment, args.lines)
+        if logs:
+            print(logs)
     return 0
 
 
@@ -139,6 +177,12 @@ def check_supported(args: argparse.Namespace) -> None:
         return
     if args.action == "rollback":
         raise InvalidConfigError(_NO_ROLLBACK)
+    if args.action == "key" and args.rotate:
+        raise InvalidConfigError(
+            "--rotate needs --backend local; on Azure ML regenerate the key with `az ml "
+            f"online-endpoint regenerate-keys --name {args.name} --key-type primary`, then "
+            f"read it with `modelferry endpoints key {args.name} --backend azureml`"
+        )
     if args.action == "logs" and not args.deployment:
         raise InvalidConfigError(
             "on Azure ML each deployment has its own log: add --deployment NAME "
@@ -172,10 +216,22 @@ def create_backend(args: argparse.Namespace) -> EndpointBackend:
 
 
 _NO_ROLLBACK = (
-    "rollback needs --backend local, which remembers the split it replaced; Azure ML keeps "
-    "no earlier split: set the one you want with `modelferry endpoints traffic NAME "
-    "blue=100 --backend azureml`"
+    "rollback needs --backend local, which remembers the releases and splits it replaced; "
+    "Azure ML keeps no earlier split: set the one you want with `modelferry endpoints "
+    "traffic NAME blue=100 --backend azureml`"
 )
+
+
+def _command(args: argparse.Namespace, action: str, with_name: bool = True) -> str:
+    """The `modelferry endpoints` command line for `action` on the same endpoints."""
+    words = ["modelferry", "endpoints", action]
+    if with_name:
+        words.append(args.name)
+    if args.backend != "local":
+        words += ["--backend", args.backend]
+    elif args.home != DEFAULT_ENDPOINTS_HOME:
+        words += ["--home", str(args.home)]
+    return " ".join(words)
 
 
 def parse_weights(items: list[str]) -> dict[str, int]:
@@ -193,6 +249,33 @@ def parse_weights(items: list[str]) -> dict[str, int]:
             )
         weights[name] = int(value)
     return weights
+
+
+def format_rollback(rollback: TrafficRollback) -> str:
+    """What a rollback did: which release or how many changes, the split before and after.
+
+    E.g. "Rolled back the release of green (v2): blue 100%, green 0% (was blue 0%,
+    green 100%)".
+    """
+    after, before = rollback.state.traffic, rollback.replaced
+    names = sorted(set(after.weights) | set(before.weights))
+    what = (
+        f"the release of {rollback.release}"
+        if rollback.release
+        else f"{rollback.changes} traffic change{'s' if rollback.changes != 1 else ''}"
+    )
+    text = f"Rolled back {what}: {_weights(after, names)} (was {_weights(before, names)})"
+    if after.mirror != before.mirror:
+        text += f"; mirror: {_mirror(after)} (was {_mirror(before)})"
+    return text
+
+
+def _weights(split: TrafficSplit, names: list[str]) -> str:
+    return ", ".join(f"{n} {split.weights.get(n, 0)}%" for n in names) or "no traffic"
+
+
+def _mirror(split: TrafficSplit) -> str:
+    return ", ".join(f"{n} {w}%" for n, w in sorted(split.mirror.items())) or "none"
 
 
 def format_endpoint(state: EndpointState, brief: bool = False) -> str:

@@ -119,10 +119,13 @@ def test_moving_traffic_drops_no_request(backend: LocalEndpointBackend, endpoint
     assert set(statuses) == {200}
 
 
-def test_rollback_restores_previous_split(backend: LocalEndpointBackend, endpoint: str) -> None:
+def test_rollback_of_one_step_restores_previous_split(
+    backend: LocalEndpointBackend, endpoint: str
+) -> None:
     backend.set_traffic(endpoint, TrafficSplit({"blue": 10, "green": 90}))
-    state = backend.rollback_traffic(endpoint)
-    assert dict(state.traffic.weights) == {"blue": 100}
+    undone = backend.rollback_traffic(endpoint, steps=1)
+    assert dict(undone.state.traffic.weights) == {"blue": 100}
+    assert (dict(undone.replaced.weights), undone.changes) == ({"blue": 10, "green": 90}, 1)
 
 
 def test_deployment_with_traffic_cannot_be_deleted_or_replaced(
@@ -187,8 +190,8 @@ def test_cli_lists_shows_and_moves_traffic(
     assert "bc" in capsys.readouterr().out
     assert cli_main(["endpoints", "traffic", endpoint, "blue=60", "green=40", *home]) == 0
     assert "blue=60%, green=40%" in capsys.readouterr().out
-    assert cli_main(["endpoints", "rollback", endpoint, *home]) == 0
-    assert "traffic: blue=100%" in capsys.readouterr().out
+    assert cli_main(["endpoints", "rollback", endpoint, "--steps", "1", *home]) == 0
+    assert "1 traffic change: blue 100%, green 0%" in capsys.readouterr().out
     assert cli_main(["endpoints", "show", endpoint, *home]) == 0
     assert f"green        {MODEL_NAME} v2" in capsys.readouterr().out
     assert cli_main(["endpoints", "traffic", endpoint, "blue=50", *home]) != 0
@@ -199,7 +202,9 @@ def test_cli_lists_shows_and_moves_traffic(
 
 
 def test_endpoint_process_log_is_readable(backend: LocalEndpointBackend, endpoint: str) -> None:
-    assert "routing" in backend.get_logs(endpoint, "blue", lines=50)
+    assert "routing" in backend.get_logs(endpoint, "", lines=50)
+    assert "deployment=blue loaded" in backend.get_logs(endpoint, "blue", lines=50)
+    assert "deployment=green" not in backend.get_logs(endpoint, "blue", lines=50)
 
 
 def test_unknown_key_is_refused(backend: LocalEndpointBackend, endpoint: str) -> None:
@@ -265,3 +270,109 @@ def test_small_requests_stay_fast_while_large_bad_ones_are_parsed(
     assert 400 in statuses
     assert len(timings) >= 5
     assert statistics.median(timings) < 0.050
+
+
+@pytest.fixture(scope="module")
+def release(backend: LocalEndpointBackend) -> str:
+    """Endpoint "rel": blue (v1) takes all traffic; every request is logged."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MODELFERRY_REQUEST_LOG_SAMPLE", "1")  # the server process inherits it
+        backend.create_or_update_endpoint(EndpointSpec("rel"))
+    backend.create_or_update_deployment("rel", DeploymentSpec("blue", ModelRef(MODEL_NAME, "1")))
+    backend.set_traffic("rel", TrafficSplit({"blue": 100}))
+    return "rel"
+
+
+def canary(backend: LocalEndpointBackend, name: str) -> None:
+    """Deploy v2 into green and move it through 10, 50 and 100 %, as the rollout flow does."""
+    backend.create_or_update_deployment(name, DeploymentSpec("green", ModelRef(MODEL_NAME, "2")))
+    for step in (10, 50, 100):
+        weights = {"blue": 100 - step, "green": step} if step < 100 else {"green": 100}
+        backend.set_traffic(name, TrafficSplit(weights))
+
+
+def test_rollback_undoes_the_whole_release_or_single_steps(
+    backend: LocalEndpointBackend, release: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = ["--home", str(backend.home), "--tracking-uri", backend.settings.tracking_uri]
+    canary(backend, release)
+    assert cli_main(["endpoints", "rollback", release, *home]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "Rolled back the release of green (v2): blue 100%, green 0% (was blue 0%, green 100%)"
+    )
+    assert dict(backend.get_endpoint(release).traffic.weights) == {"blue": 100}
+    assert post(backend, release).json()["deployment"] == "blue"
+
+    canary(backend, release)  # the version rolled back, again: its release begins anew
+    assert cli_main(["endpoints", "rollback", release, "--steps", "1", *home]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "Rolled back 1 traffic change: blue 50%, green 50% (was blue 0%, green 100%)"
+    )
+    assert cli_main(["endpoints", "rollback", release, *home]) == 0
+    assert "release of green (v2): blue 100%, green 0% (was blue 50%" in capsys.readouterr().out
+    # Before green, the release was blue's first traffic; then there is nothing left.
+    assert cli_main(["endpoints", "rollback", release, *home]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "Rolled back the release of blue (v1): blue 0% (was blue 100%)"
+    )
+    assert dict(backend.get_endpoint(release).traffic.weights) == {}
+    assert cli_main(["endpoints", "rollback", release, *home]) == 1
+    assert f"endpoint {release!r} has no release to roll back" in capsys.readouterr().err
+    backend.set_traffic(release, TrafficSplit({"blue": 100}))
+
+
+def test_rotated_key_takes_over_at_once(
+    backend: LocalEndpointBackend, release: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = ["--home", str(backend.home), "--tracking-uri", backend.settings.tracking_uri]
+    assert cli_main(["endpoints", "key", release, *home]) == 0
+    old = capsys.readouterr().out
+    assert old == backend.get_keys(release).get_secret_value() + "\n"
+    assert cli_main(["endpoints", "show", release, *home]) == 0
+    shown = capsys.readouterr().out
+    assert f"Scoring key: modelferry endpoints key {release} --home {backend.home}" in shown
+    assert old.strip() not in shown
+    assert cli_main(["endpoints", "key", release, "--rotate", *home]) == 0
+    new = capsys.readouterr().out.strip()
+    assert new
+    assert new != old.strip()
+    uri = backend.get_endpoint(release).scoring_uri
+    for key, status in ((old.strip(), 401), (new, 200)):
+        answer = httpx.post(
+            uri, json=score_payload(), headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
+        assert answer.status_code == status
+        metrics = httpx.get(
+            uri.replace("/score", "/metrics"), headers={"Authorization": f"Bearer {key}"}
+        )
+        assert metrics.status_code == status
+    assert backend.get_keys(release).get_secret_value() == new
+
+
+def test_logs_show_requests_per_deployment(
+    backend: LocalEndpointBackend, release: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = ["--home", str(backend.home), "--tracking-uri", backend.settings.tracking_uri]
+    green = {"azureml-model-deployment": "green"}
+    assert post(backend, release).status_code == 200
+    assert post(backend, release, **green).status_code == 200
+    key = backend.get_keys(release).get_secret_value()
+    bad = httpx.post(
+        backend.get_endpoint(release).scoring_uri,
+        json={"input_data": {"columns": ["x"], "index": [0], "data": [[1]]}},
+        headers={"Authorization": f"Bearer {key}", **green, "x-request-id": "bad-1"},
+        timeout=10,
+    )
+    assert bad.status_code == 400
+    time.sleep(0.2)  # the server's log handler writes after answering
+    assert cli_main(["endpoints", "logs", release, "--deployment", "green", *home]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines
+    assert all("deployment=green" in line.split() for line in lines)
+    assert any("status=200 rows=" in line for line in lines)
+    assert any("status=400 rows=0" in line and "request_id=bad-1" in line for line in lines)
+    assert cli_main(["endpoints", "logs", release, "--lines", "1000", *home]) == 0
+    everything = capsys.readouterr().out
+    assert "deployment=blue status=200" in everything
+    assert "{'deployments'" not in everything
+    assert key not in everything

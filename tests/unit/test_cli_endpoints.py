@@ -1,4 +1,5 @@
-"""`modelferry endpoints` with `--backend azureml`, on `FakeMLClient` instead of a workspace.
+"""`modelferry endpoints` with `--backend azureml`, on `FakeMLClient` instead of a workspace,
+and what the local backend answers without starting a server.
 
 `WorkspaceRef.ml_client` is replaced, as test_cli.py replaces `PrefectApi.from_environment`:
 the command resolves the workspace from its options and environment as it would for real,
@@ -7,16 +8,27 @@ then talks to the fake.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from azure.core.credentials import TokenCredential
+from pydantic import SecretStr
 
 from modelferry.cli import main
+from modelferry.cli_endpoints import format_rollback
 from modelferry.endpoints.azureml import AzureMLEndpointBackend, WorkspaceRef
 from modelferry.endpoints.azureml.fake import FakeMLClient
-from modelferry.endpoints.spec import DeploymentSpec, EndpointSpec, ModelRef, TrafficSplit
+from modelferry.endpoints.backend import TrafficRollback
+from modelferry.endpoints.local.state import EndpointRecord, EndpointStateStore
+from modelferry.endpoints.spec import (
+    DeploymentSpec,
+    EndpointSpec,
+    EndpointState,
+    ModelRef,
+    TrafficSplit,
+)
 from modelferry.registry import ModelRegistry, TrackingSettings
 from tests import model_fixtures
 
@@ -167,3 +179,106 @@ def test_missing_azure_sdk_names_the_extra(
     monkeypatch.setitem(sys.modules, "azure.ai.ml", None)
     assert azureml("list", "--tracking-uri", settings.tracking_uri) == 1
     assert "pip install 'modelferry[azure]'" in capsys.readouterr().err
+
+
+def test_key_prints_only_the_primary_key(
+    opened: list[WorkspaceRef], client: FakeMLClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("key", "churn") == 0
+    assert capsys.readouterr().out == client.keys["churn"].primary_key + "\n"
+
+
+def test_show_says_how_to_get_the_key_without_printing_it(
+    opened: list[WorkspaceRef], client: FakeMLClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("show", "churn") == 0
+    out = capsys.readouterr().out
+    assert "Scoring key: modelferry endpoints key churn --backend azureml" in out
+    assert str(client.keys["churn"].primary_key) not in out
+
+
+def test_rotating_an_azure_ml_key_names_the_azure_command(
+    opened: list[WorkspaceRef], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("key", "churn", "--rotate") == 2
+    err = capsys.readouterr().err
+    assert "--rotate needs --backend local" in err
+    assert "az ml online-endpoint regenerate-keys --name churn" in err
+    assert opened == []
+
+
+def test_deleting_an_unknown_endpoint_says_so(
+    opened: list[WorkspaceRef], client: FakeMLClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("delete", "nope") == 1
+    err = capsys.readouterr().err
+    assert "cannot delete endpoint 'nope': it does not exist" in err
+    assert "`modelferry endpoints list --backend azureml` lists the endpoints" in err
+    assert "churn" in client.endpoints
+
+
+def test_rollback_says_which_release_it_undid() -> None:
+    state = EndpointState("churn", "http://x/score", (), TrafficSplit({"blue": 100}))
+    undone = TrafficRollback(state, TrafficSplit({"green": 100}), 3, "green (v2)")
+    assert format_rollback(undone) == (
+        "Rolled back the release of green (v2): blue 100%, green 0% (was blue 0%, green 100%)"
+    )
+    step = TrafficRollback(
+        EndpointState("churn", "", (), TrafficSplit({"blue": 50, "green": 50})),
+        TrafficSplit({"green": 100}, {"shadow": 10}),
+        1,
+        None,
+    )
+    assert format_rollback(step) == (
+        "Rolled back 1 traffic change: blue 50%, green 50% (was blue 0%, green 100%); "
+        "mirror: none (was shadow 10%)"
+    )
+
+
+def test_local_rollback_with_nothing_to_undo_fails(
+    tmp_path: Path, settings: TrackingSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "endpoints"
+    store = EndpointStateStore(home / "endpoints.db")
+    store.put_endpoint(_record("churn"))
+    local = ["--home", str(home), "--tracking-uri", settings.tracking_uri]
+    assert main(["endpoints", "rollback", "churn", *local]) == 1
+    assert "endpoint 'churn' has no release to roll back" in capsys.readouterr().err
+    assert main(["endpoints", "rollback", "churn", "--steps", "2", *local]) == 1
+    assert "has 0 recorded traffic change(s); cannot undo 2" in capsys.readouterr().err
+
+
+def test_local_delete_of_an_unknown_endpoint_fails(
+    tmp_path: Path, settings: TrackingSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "endpoints"
+    local = ["--home", str(home), "--tracking-uri", settings.tracking_uri]
+    assert main(["endpoints", "delete", "nope", *local]) == 1
+    err = capsys.readouterr().err
+    assert "cannot delete endpoint 'nope': it does not exist" in err
+    assert f"`modelferry endpoints list --home {home}` lists the endpoints" in err
+
+
+def test_cli_module_imports_no_heavy_library() -> None:
+    code = (
+        "import sys, modelferry.cli_endpoints; "
+        "print(sorted(m for m in ('pandas', 'mlflow', 'numpy', 'lightgbm', 'fastapi') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _record(name: str) -> EndpointRecord:
+    return EndpointRecord(
+        name=name,
+        port=1,
+        pid=None,
+        scoring_key=SecretStr("k"),
+        admin_token=SecretStr("t"),
+        description="",
+        tags={},
+        traffic=TrafficSplit({"blue": 100}),
+        tracking_uri="file:///nowhere",
+        registry_uri=None,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,24 @@ from modelferry.endpoints.spec import (
     EndpointState,
     TrafficSplit,
 )
+from modelferry.errors import EndpointError
+
+
+@dataclass(frozen=True)
+class TrafficRollback:
+    """What `rollback_traffic` did.
+
+    Attributes:
+        state: the endpoint after the rollback.
+        replaced: the split in force before it.
+        changes: how many recorded traffic changes it undid.
+        release: the release it undid (e.g. "green (v2)"), None when it undid steps.
+    """
+
+    state: EndpointState
+    replaced: TrafficSplit
+    changes: int
+    release: str | None
 
 
 class EndpointBackend(ABC):
@@ -89,9 +108,37 @@ class EndpointBackend(ABC):
             InvalidEndpointSpecError: a named deployment is not ready.
         """
 
+    def rollback_traffic(self, endpoint: str, steps: int | None = None) -> TrafficRollback:
+        """Undo the last release (`steps=None`), or the last `steps` traffic changes.
+
+        A release begins with the first traffic change that gives a newly deployed model
+        version traffic; undoing it restores the split in force before that change, in one
+        step, however many canary steps followed. Optional: backends that keep no traffic
+        history raise `EndpointError` (this default).
+
+        Raises:
+            EndpointNotFoundError: the endpoint does not exist.
+            InvalidEndpointSpecError: nothing (or fewer than `steps` changes) to undo.
+        """
+        raise EndpointError(
+            f"{type(self).__name__} keeps no traffic history to roll back; set the split "
+            "you want with `set_traffic`"
+        )
+
     @abstractmethod
     def get_keys(self, endpoint: str) -> SecretStr:
         """The endpoint's primary key, for `Authorization: Bearer <key>`."""
+
+    def rotate_key(self, endpoint: str) -> SecretStr:
+        """Replace the endpoint's primary key and return the new one.
+
+        The new key is accepted once this returns; the old one is refused. Optional:
+        backends that cannot rotate keys raise `EndpointError` (this default).
+
+        Raises:
+            EndpointNotFoundError: the endpoint does not exist.
+        """
+        raise EndpointError(f"{type(self).__name__} cannot rotate scoring keys")
 
     @abstractmethod
     def invoke(

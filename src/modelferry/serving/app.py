@@ -1,16 +1,26 @@
 """The scoring server: a bare ASGI app, because every microsecond per request counts.
 
-Routes: `POST /score`, `GET /health/live`, `GET /health/ready`, `GET /metrics`; anything
-under `/admin/` goes to the control handler the server process installs.
+Routes: `POST /score`, `GET /health/live`, `GET /health/ready`, `GET /metrics` (it needs the
+scoring key, like `/score`); anything under `/admin/` goes to the control handler the server
+process installs.
+
+Each failed scoring request, and a sample of the successful ones, is logged on one line of
+the `modelferry.requests` logger: deployment, status, rows, latency and request id, never a
+body or a key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
+import math
+import os
 import random
+import re
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -18,6 +28,7 @@ import orjson
 from pydantic import SecretStr
 
 from modelferry.endpoints.spec import TrafficSplit
+from modelferry.errors import InvalidConfigError
 from modelferry.serving.large_requests import (
     OFFLOAD_BYTES,
     RETRY_AFTER_SECONDS,
@@ -44,6 +55,35 @@ _READ = ("GET", "HEAD")
 _ALLOWED = {"/score": "POST", "/health/live": "GET, HEAD", "/health/ready": "GET, HEAD"}
 _ALLOWED["/metrics"] = "GET"
 
+#: The environment variable with the share of successful requests logged, from 0 to 1.
+REQUEST_LOG_SAMPLE_ENV = "MODELFERRY_REQUEST_LOG_SAMPLE"
+DEFAULT_REQUEST_LOG_SAMPLE = 0.1
+REQUEST_ID_HEADER = b"x-request-id"
+# A client's request id is logged only if it cannot forge or break a log line.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+request_log = logging.getLogger("modelferry.requests")
+
+
+def request_log_sample(environ: Mapping[str, str] = os.environ) -> float:
+    """The share of successful requests to log, from `MODELFERRY_REQUEST_LOG_SAMPLE`.
+
+    Raises:
+        InvalidConfigError: the variable is set to something other than a number in [0, 1].
+    """
+    raw = environ.get(REQUEST_LOG_SAMPLE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_REQUEST_LOG_SAMPLE
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = math.nan
+    if not 0.0 <= rate <= 1.0:
+        raise InvalidConfigError(
+            f"{REQUEST_LOG_SAMPLE_ENV}={raw!r:.40}: set the share of successful requests "
+            "to log, from 0 (none) to 1 (all), e.g. 0.1; failed requests are always logged"
+        )
+    return rate
+
 
 class ScoringApp:
     """ASGI app scoring requests for one endpoint's deployments."""
@@ -55,10 +95,16 @@ class ScoringApp:
         max_body_bytes: int = 16 * 1024 * 1024,
         max_rows: int = 100_000,
         admin: AdminHandler | None = None,
+        log_sample: float | None = None,
     ) -> None:
-        """Serve `endpoint`, accepting requests that carry `key` as a bearer token."""
+        """Serve `endpoint`, accepting requests that carry `key` as a bearer token.
+
+        `log_sample` is the share of successful requests logged (default: from
+        `MODELFERRY_REQUEST_LOG_SAMPLE`, else 0.1); failed ones are always logged.
+        """
         self.endpoint = endpoint
-        self._auth = b"Bearer " + key.get_secret_value().encode()
+        self.set_key(key)
+        self.log_sample = request_log_sample() if log_sample is None else log_sample
         self.max_body_bytes = max_body_bytes
         self.max_rows = max_rows
         self.admin = admin
@@ -66,6 +112,10 @@ class ScoringApp:
         self.table = RoutingTable.build({}, TrafficSplit())
         self._random = random.random
         self.large = LargeRequestPool()
+
+    def set_key(self, key: SecretStr) -> None:
+        """Accept `key` from the next request on, and refuse the one it replaces."""
+        self._auth = b"Bearer " + key.get_secret_value().encode()
 
     def install(self, table: RoutingTable) -> None:
         """Route new requests by `table`; requests already routed finish where they are."""
@@ -133,6 +183,7 @@ class ScoringApp:
         if body is None:
             await self._answer(
                 send,
+                scope,
                 name,
                 started,
                 413,
@@ -142,7 +193,7 @@ class ScoringApp:
             )
             return
         if len(body) > OFFLOAD_BYTES:
-            await self._score_large(send, table, name, started, body, pinned is not None)
+            await self._score_large(send, scope, table, name, started, body, pinned is not None)
             return
         try:
             features = parse_request(body, model.schema, self.max_rows)
@@ -150,7 +201,7 @@ class ScoringApp:
             refused = self._refused_by_the_others(table, name, body)
             refusal = {"error": str(exc)}
             await self._answer(
-                send, name, started, exc.status, refusal, 0, pinned=pinned is not None,
+                send, scope, name, started, exc.status, refusal, 0, pinned=pinned is not None,
                 client_error=refused,
             )  # fmt: skip
             return
@@ -161,11 +212,11 @@ class ScoringApp:
                 proba = await asyncio.to_thread(model.predict_proba, features)
         except Exception as exc:  # a model failure is the server's fault: 500, counted
             error = {"error": f"scoring failed: {exc}"}
-            await self._answer(send, name, started, 500, error, 0, pinned=pinned is not None)
+            await self._answer(send, scope, name, started, 500, error, 0, pinned=pinned is not None)
             return
         answer = _scored(model, name, proba)
         rows = features.shape[0]
-        await self._answer(send, name, started, 200, answer, rows, pinned=pinned is not None)
+        await self._answer(send, scope, name, started, 200, answer, rows, pinned=pinned is not None)
         if table.traffic.mirror and pinned is None:
             for mirror in table.mirrors_for(self._random()):
                 self._mirror(table.models.get(mirror), mirror, features)
@@ -173,6 +224,7 @@ class ScoringApp:
     async def _score_large(
         self,
         send: Send,
+        scope: Scope,
         table: RoutingTable,
         name: str,
         started: float,
@@ -189,7 +241,9 @@ class ScoringApp:
                 orjson.dumps(busy),
                 [*_JSON, (b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
             )
-            self.telemetry.record(name, 503, time.perf_counter() - started, 0, pinned=pinned)
+            seconds = time.perf_counter() - started
+            self.telemetry.record(name, 503, seconds, 0, pinned=pinned)
+            _log_request(scope, name, 503, 0, seconds)
             return
         try:
             try:
@@ -199,19 +253,21 @@ class ScoringApp:
                 # counts, and the judge's baseline (the old deployment's own rate) absorbs
                 # bad large bodies the router sends to both.
                 refusal = {"error": str(exc)}
-                await self._answer(send, name, started, exc.status, refusal, 0, pinned=pinned)
+                await self._answer(
+                    send, scope, name, started, exc.status, refusal, 0, pinned=pinned
+                )
                 return
             try:
                 proba = await asyncio.to_thread(model.predict_proba, features)
             except Exception as exc:  # a model failure is the server's fault: 500, counted
                 error = {"error": f"scoring failed: {exc}"}
-                await self._answer(send, name, started, 500, error, 0, pinned=pinned)
+                await self._answer(send, scope, name, started, 500, error, 0, pinned=pinned)
                 return
         finally:
             self.large.leave()
         answer = _scored(model, name, proba)
         rows = features.shape[0]
-        await self._answer(send, name, started, 200, answer, rows, pinned=pinned)
+        await self._answer(send, scope, name, started, 200, answer, rows, pinned=pinned)
         if table.traffic.mirror and not pinned:
             # A large copy is scored in a thread, like the request it copies.
             for mirror in table.mirrors_for(self._random()):
@@ -238,6 +294,7 @@ class ScoringApp:
     async def _answer(
         self,
         send: Send,
+        scope: Scope,
         deployment: str,
         started: float,
         status: int,
@@ -253,6 +310,10 @@ class ScoringApp:
         self.telemetry.record(
             deployment, status, seconds, rows, pinned=pinned, client_error=client_error
         )
+        # A draw and a comparison per request not logged; its own draw, so that logging
+        # never shifts the routing and mirroring draws of `_random`.
+        if status >= 400 or random.random() < self.log_sample:
+            _log_request(scope, deployment, status, rows, seconds)
 
     def _mirror(self, model: ServingModel | None, name: str, features: np.ndarray) -> None:
         # The client already has its answer; the mirror's is computed, timed and dropped.
@@ -276,6 +337,23 @@ def _scored(model: ServingModel, deployment: str, proba: np.ndarray) -> dict[str
         "deployment": deployment,
         "model_version": model.version,
     }
+
+
+def _log_request(scope: Scope, deployment: str, status: int, rows: int, seconds: float) -> None:
+    """One line per request: who answered, how, how fast; the client's id when safe."""
+    sent = _header(scope, REQUEST_ID_HEADER)
+    request_id = sent.decode("latin-1") if sent is not None else ""
+    if not _SAFE_REQUEST_ID.fullmatch(request_id):
+        request_id = uuid.uuid4().hex
+    request_log.log(
+        logging.WARNING if status >= 500 else logging.INFO,
+        "request deployment=%s status=%d rows=%d latency_ms=%.2f request_id=%s",
+        deployment,
+        status,
+        rows,
+        seconds * 1000,
+        request_id,
+    )
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:

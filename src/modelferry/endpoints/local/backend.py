@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from modelferry.endpoints.backend import EndpointBackend
+from modelferry.endpoints.backend import EndpointBackend, TrafficRollback
 from modelferry.endpoints.local import process
 from modelferry.endpoints.local.state import DeploymentRecord, EndpointRecord, EndpointStateStore
 from modelferry.endpoints.spec import (
@@ -160,6 +160,8 @@ class LocalEndpointBackend(EndpointBackend):
         self.store.put_deployment(
             DeploymentRecord(endpoint, spec.name, spec.model.name, version, status, detail)
         )
+        if status == "ready":
+            self.store.mark_release(endpoint, [spec.name])
         if status == "failed":
             raise DeploymentFailedError(
                 f"deployment {spec.name!r} of endpoint {endpoint!r} ({spec.model.name} "
@@ -187,21 +189,52 @@ class LocalEndpointBackend(EndpointBackend):
     def set_traffic(self, endpoint: str, traffic: TrafficSplit) -> EndpointState:
         """Swap the routing table in one step; in-flight requests are not dropped.
 
-        The split it replaces is remembered for `rollback_traffic`.
+        The split it replaces is remembered for `rollback_traffic`; the first change that
+        gives a newly deployed version traffic is remembered as the start of its release.
         """
         return self._apply_traffic(endpoint, traffic)
 
-    def rollback_traffic(self, endpoint: str) -> EndpointState:
-        """Go back to the split in force before the last `set_traffic`.
+    def rollback_traffic(self, endpoint: str, steps: int | None = None) -> TrafficRollback:
+        """Undo the last release, or the last `steps` traffic changes (see the interface).
 
         Raises:
-            InvalidEndpointSpecError: there is no earlier split to go back to.
+            EndpointNotFoundError: the endpoint does not exist.
+            InvalidEndpointSpecError: nothing (or fewer than `steps` changes) to undo.
         """
-        self._record(endpoint)
-        previous = self.store.pop_traffic(endpoint)
-        if previous is None:
-            raise InvalidEndpointSpecError(f"endpoint {endpoint!r} has no earlier traffic split")
-        return self._apply_traffic(endpoint, previous, remember=False)
+        record = self._record(endpoint)
+        history = self.store.traffic_history(endpoint)
+        if steps is not None:
+            if steps < 1:
+                raise InvalidEndpointSpecError(f"--steps must be 1 or more; got {steps}")
+            if steps > len(history):
+                raise InvalidEndpointSpecError(
+                    f"endpoint {endpoint!r} has {len(history)} recorded traffic change(s); "
+                    f"cannot undo {steps}"
+                )
+            count, release = steps, None
+        else:
+            count = next((i + 1 for i, c in enumerate(history) if c.release), 0)
+            if count == 0:
+                hint = (
+                    f"; `--steps N` undoes single changes ({len(history)} recorded)"
+                    if history
+                    else ""
+                )
+                raise InvalidEndpointSpecError(
+                    f"endpoint {endpoint!r} has no release to roll back: no traffic change "
+                    f"since a new model version was deployed{hint}"
+                )
+            release = history[count - 1].release
+        restored = history[count - 1].replaced
+        state = self._apply_traffic(endpoint, restored, remember=False)
+        self.store.drop_traffic_history(endpoint, count)
+        if any(change.release for change in history[:count]):
+            # The release is undone: moving traffic back onto its version starts it again.
+            back = [
+                n for n, w in record.traffic.weights.items() if w and not restored.weights.get(n)
+            ]
+            self.store.mark_release(endpoint, back)
+        return TrafficRollback(state, record.traffic, count, release)
 
     def _apply_traffic(
         self, endpoint: str, traffic: TrafficSplit, remember: bool = True
@@ -227,7 +260,8 @@ class LocalEndpointBackend(EndpointBackend):
             self.store.put_endpoint(_replace(updated, traffic=previous))
             raise InvalidEndpointSpecError(str(outcome["deployments"]["traffic"]))
         if remember and previous != traffic:
-            self.store.push_traffic(endpoint, previous)
+            labels = {n: f"{n} (v{d.model_version})" for n, d in deployments.items()}
+            self.store.push_traffic(endpoint, previous, traffic, labels)
         return self.get_endpoint(endpoint)
 
     # -- use and observation -----------------------------------------------------------
@@ -235,6 +269,18 @@ class LocalEndpointBackend(EndpointBackend):
     def get_keys(self, endpoint: str) -> SecretStr:
         """The scoring key."""
         return self._record(endpoint).scoring_key
+
+    def rotate_key(self, endpoint: str) -> SecretStr:
+        """Make a new scoring key; the running server takes it before this returns.
+
+        From then on only the new key is accepted. A stopped server starts with it.
+        """
+        record = self._record(endpoint)
+        key = SecretStr(secrets.token_urlsafe(32))
+        self.store.set_scoring_key(endpoint, key)
+        if process.is_alive(record.pid):
+            self._admin(record, "POST", "/admin/reload", 60.0)
+        return key
 
     def invoke(
         self, endpoint: str, payload: Mapping[str, Any], deployment: str | None = None
@@ -263,9 +309,12 @@ class LocalEndpointBackend(EndpointBackend):
         }
 
     def get_logs(self, endpoint: str, deployment: str, lines: int = 100) -> str:
-        """The end of the endpoint server's log (all its deployments share one process)."""
+        """The end of the endpoint server's log (all its deployments share one process).
+
+        With `deployment`, only its lines: its request log and its load errors.
+        """
         self._record(endpoint)
-        return process.tail(self._log_path(endpoint), lines)
+        return process.tail(self._log_path(endpoint), lines, deployment or None)
 
     # -- internals ---------------------------------------------------------------------
 

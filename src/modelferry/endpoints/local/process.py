@@ -92,9 +92,15 @@ def stop_server(pid: int | None, timeout_s: float = 15.0) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-def tail(path: Path, lines: int) -> str:
-    """The last `lines` lines of a text file ("" when it does not exist)."""
+def tail(path: Path, lines: int, deployment: str | None = None) -> str:
+    """The last `lines` lines of a server log ("" when it does not exist).
+
+    With `deployment`, only the lines about it: they carry `deployment=<name>`.
+    """
     if not path.exists():
         return ""
     text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    if deployment is not None:
+        wanted = f"deployment={deployment}"
+        text = [line for line in text if wanted in line.split()]
     return "\n".join(text[-lines:])

@@ -91,6 +91,8 @@ class EndpointServer:
         record = self.store.get_endpoint(self.name)
         if record is None:
             return {"deployments": {}, "error": "endpoint no longer exists"}
+        # The state holds the current scoring key: a rotation takes effect here.
+        self.app.set_key(record.scoring_key)
         settings = TrackingSettings(record.tracking_uri, record.registry_uri)
         registry = ModelRegistry(settings)
         loaded: dict[str, ServingModel] = {}
@@ -104,10 +106,16 @@ class EndpointServer:
                     model = load_serving_model(registry, version)
                     smoke_test(model)
                     self._models[key] = model
+                    log.info(
+                        "deployment=%s loaded %s v%s",
+                        deployment.name,
+                        deployment.model_name,
+                        deployment.model_version,
+                    )
                 loaded[deployment.name] = model
                 outcome[deployment.name] = "ready"
             except Exception as exc:  # reported to the backend, which marks it failed
-                log.exception("deployment %s failed to load", deployment.name)
+                log.exception("deployment=%s failed to load", deployment.name)
                 outcome[deployment.name] = f"{type(exc).__name__}: {exc}"
         self._models = {k: m for k, m in self._models.items() if loaded.get(k[0]) is m}
         traffic = record.traffic
@@ -148,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     server = EndpointServer(store, record)
     started = time.monotonic()
-    print(server.reload(), flush=True)
+    server.reload()
     log.info("endpoint %s loaded in %.1f s", record.name, time.monotonic() - started)
 
     # Imported here: uvicorn is only needed once the models are loaded.

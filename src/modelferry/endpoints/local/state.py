@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS endpoints (
     weights TEXT NOT NULL DEFAULT '{}',
     mirror TEXT NOT NULL DEFAULT '{}',
     tracking_uri TEXT NOT NULL,
-    registry_uri TEXT
+    registry_uri TEXT,
+    pending_releases TEXT
 );
 CREATE TABLE IF NOT EXISTS deployments (
     endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE,
@@ -46,9 +47,21 @@ CREATE TABLE IF NOT EXISTS traffic_history (
     endpoint TEXT NOT NULL,
     weights TEXT NOT NULL,
     mirror TEXT NOT NULL,
-    replaced_at TEXT NOT NULL DEFAULT (datetime('now'))
+    replaced_at TEXT NOT NULL DEFAULT (datetime('now')),
+    release TEXT
 );
 """
+
+# Columns added after the first release: state files written before them gain them on
+# open (NULL: no release recorded), so an upgrade keeps every endpoint and its history.
+_ADDED_COLUMNS = (
+    ("endpoints", "pending_releases", "TEXT"),
+    ("traffic_history", "release", "TEXT"),
+)
+_ENDPOINT_COLUMNS = (
+    "name, port, pid, scoring_key, admin_token, description, tags, weights, mirror, "
+    "tracking_uri, registry_uri"
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,18 @@ class EndpointRecord:
     traffic: TrafficSplit
     tracking_uri: str
     registry_uri: str | None
+
+
+@dataclass(frozen=True)
+class TrafficChange:
+    """One history entry: the split a traffic change replaced.
+
+    `release` names the release the change began (e.g. "green (v2)"), None for a later
+    step of it or a change by hand.
+    """
+
+    replaced: TrafficSplit
+    release: str | None
 
 
 @dataclass(frozen=True)
@@ -88,6 +113,10 @@ class EndpointStateStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            for table, column, kind in _ADDED_COLUMNS:
+                present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         # Scoring keys live here: only the owner may read the file.
         path.chmod(0o600)
 
@@ -104,13 +133,15 @@ class EndpointStateStore:
     def get_endpoint(self, name: str) -> EndpointRecord | None:
         """The endpoint named `name`, or None."""
         with self._connect() as db:
-            row = db.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
+            row = db.execute(
+                f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE name = ?", (name,)
+            ).fetchone()
         return _endpoint(row) if row else None
 
     def list_endpoints(self) -> list[EndpointRecord]:
         """Every endpoint, by name."""
         with self._connect() as db:
-            rows = db.execute("SELECT * FROM endpoints ORDER BY name").fetchall()
+            rows = db.execute(f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints ORDER BY name").fetchall()
         return [_endpoint(row) for row in rows]
 
     def put_endpoint(self, record: EndpointRecord) -> None:
@@ -141,26 +172,77 @@ class EndpointStateStore:
                 ),
             )
 
-    def push_traffic(self, endpoint: str, traffic: TrafficSplit) -> None:
-        """Remember a split that is being replaced, so it can be rolled back to."""
+    def mark_release(self, endpoint: str, deployments: Iterable[str]) -> None:
+        """Note that `deployments` hold a model version that has not had traffic yet: the
+        next change that gives one of them traffic begins its release."""
         with self._connect() as db:
+            pending = _pending(db, endpoint) | set(deployments)
             db.execute(
-                "INSERT INTO traffic_history (endpoint, weights, mirror) VALUES (?, ?, ?)",
-                (endpoint, json.dumps(dict(traffic.weights)), json.dumps(dict(traffic.mirror))),
+                "UPDATE endpoints SET pending_releases = ? WHERE name = ?",
+                (json.dumps(sorted(pending)), endpoint),
             )
 
-    def pop_traffic(self, endpoint: str) -> TrafficSplit | None:
-        """Take the most recently replaced split off the history (None when empty)."""
+    def push_traffic(
+        self, endpoint: str, replaced: TrafficSplit, new: TrafficSplit, labels: dict[str, str]
+    ) -> None:
+        """Remember the split `new` replaces, so it can be rolled back to.
+
+        If `new` gives traffic to deployments awaiting their release (see `mark_release`)
+        and `replaced` gave them none, the entry begins their release, labelled with
+        `labels[deployment]`.
+        """
         with self._connect() as db:
-            row = db.execute(
-                "SELECT id, weights, mirror FROM traffic_history WHERE endpoint = ? "
-                "ORDER BY id DESC LIMIT 1",
+            pending = _pending(db, endpoint)
+            released = sorted(
+                name
+                for name in pending
+                if new.weights.get(name, 0) > 0 and replaced.weights.get(name, 0) == 0
+            )
+            if released:
+                db.execute(
+                    "UPDATE endpoints SET pending_releases = ? WHERE name = ?",
+                    (json.dumps(sorted(pending - set(released))), endpoint),
+                )
+            db.execute(
+                "INSERT INTO traffic_history (endpoint, weights, mirror, release) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    endpoint,
+                    json.dumps(dict(replaced.weights)),
+                    json.dumps(dict(replaced.mirror)),
+                    " and ".join(labels.get(n, n) for n in released) or None,
+                ),
+            )
+
+    def traffic_history(self, endpoint: str) -> list[TrafficChange]:
+        """The endpoint's recorded traffic changes, most recent first."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT weights, mirror, release FROM traffic_history WHERE endpoint = ? "
+                "ORDER BY id DESC",
                 (endpoint,),
-            ).fetchone()
-            if row is None:
-                return None
-            db.execute("DELETE FROM traffic_history WHERE id = ?", (row[0],))
-        return TrafficSplit(json.loads(row[1]), json.loads(row[2]))
+            ).fetchall()
+        return [
+            TrafficChange(TrafficSplit(json.loads(w), json.loads(m)), release)
+            for w, m, release in rows
+        ]
+
+    def drop_traffic_history(self, endpoint: str, count: int) -> None:
+        """Forget the `count` most recent traffic changes (they were rolled back)."""
+        with self._connect() as db:
+            db.execute(
+                "DELETE FROM traffic_history WHERE id IN (SELECT id FROM traffic_history "
+                "WHERE endpoint = ? ORDER BY id DESC LIMIT ?)",
+                (endpoint, count),
+            )
+
+    def set_scoring_key(self, endpoint: str, key: SecretStr) -> None:
+        """Replace the endpoint's scoring key."""
+        with self._connect() as db:
+            db.execute(
+                "UPDATE endpoints SET scoring_key = ? WHERE name = ?",
+                (key.get_secret_value(), endpoint),
+            )
 
     def delete_endpoint(self, name: str) -> None:
         """Remove an endpoint, its deployments and history (nothing if it is not there)."""
@@ -198,6 +280,13 @@ class EndpointStateStore:
         """Remove one deployment row (nothing if it is not there)."""
         with self._connect() as db:
             db.execute("DELETE FROM deployments WHERE endpoint = ? AND name = ?", (endpoint, name))
+
+
+def _pending(db: sqlite3.Connection, endpoint: str) -> set[str]:
+    row = db.execute(
+        "SELECT pending_releases FROM endpoints WHERE name = ?", (endpoint,)
+    ).fetchone()
+    return set(json.loads(row[0])) if row and row[0] else set()
 
 
 def _endpoint(row: tuple[object, ...]) -> EndpointRecord:

@@ -1,0 +1,106 @@
+"""The local backend's state file: release markers in the traffic history, old files, logs."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from modelferry.endpoints.local import process
+from modelferry.endpoints.local.state import EndpointRecord, EndpointStateStore, TrafficChange
+from modelferry.endpoints.spec import TrafficSplit
+
+# The schema before release markers, as the first releases wrote it.
+OLD_SCHEMA = """
+CREATE TABLE endpoints (
+    name TEXT PRIMARY KEY, port INTEGER NOT NULL, pid INTEGER, scoring_key TEXT NOT NULL,
+    admin_token TEXT NOT NULL, description TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '{}', weights TEXT NOT NULL DEFAULT '{}',
+    mirror TEXT NOT NULL DEFAULT '{}', tracking_uri TEXT NOT NULL, registry_uri TEXT
+);
+CREATE TABLE deployments (
+    endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE, name TEXT NOT NULL,
+    model_name TEXT NOT NULL, model_version TEXT NOT NULL, status TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '', PRIMARY KEY (endpoint, name)
+);
+CREATE TABLE traffic_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, weights TEXT NOT NULL,
+    mirror TEXT NOT NULL, replaced_at TEXT NOT NULL DEFAULT (datetime('now'))
+);
+INSERT INTO endpoints VALUES ('bc', 8000, NULL, 'key-1', 'token-1', '', '{}',
+    '{"blue": 100}', '{}', 'file:///mlruns', NULL);
+INSERT INTO traffic_history (endpoint, weights, mirror) VALUES ('bc', '{"green": 100}', '{}');
+"""
+
+BLUE, GREEN = TrafficSplit({"blue": 100}), TrafficSplit({"green": 100})
+LABELS = {"blue": "blue (v1)", "green": "green (v2)"}
+
+
+def record(name: str) -> EndpointRecord:
+    return EndpointRecord(
+        name, 8000, None, SecretStr("k"), SecretStr("t"), "", {}, BLUE, "file:///mlruns", None
+    )
+
+
+def test_a_state_file_from_before_release_markers_opens_with_its_history(tmp_path: Path) -> None:
+    path = tmp_path / "endpoints.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_SCHEMA)
+    store = EndpointStateStore(path)
+    found = store.get_endpoint("bc")
+    assert found is not None
+    assert found.scoring_key.get_secret_value() == "key-1"
+    assert dict(found.traffic.weights) == {"blue": 100}
+    assert store.traffic_history("bc") == [TrafficChange(GREEN, None)]
+    store.mark_release("bc", ["green"])
+    store.push_traffic("bc", BLUE, TrafficSplit({"blue": 90, "green": 10}), LABELS)
+    assert store.traffic_history("bc")[0] == TrafficChange(BLUE, "green (v2)")
+    EndpointStateStore(path)  # opening it again changes nothing
+    assert len(store.traffic_history("bc")) == 2
+
+
+def test_only_the_change_that_gives_the_new_version_traffic_begins_its_release(
+    tmp_path: Path,
+) -> None:
+    store = EndpointStateStore(tmp_path / "endpoints.db")
+    store.put_endpoint(record("bc"))
+    store.mark_release("bc", ["green"])
+    mirrored = TrafficSplit({"blue": 100}, {"green": 10})
+    store.push_traffic("bc", BLUE, mirrored, LABELS)  # a mirror only: not yet the release
+    canary = [TrafficSplit({"blue": 90, "green": 10}), TrafficSplit({"blue": 50, "green": 50})]
+    store.push_traffic("bc", mirrored, canary[0], LABELS)
+    store.push_traffic("bc", canary[0], canary[1], LABELS)
+    store.push_traffic("bc", canary[1], GREEN, LABELS)
+    assert [c.release for c in store.traffic_history("bc")] == [None, None, "green (v2)", None]
+    store.push_traffic("bc", GREEN, BLUE, LABELS)  # by hand: the release was already marked
+    store.push_traffic("bc", BLUE, GREEN, LABELS)
+    assert [c.release for c in store.traffic_history("bc")][:2] == [None, None]
+    store.drop_traffic_history("bc", 2)
+    assert store.traffic_history("bc")[0] == TrafficChange(canary[1], None)
+
+
+def test_a_rotated_key_is_stored(tmp_path: Path) -> None:
+    store = EndpointStateStore(tmp_path / "endpoints.db")
+    store.put_endpoint(record("bc"))
+    store.set_scoring_key("bc", SecretStr("new"))
+    found = store.get_endpoint("bc")
+    assert found is not None
+    assert found.scoring_key.get_secret_value() == "new"
+
+
+def test_log_tail_of_one_deployment(tmp_path: Path) -> None:
+    log = tmp_path / "bc.log"
+    log.write_text(
+        "t INFO modelferry.endpoint deployment=blue loaded m v1\n"
+        "t INFO modelferry.requests request deployment=green status=200 rows=1\n"
+        "t INFO modelferry.endpoint routing {'blue': 100}\n"
+        "t INFO modelferry.requests request deployment=greenish status=200 rows=1\n"
+        "t WARNING modelferry.requests request deployment=green status=500 rows=0\n"
+    )
+    assert process.tail(log, 10, "green").splitlines() == [
+        "t INFO modelferry.requests request deployment=green status=200 rows=1",
+        "t WARNING modelferry.requests request deployment=green status=500 rows=0",
+    ]
+    assert process.tail(log, 1, "green").endswith("status=500 rows=0")
+    assert len(process.tail(log, 10).splitlines()) == 5
