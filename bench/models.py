@@ -54,7 +54,7 @@ def train_and_register(workdir: Path) -> BenchModel:
     )
 
     settings = TrackingSettings.resolve(f"sqlite:///{workdir / 'mlflow.db'}")
-    dataset = load_dataset(DataConfig())
+    dataset = load_dataset(DataConfig(label_column="target"))
     split = split_dataset(dataset, SplitConfig(), seed=0)
     params: dict[str, Any] = {
         "n_estimators": 100,

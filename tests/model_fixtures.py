@@ -30,7 +30,7 @@ MODEL_NAME = "bc-endpoint"
 def register_versions(home: Path, count: int = 2, name: str = MODEL_NAME) -> TrackingSettings:
     """Train `count` small LightGBM models and register them as versions 1..count."""
     settings = TrackingSettings.resolve(f"sqlite:///{home / 'mlflow.db'}")
-    dataset = load_dataset(DataConfig())
+    dataset = load_dataset(DataConfig(label_column="target"))
     split = split_dataset(dataset, SplitConfig(), seed=1)
     registry = ModelRegistry(settings)
     for index in range(count):
@@ -51,7 +51,7 @@ def register_versions(home: Path, count: int = 2, name: str = MODEL_NAME) -> Tra
 
 def score_payload(rows: int = 3) -> dict[str, Any]:
     """A valid Azure ML style request with the first `rows` breast-cancer rows."""
-    frame = load_dataset(DataConfig()).features.head(rows)
+    frame = load_dataset(DataConfig(label_column="target")).features.head(rows)
     return {
         "input_data": {
             "columns": list(frame.columns),
@@ -72,7 +72,7 @@ def register_schema_breaking_version(settings: TrackingSettings, name: str = MOD
 
     from modelferry.data import Dataset
 
-    base = load_dataset(DataConfig())
+    base = load_dataset(DataConfig(label_column="target"))
     frame = base.frame.copy()
     frame.insert(0, "sensor_drift", np.random.default_rng(0).normal(size=len(frame)))
     dataset = Dataset.from_frame(frame, base.label_column, base.class_names, "test://drift")

@@ -16,9 +16,11 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from modelferry.config_files import read_mapping
 from modelferry.errors import InvalidConfigError
@@ -96,7 +98,8 @@ class DataConfig(_Strict):
     """Where the data comes from and how to read its label."""
 
     source: DataSource = Field(default_factory=BundledDataSource)
-    label_column: str = Field(default="target", min_length=1)
+    #: No default: a guess ("target") would train on whatever column happens to bear it.
+    label_column: str = Field(min_length=1, description="the column that holds the label")
     #: Names of the classes for label values 0 and 1, in that order.
     class_names: tuple[str, str] = ("malignant", "benign")
     #: Fewer rows than this cannot give a trustworthy train/validation/test split.
@@ -125,12 +128,16 @@ class ModelSpec(_Strict):
     type: ModelType = "lightgbm"
     params: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _params_known(self) -> ModelSpec:
-        from modelferry.training.estimators import check_params
+    @field_validator("params")
+    @classmethod
+    def _params_known(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # A table lookup: neither LightGBM nor scikit-learn is imported to validate a config.
+        from modelferry.training.hyperparameters import check_params
 
-        check_params(self.type, self.params)
-        return self
+        model_type = info.data.get("type")
+        if model_type is not None:  # else the type's own error is the one to report
+            check_params(model_type, value)
+        return value
 
 
 class MetricGate(_Strict):
@@ -143,9 +150,40 @@ class MetricGate(_Strict):
     champion's value. A negative delta tolerates a small regression.
     """
 
-    threshold: float | None = None
-    min_delta: float | None = 0.0
-    min_relative_delta: float | None = None
+    threshold: float | None = Field(default=None, allow_inf_nan=False)
+    min_delta: float | None = Field(default=0.0, allow_inf_nan=False)
+    min_relative_delta: float | None = Field(default=None, allow_inf_nan=False)
+
+
+def _gate_bounds(metric: str, gate: MetricGate) -> list[InitErrorDetails]:
+    """The bounds `gate` breaks for `metric`: fractions lie in [0, 1], a log loss is >= 0.
+
+    Checked here, where the metric's name is known, which a `MetricGate` alone does not know.
+    """
+    fraction = HIGHER_IS_BETTER.get(metric, True)  # every higher-is-better metric is a fraction
+    problems: list[tuple[str, float, str]] = []
+    if gate.threshold is not None:
+        if fraction and not 0.0 <= gate.threshold <= 1.0:
+            problems.append(("threshold", gate.threshold, f"{metric} lies in [0, 1]"))
+        elif not fraction and gate.threshold < 0.0:
+            problems.append(("threshold", gate.threshold, f"{metric} is never below 0"))
+    if fraction and gate.min_delta is not None and abs(gate.min_delta) > 1.0:
+        problems.append(
+            ("min_delta", gate.min_delta, f"{metric} lies in [0, 1], so a change is within [-1, 1]")
+        )
+    relative = gate.min_relative_delta
+    if relative is not None and not -1.0 <= relative <= 1.0:
+        problems.append(
+            ("min_relative_delta", relative, "a fraction of the champion's value, within [-1, 1]")
+        )
+    return [
+        InitErrorDetails(
+            type=PydanticCustomError("metric_bound", "{bound}", {"bound": bound}),
+            loc=(metric, field),
+            input=value,
+        )
+        for field, value, bound in problems
+    ]
 
 
 def _default_gate() -> dict[MetricName, MetricGate]:
@@ -163,6 +201,10 @@ class GateConfig(_Strict):
         if not value:
             allowed = ", ".join(sorted(HIGHER_IS_BETTER))
             raise ValueError(f"name at least one metric to gate on; allowed: {allowed}")
+        problems = [error for name, gate in value.items() for error in _gate_bounds(name, gate)]
+        if problems:
+            # Raised as a ValidationError, so each problem is located at its metric's field.
+            raise ValidationError.from_exception_data("GateConfig", problems)
         return value
 
 
@@ -212,7 +254,7 @@ class ModelConfig(_Strict):
     registered_model_name: str = Field(pattern=_NAME_PATTERN)
     seed: int = Field(default=42, ge=0)
     model: ModelSpec = Field(default_factory=ModelSpec)
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: DataConfig = Field(description="the data section, with at least its label_column")
     split: SplitConfig = Field(default_factory=SplitConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
@@ -280,11 +322,15 @@ def format_validation_error(path: Path, exc: ValidationError) -> str:
             problems.append(f"{loc}: unknown field; allowed fields here: {allowed}")
             continue
         if error["type"] == "missing":
-            problems.append(f"{loc}: required field is missing")
+            problems.append(f"{loc}: {_missing(error['loc'])}")
             continue
         field = error["loc"][-1] if error["loc"] else None
-        shown = mask_value(field, error.get("input"))
         message = " ".join(error["msg"].removeprefix("Value error, ").split())
+        if error["type"] == "value_error" and isinstance(error.get("input"), dict | list):
+            # "got a mapping" says nothing: the message names the offending entries.
+            problems.append(f"{loc}: {message}")
+            continue
+        shown = mask_value(field, error.get("input"))
         problems.append(f"{loc}: got {shown}; {message}")
     return f"{path} is invalid ({exc.error_count()} problem(s)): " + " | ".join(problems)
 
@@ -295,8 +341,21 @@ def _display_location(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) if parts else "(top level)"
 
 
+def _missing(loc: tuple[int | str, ...]) -> str:
+    """What a missing field's message says: its description where the model gives one."""
+    field = _section_at(loc[:-1]).model_fields.get(str(loc[-1])) if loc else None
+    if field is not None and field.description:
+        return f"required: {field.description}"
+    return "required field is missing"
+
+
 def _allowed_fields(loc: tuple[int | str, ...]) -> str:
     """The field names of the config section at `loc`, for "unknown field" messages."""
+    return ", ".join(_section_at(loc).model_fields)
+
+
+def _section_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
+    """The config section (model class) at `loc`."""
     sources: dict[str, type[BaseModel]] = {
         "bundled": BundledDataSource,
         "file": FileDataSource,
@@ -316,4 +375,4 @@ def _allowed_fields(loc: tuple[int | str, ...]) -> str:
         annotation = field.annotation if field else None
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
-    return ", ".join(model.model_fields)
+    return model

@@ -27,7 +27,7 @@ def database(postgres_database: str) -> str:
 
 
 def sql_config(url: str, query: str) -> DataConfig:
-    return DataConfig(source=SqlDataSource(url=SecretStr(url), query=query))
+    return DataConfig(source=SqlDataSource(url=SecretStr(url), query=query), label_column="target")
 
 
 def test_breast_cancer_read_back_through_postgres_matches_the_bundled_source(
@@ -45,7 +45,7 @@ def test_breast_cancer_read_back_through_postgres_matches_the_bundled_source(
 
     first = load_dataset(sql_config(database, query))
     second = load_dataset(sql_config(database, query))
-    bundled = load_dataset(DataConfig())
+    bundled = load_dataset(DataConfig(label_column="target"))
 
     assert first.row_count == bundled.row_count == 569
     assert first.feature_names == bundled.feature_names

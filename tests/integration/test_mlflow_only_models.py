@@ -59,7 +59,7 @@ def _log_versions(uri: str, home: Path) -> None:
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    dataset = load_dataset(DataConfig())
+    dataset = load_dataset(DataConfig(label_column="target"))
     x, y = dataset.features, dataset.frame[dataset.label_column]
     sample = x.head(3)
     booster = lgb.train(

@@ -22,7 +22,11 @@ from modelferry.prefect_api import PrefectApi
 
 API_URL = "http://prefect.test/api"
 API_KEY = "pnu_super-secret-key-1234"
-MINIMAL_CONFIG = {"experiment_name": "demo", "registered_model_name": "demo-model"}
+MINIMAL_CONFIG = {
+    "experiment_name": "demo",
+    "registered_model_name": "demo-model",
+    "data": {"label_column": "target"},
+}
 
 # --------------------------------------------------------------------------- validate
 
@@ -73,6 +77,37 @@ def test_validate_misspelled_field_names_it(
     assert "registred_model_name" in err
     assert "unknown field" in err
     assert "registered_model_name" in err  # the allowed spelling is offered
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (
+            {**MINIMAL_CONFIG, "gate": {"metrics": {"roc_auc": {"threshold": 1.7}}}},
+            "gate.metrics.roc_auc.threshold: got 1.7; roc_auc lies in [0, 1]",
+        ),
+        (
+            {**MINIMAL_CONFIG, "model": {"type": "lightgbm", "params": {"n_estimator": 50}}},
+            "model.params: unknown LightGBM parameter 'n_estimator' (did you mean 'n_estimators'?)",
+        ),
+        (
+            {**MINIMAL_CONFIG, "data": {"source": {"kind": "bundled"}}},
+            "data.label_column: required: the column that holds the label",
+        ),
+    ],
+    ids=["threshold above 1", "lightgbm typo", "no label column"],
+)
+def test_validate_refuses_a_config_that_cannot_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], config: dict[str, Any], expected: str
+) -> None:
+    path = _write(tmp_path, config)
+
+    assert main(["validate", str(path)]) == 2
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert expected in err
+    assert "Traceback" not in err
 
 
 def test_validate_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -336,21 +371,25 @@ def test_approve_resumes_with_the_decision(
 
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert run.resumed_with == {"approve": True, "reviewer": "alice", "comment": "looks good"}
+    assert run.resumed_with == {
+        "decision": "approve",
+        "reviewer": "alice",
+        "comment": "looks good",
+    }
     assert "Approved" in out
     assert run.id in out
     assert "alice" in out
     _assert_no_secret(out, err)
 
 
-def test_reject_sends_approve_false_and_empty_comment(
+def test_reject_sends_the_reject_choice_and_empty_comment(
     fake: FakePrefect, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = fake.add_run("papaya-stork")
 
     assert main(["approve", run.id, "--reviewer", "bob", "--reject"]) == 0
 
-    assert run.resumed_with == {"approve": False, "reviewer": "bob", "comment": ""}
+    assert run.resumed_with == {"decision": "reject", "reviewer": "bob", "comment": ""}
     assert "Rejected" in capsys.readouterr().out
 
 

@@ -12,7 +12,11 @@ from modelferry.config import FileDataSource, load_config, with_approval_mode
 from modelferry.errors import InvalidConfigError
 
 REPO_CONFIG = Path(__file__).parents[2] / "config" / "model_config.json"
-MINIMAL = {"experiment_name": "demo", "registered_model_name": "demo-model"}
+MINIMAL = {
+    "experiment_name": "demo",
+    "registered_model_name": "demo-model",
+    "data": {"label_column": "target"},
+}
 
 
 def write(tmp_path: Path, data: Any, name: str = "model.json") -> Path:
@@ -31,7 +35,6 @@ def test_repository_config_is_valid() -> None:
 def test_minimal_config_gets_documented_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL))
     assert config.data.source.kind == "bundled"
-    assert config.data.label_column == "target"
     assert set(config.gate.metrics) == {"roc_auc"}
     assert config.approval.timeout_seconds == 86400
 
@@ -40,6 +43,7 @@ def test_yaml_config_loads(tmp_path: Path) -> None:
     text = (
         "experiment_name: demo\nregistered_model_name: demo-model\n"
         "model:\n  type: random_forest\n  params: {n_estimators: 50}\n"
+        "data: {label_column: target}\n"
         "approval: {mode: gate+manual, timeout_seconds: 60}\n"
     )
     config = load_config(write(tmp_path, text, "model.yaml"))
@@ -48,7 +52,8 @@ def test_yaml_config_loads(tmp_path: Path) -> None:
 
 
 def test_relative_data_path_resolves_against_config_folder(tmp_path: Path) -> None:
-    data = {**MINIMAL, "data": {"source": {"kind": "file", "path": "data/train.csv"}}}
+    source = {"kind": "file", "path": "data/train.csv"}
+    data = {**MINIMAL, "data": {"source": source, "label_column": "label"}}
     config = load_config(write(tmp_path, data))
     assert isinstance(config.data.source, FileDataSource)
     assert config.data.source.path == (tmp_path / "data" / "train.csv").resolve()
@@ -65,15 +70,28 @@ def test_relative_data_path_resolves_against_config_folder(tmp_path: Path) -> No
         ({"gate": {"metrics": {"roc_auc": {"treshold": 0.9}}}}, ["treshold", "threshold"]),
         ({"experimnt_name": "x"}, ["experimnt_name", "unknown field", "experiment_name"]),
         (
-            {"data": {"source": {"kind": "file", "path": "a.csv", "sep": ";"}}},
+            {
+                "data": {
+                    "source": {"kind": "file", "path": "a.csv", "sep": ";"},
+                    "label_column": "y",
+                }
+            },
             ["data.source.sep", "allowed fields here: kind, path, format"],
         ),
         ({"registered_model_name": "has space"}, ["registered_model_name", "'has space'"]),
         ({"model": {"type": "random_forest", "params": {"trees": 5}}}, ["'trees'", "n_estimators"]),
         ({"model": {"params": {"random_state": 1}}}, ["random_state", "seed"]),
-        ({"data": {"source": {"kind": "ftp"}}}, ["data.source", "'ftp'", "'bundled'"]),
         (
-            {"data": {"source": {"kind": "sql", "url": "nope", "query": "select 1"}}},
+            {"data": {"source": {"kind": "ftp"}, "label_column": "y"}},
+            ["data.source", "'ftp'", "'bundled'"],
+        ),
+        (
+            {
+                "data": {
+                    "source": {"kind": "sql", "url": "nope", "query": "select 1"},
+                    "label_column": "y",
+                }
+            },
             ["data.source.url", "SQLAlchemy URL"],
         ),
     ],
@@ -161,7 +179,8 @@ PG_PASSWORD = "hunter2-Secret"
 )
 def test_invalid_config_errors_never_hold_a_password(tmp_path: Path, source: object) -> None:
     path = tmp_path / "model.json"
-    config = {"experiment_name": "d", "registered_model_name": "m", "data": {"source": source}}
+    data = {"source": source, "label_column": "target"}
+    config = {"experiment_name": "d", "registered_model_name": "m", "data": data}
     path.write_text(json.dumps(config), encoding="utf-8")
 
     with pytest.raises(InvalidConfigError) as caught:
@@ -170,3 +189,132 @@ def test_invalid_config_errors_never_hold_a_password(tmp_path: Path, source: obj
     assert PG_PASSWORD not in repr(caught.value)
     assert caught.value.__cause__ is None
     assert caught.value.__context__ is None
+
+
+# ------------------------------------------------------------------ configs that cannot work
+
+
+def problems_of(tmp_path: Path, config: Any, name: str = "model.json") -> str:
+    """The error `load_config` raises for `config`, with its one-line problem list."""
+    with pytest.raises(InvalidConfigError) as caught:
+        load_config(write(tmp_path, config, name))
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{}, {"source": {"kind": "bundled"}}, {"class_names": ["no", "yes"]}],
+    ids=["empty", "source only", "class names only"],
+)
+def test_a_missing_label_column_is_refused_not_defaulted(tmp_path: Path, data: Any) -> None:
+    message = problems_of(tmp_path, {**MINIMAL, "data": data})
+    assert "data.label_column: required: the column that holds the label" in message
+
+
+def test_a_missing_data_section_asks_for_the_label_column(tmp_path: Path) -> None:
+    config = {key: value for key, value in MINIMAL.items() if key != "data"}
+    message = problems_of(tmp_path, config)
+    assert "data: required: the data section, with at least its label_column" in message
+
+
+@pytest.mark.parametrize(
+    ("metric", "gate", "expected"),
+    [
+        ("roc_auc", {"threshold": 1.7}, "gate.metrics.roc_auc.threshold: got 1.7; roc_auc lies in"),
+        ("accuracy", {"threshold": -0.1}, "gate.metrics.accuracy.threshold: got -0.1"),
+        ("f1", {"min_delta": 2}, "gate.metrics.f1.min_delta: got 2.0; f1 lies in [0, 1], so a"),
+        ("recall", {"min_delta": -1.5}, "gate.metrics.recall.min_delta: got -1.5"),
+        ("log_loss", {"threshold": -0.2}, "gate.metrics.log_loss.threshold: got -0.2; log_loss"),
+        ("precision", {"min_relative_delta": 1.5}, "min_relative_delta: got 1.5; a fraction"),
+        ("log_loss", {"min_relative_delta": -2}, "gate.metrics.log_loss.min_relative_delta"),
+    ],
+)
+def test_gate_values_outside_the_metrics_range_are_refused(
+    tmp_path: Path, metric: str, gate: dict[str, float], expected: str
+) -> None:
+    message = problems_of(tmp_path, {**MINIMAL, "gate": {"metrics": {metric: gate}}})
+    assert expected in message
+
+
+def test_every_bad_gate_value_is_listed_at_once(tmp_path: Path) -> None:
+    metrics = {"roc_auc": {"threshold": 1.7}, "f1": {"min_delta": 3, "min_relative_delta": 5}}
+    message = problems_of(tmp_path, {**MINIMAL, "gate": {"metrics": metrics}})
+    assert "(3 problem(s))" in message
+    for field in ("roc_auc.threshold", "f1.min_delta", "f1.min_relative_delta"):
+        assert f"gate.metrics.{field}: got" in message
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+@pytest.mark.parametrize("field", ["threshold", "min_delta", "min_relative_delta"])
+def test_gate_values_that_are_not_finite_are_refused(
+    tmp_path: Path, field: str, value: str
+) -> None:
+    text = (
+        "experiment_name: demo\nregistered_model_name: demo-model\n"
+        "data: {label_column: target}\n"
+        f"gate: {{metrics: {{log_loss: {{{field}: {value}}}}}}}\n"
+    )
+    message = problems_of(tmp_path, text, "model.yaml")
+    assert f"gate.metrics.log_loss.{field}: got" in message
+    assert "finite number" in message
+
+
+def test_gate_values_at_the_bounds_are_accepted(tmp_path: Path) -> None:
+    metrics = {
+        "roc_auc": {"threshold": 1.0, "min_delta": -1.0},
+        "accuracy": {"threshold": 0.0, "min_delta": 1.0, "min_relative_delta": -1.0},
+        "log_loss": {"threshold": 12.5, "min_delta": -3.0, "min_relative_delta": 1.0},
+    }
+    config = load_config(write(tmp_path, {**MINIMAL, "gate": {"metrics": metrics}}))
+    assert config.gate.metrics["log_loss"].threshold == 12.5
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        (
+            {"params": {"n_estimator": 10}},
+            "model.params: unknown LightGBM parameter 'n_estimator' (did you mean 'n_estimators'?)",
+        ),
+        ({"params": {"num_leafs": 8}}, "unknown LightGBM parameter 'num_leafs' (did you mean"),
+        ({"params": {"zzz": 1}}, "unknown LightGBM parameter 'zzz'; LightGBM's parameters"),
+        ({"params": {"random_seed": 1}}, "'random_seed' is set by modelferry (the seed comes"),
+        ({"params": {"application": "multiclass"}}, "'application' is set by modelferry"),
+        ({"params": {"num_classes": 3}}, "'num_classes' is set by modelferry"),
+        (
+            {"params": {"n_estimators": 10, "num_boost_round": 20}},
+            "'n_estimators' and 'num_boost_round' are the same LightGBM parameter "
+            "(num_iterations); set it once",
+        ),
+        (
+            {"type": "random_forest", "params": {"n_estimator": 10}},
+            "model.params: unknown random_forest parameter 'n_estimator' "
+            "(did you mean 'n_estimators'?); allowed: bootstrap,",
+        ),
+        (
+            {"type": "logistic_regression", "params": {"c": 1.0}},
+            "unknown logistic_regression parameter 'c' (did you mean 'C'?)",
+        ),
+    ],
+)
+def test_unknown_model_params_are_refused_with_the_closest_name(
+    tmp_path: Path, model: dict[str, Any], expected: str
+) -> None:
+    message = problems_of(tmp_path, {**MINIMAL, "model": model})
+    assert expected in message
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"n_estimators": 10, "reg_lambda": 0.1, "class_weight": "balanced"},  # LGBMClassifier's
+        {"num_iterations": 10, "lambda_l2": 0.1, "feature_fraction": 0.8},  # LightGBM's own
+        {"num_boost_round": 10, "eta": 0.1, "min_data": 5, "verbose": -1},  # aliases
+    ],
+    ids=["sklearn API", "canonical", "aliases"],
+)
+def test_lightgbm_names_aliases_and_sklearn_api_names_are_accepted(
+    tmp_path: Path, params: dict[str, Any]
+) -> None:
+    config = load_config(write(tmp_path, {**MINIMAL, "model": {"params": params}}))
+    assert config.model.params == params

@@ -35,7 +35,9 @@ def make_frame(rows: int = ROWS, label: str = "label") -> pd.DataFrame:
 
 
 def file_config(path: Path, **data: object) -> DataConfig:
-    return DataConfig.model_validate({"source": {"kind": "file", "path": path}, **data})
+    return DataConfig.model_validate(
+        {"source": {"kind": "file", "path": path}, "label_column": "target", **data}
+    )
 
 
 def write_and_load(frame: pd.DataFrame, path: Path, **data: object) -> Dataset:
@@ -48,7 +50,7 @@ def write_and_load(frame: pd.DataFrame, path: Path, **data: object) -> Dataset:
 
 def sqlite_config(db: Path, query: str, **data: object) -> DataConfig:
     source = SqlDataSource(url=SecretStr(f"sqlite:///{db}"), query=query)
-    return DataConfig.model_validate({"source": source, **data})
+    return DataConfig.model_validate({"source": source, "label_column": "target", **data})
 
 
 def write_sqlite(frame: pd.DataFrame, db: Path, table: str = "rows") -> None:
@@ -63,7 +65,7 @@ def write_sqlite(frame: pd.DataFrame, db: Path, table: str = "rows") -> None:
 
 
 def test_bundled_breast_cancer_loads_with_its_shape_and_labels() -> None:
-    dataset = load_dataset(DataConfig())
+    dataset = load_dataset(DataConfig(label_column="target"))
 
     assert dataset.row_count == 569
     assert len(dataset.feature_names) == 30
@@ -96,14 +98,14 @@ def test_bundled_label_column_may_not_shadow_a_feature() -> None:
 
 
 def test_bundled_digest_is_stable_across_loads_and_processes() -> None:
-    first = load_dataset(DataConfig()).digest
-    assert load_dataset(DataConfig()).digest == first
+    first = load_dataset(DataConfig(label_column="target")).digest
+    assert load_dataset(DataConfig(label_column="target")).digest == first
 
     # A fresh interpreter has a different hash seed; the digest must not depend on it.
     code = (
         "from modelferry.config import DataConfig;"
         "from modelferry.data import load_dataset;"
-        "print(load_dataset(DataConfig()).digest)"
+        "print(load_dataset(DataConfig(label_column='target')).digest)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -234,7 +236,7 @@ def test_csv_read_as_parquet_is_a_data_error(tmp_path: Path) -> None:
     path = tmp_path / "data.csv"
     make_frame().to_csv(path, index=False)
 
-    config = DataConfig(source=FileDataSource(path=path, format="parquet"))
+    config = DataConfig(source=FileDataSource(path=path, format="parquet"), label_column="target")
     with pytest.raises(DataError, match=r"data.source.format"):
         load_dataset(config)
 
@@ -480,7 +482,9 @@ def assert_secret_hidden(error: DataError) -> None:
     ],
 )
 def test_sql_errors_never_show_the_password(url: str, expected: str) -> None:
-    config = DataConfig(source=SqlDataSource(url=SecretStr(url), query="SELECT 1"))
+    config = DataConfig(
+        source=SqlDataSource(url=SecretStr(url), query="SELECT 1"), label_column="target"
+    )
 
     with pytest.raises(DataError, match=expected) as caught:
         load_dataset(config)
@@ -503,7 +507,7 @@ def test_mask_url_hides_passwords_only(url: str, shown: str) -> None:
 
 
 def test_bundled_source_is_the_default() -> None:
-    assert isinstance(DataConfig().source, BundledDataSource)
+    assert isinstance(DataConfig(label_column="target").source, BundledDataSource)
 
 
 def test_sqlite_query_runs_read_only(tmp_path: Path) -> None:

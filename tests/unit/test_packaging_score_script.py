@@ -45,7 +45,7 @@ def model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     import mlflow
     from mlflow.models import infer_signature
 
-    dataset = load_dataset(DataConfig())
+    dataset = load_dataset(DataConfig(label_column="target"))
     split = split_dataset(dataset, SplitConfig(), seed=2)
     params = {"n_estimators": 15} if request.param != "logistic_regression" else {}
     trained = train_model(ModelSpec(type=request.param, params=params), split, seed=2)

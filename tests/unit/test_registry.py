@@ -83,7 +83,7 @@ def test_lineage_tags(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_register_alias_promote_and_load(tmp_path: Path) -> None:
     settings = TrackingSettings.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    dataset = load_dataset(DataConfig())
+    dataset = load_dataset(DataConfig(label_column="target"))
     split = split_dataset(dataset, SplitConfig(), seed=1)
     trained = train_model(ModelSpec(type="logistic_regression"), split, seed=1)
     proba = predict_positive_proba(trained.estimator, split.x_test)
@@ -119,7 +119,7 @@ def test_register_alias_promote_and_load(tmp_path: Path) -> None:
 def test_every_model_type_logs_and_loads_back(tmp_path: Path, model_type: str) -> None:
     """MLflow saves with skops, which refuses a forest's tree type unless it is trusted."""
     settings = TrackingSettings.resolve(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    dataset = load_dataset(DataConfig())
+    dataset = load_dataset(DataConfig(label_column="target"))
     split = split_dataset(dataset, SplitConfig(), seed=1)
     trained = train_model(ModelSpec(type=model_type, params={"n_estimators": 10}), split, seed=1)
     proba = predict_positive_proba(trained.estimator, split.x_test)

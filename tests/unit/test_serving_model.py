@@ -14,7 +14,7 @@ from modelferry.training import split_dataset, train_model
 
 @pytest.fixture(scope="module")
 def booster() -> object:
-    split = split_dataset(load_dataset(DataConfig()), SplitConfig(), seed=3)
+    split = split_dataset(load_dataset(DataConfig(label_column="target")), SplitConfig(), seed=3)
     # Early stopping sets best_iteration: every path must honour it.
     trained = train_model(ModelSpec(params={"n_estimators": 400}), split, seed=3)
     assert 0 < trained.extra["best_iteration"] < 400

@@ -24,7 +24,7 @@ from modelferry.training.estimators import build_estimator
 
 @pytest.fixture(scope="module")
 def dataset() -> Dataset:
-    return load_dataset(DataConfig())
+    return load_dataset(DataConfig(label_column="target"))
 
 
 def test_split_is_stratified_seeded_and_disjoint(dataset: Dataset) -> None:
@@ -85,7 +85,7 @@ def test_scoring_data_without_the_models_columns_is_a_data_error(dataset: Datase
 
 
 def test_unknown_estimator_parameters_are_refused() -> None:
-    with pytest.raises(InvalidConfigError, match="unknown params \\['trees'\\]"):
+    with pytest.raises(InvalidConfigError, match="unknown random_forest parameter 'trees'"):
         build_estimator("random_forest", {"trees": 3}, seed=1)
     with pytest.raises(InvalidConfigError, match="set by modelferry"):
         build_estimator("lightgbm", {"seed": 3}, seed=1)

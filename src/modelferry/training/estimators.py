@@ -7,9 +7,7 @@ from typing import Any
 from sklearn.base import ClassifierMixin
 
 from modelferry.errors import InvalidConfigError
-
-# LightGBM's own names for these would fight with the seed and the split we control.
-_LIGHTGBM_RESERVED = {"random_state", "seed", "objective", "num_class"}
+from modelferry.training.hyperparameters import check_params, lightgbm_arguments
 
 _LIGHTGBM_DEFAULTS: dict[str, Any] = {
     "n_estimators": 200,
@@ -21,33 +19,6 @@ _LIGHTGBM_DEFAULTS: dict[str, Any] = {
     "n_jobs": 1,
     "verbosity": -1,
 }
-
-
-def check_params(model_type: str, params: dict[str, Any]) -> None:
-    """Fail on hyperparameters the estimator does not take, naming the allowed ones.
-
-    LightGBM takes hundreds of parameters through `**kwargs`; only the ones that would
-    fight with modelferry's seed and objective are refused for it.
-
-    Raises:
-        InvalidConfigError: an unknown or reserved parameter name.
-    """
-    if model_type == "lightgbm":
-        reserved = sorted(set(params) & _LIGHTGBM_RESERVED)
-        if reserved:
-            raise ValueError(
-                f"params {reserved} are set by modelferry (seed comes from the top-level "
-                "'seed', the objective is binary); remove them"
-            )
-        return
-    allowed = set(_sklearn_class(model_type)().get_params())
-    unknown = sorted(set(params) - allowed - {"random_state"})
-    if unknown:
-        raise ValueError(
-            f"unknown params {unknown} for {model_type}; allowed: {', '.join(sorted(allowed))}"
-        )
-    if "random_state" in params:
-        raise ValueError("'random_state' is set from the top-level 'seed'; remove it")
 
 
 def build_estimator(model_type: str, params: dict[str, Any], seed: int) -> ClassifierMixin:
@@ -64,7 +35,7 @@ def build_estimator(model_type: str, params: dict[str, Any], seed: int) -> Class
         from lightgbm import LGBMClassifier
 
         estimator: ClassifierMixin = LGBMClassifier(
-            **{**_LIGHTGBM_DEFAULTS, **params}, random_state=seed
+            **lightgbm_arguments(_LIGHTGBM_DEFAULTS, params), random_state=seed
         )
         return estimator
     if model_type == "logistic_regression":
