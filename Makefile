@@ -28,7 +28,7 @@ install-dev: $(VENV)/.dev
 
 ## Run the nightly retrain-and-deliver job once, end to end, on the embedded default.
 demo: $(VENV)/.core
-	$(PY) -m flows.retrain_and_deliver --config $(CONFIG) --rollout-step-seconds 2
+	$(PY) -m flows.retrain_and_deliver --config $(CONFIG) --rollout-step-seconds 2 --demo-traffic
 
 ## Lint, type-check and run the whole test suite (unit, integration, e2e).
 test: $(VENV)/.dev lint typecheck

@@ -3,7 +3,11 @@
 The new version is deployed beside the live one with no traffic and answers a smoke
 request first. Then either all traffic switches at once (blue/green) or it moves in steps
 (canary), each step watched through the endpoint's own error rate and p99 latency; a step
-that does not hold puts the previous weights back and fails the run with the reason.
+that does not hold puts the previous weights back and fails the run with the reason. A
+first deployment has nothing to compare with: it takes all traffic in one watched step.
+Each step's verdict is kept: judged (passed, with its numbers) or not judged (too few
+requests). With `demo_traffic`, the model's own test rows are replayed through the
+router while each step is held, so that a demo or a quiet test endpoint is judged too.
 
     python -m flows.deploy_online_endpoint --model breast-cancer-classifier --strategy canary
 """
@@ -12,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,14 +34,17 @@ from modelferry.endpoints.rollout import (
     judge_step,
     next_slot,
     split_for,
+    steps_for,
 )
-from modelferry.endpoints.spec import DeploymentSpec, EndpointSpec, ModelRef
+from modelferry.endpoints.spec import DeploymentMetrics, DeploymentSpec, EndpointSpec, ModelRef
+from modelferry.endpoints.traffic import requests_per_second, single_row_requests
 from modelferry.errors import DeploymentFailedError, EndpointNotFoundError
 from modelferry.registry import CHAMPION, DEFAULT_HOME, ModelRegistry, TrackingSettings
 from modelferry.serving.model import example_request
 from tasks.endpoints import (
     deploy_model,
     ensure_endpoint,
+    hold_step,
     move_traffic,
     read_metrics,
     smoke_test_deployment,
@@ -58,13 +64,16 @@ class RolloutOutcome:
     model_version: str
     traffic: dict[str, int]
     steps: tuple[str, ...]
+    first_deployment: bool = False
 
     def summary(self) -> str:
-        """One line for logs and the final state message."""
+        """One line for logs and the final state message, with each step's verdict."""
         weights = ", ".join(f"{n} {w}%" for n, w in sorted(self.traffic.items()))
+        first = "first deployment; " if self.first_deployment else ""
+        steps = f"; steps: {'; '.join(self.steps)}" if self.steps else ""
         return (
             f"{self.model_name} v{self.model_version} serves on endpoint {self.endpoint} "
-            f"({self.deployment}); traffic: {weights}; {self.scoring_uri}"
+            f"({first}{self.deployment}); traffic: {weights}; {self.scoring_uri}{steps}"
         )
 
 
@@ -85,6 +94,7 @@ def deploy_online_endpoint(
     max_p99_ms: float = 250.0,
     min_requests: int = 20,
     require_traffic: bool = False,
+    demo_traffic: bool = False,
     tracking_uri: str | None = None,
     endpoints_home: str = DEFAULT_ENDPOINTS_HOME,
     endpoint_block: str | None = None,
@@ -105,6 +115,10 @@ def deploy_online_endpoint(
         max_p99_ms: highest p99 latency it may show.
         min_requests: fewest requests for a step to be judged.
         require_traffic: fail a step that saw fewer than `min_requests`.
+        demo_traffic: while each step is held, replay the model's input example rows
+            (from its test split) through the endpoint's router, enough for the step to
+            be judged. For demos and quiet test endpoints; never on by default, so a
+            production endpoint gets no synthetic traffic unless asked.
         tracking_uri: MLflow tracking URI (default `MLFLOW_TRACKING_URI` or embedded).
         endpoints_home: state folder of the local backend.
         endpoint_block: a saved block with `get_backend(registry)` (e.g. Azure ML),
@@ -145,30 +159,46 @@ def deploy_online_endpoint(
         )  # fmt: skip
         return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
 
+    example = example_request(version, settings)
     deploy_model(backend, name, DeploymentSpec(slot, ModelRef(model_name, version.version)))
-    smoke_test_deployment(backend, name, slot, example_request(version, settings))
+    smoke_test_deployment(backend, name, slot, example)
+    replay = single_row_requests(example) if demo_traffic else None
     before = state.traffic
     log: list[str] = []
-    for step in policy.steps:
+    for step in steps_for(policy, live):
         traffic = split_for(step, slot, live)
         move_traffic(backend, name, traffic)
         started = datetime.now(UTC)
-        logger.info("%s: %d%% of traffic on %s; watching %.0f s", name, step, slot, step_seconds)
-        time.sleep(policy.step_seconds)
+        if live is None:
+            logger.info(
+                "%s: first deployment; %s takes 100%% of traffic (nothing to compare it "
+                "with); watching %.0f s", name, slot, policy.step_seconds,
+            )  # fmt: skip
+        else:
+            logger.info(
+                "%s: %d%% of traffic on %s, %d%% on %s; watching %.0f s",
+                name, step, slot, 100 - step, live, policy.step_seconds,
+            )  # fmt: skip
+        rate = requests_per_second(policy.min_requests, step, policy.step_seconds)
+        sent = hold_step(backend, name, policy.step_seconds, replay, rate)
+        if sent is not None:
+            logger.info("Replayed test rows through %s's router: %s", name, sent.summary())
         metrics = read_metrics(backend, name, started)
-        new = metrics.get(slot)
-        verdict = judge_step(new, metrics.get(live) if live else None, policy) if new else None
-        if verdict is None or not verdict.passed:
-            reason = verdict.reason if verdict else "no measurements for the new deployment"
+        # A deployment the router sent nothing is measured as no requests: not judged.
+        new = metrics.get(slot, DeploymentMetrics(0, 0, None))
+        verdict = judge_step(new, metrics.get(live) if live else None, policy)
+        if not verdict.passed:
             # Back to the weights before this rollout; on a first rollout that is no
             # traffic at all, so a failing model never keeps serving.
             move_traffic(backend, name, before)
+            reason = verdict.reason if verdict.judged else f"not judged ({verdict.reason})"
             raise DeploymentFailedError(
                 f"{model_name} v{version.version} on {name}/{slot} failed at {step}% of "
                 f"traffic: {reason}; traffic rolled back to {dict(before.weights)}"
             )
-        log.append(f"{step}%: {verdict.reason}")
-        logger.info("%s at %d%%: %s", slot, step, verdict.reason)
+        line = verdict.line(step)
+        log.append(f"first deployment, {line}" if live is None else line)
+        logger.info("%s %s", slot, log[-1])
 
     final = backend.get_endpoint(name)
     if key_block:
@@ -178,7 +208,7 @@ def deploy_online_endpoint(
         logger.info("Saved %s's scoring URI and key as block %r", name, key_block)
     outcome = RolloutOutcome(
         name, final.scoring_uri, slot, model_name, version.version,
-        dict(final.traffic.weights), tuple(log),
+        dict(final.traffic.weights), tuple(log), first_deployment=live is None,
     )  # fmt: skip
     logger.info(outcome.summary())
     return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
@@ -203,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint")
     parser.add_argument("--strategy", choices=["blue-green", "canary"], default="canary")
     parser.add_argument("--step-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--demo-traffic",
+        action="store_true",
+        help="replay the model's test rows through the endpoint while each step is held",
+    )
     parser.add_argument("--tracking-uri")
     args = parser.parse_args(argv)
     outcome = deploy_online_endpoint(
@@ -211,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         endpoint=args.endpoint,
         strategy=args.strategy,
         step_seconds=args.step_seconds,
+        demo_traffic=args.demo_traffic,
         tracking_uri=args.tracking_uri,
     )
     print(outcome.summary())

@@ -11,8 +11,11 @@ A rejected model stops the night's run there: nothing downstream ever sees it.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed
@@ -54,9 +57,13 @@ class NightlyOutcome:
         lines = [self.registration.report()]
         if self.rollout is not None:
             weights = ", ".join(f"{n} {w}%" for n, w in sorted(self.rollout.traffic.items()))
+            first = ", first deployment" if self.rollout.first_deployment else ""
+            cli = modelferry_command()
             lines += [
-                f"Online endpoint:   {self.rollout.scoring_uri} ({weights})",
-                f"Try it:            modelferry endpoints show {self.rollout.endpoint}",
+                f"Online endpoint:   {self.rollout.scoring_uri} ({weights}{first})",
+                *(f"  {step}" for step in self.rollout.steps),
+                f"Try it:            {cli} endpoints show {self.rollout.endpoint}",
+                f"Scoring key:       {cli} endpoints key {self.rollout.endpoint}",
             ]
         if self.package is not None:
             lines.append(
@@ -71,6 +78,30 @@ class NightlyOutcome:
                 for row in self.delivery.table()
             ]
         return "\n".join(lines)
+
+
+def modelferry_command() -> str:
+    """The `modelferry` command as the reader can run it from here.
+
+    `modelferry` when it is on PATH; else the script installed beside this Python (a
+    virtualenv that is not activated), relative to the current folder when inside it;
+    else `python -m modelferry.cli`.
+    """
+    if shutil.which("modelferry"):
+        return "modelferry"
+    script = Path(sys.executable).parent / "modelferry"
+    if script.is_file():
+        return _relative(script)
+    return f"{_relative(Path(sys.executable))} -m modelferry.cli"
+
+
+def _relative(path: Path) -> str:
+    try:
+        relative = path.relative_to(Path.cwd())
+    except ValueError:
+        return str(path)
+    # A bare name would be looked up on PATH; "./name" runs the file here.
+    return str(relative) if len(relative.parts) > 1 else f".{os.sep}{relative}"
 
 
 @flow(
@@ -89,6 +120,7 @@ def retrain_and_deliver(
     endpoint: str | None = None,
     rollout_strategy: Strategy = "canary",
     rollout_step_seconds: float = 60.0,
+    rollout_demo_traffic: bool = False,
     endpoints_home: str = DEFAULT_ENDPOINTS_HOME,
     endpoint_block: str | None = None,
     deliver: bool = True,
@@ -112,6 +144,9 @@ def retrain_and_deliver(
         endpoint: endpoint name; default the registered model's name.
         rollout_strategy: `canary` (traffic in steps) or `blue-green`.
         rollout_step_seconds: how long each traffic step is watched.
+        rollout_demo_traffic: replay the model's test rows through the endpoint while
+            each step is watched, so that a demo without clients is judged. Off by
+            default: a production endpoint gets no synthetic traffic unless asked.
         endpoints_home: state folder of the local endpoint backend.
         endpoint_block: a saved block giving another endpoint backend (e.g. Azure ML).
         deliver: package an approved champion and deliver it to the config's devices
@@ -143,6 +178,7 @@ def retrain_and_deliver(
             endpoint=endpoint,
             strategy=rollout_strategy,
             step_seconds=rollout_step_seconds,
+            demo_traffic=rollout_demo_traffic,
             tracking_uri=tracking_uri,
             endpoints_home=endpoints_home,
             endpoint_block=endpoint_block,
@@ -176,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-deploy", action="store_true", help="skip the online rollout")
     parser.add_argument("--no-deliver", action="store_true", help="skip packaging and delivery")
     parser.add_argument("--rollout-step-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--demo-traffic",
+        action="store_true",
+        help="replay the model's test rows through the endpoint during the rollout steps",
+    )
     args = parser.parse_args(argv)
     outcome = retrain_and_deliver(
         args.config,
@@ -183,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         args.tracking_uri,
         deploy=not args.no_deploy,
         rollout_step_seconds=args.rollout_step_seconds,
+        rollout_demo_traffic=args.demo_traffic,
         deliver=not args.no_deliver,
     )
     print()

@@ -1,7 +1,9 @@
-"""Endpoint steps: deploy, smoke-test, move traffic, read the endpoint's own metrics."""
+"""Endpoint steps: deploy, smoke-test, move traffic, hold a step, read the endpoint's metrics."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +20,7 @@ from modelferry.endpoints.spec import (
     EndpointState,
     TrafficSplit,
 )
+from modelferry.endpoints.traffic import TrafficDriver, TrafficReport
 from modelferry.errors import DeploymentFailedError
 
 # Backends hold connections and state files: these steps are never cached.
@@ -64,6 +67,29 @@ def smoke_test_deployment(
 def move_traffic(backend: EndpointBackend, endpoint: str, traffic: TrafficSplit) -> EndpointState:
     """Apply a traffic split."""
     return backend.set_traffic(endpoint, traffic)
+
+
+@task(name="hold-traffic-step", **_STEP)  # type: ignore[call-overload]
+def hold_step(
+    backend: EndpointBackend,
+    endpoint: str,
+    seconds: float,
+    replay: Sequence[Mapping[str, Any]] | None = None,
+    rate: float = 0.0,
+) -> TrafficReport | None:
+    """Hold a traffic step for `seconds`; with `replay`, send those request bodies through
+    the endpoint's router at `rate` per second meanwhile, with the endpoint key.
+
+    The replayed requests stop when the step ends; how the endpoint answered them is for
+    the judge to read from its metrics, so they never fail the step here.
+    """
+    if not replay:
+        time.sleep(seconds)
+        return None
+    scoring_uri = backend.get_endpoint(endpoint).scoring_uri
+    with TrafficDriver(scoring_uri, backend.get_keys(endpoint), replay, rate) as driver:
+        time.sleep(seconds)
+    return driver.report()
 
 
 @task(name="read-endpoint-metrics", timeout_seconds=120, **_STEP)  # type: ignore[call-overload]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 from blocks.endpoint_key import EndpointKey
-from flows.deploy_online_endpoint import deploy_online_endpoint
+from flows.deploy_online_endpoint import RolloutOutcome, deploy_online_endpoint
 from modelferry.endpoints.local import LocalEndpointBackend
+from modelferry.endpoints.traffic import TrafficDriver, single_row_requests
 from modelferry.errors import DeploymentFailedError
 from modelferry.registry import TrackingSettings
 from tests.model_fixtures import (
@@ -129,3 +133,73 @@ def test_blue_green_then_canary_then_rollback(
     assert state.deployment("blue").model_version == broken  # type: ignore[union-attr]
     assert backend.invoke(ENDPOINT, score_payload())["model_version"] == "2"
     assert 400 in load.statuses  # the canary really did refuse the clients' requests
+
+
+DEMO = "rollout-demo"
+
+
+def demo_rollout(
+    home: Path, settings: TrackingSettings, version: str, **options: object
+) -> RolloutOutcome:
+    outcome: RolloutOutcome = deploy_online_endpoint(
+        MODEL_NAME,
+        model_version=version,
+        endpoint=DEMO,
+        tracking_uri=settings.tracking_uri,
+        endpoints_home=str(home / "endpoints"),
+        strategy="canary",
+        step_seconds=2.0,
+        min_requests=20,
+        **options,  # type: ignore[arg-type]
+    )
+    return outcome
+
+
+def test_demo_traffic_gets_every_step_judged_and_quiet_steps_say_not_judged(
+    prefect_harness: str, home: tuple[Path, TrackingSettings]
+) -> None:
+    root, settings = home
+    backend = LocalEndpointBackend(root / "endpoints", settings)
+
+    # Nothing live yet: no canary to run, the first deployment takes all traffic at once.
+    first = demo_rollout(root, settings, "1", demo_traffic=True, require_traffic=True)
+    assert first.first_deployment
+    (step,) = first.steps
+    assert re.fullmatch(
+        r"first deployment, 100 %: \d+ requests, 0 errors, p99 [\d.]+ ms — passed", step
+    )
+
+    # The model's test rows go through the router while each step is held: all are judged.
+    second = demo_rollout(
+        root, settings, "2", steps=[10, 50, 100], demo_traffic=True, require_traffic=True
+    )
+    assert not second.first_deployment
+    assert [s.split(" %")[0] for s in second.steps] == ["10", "50", "100"]
+    for line in second.steps:
+        found = re.fullmatch(r"\d+ %: (\d+) requests, 0 errors, p99 [\d.]+ ms — passed", line)
+        assert found, line
+        assert int(found.group(1)) >= 20
+    assert "not judged" not in second.summary()
+
+    # The driver alone, against the live endpoint process: routed, keyed, counted.
+    since = datetime.now(UTC)
+    driver = TrafficDriver(
+        backend.get_endpoint(DEMO).scoring_uri,
+        backend.get_keys(DEMO),
+        single_row_requests(score_payload(rows=4)),
+        rate=40.0,
+    )
+    with driver:
+        time.sleep(1.0)
+    report = driver.stop()
+    assert report.sent == report.answered > 10
+    measured = backend.get_metrics(DEMO, since)
+    assert measured["green"].requests == report.answered  # all routed to the live green
+
+    # No clients and no demo traffic: the steps go on, and say they were not judged.
+    quiet = demo_rollout(root, settings, "1", steps=[50, 100])
+    assert quiet.steps == (
+        "50 %: not judged (0 < 20 requests)",
+        "100 %: not judged (0 < 20 requests)",
+    )
+    assert "passed" not in quiet.summary()

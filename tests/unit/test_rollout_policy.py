@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from modelferry.endpoints.rollout import RolloutPolicy, judge_step, next_slot, split_for
+from modelferry.endpoints.rollout import (
+    RolloutPolicy,
+    judge_step,
+    next_slot,
+    split_for,
+    steps_for,
+)
 from modelferry.endpoints.spec import DeploymentMetrics, EndpointState, TrafficSplit
 
 POLICY = RolloutPolicy(min_requests=20, max_error_rate=0.01, max_p99_ms=250)
@@ -33,12 +39,33 @@ def test_latency_needs_samples_and_slack_before_it_counts() -> None:
     assert judge_step(m(30, p99=90.0), m(800, p99=10.0), POLICY).passed  # too few samples
 
 
-def test_too_little_traffic() -> None:
-    assert judge_step(m(3), m(100), POLICY).passed
+def test_too_little_traffic_goes_on_but_is_not_judged() -> None:
+    verdict = judge_step(m(12), m(100), POLICY)
+    assert verdict.passed  # the rollout may go on ...
+    assert not verdict.judged  # ... but nothing was judged, and it never says "passed"
+    assert verdict.outcome == "not judged"
+    assert verdict.line(10) == "10 %: not judged (12 < 20 requests)"
+    assert "passed" not in verdict.line(10)
     strict = RolloutPolicy(min_requests=20, require_traffic=True)
     verdict = judge_step(m(3), m(100), strict)
     assert not verdict.passed
-    assert "not enough traffic" in verdict.reason
+    assert verdict.outcome == "not judged"
+
+
+def test_a_judged_step_says_passed_with_its_numbers() -> None:
+    verdict = judge_step(m(57, p99=4.0), m(500), POLICY)
+    assert verdict.judged
+    assert verdict.outcome == "passed"
+    assert verdict.line(10) == "10 %: 57 requests, 0 errors, p99 4.0 ms — passed"
+    failed = judge_step(m(100, errors=5), m(400), POLICY)
+    assert failed.outcome == "failed"
+    assert failed.line(50).startswith("50 %: error rate 5.0% (5/100)")
+    assert failed.line(50).endswith("— failed")
+
+
+def test_a_first_deployment_takes_all_traffic_in_one_step() -> None:
+    assert steps_for(POLICY, None) == (100,)
+    assert steps_for(POLICY, "blue") == (10, 50, 100)
 
 
 def test_steps_must_end_at_100() -> None:

@@ -31,9 +31,9 @@ class RolloutPolicy:
             and the difference exceeds `p99_slack_ms` (a p99 of a few requests is noise).
         min_latency_samples: requests each deployment needs before p99s are compared.
         p99_slack_ms: p99 increase over the old deployment that is never a regression.
-        min_requests: fewest requests it must have answered for a step to count;
-            below that the step is judged "not enough traffic".
-        require_traffic: treat "not enough traffic" as a failure instead of passing.
+        min_requests: fewest requests it must have answered for a step to be judged;
+            below that the step is "not judged".
+        require_traffic: fail a step that was not judged instead of going on.
     """
 
     steps: tuple[int, ...] = (10, 50, 100)
@@ -55,10 +55,32 @@ class RolloutPolicy:
 
 @dataclass(frozen=True)
 class StepVerdict:
-    """Whether a step held, and why."""
+    """Whether a step held, whether it was judged at all, and why.
+
+    Attributes:
+        passed: the rollout may go on. A step that was not judged passes unless the
+            policy requires traffic; it is still reported as "not judged", never "passed".
+        reason: the numbers that decided it, or what went wrong.
+        judged: False when the new deployment answered too few requests to judge it.
+    """
 
     passed: bool
     reason: str
+    judged: bool = True
+
+    @property
+    def outcome(self) -> str:
+        """ "passed", "failed" or "not judged"."""
+        if not self.judged:
+            return "not judged"
+        return "passed" if self.passed else "failed"
+
+    def line(self, step: int) -> str:
+        """The step for a report, e.g. "10 %: 57 requests, 0 errors, p99 4.1 ms — passed"
+        or "10 %: not judged (12 < 20 requests)"."""
+        if not self.judged:
+            return f"{step} %: not judged ({self.reason})"
+        return f"{step} %: {self.reason} — {self.outcome}"
 
 
 def next_slot(state: EndpointState, version: str) -> tuple[str, str | None]:
@@ -73,6 +95,15 @@ def next_slot(state: EndpointState, version: str) -> tuple[str, str | None]:
     return free, live
 
 
+def steps_for(policy: RolloutPolicy, live: str | None) -> tuple[int, ...]:
+    """The traffic steps to take: the policy's, or one step of 100 % for a first deployment.
+
+    With nothing live there is nothing to compare with and no traffic to share: the new
+    deployment takes all of it at once and that one step is watched.
+    """
+    return policy.steps if live is not None else (100,)
+
+
 def split_for(step: int, new: str, old: str | None) -> TrafficSplit:
     """Traffic with `step`% on the new deployment and the rest on the old."""
     if old is None or step == 100:
@@ -85,8 +116,8 @@ def judge_step(
 ) -> StepVerdict:
     """Judge one step from the endpoint's own measurements of both deployments."""
     if new.requests < policy.min_requests:
-        reason = f"not enough traffic to judge: {new.requests} < {policy.min_requests} requests"
-        return StepVerdict(not policy.require_traffic, reason)
+        reason = f"{new.requests} < {policy.min_requests} requests"
+        return StepVerdict(not policy.require_traffic, reason, judged=False)
     # Errors the current deployment shows too (clients sending bad input) are not the
     # new deployment's fault; only what it adds on top counts.
     baseline_errors = old.error_rate if old is not None and old.requests else 0.0
@@ -117,8 +148,5 @@ def judge_step(
                 f"p99 latency {new.p99_latency_ms:.1f} ms is over {policy.max_p99_ratio:g} times "
                 f"the current deployment's {baseline:.1f} ms",
             )
-    return StepVerdict(
-        True,
-        f"{new.requests} requests, error rate {new.error_rate:.1%}, p99 "
-        f"{new.p99_latency_ms if new.p99_latency_ms is not None else 0:.1f} ms",
-    )
+    p99 = f"p99 {new.p99_latency_ms:.1f} ms" if new.p99_latency_ms is not None else "no p99"
+    return StepVerdict(True, f"{new.requests} requests, {new.errors} errors, {p99}")
