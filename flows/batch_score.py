@@ -4,6 +4,8 @@ Run it by hand from the repository root:
 
     python -m flows.batch_score --input data/incoming/ --model-name breast-cancer-classifier
 
+It exits 0 when the run ends Completed and 1 when it ends Failed.
+
 In a deployment, give `sql_url` as a Secret block reference, e.g.
 ``sql_url: "{{ prefect.blocks.secret.predictions-db-url }}"`` in prefect.yaml, so the
 URL and its password never sit in the deployment's parameters.
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
-from prefect.states import Completed
+from prefect.states import Completed, Failed
 from pydantic import SecretStr
 
 from flows.notifications import notify_failure
@@ -46,11 +48,14 @@ def batch_score(
     sql_url: SecretStr | str | None = None,
     sql_table: str = DEFAULT_SQL_TABLE,
     tracking_uri: str | None = None,
+    max_failed_files: int = 0,
+    id_column: str | None = None,
 ) -> BatchResult:
     """Score every file `input` names with a registered model version.
 
     Args:
-        input: a CSV/Parquet file, a folder of them, or a glob (``data/2026-*/*.parquet``).
+        input: a CSV/Parquet file, a folder of them, or a glob (``data/2026-*/*.parquet``);
+            the output and earlier predictions files among them are left out.
         model_name: the registered model.
         model_alias: the alias of the version to use when `model_version` is not given.
         model_version: a version number; wins over `model_alias`.
@@ -63,10 +68,15 @@ def batch_score(
         sql_table: the table appended to when `sql_url` is given.
         tracking_uri: MLflow tracking URI; default `MLFLOW_TRACKING_URI`, else the
             embedded SQLite store under `.modelferry/`.
+        max_failed_files: bad files that may be skipped while the others' predictions are
+            written; one more fails the run, and then nothing is written.
+        id_column: a column of every input passed through, as text, so predictions can
+            be joined to their rows; a file without it is a bad file.
 
     Returns:
-        The run's `BatchResult`. The run ends Failed when no file could be scored, and
-        Completed with a message naming the failed files when only some could.
+        Completed, with the run's `BatchResult` and its summary as the message; or Failed,
+        with nothing written, when more files failed than `max_failed_files` or none could
+        be scored. The message names each bad file and why, once.
     """
     logger = get_run_logger()
     flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
@@ -76,8 +86,8 @@ def batch_score(
     files = find_batch_inputs(input)
     model = load_batch_model(settings, model_name, model_alias, model_version)
     logger.info(
-        "Scoring %d file(s) with %s v%s, %d rows at a time, %d at once",
-        len(files),
+        "Scoring %s with %s v%s, %d rows at a time, %d file(s) at once",
+        input,
         model.name,
         model.version,
         chunk_rows,
@@ -85,12 +95,21 @@ def batch_score(
     )
     target = output or str(default_output(model_name, flow_run_id))
     result = score_batch(
-        files, model, target, chunk_rows, max_workers, secret, sql_table, flow_run_id
+        files,
+        model,
+        target,
+        chunk_rows,
+        max_workers,
+        secret,
+        sql_table,
+        flow_run_id,
+        max_failed_files,
+        id_column,
     )
-    logger.info(result.summary())
     publish_batch_report(result)
-    if result.failed_files:
-        logger.warning("%d file(s) could not be scored", len(result.failed_files))
+    # The summary is the run's message, which Prefect logs as the run ends: said once.
+    if not result.written:
+        return Failed(message=result.summary())  # type: ignore[return-value]
     return Completed(message=result.summary(), data=result)  # type: ignore[return-value]
 
 
@@ -101,7 +120,10 @@ def default_output(model_name: str, flow_run_id: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: run the flow once, print the summary."""
+    """Command line: run the flow once; 0 if it ends Completed, else 1.
+
+    The outcome is the run's final message, logged as it ends; nothing is printed twice.
+    """
     parser = argparse.ArgumentParser(prog="python -m flows.batch_score")
     parser.add_argument("--input", required=True, help="file, folder or glob")
     parser.add_argument("--model-name", required=True)
@@ -112,10 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-workers", type=int, default=2)
     parser.add_argument("--sql-table", default=DEFAULT_SQL_TABLE)
     parser.add_argument("--tracking-uri")
+    parser.add_argument(
+        "--max-failed-files", type=int, default=0, help="bad files that may be skipped"
+    )
+    parser.add_argument("--id-column", help="column passed through to join predictions to rows")
     args = parser.parse_args(argv)
     # The SQL URL comes from the environment: a command line is visible to every user.
     sql_url = os.environ.get("MODELFERRY_SQL_URL")
-    result = batch_score(
+    state = batch_score(
         args.input,
         args.model_name,
         args.model_alias,
@@ -126,9 +152,11 @@ def main(argv: list[str] | None = None) -> int:
         SecretStr(sql_url) if sql_url else None,
         args.sql_table,
         args.tracking_uri,
+        args.max_failed_files,
+        args.id_column,
+        return_state=True,
     )
-    print(result.summary())
-    return 1 if result.failed_files else 0
+    return 0 if state.is_completed() else 1
 
 
 if __name__ == "__main__":

@@ -79,8 +79,14 @@ def score_batch(
     sql_url: SecretStr | None,
     sql_table: str,
     run_id: str,
+    max_failed_files: int,
+    id_column: str | None,
 ) -> BatchResult:
-    """Score `files` into `output` (and the SQL table when `sql_url` is given)."""
+    """Score `files` into `output` (and the SQL table when `sql_url` is given).
+
+    Bad files do not fail the task: the result names them, and the flow decides the run's
+    state from it, so each reason is reported once.
+    """
     return run_batch(
         files,
         model,
@@ -90,6 +96,8 @@ def score_batch(
         sql_url=sql_url,
         sql_table=sql_table,
         run_id=run_id,
+        max_failed_files=max_failed_files,
+        id_column=id_column,
     )
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import lightgbm as lgb
@@ -24,7 +28,7 @@ from modelferry.serving.model import (
     ServingModel,
     load_serving_model,
 )
-from tests.integration.flow_helpers import api_filter, write_config
+from tests.integration.flow_helpers import REPO, api_filter, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +45,7 @@ def read_table(url: str, table: str = "predictions") -> pd.DataFrame:
         engine.dispose()
 
 
-def test_batch_score_flow_scores_a_folder_and_reports_the_bad_file(
+def test_batch_score_flow_scores_a_folder_and_skips_the_bad_file_it_may(
     prefect_harness: str, tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert train_and_register(str(write_config(tmp_path)), tracking_uri=mlflow_uri).approved
@@ -63,11 +67,12 @@ def test_batch_score_flow_scores_a_folder_and_reports_the_bad_file(
         chunk_rows=128,
         sql_url=db,
         tracking_uri=mlflow_uri,
+        max_failed_files=1,
         return_state=True,
     )
 
     assert state.is_completed()
-    assert "bad.csv" in str(state.message)
+    assert str(state.message).count("bad.csv") == 1
     result = state.result()
     assert (result.rows_scored, result.files_scored) == (ROWS, 2)
     assert list(result.failed_files) == ["bad.csv"]
@@ -118,8 +123,7 @@ def test_batch_score_flow_scores_a_folder_and_reports_the_bad_file(
         return_state=True,
     )
     assert failed.is_failed()
-    assert "no file could be scored" in str(failed.message)
-    assert "bad.csv" in str(failed.message)
+    assert str(failed.message).startswith("Nothing was written: bad.csv: missing 1 of")
     assert not (tmp_path / "none.parquet").exists()
     assert len(read_table(db)) == ROWS
     # Given as a SecretStr, the URL is stored masked in the flow run's parameters.
@@ -127,6 +131,68 @@ def test_batch_score_flow_scores_a_folder_and_reports_the_bad_file(
     runs = api_filter("/flow_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}})
     assert runs[0]["parameters"]["sql_url"] != db
     assert "scores.db" not in str(runs[0]["parameters"])
+
+
+def run_command_line(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """`python -m flows.batch_score ARGS`: its exit code, output, and final run state."""
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.batch_score", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    console = done.stdout + done.stderr
+    name = re.search(r"Beginning flow run '([^']+)'", console)
+    assert name is not None, console
+    runs = api_filter("/flow_runs/filter", {"flow_runs": {"name": {"any_": [name[1]]}}})
+    return done.returncode, console, runs[0]["state_type"]
+
+
+def test_the_command_line_says_what_is_wrong_once_and_exits_as_the_run_ends(
+    prefect_harness: str, tmp_path: Path, mlflow_uri: str
+) -> None:
+    assert train_and_register(str(write_config(tmp_path)), tracking_uri=mlflow_uri).approved
+    data = load_breast_cancer(as_frame=True).data.assign(row_id=[f"r{i}" for i in range(ROWS)])
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    data.iloc[:300].to_parquet(folder / "part-1.parquet", index=False)
+    data.iloc[300:].to_csv(folder / "part-2.csv", index=False)
+    data.drop(columns=["worst area"]).to_csv(folder / "bad.csv", index=False)
+    # What an earlier run wrote into the same folder, under the default name's pattern.
+    earlier = pd.DataFrame({"file": ["part-1.parquet"], "row_id": ["r0"], PROBA[0]: [0.5]})
+    earlier.assign(**{PROBA[1]: 0.5}).to_parquet(folder / f"{MODEL}-1234.parquet")
+    output = folder / "predictions.csv"
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_harness,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        COMPILED_MODELS_ENV: str(tmp_path / "compiled-models"),
+    }
+    args = ["--input", str(folder), "--model-name", MODEL, "--tracking-uri", mlflow_uri]
+    args += ["--output", str(output), "--id-column", "row_id"]
+
+    # One bad file is one too many by default: the run fails, writes nothing, exits 1.
+    code, console, state = run_command_line(args, env)
+
+    assert (code, state) == (1, "FAILED"), console
+    assert console.count("'worst area'") == 1, console
+    assert "'mean radius'" not in console
+    assert not output.exists()
+
+    # Allowed to skip it: the others are written with their ids, the earlier output and,
+    # on the next run, this run's own output are not scored.
+    for _ in range(2):
+        code, console, state = run_command_line([*args, "--max-failed-files", "1"], env)
+
+        assert (code, state) == (0, "COMPLETED"), console
+        assert console.count("'worst area'") == 1, console
+        written = pd.read_csv(output)
+        assert list(written.columns) == ["file", "row_id", *PROBA]
+        assert list(written["row_id"]) == list(data["row_id"])
+        assert set(written["file"]) == {"part-1.parquet", "part-2.csv"}
+    assert f"left out 2 predictions file(s): {MODEL}-1234.parquet, predictions.csv" in console
 
 
 def test_missing_alias_fails_with_what_to_do(
@@ -165,22 +231,32 @@ def model() -> ServingModel:
 def test_predictions_append_to_postgresql(
     database: str, tmp_path: Path, model: ServingModel
 ) -> None:
-    data = load_breast_cancer(as_frame=True).data
+    data = load_breast_cancer(as_frame=True).data.assign(row_id=range(ROWS))
     good = tmp_path / "in" / "a.parquet"
     good.parent.mkdir()
     data.to_parquet(good, index=False)
     data.drop(columns=["mean radius"]).to_parquet(tmp_path / "in" / "bad.parquet", index=False)
     url = SecretStr(database)
 
-    first = run_batch(good.parent, model, tmp_path / "1.csv", sql_url=url, run_id="r1")
+    first = run_batch(
+        good.parent,
+        model,
+        tmp_path / "1.csv",
+        sql_url=url,
+        run_id="r1",
+        max_failed_files=1,
+        id_column="row_id",
+    )
     run_batch(good, model, tmp_path / "2.csv", sql_url=url, sql_table="p2")
-    run_batch(good, model, tmp_path / "3.csv", sql_url=url, run_id="r3")
+    run_batch(good, model, tmp_path / "3.csv", sql_url=url, run_id="r3", id_column="row_id")
 
     assert list(first.failed_files) == ["bad.parquet"]
     table = read_table(database)
     assert len(table) == 2 * ROWS
     assert table.groupby("run_id").size().to_dict() == {"r1": ROWS, "r3": ROWS}
     assert set(table["file"]) == {"a.parquet"}
+    assert list(table.columns[:2]) == ["file", "row_id"]
+    assert table["row_id"].value_counts().to_dict() == {str(n): 2 for n in range(ROWS)}
     assert str(table["scored_at"].dtype).startswith("datetime64")
     assert set(table["model_version"]) == {"7"}
     np.testing.assert_allclose(table[PROBA].sum(axis=1), 1.0)

@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 from modelferry.batch import (
     BatchResult,
     PredictionFile,
+    leave_out_predictions,
     prediction_schema,
     probability_schema,
     resolve_inputs,
@@ -151,9 +152,25 @@ def test_missing_columns_are_named_with_the_file(
         next(score_file(path, model))
 
     message = str(caught.value)
-    assert "old.parquet" in message
-    assert "'mean radius'" in message
-    assert "'worst area'" in message
+    assert message == (
+        "old.parquet: missing 2 of the model's 30 feature columns: 'mean radius', 'worst area'"
+    )
+
+
+def test_a_file_lacking_most_columns_names_a_few_and_what_it_has_instead(
+    tmp_path: Path, model: ServingModel
+) -> None:
+    other = pd.DataFrame({"file": ["a.csv"], PROBA[0]: [0.25], PROBA[1]: [0.75]})
+    path = write(other, tmp_path / "other.csv")
+
+    with pytest.raises(BatchScoringError) as caught:
+        next(score_file(path, model))
+
+    assert str(caught.value) == (
+        "other.csv: missing 30 of the model's 30 feature columns: 'mean radius', "
+        "'mean texture', 'mean perimeter', 'mean area', 'mean smoothness' and 25 more "
+        "(its other columns: 'file', 'predictions_malignant', 'predictions_benign')"
+    )
 
 
 @pytest.mark.parametrize(
@@ -221,13 +238,14 @@ def test_a_bad_file_is_reported_and_the_others_are_all_written(
 ) -> None:
     output = tmp_path / "out" / f"predictions{suffix}"
 
-    result = run_batch(inputs, model, output, chunk_rows=64, max_workers=3)
+    result = run_batch(inputs, model, output, chunk_rows=64, max_workers=3, max_failed_files=1)
 
     assert isinstance(result, BatchResult)
     assert (result.rows_scored, result.files_scored) == (ROWS, 2)
     assert list(result.failed_files) == ["c_bad.csv"]
     assert "'mean radius'" in result.failed_files["c_bad.csv"]
-    assert "c_bad.csv" in result.summary()
+    assert result.written
+    assert result.summary().count("c_bad.csv") == 1
     assert "| 569 | 2 | 1 |" in result.to_markdown()
     written = pd.read_parquet(output) if suffix == ".parquet" else pd.read_csv(output)
     # Input order, whichever worker finished first.
@@ -271,7 +289,9 @@ def test_a_file_failing_part_way_adds_none_of_its_rows(
     late_typo.loc[500, "mean area"] = "oops"  # in the sixth chunk of 100
     write(late_typo, tmp_path / "in" / "late.csv")
 
-    result = run_batch(tmp_path / "in", model, tmp_path / "p.parquet", chunk_rows=100)
+    result = run_batch(
+        tmp_path / "in", model, tmp_path / "p.parquet", chunk_rows=100, max_failed_files=1
+    )
 
     assert "column 'mean area' is not numeric" in result.failed_files["late.csv"]
     written = pd.read_parquet(tmp_path / "p.parquet")
@@ -279,20 +299,176 @@ def test_a_file_failing_part_way_adds_none_of_its_rows(
     assert len(written) == ROWS
 
 
-def test_every_file_failing_raises_and_writes_nothing(
+def test_every_file_failing_writes_nothing(
     tmp_path: Path, model: ServingModel, features: pd.DataFrame
 ) -> None:
     write(features.drop(columns=["mean radius"]), tmp_path / "in" / "one.csv")
     (tmp_path / "in" / "two.parquet").write_bytes(b"garbage")
     db = tmp_path / "p.db"
+    output = tmp_path / "out" / "p.parquet"
 
-    with pytest.raises(BatchScoringError, match="no file could be scored") as caught:
-        run_batch(tmp_path / "in", model, tmp_path / "out" / "p.parquet", sql_url=f"sqlite:///{db}")
+    result = run_batch(
+        tmp_path / "in", model, output, sql_url=f"sqlite:///{db}", max_failed_files=2
+    )
 
-    assert "one.csv" in str(caught.value)
-    assert "two.parquet" in str(caught.value)
+    assert not result.written
+    assert (result.rows_scored, result.files_scored) == (0, 0)
+    assert list(result.failed_files) == ["one.csv", "two.parquet"]
+    assert result.summary().startswith("Nothing was written: no file could be scored (2 failed)")
     assert list((tmp_path / "out").iterdir()) == []
     assert "predictions" not in _tables(f"sqlite:///{db}")
+
+
+def test_more_failed_files_than_allowed_stop_the_run_and_write_nothing(
+    tmp_path: Path, inputs: Path, model: ServingModel
+) -> None:
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    output = tmp_path / "out" / "p.parquet"
+
+    result = run_batch(inputs, model, output, sql_url=db)  # max_failed_files defaults to 0
+
+    assert not result.written
+    assert (result.rows_scored, result.files_scored) == (0, 0)
+    assert list(result.failed_files) == ["c_bad.csv"]
+    assert result.summary() == (
+        "Nothing was written: c_bad.csv: missing 1 of the model's 30 feature columns: "
+        "'mean radius'. 1 file(s) failed and max_failed_files is 0: fix or remove them, or "
+        "raise max_failed_files to score the other files without them"
+    )
+    assert "Nothing was written." in result.to_markdown()
+    assert list(output.parent.iterdir()) == []
+    # The rows of the good files, appended before the bad one failed, are rolled back.
+    engine = create_engine(db)
+    try:
+        assert pd.read_sql_table("predictions", engine).empty
+    finally:
+        engine.dispose()
+    with pytest.raises(BatchScoringError, match="max_failed_files at least 0"):
+        run_batch(inputs, model, output, max_failed_files=-1)
+
+
+# --- earlier predictions among the inputs ----------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_the_output_and_earlier_predictions_are_not_scored(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame, suffix: str
+) -> None:
+    folder = tmp_path / "in"
+    write(features, folder / "rows.csv")
+    output = folder / f"predictions{suffix}"
+
+    first = run_batch(folder, model, output)
+    # An earlier run's output under another name, as the default name gives every run.
+    output.rename(folder / f"bc-run-1{suffix}")
+    second = run_batch(folder, model, output)
+    third = run_batch(folder, model, output)  # its own output is now in the folder too
+
+    assert (first.files_scored, first.left_out) == (1, ())
+    assert (second.files_scored, second.failed_files) == (1, {})
+    assert second.left_out == (f"bc-run-1{suffix}",)
+    assert (third.files_scored, third.failed_files) == (1, {})
+    assert third.left_out == (f"bc-run-1{suffix}", f"predictions{suffix}")
+    assert third.summary().endswith(
+        f"; left out 2 predictions file(s): bc-run-1{suffix}, predictions{suffix}"
+    )
+    written = pd.read_parquet(output) if suffix == ".parquet" else pd.read_csv(output)
+    assert set(written["file"]) == {"rows.csv"}
+    assert len(written) == ROWS
+
+
+def test_only_predictions_files_are_nothing_to_score(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame
+) -> None:
+    write(features, tmp_path / "rows.csv")
+    run_batch(tmp_path / "rows.csv", model, tmp_path / "in" / "old.parquet")
+
+    with pytest.raises(BatchScoringError, match=r"nothing to score: .*old.parquet hold"):
+        run_batch(tmp_path / "in", model, tmp_path / "new.parquet")
+
+
+def test_a_file_whose_columns_cannot_be_read_is_kept_to_be_reported(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet")
+    rows = write(pd.DataFrame({"file": ["x"], "predictions_a": [1.0]}), tmp_path / "rows.csv")
+
+    # Without every one of the model's prediction columns a file is an input, not an output.
+    kept, left_out = leave_out_predictions([broken, rows], tmp_path / "p.csv", ["a", "b"])
+
+    assert (kept, left_out) == ([broken, rows], [])
+
+
+# --- an id column passed through -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_an_id_column_is_passed_through_after_the_file(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame, suffix: str
+) -> None:
+    ids = [f"{index:04d}" for index in range(ROWS)]
+    ids[1] = "=1+1"  # text a spreadsheet would run as a formula
+    write(features.iloc[:300].assign(row_id=ids[:300]), tmp_path / "in" / "a.csv")
+    numbered = features.iloc[300:].assign(row_id=range(300, ROWS))
+    write(numbered, tmp_path / "in" / "b.parquet")
+    output = tmp_path / f"predictions{suffix}"
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+
+    result = run_batch(
+        tmp_path / "in", model, output, chunk_rows=100, sql_url=db, id_column="row_id"
+    )
+
+    assert result.written
+    if suffix == ".parquet":
+        written = pd.read_parquet(output)
+        assert pq.read_schema(output) == prediction_schema(CLASSES, "row_id")
+    else:
+        written = pd.read_csv(output, dtype={"row_id": str})
+        ids[1] = "'=1+1"
+    assert list(written.columns) == ["file", "row_id", *PROBA]
+    # Read as written, zeros kept; Parquet integers as their digits.
+    assert list(written["row_id"]) == ids[:300] + [str(n) for n in range(300, ROWS)]
+    np.testing.assert_allclose(written[PROBA].to_numpy(), expected(model, features), rtol=1e-12)
+    engine = create_engine(db)
+    try:
+        table = pd.read_sql_table("predictions", engine)
+    finally:
+        engine.dispose()
+    assert list(table.columns[:3]) == ["file", "row_id", PROBA[0]]
+    assert list(table["row_id"][:3]) == ["0000", "=1+1", "0002"]
+
+
+def test_a_file_without_the_id_column_is_a_bad_file(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame
+) -> None:
+    write(features.assign(id=range(ROWS)), tmp_path / "in" / "a.parquet")
+    write(features, tmp_path / "in" / "b.csv")
+
+    result = run_batch(
+        tmp_path / "in", model, tmp_path / "p.csv", id_column="id", max_failed_files=1
+    )
+
+    assert result.failed_files == {"b.csv": "no id column 'id'"}
+    assert list(pd.read_csv(tmp_path / "p.csv")["id"]) == list(range(ROWS))
+
+
+@pytest.mark.parametrize(
+    ("id_column", "reason"),
+    [
+        ("mean radius", "is a feature of model bc v3"),
+        ("file", "name of an output column"),
+        ("predictions_benign", "name of an output column"),
+        (" ", "id column is empty"),
+    ],
+)
+def test_an_id_column_the_model_or_output_uses_is_refused(
+    tmp_path: Path, model: ServingModel, features: pd.DataFrame, id_column: str, reason: str
+) -> None:
+    path = write(features, tmp_path / "rows.parquet")
+
+    with pytest.raises(BatchScoringError, match=reason):
+        run_batch(path, model, tmp_path / "p.parquet", id_column=id_column)
+    with pytest.raises(BatchScoringError, match=reason):
+        next(score_file(path, model, id_column=id_column))
 
 
 def test_same_file_names_in_different_folders_stay_apart(
@@ -326,8 +502,17 @@ def test_predictions_are_appended_to_sqlite_with_model_and_run(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'scores.db'}"
 
-    first = run_batch(inputs, model, tmp_path / "1.csv", sql_url=url, run_id="run-1")
-    run_batch(inputs, model, tmp_path / "2.csv", sql_url=SecretStr(url), run_id="run-2")
+    first = run_batch(
+        inputs, model, tmp_path / "1.csv", sql_url=url, run_id="run-1", max_failed_files=1
+    )
+    run_batch(
+        inputs,
+        model,
+        tmp_path / "2.csv",
+        sql_url=SecretStr(url),
+        run_id="run-2",
+        max_failed_files=1,
+    )
 
     assert first.sql_table == "predictions"
     engine = create_engine(url)
@@ -354,7 +539,7 @@ def test_a_table_that_refuses_the_rows_keeps_nothing(
         engine.dispose()
 
     with pytest.raises(BatchScoringError, match="append to table 'predictions'"):
-        run_batch(inputs, model, tmp_path / "out" / "p.parquet", sql_url=url)
+        run_batch(inputs, model, tmp_path / "out" / "p.parquet", sql_url=url, max_failed_files=1)
 
     assert list((tmp_path / "out").iterdir()) == []
 
@@ -390,7 +575,9 @@ def test_a_predictor_error_fails_only_its_file(
     write(features[features["mean radius"] <= 20], tmp_path / "in" / "small.csv")
     write(features, tmp_path / "in" / "all.parquet")
 
-    result = run_batch(tmp_path / "in", fragile, tmp_path / "p.csv", chunk_rows=50)
+    result = run_batch(
+        tmp_path / "in", fragile, tmp_path / "p.csv", chunk_rows=50, max_failed_files=1
+    )
 
     assert result.failed_files == {"all.parquet": "RuntimeError: cannot score radius over 20"}
     assert result.rows_scored == (features["mean radius"] <= 20).sum()

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import glob
+from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from modelferry.batch.scoring import FILE_COLUMN, PARQUET_SUFFIXES, prediction_columns
 from modelferry.errors import BatchScoringError
 
 #: File types a folder is searched for; anything else in it is left alone.
@@ -47,3 +53,38 @@ def resolve_inputs(spec: str | Path) -> list[Path]:
     if not found:
         raise BatchScoringError(f"no file matches {text!r}; check the input pattern")
     return found
+
+
+def leave_out_predictions(
+    files: Sequence[Path], output: Path, class_names: Sequence[str]
+) -> tuple[list[Path], list[Path]]:
+    """Split `files` into those to score and those that are predictions, not inputs.
+
+    A predictions file is the run's own `output`, or any file with a ``file`` column and
+    a ``predictions_<class>`` column for each of the model's classes: what an earlier
+    run wrote, perhaps into the folder now being scored. A file whose columns cannot be
+    read is kept: scoring it reports why.
+
+    Returns:
+        The files to score and the files left out, both in the order given.
+    """
+    target = output.resolve()
+    marks = {FILE_COLUMN, *prediction_columns(class_names)}
+    kept: list[Path] = []
+    left_out: list[Path] = []
+    for path in files:
+        earlier = path.resolve() == target or marks <= set(_column_names(path))
+        (left_out if earlier else kept).append(path)
+    return kept, left_out
+
+
+def _column_names(path: Path) -> list[str]:
+    """The file's column names, or none if it cannot be read as a CSV or Parquet file."""
+    try:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            return list(pq.read_schema(path).names)
+        with path.open(newline="", encoding="utf-8-sig") as stream:
+            return next(csv.reader(stream), [])
+    # Unreadable here means unreadable when scored, where the reason is reported.
+    except (OSError, ValueError, csv.Error, pa.ArrowException):
+        return []

@@ -98,7 +98,8 @@ class PredictionFile:
         """Append rows that all came from file `label`: `probabilities` is every other column.
 
         The file column is built here rather than by hashing the same name once per row: for
-        Parquet as a one-entry dictionary, for CSV as the name repeated.
+        Parquet as a one-entry dictionary, for CSV as the name repeated. Text columns among
+        `probabilities` (a passed-through id) are neutralised in CSV as the name is.
         """
         rows = probabilities.num_rows
         if self._parquet:
@@ -109,6 +110,7 @@ class PredictionFile:
             )
         else:
             names = pa.repeat(pa.scalar(_neutralise_text(label), pa.string()), rows)
+            probabilities = _neutralise_batch(probabilities)
         arrays = list(probabilities.columns)
         arrays.insert(self._written_schema.get_field_index(FILE_COLUMN), names)
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self._written_schema))

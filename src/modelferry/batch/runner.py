@@ -5,11 +5,14 @@ probabilities to an Arrow IPC file beside the output (no encoding: writing and r
 cost next to nothing). The calling thread then streams each finished spool, in input
 order, into the one output file and the SQL table. A file that fails part-way therefore
 adds no rows at all, and memory holds a few chunks at most.
+
+A run either writes the predictions of every file it could score, or, when more files
+failed than it may skip (`max_failed_files`), nothing at all: a re-run after fixing the
+files then appends no row twice.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import threading
@@ -25,11 +28,12 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 from pydantic import SecretStr
 
-from modelferry.batch.inputs import resolve_inputs
+from modelferry.batch.inputs import leave_out_predictions, resolve_inputs
 from modelferry.batch.outputs import PredictionFile, SqlPredictionTable
 from modelferry.batch.scoring import (
     DEFAULT_CHUNK_ROWS,
     FILE_COLUMN,
+    check_id_column,
     prediction_schema,
     probability_schema,
     score_probabilities,
@@ -37,15 +41,18 @@ from modelferry.batch.scoring import (
 from modelferry.errors import BatchScoringError
 from modelferry.serving.model import ServingModel
 
-logger = logging.getLogger(__name__)
-
 #: Table appended to when a SQL URL is given without a table name.
 DEFAULT_SQL_TABLE = "predictions"
 
 
 @dataclass(frozen=True)
 class BatchResult:
-    """What a batch run wrote, and which files it could not score (name → reason)."""
+    """What a batch run wrote, and which files it could not score (name → reason).
+
+    `written` is False when more files failed than `max_failed_files` allows, or none
+    could be scored: then nothing was written and the rows and files scored are 0.
+    `left_out` names the input files skipped as predictions (see `leave_out_predictions`).
+    """
 
     output_path: Path
     rows_scored: int
@@ -55,18 +62,34 @@ class BatchResult:
     model_version: str = ""
     run_id: str = ""
     sql_table: str | None = None
+    written: bool = True
+    max_failed_files: int = 0
+    left_out: tuple[str, ...] = ()
 
     def summary(self) -> str:
-        """The run in one line, naming every failed file."""
-        text = (
-            f"Scored {self.rows_scored:,} rows from {self.files_scored} file(s) with "
-            f"{self.model_name} v{self.model_version} into {self.output_path}"
-        )
-        if self.sql_table:
-            text += f" and SQL table {self.sql_table!r}"
-        if self.failed_files:
-            failures = "; ".join(f"{name}: {why}" for name, why in self.failed_files.items())
-            text += f"; {len(self.failed_files)} file(s) failed: {failures}"
+        """The run in one line, naming every failed file once."""
+        failures = "; ".join(f"{name}: {why}" for name, why in self.failed_files.items())
+        failed = len(self.failed_files)
+        if not self.written and failed > self.max_failed_files:
+            text = (
+                f"Nothing was written: {failures}. {failed} file(s) failed and "
+                f"max_failed_files is {self.max_failed_files}: fix or remove them, or raise "
+                "max_failed_files to score the other files without them"
+            )
+        elif not self.written:
+            text = f"Nothing was written: no file could be scored ({failed} failed): {failures}"
+        else:
+            text = (
+                f"Scored {self.rows_scored:,} rows from {self.files_scored} file(s) with "
+                f"{self.model_name} v{self.model_version} into {self.output_path}"
+            )
+            if self.sql_table:
+                text += f" and SQL table {self.sql_table!r}"
+            if failures:
+                text += f"; skipped {failed} file(s) that could not be scored: {failures}"
+        if self.left_out:
+            text += f"; left out {len(self.left_out)} predictions file(s): "
+            text += ", ".join(self.left_out)
         return text
 
     def to_markdown(self) -> str:
@@ -79,12 +102,17 @@ class BatchResult:
             f"| {self.rows_scored:,} | {self.files_scored} | {len(self.failed_files)} "
             f"| `{self.output_path}` |",
         ]
-        if self.sql_table:
+        if not self.written:
+            lines += ["", "Nothing was written."]
+        elif self.sql_table:
             lines += ["", f"Also appended to SQL table `{self.sql_table}`."]
         if self.failed_files:
             lines += ["", "## Failed files", "", "| file | reason |", "|---|---|"]
             for name, why in self.failed_files.items():
                 lines.append(f"| `{name}` | {why.replace('|', '/')} |")
+        if self.left_out:
+            listed = ", ".join(f"`{name}`" for name in self.left_out)
+            lines += ["", f"Left out as predictions, not inputs: {listed}."]
         return "\n".join(lines)
 
 
@@ -97,11 +125,14 @@ def run_batch(
     sql_url: SecretStr | str | None = None,
     sql_table: str | None = None,
     run_id: str | None = None,
+    max_failed_files: int = 0,
+    id_column: str | None = None,
 ) -> BatchResult:
     """Score every input file into one predictions file, and optionally a SQL table.
 
     Args:
-        inputs: a file, folder or glob (see `resolve_inputs`), or a list of files.
+        inputs: a file, folder or glob (see `resolve_inputs`), or a list of files. The
+            output file and earlier predictions files among them are left out.
         model: the model to score with.
         output_path: the predictions file; Parquet if it ends in ``.parquet``/``.pq``,
             else CSV. Replaced if it exists.
@@ -111,21 +142,28 @@ def run_batch(
         sql_table: the table to append to (default ``predictions``), with the extra
             columns model_name, model_version, run_id and scored_at.
         run_id: identifies this run in the SQL rows; default a random id.
+        max_failed_files: files that may fail while the others' predictions are still
+            written; one more stops the run, and nothing is written.
+        id_column: a column of every file passed through, as text, after ``file``; a
+            file without it fails.
 
     Returns:
-        Counts, the output path and each failed file with its reason.
+        Counts, the output path and each failed file with its reason; `written` is False
+        when too many files failed or none could be scored, and then nothing was written.
 
     Raises:
-        BatchScoringError: no input found, every file failed (nothing is written then),
-            or the output file or SQL table could not be written (nothing is kept).
+        BatchScoringError: bad arguments, no input found (or only predictions files), or
+            the output file or SQL table could not be written (nothing is kept).
     """
-    if chunk_rows < 1 or max_workers < 1:
+    if chunk_rows < 1 or max_workers < 1 or max_failed_files < 0:
         raise BatchScoringError(
-            f"chunk_rows and max_workers must be at least 1, not {chunk_rows} and {max_workers}"
+            "chunk_rows and max_workers must be at least 1 and max_failed_files at least 0, "
+            f"not {chunk_rows}, {max_workers} and {max_failed_files}"
         )
-    files = _input_files(inputs)
-    labels = _labels(files)
+    check_id_column(model, id_column)
     output = Path(output_path)
+    files, left_out = _input_files(inputs, output, model.class_names)
+    labels = _labels(files)
     run_id = run_id or uuid.uuid4().hex
     table = (sql_table or DEFAULT_SQL_TABLE) if sql_url is not None else None
     extra = {
@@ -134,8 +172,8 @@ def run_batch(
         "run_id": run_id,
         "scored_at": datetime.now(UTC),
     }
-    schema = prediction_schema(model.class_names)
-    spooled = probability_schema(model.class_names)
+    schema = prediction_schema(model.class_names, id_column)
+    spooled = probability_schema(model.class_names, id_column)
     # Connect before scoring, so a wrong URL fails in seconds rather than after the first file.
     sql = _open_sql(sql_url, table, extra)
     file: PredictionFile | None = None
@@ -146,13 +184,17 @@ def run_batch(
         # Spools live beside the output, not in /tmp, which is often a RAM-backed tmpfs.
         with tempfile.TemporaryDirectory(prefix=".modelferry-batch-", dir=output.parent) as tmp:
             spools = [Path(tmp, f"{i}.arrow") for i in range(len(files))]
-            results = _score_all(files, labels, spools, model, chunk_rows, spooled, max_workers)
-            # closing(): on an error, the workers stop before their spool folder is removed.
+            results = _score_all(
+                files, labels, spools, model, chunk_rows, spooled, max_workers, id_column
+            )
+            # closing(): on an error, or when too many files failed, the workers stop
+            # before their spool folder is removed.
             with closing(results):
                 for label, spool, outcome in results:
                     if isinstance(outcome, str):
                         failed[label] = outcome
-                        logger.warning("Could not score %s: %s", label, outcome)
+                        if len(failed) > max_failed_files:
+                            break
                         continue
                     if file is None:
                         file = PredictionFile(output, schema)
@@ -160,11 +202,15 @@ def run_batch(
                     spool.unlink()  # free the disk as soon as the rows are in the output
                     rows += outcome
                     scored += 1
-        if file is None:
-            listed = "; ".join(f"{name}: {why}" for name, why in failed.items())
-            raise BatchScoringError(
-                f"no file could be scored, nothing was written ({len(failed)} failed): {listed}"
-            )
+        if file is None or len(failed) > max_failed_files:
+            if file is not None:
+                file.abort()
+            if sql is not None:
+                sql.abort()
+            return BatchResult(
+                output, 0, 0, failed, model.name, model.version, run_id, table,
+                written=False, max_failed_files=max_failed_files, left_out=left_out,
+            )  # fmt: skip
         # SQL first: if its commit fails, the file is dropped too and nothing is half-done.
         if sql is not None:
             sql.commit()
@@ -175,7 +221,10 @@ def run_batch(
         if sql is not None:
             sql.abort()
         raise
-    return BatchResult(output, rows, scored, failed, model.name, model.version, run_id, table)
+    return BatchResult(
+        output, rows, scored, failed, model.name, model.version, run_id, table,
+        max_failed_files=max_failed_files, left_out=left_out,
+    )  # fmt: skip
 
 
 def _score_all(
@@ -186,6 +235,7 @@ def _score_all(
     chunk_rows: int,
     schema: pa.Schema,
     max_workers: int,
+    id_column: str | None,
 ) -> Generator[tuple[str, Path, int | str], None, None]:
     """Score files in worker threads; yield (label, spool, rows or reason) in input order.
 
@@ -197,7 +247,9 @@ def _score_all(
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers, thread_name_prefix="batch-score") as pool:
         futures = [
-            pool.submit(_spool_file, path, label, model, chunk_rows, threads, schema, spool, stop)
+            pool.submit(
+                _spool_file, path, label, model, chunk_rows, threads, schema, spool, stop, id_column
+            )
             for path, label, spool in zip(files, labels, spools, strict=True)
         ]
         try:
@@ -209,13 +261,24 @@ def _score_all(
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _input_files(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
+def _input_files(
+    inputs: str | Path | Sequence[str | Path], output: Path, class_names: Sequence[str]
+) -> tuple[list[Path], tuple[str, ...]]:
+    """The files to score, and the names of those left out as predictions."""
     if isinstance(inputs, str | Path):
-        return resolve_inputs(inputs)
-    files = list(dict.fromkeys(Path(item) for item in inputs))
+        files = resolve_inputs(inputs)
+    else:
+        files = list(dict.fromkeys(Path(item) for item in inputs))
     if not files:
         raise BatchScoringError("no input files were given")
-    return files
+    kept, left_out = leave_out_predictions(files, output, class_names)
+    if not kept:
+        listed = ", ".join(str(path) for path in left_out)
+        raise BatchScoringError(
+            f"nothing to score: {listed} hold(s) predictions (the output, or a file with "
+            "the columns an earlier run wrote); give the files to score"
+        )
+    return kept, tuple(path.name for path in left_out)
 
 
 def _labels(files: Sequence[Path]) -> list[str]:
@@ -236,6 +299,7 @@ def _spool_file(
     schema: pa.Schema,
     spool: Path,
     stop: threading.Event,
+    id_column: str | None,
 ) -> int | str:
     """Score one file into `spool`; returns its row count, or why it failed."""
     if stop.is_set():
@@ -243,7 +307,9 @@ def _spool_file(
     rows = 0
     try:
         with ipc.new_file(spool, schema) as writer:
-            chunks = score_probabilities(path, model, chunk_rows, label=label, threads=threads)
+            chunks = score_probabilities(
+                path, model, chunk_rows, label=label, threads=threads, id_column=id_column
+            )
             for batch in chunks:
                 if stop.is_set():
                     return "cancelled: the batch run stopped"

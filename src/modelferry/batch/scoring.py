@@ -43,10 +43,14 @@ _CSV_MISSING = [
     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
 ]  # fmt: skip
 
+# Column names shown in a message, at most; the rest are counted.
+_NAMES_SHOWN = 5
+
 # One chunk's feature column, as float64 values, looked up by feature name.
 _ColumnReader = Callable[[str], np.ndarray]
-# A chunk: its row count and one float64 array per model feature, in the model's order.
-_Chunk = tuple[int, list[np.ndarray]]
+# A chunk: its row count, one float64 array per model feature in the model's order, and
+# the row ids (text) when an id column is passed through.
+_Chunk = tuple[int, list[np.ndarray], pa.Array | None]
 
 
 def prediction_columns(class_names: Sequence[str]) -> list[str]:
@@ -54,11 +58,11 @@ def prediction_columns(class_names: Sequence[str]) -> list[str]:
     return [f"predictions_{name}" for name in class_names]
 
 
-def prediction_schema(class_names: Sequence[str]) -> pa.Schema:
-    """Arrow schema of the predictions: ``file`` then one float64 column per class."""
-    fields = [pa.field(FILE_COLUMN, pa.string())]
-    fields += [pa.field(name, pa.float64()) for name in prediction_columns(class_names)]
-    return pa.schema(fields)
+def prediction_schema(class_names: Sequence[str], id_column: str | None = None) -> pa.Schema:
+    """Arrow schema of the predictions: ``file``, the id column if any, one float64 per class."""
+    return pa.schema(
+        [pa.field(FILE_COLUMN, pa.string()), *probability_schema(class_names, id_column)]
+    )
 
 
 def score_file(
@@ -67,6 +71,7 @@ def score_file(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     *,
     label: str | None = None,
+    id_column: str | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Predict every row of a CSV or Parquet file, `chunk_rows` rows at a time.
 
@@ -78,27 +83,55 @@ def score_file(
         model: the model to score with.
         chunk_rows: the most rows read and predicted at once.
         label: the name written in the ``file`` column; default the file name.
+        id_column: a column identifying each row, passed through as text so the
+            predictions can be joined to the inputs; never given to the model.
 
     Yields:
-        One record batch per chunk, in file order, of `prediction_schema`: ``file`` and
-        ``predictions_<class>`` for each of the model's classes.
+        One record batch per chunk, in file order, of `prediction_schema`: ``file``, the
+        id column if given, and ``predictions_<class>`` for each of the model's classes.
 
     Raises:
         BatchScoringError: the file cannot be read, is of an unknown type, lacks feature
-            columns (named) or holds values that are not numbers; the message names the file.
+            columns or the id column (named) or holds values that are not numbers; the
+            message names the file. Or `id_column` is unusable (see `check_id_column`).
     """
     path = Path(path)
     label = label or path.name
-    schema = prediction_schema(model.class_names)
+    schema = prediction_schema(model.class_names, id_column)
     name = pa.scalar(label, pa.string())
-    for probabilities in score_probabilities(path, model, chunk_rows, label=label):
+    chunks = score_probabilities(path, model, chunk_rows, label=label, id_column=id_column)
+    for probabilities in chunks:
         arrays = [pa.repeat(name, probabilities.num_rows), *probabilities.columns]
         yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def probability_schema(class_names: Sequence[str]) -> pa.Schema:
+def probability_schema(class_names: Sequence[str], id_column: str | None = None) -> pa.Schema:
     """`prediction_schema` without the ``file`` column."""
-    return pa.schema([pa.field(name, pa.float64()) for name in prediction_columns(class_names)])
+    fields = [pa.field(id_column, pa.string())] if id_column is not None else []
+    fields += [pa.field(name, pa.float64()) for name in prediction_columns(class_names)]
+    return pa.schema(fields)
+
+
+def check_id_column(model: ServingModel, id_column: str | None) -> None:
+    """Refuse an id column the model reads as a feature, or named as an output column.
+
+    Raises:
+        BatchScoringError: `id_column` is empty, a feature of `model`, ``file`` or a
+            ``predictions_<class>`` column.
+    """
+    if id_column is None:
+        return
+    if not id_column.strip():
+        raise BatchScoringError("id column is empty; give the name of a column, or none")
+    if id_column in model.feature_names:
+        raise BatchScoringError(
+            f"id column {id_column!r} is a feature of model {model.name} v{model.version}; "
+            "give a column that only identifies rows"
+        )
+    if id_column in (FILE_COLUMN, *prediction_columns(model.class_names)):
+        raise BatchScoringError(
+            f"id column {id_column!r} has the name of an output column; give another column"
+        )
 
 
 def score_probabilities(
@@ -108,6 +141,7 @@ def score_probabilities(
     *,
     label: str | None = None,
     threads: int | None = None,
+    id_column: str | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """`score_file` without the ``file`` column: batches of `probability_schema`.
 
@@ -117,11 +151,13 @@ def score_probabilities(
     """
     if chunk_rows < 1:
         raise BatchScoringError(f"chunk_rows must be at least 1, not {chunk_rows}")
+    check_id_column(model, id_column)
     path = Path(path)
     label = label or path.name
-    schema = probability_schema(model.class_names)
-    classes = len(schema)
-    for rows, features in _feature_chunks(path, model.features, chunk_rows, label):
+    schema = probability_schema(model.class_names, id_column)
+    classes = len(model.class_names)
+    chunks = _feature_chunks(path, model.features, id_column, chunk_rows, label)
+    for rows, features, ids in chunks:
         if rows == 0:
             continue
         proba = model.predict_proba_columns(features, threads=threads)
@@ -132,11 +168,17 @@ def score_probabilities(
                 f"{classes} classes; check the version's class names"
             )
         arrays = [pa.array(proba[:, index]) for index in range(classes)]
+        if ids is not None:
+            arrays.insert(0, ids)
         yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _feature_chunks(
-    path: Path, features: Sequence[FeatureSpec], chunk_rows: int, label: str
+    path: Path,
+    features: Sequence[FeatureSpec],
+    id_column: str | None,
+    chunk_rows: int,
+    label: str,
 ) -> Iterator[_Chunk]:
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
@@ -148,7 +190,7 @@ def _feature_chunks(
             f"{label}: cannot score a {suffix or 'suffix-less'} file; give .csv, .parquet or .pq"
         )
     try:
-        yield from reader(path, features, chunk_rows, label)
+        yield from reader(path, features, id_column, chunk_rows, label)
     except BatchScoringError:
         raise
     # pandas' and pyarrow's parse errors are ValueErrors; I/O failures are OSErrors.
@@ -157,30 +199,44 @@ def _feature_chunks(
 
 
 def _parquet_chunks(
-    path: Path, features: Sequence[FeatureSpec], chunk_rows: int, label: str
+    path: Path,
+    features: Sequence[FeatureSpec],
+    id_column: str | None,
+    chunk_rows: int,
+    label: str,
 ) -> Iterator[_Chunk]:
     with pq.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER_BYTES) as parquet:
-        present = _present_columns(parquet.schema_arrow.names, features, label)
+        present = _present_columns(parquet.schema_arrow.names, features, id_column, label)
+        read = [*present, id_column] if id_column is not None else present
         # No reader threads: files are already read in parallel, one per worker thread.
-        batches = parquet.iter_batches(batch_size=chunk_rows, columns=present, use_threads=False)
+        batches = parquet.iter_batches(batch_size=chunk_rows, columns=read, use_threads=False)
         for batch in batches:
 
             def column(name: str, batch: pa.RecordBatch = batch) -> np.ndarray:
                 values = batch.column(name).cast(pa.float64())
                 return np.asarray(values.to_numpy(zero_copy_only=False))
 
-            yield batch.num_rows, _columns(batch.num_rows, features, present, column, label)
+            arrays = _columns(batch.num_rows, features, present, column, label)
+            yield batch.num_rows, arrays, _ids(batch, id_column, label)
 
 
 def _csv_chunks(
-    path: Path, features: Sequence[FeatureSpec], chunk_rows: int, label: str
+    path: Path,
+    features: Sequence[FeatureSpec],
+    id_column: str | None,
+    chunk_rows: int,
+    label: str,
 ) -> Iterator[_Chunk]:
     header = _csv_header(path)
-    present = _present_columns(header, features, label)
+    present = _present_columns(header, features, id_column, label)
+    types = dict.fromkeys(present, pa.float64())
+    if id_column is not None:
+        # Read as written: an id such as 007 keeps its zeros, and "NA" is an id, not a gap.
+        types[id_column] = pa.string()
     read = pa_csv.ReadOptions(use_threads=False, block_size=_CSV_BLOCK_BYTES)
     convert = pa_csv.ConvertOptions(
-        include_columns=present,
-        column_types=dict.fromkeys(present, pa.float64()),
+        include_columns=list(types),
+        column_types=types,
         null_values=_CSV_MISSING,
     )
     try:
@@ -191,7 +247,8 @@ def _csv_chunks(
                 def column(name: str, batch: pa.RecordBatch = batch) -> np.ndarray:
                     return np.asarray(batch.column(name).to_numpy(zero_copy_only=False))
 
-                yield batch.num_rows, _columns(batch.num_rows, features, present, column, label)
+                arrays = _columns(batch.num_rows, features, present, column, label)
+                yield batch.num_rows, arrays, _ids(batch, id_column, label)
     except pa.ArrowInvalid as exc:
         # pyarrow numbers the column ("In CSV column #3: ..."): name it, as for Parquet.
         found = re.match(r"In CSV column #(\d+): (.*)", str(exc), re.DOTALL)
@@ -229,20 +286,48 @@ def _rechunked(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Reco
 
 
 def _present_columns(
-    available: Sequence[str], features: Sequence[FeatureSpec], label: str
+    available: Sequence[str], features: Sequence[FeatureSpec], id_column: str | None, label: str
 ) -> list[str]:
+    """The model's feature columns the file has; raises naming what it lacks."""
     names = set(available)
+    wanted = {f.name for f in features}
+    problems = []
     missing = [f.name for f in features if f.required and f.name not in names]
     if missing:
-        listed = ", ".join(repr(name) for name in missing)
-        raise BatchScoringError(
-            f"{label}: missing column(s) {listed} that the model needs; add them or leave "
-            "this file out"
-        )
+        text = f"missing {len(missing)} of the model's {len(features)} feature columns: "
+        text += _listed(missing)
+        # What it has instead often shows why: a renamed column, or a file of another kind.
+        others = [name for name in available if name not in wanted and name != id_column]
+        if others:
+            text += f" (its other columns: {_listed(others)})"
+        problems.append(text)
+    if id_column is not None and id_column not in names:
+        problems.append(f"no id column {id_column!r}")
+    if problems:
+        raise BatchScoringError(f"{label}: {'; '.join(problems)}")
     present = [f.name for f in features if f.name in names]
     if not present:
         raise BatchScoringError(f"{label}: has none of the model's feature columns")
     return present
+
+
+def _listed(names: Sequence[str]) -> str:
+    """``'a', 'b'``, or the first few names and how many more."""
+    shown = ", ".join(repr(name) for name in names[:_NAMES_SHOWN])
+    rest = len(names) - _NAMES_SHOWN
+    return f"{shown} and {rest} more" if rest > 0 else shown
+
+
+def _ids(batch: pa.RecordBatch, id_column: str | None, label: str) -> pa.Array | None:
+    """The chunk's row ids as text, or None when no id column is passed through."""
+    if id_column is None:
+        return None
+    try:
+        return batch.column(id_column).cast(pa.string())
+    except pa.ArrowException as exc:
+        raise BatchScoringError(
+            f"{label}: id column {id_column!r} cannot be written as text: {_one_line(exc)}"
+        ) from exc
 
 
 def _columns(
