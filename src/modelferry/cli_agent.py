@@ -2,14 +2,16 @@
 
 modelferry agent --device-id ID --transport mqtt --root DIR --public-key KEY [--broker-host ...]
 modelferry agent --transport iothub --connection-string-env VAR --root DIR --public-key KEY
-modelferry agent rollback --root DIR [--device-id ID]
+modelferry agent rollback --root DIR [--device-id ID] [--to VERSION]
 modelferry agent status --root DIR [--device-id ID]
 
 With one `--device-id` the agent keeps its files in DIR itself; with several (many agents
 in one process, sharing one event loop) each device gets DIR/{device_id}. `--public-key`
 takes a key file (PEM or base64) or the base64 text itself, and may be repeated. The agent
 runs until SIGTERM or SIGINT; a delivery under way then is abandoned cleanly and resumed
-on the next start. `rollback` and `status` act on DIR, or with `--device-id` on DIR/{ID}.
+on the next start. `rollback` and `status` act on DIR, or with `--device-id` on DIR/{ID},
+which must exist. A rollback keeps the version it leaves installed: `rollback --to VERSION`
+makes it (or any other kept version) current again.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelferry.cli_help import DefaultsHelpFormatter
 from modelferry.errors import PackageVerificationError
 
 if TYPE_CHECKING:
@@ -32,21 +35,67 @@ if TYPE_CHECKING:
 
 __all__ = ["add_agent_command", "run_agent_command"]
 
-_ACTIONS = ("run", "rollback", "status")
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
+    """The description as written (it holds usage lines), and each option's default."""
 
 
 def add_agent_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `agent` on the top-level parser."""
+    """Register `agent` (run by default), `agent run`, `agent rollback`, `agent status`."""
     agent = commands.add_parser(
         "agent",
         help="run the reference edge agent (or roll back / show its installed versions)",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
-    agent.add_argument(
-        "action", nargs="?", choices=_ACTIONS, default="run", help="what to do (default: run)"
+    _add_run_options(agent)
+    actions = agent.add_subparsers(dest="action", metavar="ACTION", title="actions (default: run)")
+    run = actions.add_parser(
+        "run",
+        help="run the agent until SIGTERM or SIGINT (the default)",
+        description="Run the reference edge agent until SIGTERM or SIGINT.",
+        formatter_class=_HelpFormatter,
     )
-    agent.add_argument("--root", type=Path, required=True, help="the agent's folder")
+    _add_run_options(run)
+    rollback = actions.add_parser(
+        "rollback",
+        help="make the version installed before the current one current again",
+        description=(
+            "Make the version installed before the current one current again (or, with "
+            "--to, any kept version). The version rolled back from stays installed, so "
+            "`rollback --to VERSION` rolls forward to it later."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    _add_folder_options(rollback)
+    rollback.add_argument(
+        "--to",
+        metavar="VERSION",
+        help="the kept version to make current, older or newer (VERSION or PACKAGE_ID/VERSION)",
+    )
+    status = actions.add_parser(
+        "status",
+        help="show the current version, the kept ones and recent deliveries",
+        description="Show an agent's current version, its kept versions and recent deliveries.",
+        formatter_class=_HelpFormatter,
+    )
+    _add_folder_options(status)
+    agent.set_defaults(handler=run_agent_command)
+
+
+def _add_folder_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", type=Path, required=True, help="the agent's folder")
+    parser.add_argument(
+        "--device-id",
+        default=None,
+        metavar="ID",
+        help="act on ROOT/ID, the folder of one device of a multi-agent root",
+    )
+
+
+def _add_run_options(agent: argparse.ArgumentParser) -> None:
+    # Not required by argparse: `agent status --root` gives it to the subcommand instead.
+    agent.add_argument("--root", type=Path, default=None, help="the agent's folder (required)")
     agent.add_argument(
         "--device-id",
         action="append",
@@ -62,7 +111,7 @@ def add_agent_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="more device ids, one per line (for many agents in one process)",
     )
     agent.add_argument(
-        "--transport", choices=("mqtt", "iothub", "local"), default="mqtt", help="default: mqtt"
+        "--transport", choices=("mqtt", "iothub", "local"), default="mqtt", help="how to connect"
     )
     agent.add_argument(
         "--public-key",
@@ -72,15 +121,17 @@ def add_agent_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="a trusted package signing key (file, or base64 of the raw key); repeatable",
     )
     mqtt = agent.add_argument_group("MQTT broker (--transport mqtt)")
-    mqtt.add_argument("--broker-host", default="127.0.0.1", metavar="HOST")
-    mqtt.add_argument("--broker-port", type=int, default=1883, metavar="PORT")
-    mqtt.add_argument("--username", default=None)
+    mqtt.add_argument("--broker-host", default="127.0.0.1", metavar="HOST", help="broker host")
+    mqtt.add_argument("--broker-port", type=int, default=1883, metavar="PORT", help="broker port")
+    mqtt.add_argument("--username", default=None, help="broker user name")
     mqtt.add_argument(
         "--password-env", default=None, metavar="VAR", help="environment variable with the password"
     )
     mqtt.add_argument("--tls", action="store_true", help="connect with TLS")
     mqtt.add_argument("--ca-file", default=None, metavar="FILE", help="CA bundle for TLS")
-    mqtt.add_argument("--mqtt-protocol", choices=("5", "3.1.1"), default="5")
+    mqtt.add_argument(
+        "--mqtt-protocol", choices=("5", "3.1.1"), default="5", help="MQTT protocol version"
+    )
     iothub = agent.add_argument_group("Azure IoT Hub (--transport iothub)")
     iothub.add_argument(
         "--connection-string-env",
@@ -92,39 +143,63 @@ def add_agent_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
     tuning.add_argument(
         "--keep-versions", type=int, default=3, metavar="N", help="installed versions kept"
     )
-    tuning.add_argument("--link-timeout", type=float, default=60.0, metavar="SECONDS")
-    tuning.add_argument("--smoke-timeout", type=float, default=120.0, metavar="SECONDS")
+    tuning.add_argument(
+        "--link-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for each download link",
+    )
+    tuning.add_argument(
+        "--smoke-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long the smoke prediction may take",
+    )
     tuning.add_argument(
         "--smoke-python",
         default=sys.executable,
         metavar="PATH",
-        help="interpreter that runs the package's score.py (default: this one)",
+        help="interpreter that runs the package's score.py (default: this Python)",
     )
     tuning.add_argument(
         "--no-smoke", action="store_true", help="skip the smoke prediction (protocol tests only)"
     )
-    tuning.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
-    agent.set_defaults(handler=run_agent_command)
+    tuning.add_argument(
+        "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"), help="log detail"
+    )
 
 
 def run_agent_command(args: argparse.Namespace) -> int:
     """Carry out one `agent` action; returns the exit code."""
-    if args.action == "run":
+    if args.action in (None, "run"):
         return _run(args)
-    if len(args.device_id) > 1:
-        print(_usage(f"{args.action} takes one --device-id at most"), file=sys.stderr)
-        return 2
     # With --device-id, the device's folder in the layout of several agents per process.
-    root: Path = args.root / args.device_id[0] if args.device_id else args.root
-    return _rollback(root) if args.action == "rollback" else _status(root)
+    root: Path = args.root / args.device_id if args.device_id else args.root
+    if not root.is_dir():
+        # Only a running agent creates its root; a typo here must not read as "empty".
+        print(
+            _usage(
+                f"no agent folder at {root}: check --root"
+                + (" and --device-id" if args.device_id else "")
+            ),
+            file=sys.stderr,
+        )
+        return 1
+    return _rollback(root, args.to) if args.action == "rollback" else _status(root)
 
 
-def _rollback(root: Path) -> int:
+def _rollback(root: Path, to: str | None) -> int:
     from modelferry.edge import rollback
 
-    outcome = rollback(root)
+    outcome = rollback(root, to=to)
     assert outcome.previous is not None
-    print(f"Rolled back {root}: {outcome.previous.label} -> {outcome.current.label} is current.")
+    left = outcome.previous
+    print(
+        f"Rolled back {root}: {left.label} -> {outcome.current.label} is current; "
+        f"{left.label} stays installed (`--to {left.version}` makes it current again)."
+    )
     return 0
 
 
@@ -162,6 +237,9 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.root is None:
+        print(_usage("give --root, the agent's folder"), file=sys.stderr)
+        return 2
     if not args.public_key:
         print(_usage("give at least one --public-key to trust"), file=sys.stderr)
         return 2

@@ -372,7 +372,7 @@ def test_a_second_version_keeps_the_first_for_rollback(
     outcome = rollback(root)
     assert (outcome.current.version, outcome.previous and outcome.previous.version) == ("1", "2")
     assert installed(root) == (PACKAGE_ID, "1")
-    assert versions_on_disk(root) == ["1"]
+    assert versions_on_disk(root) == ["1", "2"]  # kept for a roll forward
     with pytest.raises(InstallError, match="no version before"):
         rollback(root)
     assert installed(root) == (PACKAGE_ID, "1")

@@ -53,6 +53,70 @@ def test_rollback_and_status(root: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "no version before pkg/1" in capsys.readouterr().err
 
 
+def test_rollback_keeps_the_newer_version_listed_and_rolls_forward(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install(root, "1")
+    install(root, "2")
+
+    assert main(["agent", "rollback", "--root", str(root)]) == 0
+    assert "pkg/2 stays installed (`--to 2` makes it current again)" in capsys.readouterr().out
+    assert (root / "versions" / "pkg" / "2").is_dir()
+    assert main(["agent", "status", "--root", str(root)]) == 0
+    shown = capsys.readouterr().out
+    assert "current: pkg/1" in shown
+    assert "   pkg/2" in shown
+    assert " * pkg/1" in shown
+
+    assert main(["agent", "rollback", "--root", str(root), "--to", "2"]) == 0
+    assert "pkg/1 -> pkg/2 is current" in capsys.readouterr().out
+    assert os.readlink(root / "current") == "versions/pkg/2"
+
+    assert main(["agent", "rollback", "--root", str(root), "--to", "7"]) == 1
+    assert "version '7' is not kept" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("action", ["status", "rollback"])
+@pytest.mark.parametrize("device", [[], ["--device-id", "edge-9"]], ids=["root", "device"])
+def test_a_missing_root_is_an_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], action: str, device: list[str]
+) -> None:
+    missing = tmp_path / "DOES-NOT-EXIST"
+
+    assert main(["agent", action, "--root", str(missing), *device]) == 1
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"no agent folder at {missing}" in err
+    assert not missing.exists(), "status and rollback must not create the root"
+
+
+@pytest.mark.parametrize(
+    ("action", "own", "foreign"),
+    [
+        ("status", "Show an agent's current version", "--broker-host"),
+        ("rollback", "--to VERSION", "--public-key"),
+    ],
+)
+def test_subcommand_help_is_its_own(
+    capsys: pytest.CaptureFixture[str], action: str, own: str, foreign: str
+) -> None:
+    assert main(["agent", action, "--help"]) == 0
+
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"usage: modelferry agent {action}")
+    assert own in shown
+    assert foreign not in shown
+
+
+def test_agent_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["agent", "--help"]) == 0
+
+    shown = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: mqtt)", "(default: 1883)", "(default: 3)", "(default: 60.0)"):
+        assert default in shown
+
+
 def test_device_id_selects_a_folder_of_a_multi_agent_root(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -85,16 +85,77 @@ def test_installing_the_current_version_again_is_refused(root: Path) -> None:
     assert os.readlink(root / "current") == "versions/pkg/1"
 
 
-def test_rollback_goes_back_one_version_at_a_time(root: Path) -> None:
+def test_rollback_goes_back_one_version_at_a_time_and_keeps_the_newer_ones(root: Path) -> None:
     for version in ("1", "2", "3"):
         put(root, version)
 
     assert rollback(root).current.version == "2"
     assert rollback(root).current.version == "1"
-    assert on_disk(root) == ["1"]
-    assert current_version(root) == StateStore(root).read().history[-1]
+    assert on_disk(root) == ["1", "2", "3"]
+    assert [e.version for e in StateStore(root).read().history] == ["1", "2", "3"]
+    assert current_version(root) == StateStore(root).read().history[0]
     with pytest.raises(InstallError, match="no version before pkg/1"):
         rollback(root)
+
+
+def test_rollback_to_a_newer_kept_version_rolls_forward(root: Path) -> None:
+    put(root, "1")
+    put(root, "2")
+    rollback(root)
+
+    outcome = rollback(root, to="2")
+
+    assert (outcome.current.version, outcome.previous and outcome.previous.version) == ("2", "1")
+    assert os.readlink(root / "current") == "versions/pkg/2"
+    assert rollback(root, to="pkg/1").current.version == "1"
+    assert on_disk(root) == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("to", "message"),
+    [("9", "version '9' is not kept under .*; kept: pkg/1, pkg/2"), ("1", "already the current")],
+)
+def test_rollback_to_a_version_not_kept_or_current_is_refused(
+    root: Path, to: str, message: str
+) -> None:
+    put(root, "1")
+    put(root, "2")
+    rollback(root)
+
+    with pytest.raises(InstallError, match=message):
+        rollback(root, to=to)
+    assert os.readlink(root / "current") == "versions/pkg/1"
+
+
+def test_the_version_rolled_back_from_survives_a_restart(root: Path) -> None:
+    put(root, "1")
+    put(root, "2")
+    rollback(root)
+
+    prepare_root(root)
+
+    assert on_disk(root) == ["1", "2"]
+    assert [e.version for e in StateStore(root).read().history] == ["1", "2"]
+    assert rollback(root, to="2").current.version == "2"
+
+
+def test_pruning_keeps_current_and_the_newer_versions_until_the_count_is_exceeded(
+    root: Path,
+) -> None:
+    for version in ("1", "2", "3"):
+        put(root, version)
+    rollback(root)
+    rollback(root)  # current is 1, the oldest; 2 and 3 stay for a roll forward
+
+    put(root, "4")  # four versions, three kept: the oldest goes
+    assert on_disk(root) == ["2", "3", "4"]
+    rollback(root, to="2")
+
+    put(root, "5", keep=2)  # 2 was current until now, and is the oldest: it goes
+    assert on_disk(root) == ["4", "5"]
+    rollback(root, to="4")
+    put(root, "6", keep=1)  # keep=1 still never deletes the current version
+    assert on_disk(root) == ["6"]
 
 
 def test_rollback_with_nothing_installed_says_so(root: Path) -> None:

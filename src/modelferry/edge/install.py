@@ -21,8 +21,13 @@ So whenever `state.json` and `ROOT/current` are read (`agent status`), the curre
 is in the history, and a reader of `ROOT/current` sees the old version or the new one,
 never a mix. A crash before step 3 leaves the old version current; `prepare_root` (run
 when the agent starts) finishes an install whose folder was moved into place, and clears
-staging, trash and the downloads no delivery still needs. The previous versions stay for
-rollback; only the newest `keep` versions are kept.
+staging, trash and the downloads no delivery still needs.
+
+The history lists versions in install order; `current` may point at any of them. A
+rollback only switches `current` (one atomic step) and keeps the version it left on disk
+and in the history, so `rollback(root, to=...)` makes it current again without a
+download (a redelivery of it installs it afresh). Only the newest `keep` versions are
+kept, and `current` always.
 
 Every function here blocks (file system work under the root's lock): call them from async
 code with `asyncio.to_thread`.
@@ -80,8 +85,7 @@ def prepare_root(root: Path) -> None:
     """Create the layout and recover from whatever an interrupted run left.
 
     An install whose folder reached `versions/` is finished (it was verified and smoke
-    tested before the move); one that did not is dropped. A rollback cut short between
-    the swap of `current` and the write of `state.json` is completed. Staging, trash,
+    tested before the move); one that did not is dropped. Staging, trash,
     temporary links, folders no history lists and downloads no pending delivery needs are
     removed; the `.part` of a pending delivery's package is kept, to resume it.
     """
@@ -164,36 +168,59 @@ def install_version(
     return InstallOutcome(current=entry, previous=previous)
 
 
-def rollback(root: Path, *, keep: int = 3) -> InstallOutcome:
-    """Make the version installed before the current one current again.
+def rollback(root: Path, *, to: str | None = None) -> InstallOutcome:
+    """Make another kept version current: the one installed before the current one, or `to`.
 
-    The rolled-back version is removed from the history and its folder deleted.
-    Returns the new current version as `current` and the rolled-back one as `previous`.
+    Nothing is deleted and the history is unchanged: the version rolled back from stays
+    installed, so a later `rollback(root, to=...)` can make it current again (a roll
+    forward). Returns the new current version as `current` and the one it replaced as
+    `previous`.
+
+    Args:
+        root: The agent root.
+        to: The version to make current (`version`, or `package_id/version` when several
+            packages are kept); it must be kept under `root`, older or newer than current.
 
     Raises:
-        InstallError: nothing is installed, or no earlier version is kept.
+        InstallError: nothing is installed, no earlier version is kept, or `to` is not kept
+            or already current.
     """
     store = StateStore(root)
     with store.update() as state:
         current = _current_entry(root, state)
         if current is None:
             raise InstallError(f"nothing is installed under {root}; there is nothing to roll back")
-        index = next(
-            (i for i, e in enumerate(state.history) if _same(e, current)), len(state.history)
-        )
-        earlier = [e for e in state.history[:index] if (root / e.relative_path).is_dir()]
-        if not earlier:
-            raise InstallError(
-                f"no version before {current.label} is kept under {root}; cannot roll back"
-            )
-        target = earlier[-1]
+        kept = [e for e in state.history if (root / e.relative_path).is_dir()]
+        target = _chosen(root, current, kept, to) if to else _before(root, current, kept)
         try:
             _point_current(root, target.relative_path)
         except OSError as exc:
             raise InstallError(f"cannot roll back to {target.label}: {exc}") from exc
-        state.history = [*state.history[:index]]
-        _prune(root, store, state, keep)
     return InstallOutcome(current=target, previous=current)
+
+
+def _before(
+    root: Path, current: InstalledVersion, kept: list[InstalledVersion]
+) -> InstalledVersion:
+    index = next((i for i, e in enumerate(kept) if _same(e, current)), len(kept))
+    if index == 0:
+        raise InstallError(
+            f"no version before {current.label} is kept under {root}; cannot roll back"
+        )
+    return kept[index - 1]
+
+
+def _chosen(
+    root: Path, current: InstalledVersion, kept: list[InstalledVersion], to: str
+) -> InstalledVersion:
+    matches = [e for e in kept if to in (e.version, e.label)]
+    if len(matches) != 1:
+        listed = ", ".join(e.label for e in kept) or "none"
+        why = "is not kept" if not matches else "names several packages; give package_id/version"
+        raise InstallError(f"version {to!r} {why} under {root}; kept: {listed}")
+    if _same(matches[0], current):
+        raise InstallError(f"{current.label} is already the current version")
+    return matches[0]
 
 
 def discard(folder: Path) -> None:
@@ -266,11 +293,15 @@ def _point_current(root: Path, relative: str) -> None:
 
 
 def _prune(root: Path, store: StateStore, state: AgentState, keep: int) -> None:
-    """Keep the newest `keep` versions (never less than the current one); delete the rest.
+    """Keep the newest `keep` installed versions, and the current one; delete the rest.
 
-    The shorter history is written first: a folder is deleted only once nothing lists it.
+    Newest by install order, so a version rolled back from (newer than current) goes only
+    once `keep` newer installs outnumber it. The shorter history is written first: a folder
+    is deleted only once nothing lists it.
     """
-    state.history = state.history[-max(keep, 1) :]
+    target = _current_target(root)
+    newest = state.history[-max(keep, 1) :]
+    state.history = [e for e in state.history if e in newest or (e.package_id, e.version) == target]
     store.write(state)
     _remove_unlisted_versions(root, state)
 
@@ -310,7 +341,7 @@ def _finish_install(root: Path, store: StateStore, state: AgentState) -> None:
 
 
 def _repair_history(root: Path, state: AgentState) -> None:
-    """Make the history end with the current version."""
+    """Make the history list the current version."""
     target = _current_target(root)
     if target is None:
         return
@@ -321,10 +352,6 @@ def _repair_history(root: Path, state: AgentState) -> None:
         # Made current by hand, or by an older agent that wrote the state after the swap.
         logger.warning("%s: current is %s/%s; adding it to the history", root, *target)
         state.history.append(_entry_from_folder(root, *target))
-    elif index < len(state.history) - 1:
-        # A rollback swapped `current` but did not get to shorten the history.
-        logger.warning("%s: completing the rollback to %s/%s", root, *target)
-        state.history = state.history[: index + 1]
 
 
 def _clear_downloads(root: Path, state: AgentState) -> None:

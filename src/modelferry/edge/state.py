@@ -1,8 +1,9 @@
 """What an edge agent remembers between runs: `ROOT/state.json`.
 
 The file holds the deliveries the agent has handled (so a repeated `deliveryId` is answered
-from memory, and one cut short by a restart is resumed) and the installed versions, oldest
-first, the current one last (so a rollback knows where to go back to). It is written
+from memory, and one cut short by a restart is resumed) and the installed versions in
+install order, oldest first (so a rollback knows where to go back to, and a version rolled
+back from stays listed for a roll forward). It is written
 atomically (a temporary file, fsync, `os.replace`) under an advisory lock on `ROOT/.lock`,
 so an agent and a `modelferry agent rollback` on the same root never interleave.
 
@@ -135,7 +136,8 @@ class AgentState:
 
     deliveries: dict[str, DeliveryRecord] = field(default_factory=dict)
     history: list[InstalledVersion] = field(default_factory=list)
-    """Installed versions, oldest first; the current one is normally the last."""
+    """Installed versions in install order, oldest first; after a rollback, versions newer
+    than the current one stay listed (and on disk) until pruning drops them."""
     installing: InstalledVersion | None = None
     """The install under way (the journal): set before its folder is moved into place."""
 
