@@ -55,7 +55,13 @@ DEFAULT_ENDPOINTS_HOME = str(DEFAULT_HOME / "endpoints")
 
 @dataclass(frozen=True)
 class RolloutOutcome:
-    """What the rollout did."""
+    """What the rollout did.
+
+    Attributes:
+        steps: one line per traffic step with its verdict, e.g. "10 %: 57 requests,
+            0 errors, p99 4.1 ms — passed" or "10 %: not judged (12 < 20 requests)".
+        first_deployment: nothing was live before, so nothing was compared.
+    """
 
     endpoint: str
     scoring_uri: str
@@ -109,7 +115,8 @@ def deploy_online_endpoint(
         model_alias: used when no version is given (default `champion`).
         endpoint: endpoint name; default the model name.
         strategy: `blue-green` (switch at once, then watch) or `canary` (steps).
-        steps: canary percentages for the new deployment, ending at 100.
+        steps: canary percentages for the new deployment, ending at 100. A first
+            deployment (nothing live) skips them: it takes 100 % in one watched step.
         step_seconds: how long each step is watched.
         max_error_rate: highest 5xx share the new deployment may show in a step.
         max_p99_ms: highest p99 latency it may show.
