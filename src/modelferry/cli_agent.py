@@ -87,7 +87,8 @@ def _add_folder_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", type=Path, required=True, help="the agent's folder")
     parser.add_argument(
         "--device-id",
-        default=None,
+        action="append",
+        default=[],
         metavar="ID",
         help="act on ROOT/ID, the folder of one device of a multi-agent root",
     )
@@ -175,8 +176,11 @@ def run_agent_command(args: argparse.Namespace) -> int:
     """Carry out one `agent` action; returns the exit code."""
     if args.action in (None, "run"):
         return _run(args)
+    if len(args.device_id) > 1:
+        print(_usage(f"{args.action} takes one --device-id at most"), file=sys.stderr)
+        return 2
     # With --device-id, the device's folder in the layout of several agents per process.
-    root: Path = args.root / args.device_id if args.device_id else args.root
+    root: Path = args.root / args.device_id[0] if args.device_id else args.root
     if not root.is_dir():
         # Only a running agent creates its root; a typo here must not read as "empty".
         print(

@@ -91,6 +91,15 @@ def test_a_missing_root_is_an_error_naming_it(
     assert not missing.exists(), "status and rollback must not create the root"
 
 
+def test_status_acts_on_one_device_folder_at_most(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["agent", "status", "--root", str(root), "--device-id", "a", "--device-id", "b"]
+
+    assert main(argv) == 2
+    assert "status takes one --device-id at most" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("action", "own", "foreign"),
     [
