@@ -7,10 +7,11 @@ parameter. Every URL shown and every driver message passed on goes through here 
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 MASK = "***"
 
@@ -30,9 +31,8 @@ def mask_url(url: str) -> str:
     Returns:
         The URL safe to show, e.g. ``postgresql+psycopg://user:***@host:5432/db``.
     """
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
+    parsed = _parsed(url)
+    if parsed is None:
         # Unparsable (e.g. a non-numeric port): mask by pattern rather than show it raw.
         masked = _USERINFO_PASSWORD.sub(rf"\g<head>{MASK}@", url)
         return _QUERY_PASSWORD.sub(rf"\g<head>{MASK}", masked)
@@ -65,14 +65,22 @@ def scrub(text: str, url: str) -> str:
     return text
 
 
+def _parsed(url: str) -> URL | None:
+    # SQLAlchemy is imported here: `modelferry validate` masks text without loading it.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+
+
 def _passwords(url: str) -> set[str]:
     found = {m.group("password") for m in _USERINFO_PASSWORD.finditer(url)}
     found |= {m.group("password") for m in _QUERY_PASSWORD.finditer(url)}
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        pass
-    else:
+    parsed = _parsed(url)
+    if parsed is not None:
         if parsed.password is not None:
             found.add(str(parsed.password))
         for key, value in parsed.query.items():
