@@ -627,7 +627,14 @@ def test_validate_summary_masks_a_password_in_a_file_path(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = _write(
-        tmp_path, {**MINIMAL_CONFIG, "data": {"source": {"kind": "file", "path": f"{PG_URL}.csv"}}}
+        tmp_path,
+        {
+            **MINIMAL_CONFIG,
+            "data": {
+                "label_column": "target",
+                "source": {"kind": "file", "path": f"{PG_URL}.csv"},
+            },
+        },
     )
 
     assert main(["validate", str(path)]) == 0
