@@ -14,8 +14,9 @@ from sklearn.linear_model import LogisticRegression
 
 from modelferry.endpoints.spec import TrafficSplit
 from modelferry.errors import InvalidConfigError
-from modelferry.serving.app import ScoringApp, request_log_sample
+from modelferry.serving.app import ScoringApp
 from modelferry.serving.model import EstimatorPredictor, FeatureSpec, ServingModel
+from modelferry.serving.request_log import request_log_sample
 from modelferry.serving.routing import RoutingTable
 
 KEY = "k-secret-123"

@@ -4,23 +4,17 @@ Routes: `POST /score`, `GET /health/live`, `GET /health/ready`, `GET /metrics` (
 scoring key, like `/score`); anything under `/admin/` goes to the control handler the server
 process installs.
 
-Each failed scoring request, and a sample of the successful ones, is logged on one line of
-the `modelferry.requests` logger: deployment, status, rows, latency and request id, never a
-body or a key.
+Each failed scoring request, and a sample of the successful ones, is logged on one line
+(see `request_log`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import logging
-import math
-import os
 import random
-import re
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -28,7 +22,6 @@ import orjson
 from pydantic import SecretStr
 
 from modelferry.endpoints.spec import TrafficSplit
-from modelferry.errors import InvalidConfigError
 from modelferry.serving.large_requests import (
     OFFLOAD_BYTES,
     RETRY_AFTER_SECONDS,
@@ -36,6 +29,7 @@ from modelferry.serving.large_requests import (
 )
 from modelferry.serving.model import ServingModel
 from modelferry.serving.payload import PayloadError, parse_request
+from modelferry.serving.request_log import log_request, request_log_sample
 from modelferry.serving.routing import RoutingTable
 from modelferry.serving.telemetry import Telemetry
 
@@ -54,35 +48,6 @@ _READ = ("GET", "HEAD")
 # The methods each route takes, for the Allow header of a 405.
 _ALLOWED = {"/score": "POST", "/health/live": "GET, HEAD", "/health/ready": "GET, HEAD"}
 _ALLOWED["/metrics"] = "GET"
-
-#: The environment variable with the share of successful requests logged, from 0 to 1.
-REQUEST_LOG_SAMPLE_ENV = "MODELFERRY_REQUEST_LOG_SAMPLE"
-DEFAULT_REQUEST_LOG_SAMPLE = 0.1
-REQUEST_ID_HEADER = b"x-request-id"
-# A client's request id is logged only if it cannot forge or break a log line.
-_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-request_log = logging.getLogger("modelferry.requests")
-
-
-def request_log_sample(environ: Mapping[str, str] = os.environ) -> float:
-    """The share of successful requests to log, from `MODELFERRY_REQUEST_LOG_SAMPLE`.
-
-    Raises:
-        InvalidConfigError: the variable is set to something other than a number in [0, 1].
-    """
-    raw = environ.get(REQUEST_LOG_SAMPLE_ENV, "").strip()
-    if not raw:
-        return DEFAULT_REQUEST_LOG_SAMPLE
-    try:
-        rate = float(raw)
-    except ValueError:
-        rate = math.nan
-    if not 0.0 <= rate <= 1.0:
-        raise InvalidConfigError(
-            f"{REQUEST_LOG_SAMPLE_ENV}={raw!r:.40}: set the share of successful requests "
-            "to log, from 0 (none) to 1 (all), e.g. 0.1; failed requests are always logged"
-        )
-    return rate
 
 
 class ScoringApp:
@@ -243,7 +208,7 @@ class ScoringApp:
             )
             seconds = time.perf_counter() - started
             self.telemetry.record(name, 503, seconds, 0, pinned=pinned)
-            _log_request(scope, name, 503, 0, seconds)
+            log_request(scope["headers"], name, 503, 0, seconds)
             return
         try:
             try:
@@ -313,7 +278,7 @@ class ScoringApp:
         # A draw and a comparison per request not logged; its own draw, so that logging
         # never shifts the routing and mirroring draws of `_random`.
         if status >= 400 or random.random() < self.log_sample:
-            _log_request(scope, deployment, status, rows, seconds)
+            log_request(scope["headers"], deployment, status, rows, seconds)
 
     def _mirror(self, model: ServingModel | None, name: str, features: np.ndarray) -> None:
         # The client already has its answer; the mirror's is computed, timed and dropped.
@@ -337,23 +302,6 @@ def _scored(model: ServingModel, deployment: str, proba: np.ndarray) -> dict[str
         "deployment": deployment,
         "model_version": model.version,
     }
-
-
-def _log_request(scope: Scope, deployment: str, status: int, rows: int, seconds: float) -> None:
-    """One line per request: who answered, how, how fast; the client's id when safe."""
-    sent = _header(scope, REQUEST_ID_HEADER)
-    request_id = sent.decode("latin-1") if sent is not None else ""
-    if not _SAFE_REQUEST_ID.fullmatch(request_id):
-        request_id = uuid.uuid4().hex
-    request_log.log(
-        logging.WARNING if status >= 500 else logging.INFO,
-        "request deployment=%s status=%d rows=%d latency_ms=%.2f request_id=%s",
-        deployment,
-        status,
-        rows,
-        seconds * 1000,
-        request_id,
-    )
 
 
 def _header(scope: Scope, wanted: bytes) -> bytes | None:

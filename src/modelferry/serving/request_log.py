@@ -1,0 +1,66 @@
+"""The request log: one line per scoring request, on the `modelferry.requests` logger.
+
+Every failed request is logged, and a sample of the successful ones
+(`MODELFERRY_REQUEST_LOG_SAMPLE`, default 10 %): deployment, status, rows, latency and
+request id. Never a body or a key: a log is read by more people than the data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+
+from modelferry.errors import InvalidConfigError
+
+#: The environment variable with the share of successful requests logged, from 0 to 1.
+REQUEST_LOG_SAMPLE_ENV = "MODELFERRY_REQUEST_LOG_SAMPLE"
+DEFAULT_REQUEST_LOG_SAMPLE = 0.1
+REQUEST_ID_HEADER = b"x-request-id"
+# A client's request id is logged only if it cannot forge or break a log line.
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+request_log = logging.getLogger("modelferry.requests")
+
+
+def request_log_sample(environ: Mapping[str, str] = os.environ) -> float:
+    """The share of successful requests to log, from `MODELFERRY_REQUEST_LOG_SAMPLE`.
+
+    Raises:
+        InvalidConfigError: the variable is set to something other than a number in [0, 1].
+    """
+    raw = environ.get(REQUEST_LOG_SAMPLE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_REQUEST_LOG_SAMPLE
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = math.nan
+    if not 0.0 <= rate <= 1.0:
+        raise InvalidConfigError(
+            f"{REQUEST_LOG_SAMPLE_ENV}={raw!r:.40}: set the share of successful requests "
+            "to log, from 0 (none) to 1 (all), e.g. 0.1; failed requests are always logged"
+        )
+    return rate
+
+
+def log_request(
+    headers: Sequence[tuple[bytes, bytes]], deployment: str, status: int, rows: int, seconds: float
+) -> None:
+    """Log one request: who answered, how, how fast; the client's `x-request-id` when safe,
+    else a new id. 5xx are warnings, the rest info."""
+    sent = next((value for name, value in headers if name == REQUEST_ID_HEADER), b"")
+    request_id = sent.decode("latin-1")
+    if not _SAFE_REQUEST_ID.fullmatch(request_id):
+        request_id = uuid.uuid4().hex
+    request_log.log(
+        logging.WARNING if status >= 500 else logging.INFO,
+        "request deployment=%s status=%d rows=%d latency_ms=%.2f request_id=%s",
+        deployment,
+        status,
+        rows,
+        seconds * 1000,
+        request_id,
+    )
