@@ -53,5 +53,7 @@ server: $(VENV)/.core
 blocks: $(VENV)/.dev
 	$(PY) -m blocks
 
+## Remove local state, including cached task results (also MODELFERRY_TASK_RESULTS if set).
 clean:
 	rm -rf .modelferry .pytest_cache .mypy_cache .ruff_cache
+	$(if $(MODELFERRY_TASK_RESULTS),rm -rf "$(MODELFERRY_TASK_RESULTS)")

@@ -1,8 +1,7 @@
-"""Load the training data, cached by its inputs so a re-run does not read it again."""
+"""Load the training data, cached by its inputs and code, so a re-run does not read it again."""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import timedelta
 from typing import Any
 
@@ -11,11 +10,16 @@ from prefect.context import TaskRunContext
 
 from modelferry.config import DataConfig, FileDataSource, SqlDataSource
 from modelferry.data import Dataset, load_dataset
+from tasks.caching import cache_key, task_results_path
 from tasks.retry_policy import retry_on_transient
+
+# The code whose every line may change the dataset read from the same source.
+DATA_CODE = ("modelferry.data", "modelferry.config", "tasks.data")
 
 
 def data_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Key of a data load: the source settings, plus a file's size and mtime.
+    """Key of a data load: the loading code's fingerprint, the library versions, the
+    source settings, plus a file's size and mtime.
 
     A changed file gets a new key; a SQL source is keyed by its URL (hashed, never stored
     in clear) and query, and its cache expires so fresh rows are read on the next night.
@@ -31,8 +35,7 @@ def data_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
         parts += [source.url.get_secret_value(), source.query]
     else:
         parts.append(source.model_dump_json())
-    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
-    return f"modelferry-data-{digest}"
+    return cache_key("modelferry-data", DATA_CODE, parts)
 
 
 @task(
@@ -40,6 +43,7 @@ def data_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     cache_key_fn=data_cache_key,
     cache_expiration=timedelta(hours=6),
     persist_result=True,
+    result_storage=task_results_path(),
     timeout_seconds=900,
     # A database that refused the connection may be back in a moment; bad data will not.
     retries=2,

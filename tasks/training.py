@@ -1,10 +1,8 @@
-"""Split, fit and evaluate, cached by the data's digest and the model settings."""
+"""Split, fit and evaluate, cached by the data's digest, the model settings and the code."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from importlib.metadata import version
 from typing import Any
 
 import numpy as np
@@ -21,9 +19,10 @@ from modelferry.training import (
     split_dataset,
     train_model,
 )
+from tasks.caching import cache_key, task_results_path
 
-# A new release of any of these may train a different model from the same inputs.
-_TRAINING_PACKAGES = ("modelferry", "lightgbm", "scikit-learn", "numpy")
+# The code whose every line may change the model trained from the same inputs.
+TRAINING_CODE = ("modelferry.training", "modelferry.data", "modelferry.config", "tasks.training")
 
 
 @dataclass
@@ -37,23 +36,22 @@ class TrainingResult:
 
 
 def training_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Key of a training: data digest, model, split, seed and the versions that train.
+    """Key of a training: the training code's fingerprint, the library versions, the data
+    digest and the model, split and seed settings.
 
     The frame itself is not hashed: its digest stands for it.
     """
     dataset: Dataset = parameters["dataset"]
     config: ModelConfig = parameters["config"]
     settings = config.model_dump_json(include={"model", "split", "seed"})
-    versions = ",".join(f"{name}={version(name)}" for name in _TRAINING_PACKAGES)
-    key = f"{dataset.digest}\x1f{settings}\x1f{versions}"
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    return f"modelferry-train-{digest}"
+    return cache_key("modelferry-train", TRAINING_CODE, [dataset.digest, settings])
 
 
 @task(
     name="train-model",
     cache_key_fn=training_cache_key,
     persist_result=True,
+    result_storage=task_results_path(),
     timeout_seconds=3600,
 )
 def train(dataset: Dataset, config: ModelConfig) -> TrainingResult:

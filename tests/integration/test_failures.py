@@ -148,7 +148,9 @@ def test_rerun_after_tracking_outage_reuses_training(
 
     monkeypatch.setattr(tasks.training, "train_model", counting_train_model)
     monkeypatch.setattr(register_challenger, "retry_delay_seconds", [0.1, 0.1, 0.1])
-    # A seed no other test uses, so the first run really trains.
+    # A project of its own (cached results live under it) and a seed no other test uses,
+    # so the first run really trains.
+    monkeypatch.chdir(tmp_path)
     config = write_config(tmp_path, seed=4242)
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
