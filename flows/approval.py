@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
@@ -19,17 +20,20 @@ _PAUSE_KEY = "modelferry-approval"
 # Extra time the server allows beyond our own deadline; see `_pause_for_input`.
 _SERVER_GRACE_SECONDS = 120
 
+#: What a reviewer answers; `modelferry approve` sends "approve", or "reject" with --reject.
+ReviewerChoice = Literal["approve", "reject"]
+
 
 class ApprovalInput(RunInput):
     """What a reviewer answers when resuming a paused `train-and-register` run.
 
     The Prefect UI renders this as the "Resume Flow Run" form; `modelferry approve` sends
-    the same fields through the API.
+    the same fields through the API. The decision has no default, so the form cannot be
+    submitted (and the API refuses an answer) until the reviewer picks one explicitly.
     """
 
-    approve: bool = Field(
-        default=False,
-        description="Promote the challenger to champion (on) or reject it (off).",
+    decision: ReviewerChoice = Field(
+        description="approve: the challenger becomes champion; reject: the champion stays.",
     )
     reviewer: str = Field(
         min_length=1,
@@ -41,6 +45,11 @@ class ApprovalInput(RunInput):
         max_length=2000,
         description="Why; stored on the model version with the decision.",
     )
+
+    @property
+    def approved(self) -> bool:
+        """True when the reviewer chose to promote the challenger."""
+        return self.decision == "approve"
 
 
 def ask_reviewer(
@@ -80,7 +89,7 @@ def ask_reviewer(
             flow_run_id=flow_run_id,
         )
     return ApprovalDecision(
-        status="approved" if answer.approve else "rejected",
+        status="approved" if answer.approved else "rejected",
         mode=mode,
         decided_by=answer.reviewer,
         gate_passed=gate.passed,

@@ -161,7 +161,9 @@ def _cmd_approve(args: argparse.Namespace) -> int:
     from modelferry.prefect_api import PrefectApi
 
     approve = not args.reject
-    run_input = {"approve": approve, "reviewer": reviewer, "comment": args.comment}
+    # The fields of the paused run's approval form (`ApprovalInput`): an explicit choice.
+    decision = "approve" if approve else "reject"
+    run_input = {"decision": decision, "reviewer": reviewer, "comment": args.comment}
     with PrefectApi.from_environment(api_url=args.api_url) as api:
         api.resume(args.flow_run_id, run_input)
     verb = "Approved" if approve else "Rejected"

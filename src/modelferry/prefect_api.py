@@ -199,7 +199,7 @@ class PrefectApi:
 
         Args:
             flow_run_id: The paused run's id.
-            run_input: The form's fields, e.g. {"approve": True, "reviewer": "alice"}.
+            run_input: The form's fields, e.g. {"decision": "approve", "reviewer": "alice"}.
             schema_timeout: How long to wait for the paused run to save its input schema.
             poll_interval: Seconds between checks for the schema.
 

@@ -36,7 +36,7 @@ def awaiting_approval() -> dict[str, Any]:
         timeout=60,
         poll_interval=1,
     )
-    return answer.model_dump(include={"approve", "reviewer", "comment"})
+    return answer.model_dump(include={"decision", "reviewer", "comment"})
 
 
 @flow(name="approval-cli-test-done")
@@ -91,7 +91,7 @@ def start_paused_flow(prefect_harness: str) -> Iterator[Callable[[], PausedFlow]
         if not paused.result.done():
             try:
                 with PrefectApi(prefect_harness) as api:
-                    api.resume(paused.run.id, {"approve": False, "reviewer": "teardown"})
+                    api.resume(paused.run.id, {"decision": "reject", "reviewer": "teardown"})
             except OrchestratorError:
                 pass
     executor.shutdown(wait=True, cancel_futures=True)
@@ -117,7 +117,7 @@ def test_pending_then_approve(
     assert code == 0, err
     assert "Approved" in out
     assert paused.result.result(timeout=RESULT_TIMEOUT) == {
-        "approve": True,
+        "decision": "approve",
         "reviewer": "alice",
         "comment": "ok",
     }
@@ -129,9 +129,18 @@ def test_reject_after_invalid_input_is_refused(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     paused = start_paused_flow()
-    # The server validates against the form's schema, which forbids unknown fields.
-    with PrefectApi(prefect_harness) as api, pytest.raises(OrchestratorError, match="REJECT"):
-        api.resume(paused.run.id, {"approve": True, "reviewer": "mallory", "bogus": 1})
+    # The server validates against the form's schema: it forbids unknown fields, and the
+    # decision is an explicit choice without a default (the old `approve` flag is gone).
+    refused = [
+        {"decision": "approve", "reviewer": "mallory", "bogus": 1},
+        {"reviewer": "mallory"},
+        {"approve": True, "reviewer": "mallory"},
+        {"decision": "maybe", "reviewer": "mallory"},
+    ]
+    with PrefectApi(prefect_harness) as api:
+        for run_input in refused:
+            with pytest.raises(OrchestratorError, match="REJECT"):
+                api.resume(paused.run.id, run_input)
     assert not paused.result.done()
 
     code = main(
@@ -142,7 +151,7 @@ def test_reject_after_invalid_input_is_refused(
     assert code == 0, err
     assert "Rejected" in out
     assert paused.result.result(timeout=RESULT_TIMEOUT) == {
-        "approve": False,
+        "decision": "reject",
         "reviewer": "bob",
         "comment": "",
     }

@@ -66,19 +66,71 @@ def test_every_failing_bar_is_reported() -> None:
     assert len(result.failures) == 3
 
 
-def test_markdown_report_has_side_by_side_table_and_link() -> None:
+def test_markdown_report_has_a_narrow_table_and_details_below() -> None:
     config = gate(roc_auc=MetricGate(threshold=0.9))
     result = evaluate_gate(CHALLENGER, {**CHALLENGER, "roc_auc": 0.94}, config, "7")
     text = result.to_markdown("m v8: challenger vs champion", "http://mlflow/run/1")
-    assert "Gate ✅ **passed** (against champion v7)" in text
-    assert "| roc_auc | 0.9500 | 0.9400 | +0.0100 | pass |" in text
-    assert "| accuracy | 0.9000 | 0.9000 | +0.0000 | not gated |" in text
-    assert text.endswith("MLflow run: http://mlflow/run/1")
+    assert "Gate **passed** (against champion v7)." in text
+    # Four columns fit the resume dialog; improvement and bars are lines below the table.
+    assert "| metric | challenger | champion | gate |" in text
+    assert "| roc_auc | 0.9500 | 0.9400 | pass |" in text
+    assert "| accuracy | 0.9000 | 0.9000 | not gated |" in text
+    assert all(line.count("|") == 5 for line in text.splitlines() if line.startswith("|"))
+    assert (
+        "- roc_auc (higher is better): improvement +0.0100 on the champion; "
+        "needs at least 0.9 and an improvement of at least 0"
+    ) in text
+    assert "- accuracy (higher is better): improvement 0 on the champion; not gated" in text
+    assert text.endswith("MLflow run: [http://mlflow/run/1](http://mlflow/run/1)")
     failed = evaluate_gate(CHALLENGER, None, gate(roc_auc=MetricGate(threshold=0.99)), None, "n")
     text = failed.to_markdown("t")
-    assert "❌ **failed** (against no champion)" in text
+    assert "Gate **FAILED** (against no champion)." in text
+    assert "| roc_auc | 0.9500 | none | FAIL |" in text
     assert "- roc_auc 0.9500 must be at least 0.99" in text
     assert "_n_" in text
+    assert "MLflow run" not in text
+
+
+def test_details_name_only_the_bars_that_applied() -> None:
+    config = gate(roc_auc=MetricGate(threshold=0.9, min_delta=-0.005), accuracy=MetricGate())
+    alone = evaluate_gate(CHALLENGER, None, config).to_markdown("t")
+    assert "- roc_auc (higher is better); needs at least 0.9\n" in alone
+    assert "- accuracy (higher is better); no bar applies until there is a champion" in alone
+    against = evaluate_gate(CHALLENGER, CHALLENGER, config, "1").to_markdown("t")
+    assert (
+        "- roc_auc (higher is better): improvement 0 on the champion; "
+        "needs at least 0.9 and an improvement of at least -0.005"
+    ) in against
+
+
+def test_markdown_report_is_plain_text_without_emoji() -> None:
+    config = gate(roc_auc=MetricGate(threshold=0.9), log_loss=MetricGate(min_delta=0.01))
+    for champion in (None, {**CHALLENGER, "roc_auc": 0.94}):
+        text = evaluate_gate(CHALLENGER, champion, config, "2").to_markdown("t", "http://m/1")
+        # Emoji and pictographs start at U+2600; a plain font may show them as boxes.
+        assert [char for char in text if ord(char) >= 0x2600] == []
+
+
+def test_negative_zero_prints_as_zero() -> None:
+    # A lower-is-better metric equal to the champion's improves by -(0.0), i.e. -0.0.
+    config = gate(log_loss=MetricGate(min_delta=0.01, min_relative_delta=-0.0))
+    result = evaluate_gate(
+        {"log_loss": 0.2, "r": -0.00001}, {"log_loss": 0.2, "r": 0.0}, config, "1"
+    )
+    text = result.to_markdown("t")
+    assert "-0" not in text
+    assert "| r | 0.0000 | 0.0000 | not gated |" in text
+    assert "improvement 0 on the champion" in text
+    assert "log_loss improves on the champion by 0; the gate needs at least +0.01" in text
+    assert "a relative improvement of at least 0%" in text
+
+
+def test_local_store_command_is_shown_as_code() -> None:
+    result = evaluate_gate(CHALLENGER, None, gate(roc_auc=MetricGate()))
+    command = "mlflow ui --backend-store-uri sqlite:///tmp/my_runs/mlflow.db (then open #/x)"
+    text = result.to_markdown("t", command)
+    # As code, Markdown keeps the path's underscores and `sqlite:///` as they are.
+    assert text.endswith(f"MLflow run: `{command}`")
 
 
 def test_gated_metric_missing_from_challenger_is_an_error() -> None:

@@ -10,7 +10,11 @@ from modelferry.metrics import HIGHER_IS_BETTER
 
 @dataclass(frozen=True)
 class MetricComparison:
-    """One metric, challenger against champion, with the verdict of its gate (if any)."""
+    """One metric, challenger against champion, with the verdict of its gate (if any).
+
+    `bars` says in words what the gate asks of the metric ("at least 0.9"): the bars that
+    applied, so no improvement bar without a champion; empty when the metric is not gated.
+    """
 
     metric: str
     challenger: float
@@ -18,6 +22,7 @@ class MetricComparison:
     higher_is_better: bool
     gated: bool
     failures: tuple[str, ...] = ()
+    bars: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -48,28 +53,71 @@ class GateResult:
         return [failure for row in self.rows for failure in row.failures]
 
     def to_markdown(self, title: str, run_link: str | None = None) -> str:
-        """A Markdown report: verdict, table of metrics, reasons, link to the MLflow run."""
-        verdict = "✅ **passed**" if self.passed else "❌ **failed**"
+        """A Markdown report: verdict, table of metrics, details, reasons, the MLflow run.
+
+        The table keeps to four short columns so that it fits the Prefect UI's narrow
+        resume dialog; each metric's improvement and bars follow it as lines. Plain text
+        only (no emoji), since the dialog's font may have no glyph for them.
+        """
+        verdict = "**passed**" if self.passed else "**FAILED**"
         champion = f"champion v{self.champion_version}" if self.champion_version else "no champion"
         lines = [f"### {title}", "", f"Gate {verdict} (against {champion}).", ""]
         if self.note:
             lines += [f"_{self.note}_", ""]
-        lines += [
-            "| metric | challenger | champion | improvement | gate |",
-            "|---|---:|---:|---:|---|",
-        ]
+        lines += ["| metric | challenger | champion | gate |", "|---|---:|---:|---|"]
         for row in self.rows:
-            champ = "—" if row.champion is None else f"{row.champion:.4f}"
-            improvement = "—" if row.improvement is None else f"{row.improvement:+.4f}"
-            status = "not gated" if not row.gated else "pass" if row.passed else "**fail**"
-            lines.append(
-                f"| {row.metric} | {row.challenger:.4f} | {champ} | {improvement} | {status} |"
-            )
+            champ = "none" if row.champion is None else _value(row.champion)
+            verdict = "not gated" if not row.gated else "pass" if row.passed else "FAIL"
+            lines.append(f"| {row.metric} | {_value(row.challenger)} | {champ} | {verdict} |")
+        lines += ["", "Details:", *[f"- {_detail(row)}" for row in self.rows]]
         if self.failures:
             lines += ["", "Reasons:", *[f"- {failure}" for failure in self.failures]]
         if run_link:
-            lines += ["", f"MLflow run: {run_link}"]
+            lines += ["", f"MLflow run: {_markdown_run_link(run_link)}"]
         return "\n".join(lines)
+
+
+def _value(value: float) -> str:
+    """A metric value with four decimals; one that rounds to zero is `0.0000`, never `-0.0000`."""
+    text = f"{value:.4f}"
+    return "0.0000" if float(text) == 0 else text
+
+
+def _delta(value: float) -> str:
+    """A signed difference with four decimals; one that rounds to zero is `0` (no change)."""
+    text = f"{value:+.4f}"
+    return "0" if float(text) == 0 else text
+
+
+def _bound(value: float, signed: bool = True) -> str:
+    """A bound of the gate (`+0.01`, `-0.005`, `0.9`); zero is `0`, never `+0` or `-0`."""
+    return "0" if value == 0 else f"{value:+g}" if signed else f"{value:g}"
+
+
+def _percent(fraction: float) -> str:
+    """A signed fraction as a percentage; one that rounds to zero is `0%`."""
+    text = f"{fraction:+.2%}"
+    return "0%" if float(text.rstrip("%")) == 0 else text
+
+
+def _detail(row: MetricComparison) -> str:
+    direction = "higher" if row.higher_is_better else "lower"
+    text = f"{row.metric} ({direction} is better)"
+    if row.improvement is not None:
+        text += f": improvement {_delta(row.improvement)} on the champion"
+    if not row.gated:
+        return f"{text}; not gated"
+    if not row.bars:
+        return f"{text}; no bar applies until there is a champion"
+    return f"{text}; needs {' and '.join(row.bars)}"
+
+
+def _markdown_run_link(run_link: str) -> str:
+    # A tracking server's URL becomes a link; a command for a local store is shown as
+    # code, so that Markdown leaves its paths (underscores, `sqlite:///`) alone.
+    if run_link.startswith(("http://", "https://")) and " " not in run_link:
+        return f"[{run_link}]({run_link})"
+    return f"`{run_link.replace('`', '')}`"
 
 
 def evaluate_gate(
@@ -97,6 +145,7 @@ def evaluate_gate(
                 higher_is_better=HIGHER_IS_BETTER.get(metric, True),
                 gated=gate is not None,
                 failures=failures,
+                bars=_bars(metric, gate, base is not None) if gate is not None else (),
             )
         )
     missing = sorted(set(config.metrics) - set(challenger))
@@ -113,20 +162,37 @@ def _check(metric: str, value: float, champion: float | None, gate: MetricGate) 
         ok = value >= gate.threshold if higher else value <= gate.threshold
         if not ok:
             bound = "at least" if higher else "at most"
-            failures.append(f"{metric} {value:.4f} must be {bound} {gate.threshold:g}")
+            failures.append(
+                f"{metric} {_value(value)} must be {bound} {_bound(gate.threshold, signed=False)}"
+            )
     if champion is None:
         return tuple(failures)
     improvement = (value - champion) if higher else (champion - value)
     if gate.min_delta is not None and improvement < gate.min_delta:
         failures.append(
-            f"{metric} improves on the champion by {improvement:+.4f}; "
-            f"the gate needs at least {gate.min_delta:+g}"
+            f"{metric} improves on the champion by {_delta(improvement)}; "
+            f"the gate needs at least {_bound(gate.min_delta)}"
         )
     if gate.min_relative_delta is not None:
         relative = improvement / abs(champion) if champion else float("inf")
         if relative < gate.min_relative_delta:
             failures.append(
-                f"{metric} improves on the champion by {relative:+.2%}; "
-                f"the gate needs at least {gate.min_relative_delta:+.2%}"
+                f"{metric} improves on the champion by {_percent(relative)}; "
+                f"the gate needs at least {_percent(gate.min_relative_delta)}"
             )
     return tuple(failures)
+
+
+def _bars(metric: str, gate: MetricGate, has_champion: bool) -> tuple[str, ...]:
+    """What `gate` asks of `metric`, in words; the improvement bars apply only with a champion."""
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    bars = []
+    if gate.threshold is not None:
+        bars.append(f"{'at least' if higher else 'at most'} {_bound(gate.threshold, signed=False)}")
+    if not has_champion:
+        return tuple(bars)
+    if gate.min_delta is not None:
+        bars.append(f"an improvement of at least {_bound(gate.min_delta)}")
+    if gate.min_relative_delta is not None:
+        bars.append(f"a relative improvement of at least {_percent(gate.min_relative_delta)}")
+    return tuple(bars)

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from modelferry.errors import RegistryError, TrackingUnavailableError
+from modelferry.registry.links import run_url
 
 #: The embedded default: everything under this folder of the working directory.
 DEFAULT_HOME = Path(".modelferry")
@@ -108,14 +109,11 @@ class TrackingSettings:
         return cls(tracking_uri)
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        """A link to the run in the MLflow UI, or a command that shows it for a local store."""
-        if self.tracking_uri.startswith(("http://", "https://")):
-            base = self.tracking_uri.rstrip("/")
-            return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
-        return (
-            f"mlflow ui --backend-store-uri {self.tracking_uri} "
-            f"(then open #/experiments/{experiment_id}/runs/{run_id})"
-        )
+        """A link to the run in the MLflow UI, or a command that shows it for a local store.
+
+        See `modelferry.registry.links.run_url`.
+        """
+        return run_url(self.tracking_uri, experiment_id, run_id)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -1,0 +1,45 @@
+"""Where a report sends a reviewer to see the MLflow run: a link, a command, or a name."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelferry.registry import TrackingSettings
+from modelferry.registry.links import run_url
+
+
+@pytest.mark.parametrize(
+    ("tracking_uri", "expected"),
+    [
+        ("http://mlflow:5000", "http://mlflow:5000/#/experiments/3/runs/abc"),
+        ("https://mlflow.example.com/", "https://mlflow.example.com/#/experiments/3/runs/abc"),
+        ("https://ml.example.com/mlflow", "https://ml.example.com/mlflow/#/experiments/3/runs/abc"),
+    ],
+)
+def test_tracking_server_gives_a_link_to_its_ui(tracking_uri: str, expected: str) -> None:
+    assert run_url(tracking_uri, "3", "abc") == expected
+
+
+def test_link_never_carries_credentials() -> None:
+    link = run_url("https://ci:s3cret-token@mlflow.example.com", "3", "abc")
+    assert link == "https://mlflow.example.com/#/experiments/3/runs/abc"
+
+
+@pytest.mark.parametrize(
+    "tracking_uri", ["sqlite:///var/mlflow/mlflow.db", "file:///var/mlruns", "./mlruns"]
+)
+def test_local_store_gives_the_command_that_shows_it(tracking_uri: str) -> None:
+    assert run_url(tracking_uri, "3", "abc") == (
+        f"mlflow ui --backend-store-uri {tracking_uri} (then open #/experiments/3/runs/abc)"
+    )
+
+
+def test_database_store_is_named_without_its_password() -> None:
+    text = run_url("postgresql://mlflow:hunter2@db:5432/mlflow", "3", "abc")
+    assert text == "run abc of experiment 3 in the MLflow store at postgresql://***@db:5432/mlflow"
+    assert "mlflow ui" not in text
+
+
+def test_tracking_settings_use_the_same_links() -> None:
+    settings = TrackingSettings("http://mlflow:5000")
+    assert settings.run_url("3", "abc") == "http://mlflow:5000/#/experiments/3/runs/abc"
