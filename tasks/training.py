@@ -37,14 +37,15 @@ class TrainingResult:
 
 def training_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Key of a training: the training code's fingerprint, the library versions, the data
-    digest and the model, split and seed settings.
+    digest and label column, and the model, split and seed settings.
 
     The frame itself is not hashed: its digest stands for it.
     """
     dataset: Dataset = parameters["dataset"]
     config: ModelConfig = parameters["config"]
     settings = config.model_dump_json(include={"model", "split", "seed"})
-    return cache_key("modelferry-train", TRAINING_CODE, [dataset.digest, settings])
+    inputs = [dataset.digest, dataset.label_column, settings]
+    return cache_key("modelferry-train", TRAINING_CODE, inputs)
 
 
 @task(

@@ -139,6 +139,30 @@ def test_the_keys_change_with_the_library_versions(monkeypatch: pytest.MonkeyPat
         assert f"{name}={version(name)}" in versions
 
 
+def test_the_training_key_changes_with_the_settings_and_the_label_column() -> None:
+    config = load_config(REPO / "config" / "model_config.json")
+    frame = pd.DataFrame({"x": [0, 1, 0], "target": [0, 1, 0]})
+    dataset = Dataset.from_frame(frame, "target", ("no", "yes"), "test://frame")
+    other_label = Dataset.from_frame(frame, "x", ("no", "yes"), "test://frame")
+    seeded = config.model_copy(update={"seed": config.seed + 1})
+    params = {**config.model.params, "n_estimators": 2}
+    fewer_trees = config.model_copy(
+        update={"model": config.model.model_copy(update={"params": params})}
+    )
+
+    keys = {
+        training_cache_key(None, {"dataset": data, "config": settings})  # type: ignore[arg-type]
+        for data, settings in [
+            (dataset, config),
+            (other_label, config),
+            (dataset, seeded),
+            (dataset, fewer_trees),
+        ]
+    }
+
+    assert len(keys) == 4
+
+
 def test_the_task_results_folder_defaults_to_the_project(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
