@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from prefect import get_run_logger
@@ -15,10 +16,7 @@ from prefect.utilities.engine import propose_state_sync
 from pydantic import Field
 
 from modelferry.approval import ApprovalDecision, GateResult
-
-_PAUSE_KEY = "modelferry-approval"
-# Extra time the server allows beyond our own deadline; see `_pause_for_input`.
-_SERVER_GRACE_SECONDS = 120
+from modelferry.approval.pause import APPROVAL_PAUSE_KEY, SERVER_GRACE_SECONDS
 
 #: What a reviewer answers; `modelferry approve` sends "approve", or "reject" with --reject.
 ReviewerChoice = Literal["approve", "reject"]
@@ -68,10 +66,12 @@ def ask_reviewer(
     """
     with get_client(sync_client=True) as client:
         api_url = str(client.api_url).rstrip("/")
+    deadline = datetime.now(UTC) + timedelta(seconds=timeout_seconds)
     get_run_logger().info(
-        "Waiting up to %s for a reviewer: resume this run in the Prefect UI, or run "
-        "`modelferry approve %s --reviewer NAME [--reject] --api-url %s`",
+        "Waiting up to %s (until %s) for a reviewer: resume this run in the Prefect UI, "
+        "or run `modelferry approve %s --reviewer NAME [--reject] --api-url %s`",
         _duration(timeout_seconds),
+        deadline.strftime("%Y-%m-%d %H:%M:%S UTC"),
         flow_run_id,
         api_url,
     )
@@ -117,9 +117,9 @@ def _pause_for_input(
         raise RuntimeError("approval can only be requested from inside a flow run")
     run_id = context.flow_run.id
     proposed = Paused(
-        timeout_seconds=timeout_seconds + _SERVER_GRACE_SECONDS,
+        timeout_seconds=timeout_seconds + SERVER_GRACE_SECONDS,
         reschedule=False,
-        pause_key=_PAUSE_KEY,
+        pause_key=APPROVAL_PAUSE_KEY,
     )
     keyset = keyset_from_paused_state(proposed)
     proposed.state_details.run_input_keyset = keyset

@@ -22,6 +22,7 @@ class FlowRunInfo:
         state_name: The state's display name, e.g. "Paused" or "Suspended".
         state_timestamp: When the run entered its current state.
         pause_timeout: When a paused run gives up waiting, if it is paused.
+        pause_key: The key the run paused with (the flow's own mark), if it is paused.
         run_input_keyset: The flow run input keys of a run paused for input
             ("description", "response", "schema"), else None.
     """
@@ -33,6 +34,7 @@ class FlowRunInfo:
     state_name: str | None
     state_timestamp: datetime | None
     pause_timeout: datetime | None
+    pause_key: str | None
     run_input_keyset: dict[str, str] | None
 
     @property
@@ -55,7 +57,8 @@ class PausedRun:
         flow_name: The name of the flow, e.g. "train-and-register".
         run_name: The run's generated name.
         paused_since: When the run paused.
-        pause_timeout: When the run stops waiting and fails, if known.
+        pause_timeout: When the reviewer's time runs out, if known: for an approval pause
+            the deadline the run logged, not the server's later one.
         waits_for_input: Whether it waits for a reviewer's input (an approval form).
     """
 
@@ -84,6 +87,7 @@ def flow_run_from_json(data: Any) -> FlowRunInfo:
         state_name=_str_or_none(state.get("name") if state else data.get("state_name")),
         state_timestamp=parse_time(state.get("timestamp") if state else None),
         pause_timeout=parse_time(details.get("pause_timeout")),
+        pause_key=_str_or_none(details.get("pause_key")),
         run_input_keyset=(
             {str(k): str(v) for k, v in keyset.items()} if isinstance(keyset, Mapping) else None
         ),

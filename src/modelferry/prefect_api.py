@@ -20,6 +20,7 @@ from typing import Any, Final, Self
 
 import httpx
 
+from modelferry.approval.pause import reviewer_deadline
 from modelferry.errors import FlowRunNotFoundError, FlowRunNotPausedError, OrchestratorError
 from modelferry.flow_runs import FlowRunInfo, PausedRun, flow_run_from_json
 
@@ -172,7 +173,7 @@ class PrefectApi:
                 flow_name=flow_names.get(run.flow_id, run.flow_id),
                 run_name=run.name,
                 paused_since=run.state_timestamp,
-                pause_timeout=run.pause_timeout,
+                pause_timeout=reviewer_deadline(run.pause_key, run.pause_timeout),
                 waits_for_input=run.waits_for_input,
             )
             for run in runs

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modelferry.approval.pause import APPROVAL_PAUSE_KEY
 from modelferry.cli import main
 from modelferry.errors import FlowRunNotFoundError, OrchestratorError
 from modelferry.prefect_api import PrefectApi
@@ -170,6 +171,8 @@ class FakeRun:
     schema_saved: bool = True
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     resumed_with: dict[str, Any] | None = None
+    pause_key: str = "1"
+    pause_timeout: str = "2126-11-22T01:58:08.506109Z"
 
     def as_json(self) -> dict[str, Any]:
         """The flow run as GET /flow_runs/{id} returns it (abridged, same shape)."""
@@ -205,9 +208,9 @@ class FakeRun:
                 "state_details": {
                     "flow_run_id": self.id,
                     "task_run_id": None,
-                    "pause_timeout": "2126-11-22T01:58:08.506109Z" if paused else None,
+                    "pause_timeout": self.pause_timeout if paused else None,
                     "pause_reschedule": False,
-                    "pause_key": "1" if paused else None,
+                    "pause_key": self.pause_key if paused else None,
                     "run_input_keyset": keyset,
                     "untrackable_result": False,
                 },
@@ -340,6 +343,21 @@ def test_pending_lists_runs_waiting_for_input(
     assert "1 other paused run(s)" in out
     assert err == ""
     _assert_no_secret(out, err)
+
+
+def test_pending_shows_the_deadline_an_approval_run_logged(
+    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The flow gives the server a deadline SERVER_GRACE_SECONDS past the reviewer's own.
+    fake.add_run(
+        "approval", pause_key=APPROVAL_PAUSE_KEY, pause_timeout="2126-11-22T02:02:00.000000Z"
+    )
+
+    assert main(["pending"]) == 0
+
+    out, _ = capsys.readouterr()
+    assert "2126-11-22 02:00:00 UTC" in out
+    assert "02:02:00" not in out
 
 
 def test_pending_with_none_waiting(fake: FakePrefect, capsys: pytest.CaptureFixture[str]) -> None:
