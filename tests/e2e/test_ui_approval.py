@@ -4,10 +4,11 @@ Production-shaped: the Prefect server runs on PostgreSQL, `prefect deploy --all`
 prefect.yaml, a process worker picks the run up, and the run is started the way Azure
 DevOps starts it, `prefect deployment run 'train-and-register/ci' --watch --watch-timeout N`.
 The test waits until the run is paused for an `ApprovalInput`; a reviewer opens it in
-Chromium, clicks Resume, fills in the form and submits. The watching CLI must exit 0, the
-run must be Completed, and MLflow must show the reviewer's decision: the champion alias
-moved on approval, and nothing moved on rejection. Screenshots of the filled-in form are
-kept under `.modelferry/test-artifacts/`.
+Chromium, clicks Resume, reads the gate report, fills in the form, is refused when
+submitting without choosing approve or reject, then chooses and submits. The watching
+CLI must exit 0, the run must be Completed, and MLflow must show the reviewer's decision:
+the champion alias moved on approval, and nothing moved on rejection. Screenshots of the
+filled-in form are kept under `.modelferry/test-artifacts/`.
 """
 
 from __future__ import annotations
@@ -137,7 +138,50 @@ def _form_field(dialog: Locator, label: str) -> Locator:
     )
 
 
-def _answer_in_ui(page: Page, run_url: str, approve: bool, comment: str, shot: Path) -> None:
+def _check_report(dialog: Locator) -> None:
+    """The gate report in the form's description: a narrow table that fits, plain text."""
+    # The form's description is the gate report, rendered as Markdown (heading + table).
+    expect(dialog.get_by_role("heading", name=re.compile("challenger vs champion"))).to_be_visible(
+        timeout=UI_TIMEOUT_MS
+    )
+    headers = dialog.get_by_role("columnheader")
+    expect(headers).to_have_text(["metric", "challenger", "champion", "gate"])
+    expect(dialog.get_by_role("cell", name="roc_auc", exact=True)).to_be_visible()
+    expect(dialog.get_by_role("cell", name="not gated").first).to_be_visible()
+    table = dialog.get_by_role("table")
+    table_right = table.evaluate("t => t.getBoundingClientRect().right")
+    dialog_right = dialog.evaluate("d => d.getBoundingClientRect().right")
+    assert table_right <= dialog_right, f"table ends at {table_right}, dialog at {dialog_right}"
+    text = dialog.inner_text()
+    # Each metric's bars are a line below the table (no champion here: thresholds only).
+    assert "roc_auc (higher is better); needs at least " in text, text
+    assert "-0.0000" not in text, text
+    assert [char for char in text if ord(char) >= 0x2600] == [], text
+    # A SQLite store: the command that opens it, as code, path and all.
+    command = dialog.locator("code").filter(has_text="mlflow ui --backend-store-uri sqlite:///")
+    expect(command).to_contain_text("mlflow.db (then open #/experiments/")
+
+
+def _choose(dialog: Locator, decision: str) -> None:
+    """Pick `decision` in the Decision select: open its list of options, click one."""
+    control = _form_field(dialog, "Decision").locator(".p-select-button__control")
+    # In headless Chromium a click on this select does not open its list; ArrowDown on
+    # the focused select does, as it does for a keyboard user.
+    control.focus()
+    control.press("ArrowDown")
+    dialog.page.get_by_role("option", name=decision, exact=True).click()
+    expect(control).to_have_text(decision)
+
+
+def _answer_in_ui(
+    page: Page,
+    api: httpx.Client,
+    run_id: str,
+    run_url: str,
+    approve: bool,
+    comment: str,
+    shot: Path,
+) -> None:
     page.goto(run_url)
     resume = page.get_by_role("button", name="Resume", exact=True)
     expect(resume).to_be_visible(timeout=UI_TIMEOUT_MS)
@@ -145,21 +189,23 @@ def _answer_in_ui(page: Page, run_url: str, approve: bool, comment: str, shot: P
 
     dialog = page.get_by_role("dialog").filter(has_text="Resume Flow Run")
     expect(dialog).to_be_visible(timeout=UI_TIMEOUT_MS)
-    # The form's description is the gate report, rendered as Markdown (heading + table).
-    expect(dialog.get_by_role("heading", name=re.compile("challenger vs champion"))).to_be_visible(
-        timeout=UI_TIMEOUT_MS
-    )
-    expect(dialog.get_by_role("columnheader", name="challenger")).to_be_visible()
-    expect(dialog.get_by_role("cell", name="roc_auc", exact=True)).to_be_visible()
+    _check_report(dialog)
 
-    # The boolean is a toggle: a <label role=switch> around a hidden checkbox.
-    toggle = _form_field(dialog, "Approve (Optional)").get_by_role("switch")
-    expect(toggle).not_to_be_checked()
-    if approve:
-        toggle.click()
-        expect(toggle).to_be_checked()
+    # The decision is required and has no default: nothing is marked "(Optional)" and
+    # submitting before choosing is refused by the form, the run staying paused.
+    expect(dialog.get_by_text("Decision", exact=True)).to_be_visible()
+    expect(dialog.get_by_text("Decision (Optional)")).to_have_count(0)
+    expect(dialog.get_by_text("Approve (Optional)")).to_have_count(0)
     _form_field(dialog, "Reviewer").get_by_role("textbox").fill(REVIEWER)
     _form_field(dialog, "Comment (Optional)").get_by_role("textbox").fill(comment)
+    dialog.get_by_role("button", name="Submit", exact=True).click()
+    expect(_form_field(dialog, "Decision")).to_contain_text(
+        "'decision' is a required property", timeout=UI_TIMEOUT_MS
+    )
+    expect(dialog).to_be_visible()
+    assert api.get(f"/flow_runs/{run_id}").json()["state"]["type"] == "PAUSED"
+
+    _choose(dialog, "approve" if approve else "reject")
     shot.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(shot), full_page=True)
 
@@ -211,9 +257,8 @@ def _run_deployment_and_answer(
             run_id = _wait_until_paused(api, known, watch, log_path, worker)
             shot = ARTIFACTS / f"ui-{'approve' if approve else 'reject'}-form.png"
             with _diagnose(page, tmp_path):
-                _answer_in_ui(
-                    page, f"{server.ui_url}/runs/flow-run/{run_id}", approve, comment, shot
-                )
+                run_url = f"{server.ui_url}/runs/flow-run/{run_id}"
+                _answer_in_ui(page, api, run_id, run_url, approve, comment, shot)
             try:
                 code = watch.wait(timeout=FINISH_TIMEOUT)
             except subprocess.TimeoutExpired:
