@@ -310,15 +310,13 @@ def test_rollback_undoes_the_whole_release_or_single_steps(
     )
     assert cli_main(["endpoints", "rollback", release, *home]) == 0
     assert "release of green (v2): blue 100%, green 0% (was blue 50%" in capsys.readouterr().out
-    # Before green, the release was blue's first traffic; then there is nothing left.
-    assert cli_main(["endpoints", "rollback", release, *home]) == 0
-    assert capsys.readouterr().out.strip() == (
-        "Rolled back the release of blue (v1): blue 0% (was blue 100%)"
-    )
-    assert dict(backend.get_endpoint(release).traffic.weights) == {}
+    # Before green, the release was blue's first traffic: undoing it would serve nothing.
     assert cli_main(["endpoints", "rollback", release, *home]) == 1
-    assert f"endpoint {release!r} has no release to roll back" in capsys.readouterr().err
-    backend.set_traffic(release, TrafficSplit({"blue": 100}))
+    assert f"would leave endpoint {release!r} with no traffic" in capsys.readouterr().err
+    assert cli_main(["endpoints", "rollback", release, "--steps", "1", *home]) == 1
+    assert "with no traffic: before that change nothing served" in capsys.readouterr().err
+    assert dict(backend.get_endpoint(release).traffic.weights) == {"blue": 100}
+    assert post(backend, release).json()["deployment"] == "blue"
 
 
 def test_rotated_key_takes_over_at_once(

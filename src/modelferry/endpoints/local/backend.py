@@ -226,6 +226,14 @@ class LocalEndpointBackend(EndpointBackend):
                 )
             release = history[count - 1].release
         restored = history[count - 1].replaced
+        if not any(restored.weights.values()) and any(record.traffic.weights.values()):
+            # Before the endpoint's first release nothing served: "undoing" it is an outage.
+            raise InvalidEndpointSpecError(
+                f"rolling back would leave endpoint {endpoint!r} with no traffic: before "
+                f"{'that change' if steps else 'this release'} nothing served. Move traffic "
+                f"with `modelferry endpoints traffic {endpoint} NAME=PERCENT`, or stop the "
+                f"endpoint with `modelferry endpoints delete {endpoint}`"
+            )
         state = self._apply_traffic(endpoint, restored, remember=False)
         self.store.drop_traffic_history(endpoint, count)
         if any(change.release for change in history[:count]):
