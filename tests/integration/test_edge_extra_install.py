@@ -14,7 +14,6 @@ import hashlib
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from modelferry.packaging import PackageInputs, SigningKey, build_package
 from modelferry.stores.local import LocalPackageStore
 from tests.model_fixtures import save_small_lightgbm_model
 from tests.mosquitto import Mosquitto
+from tests.venvs import create_venv
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -54,14 +54,7 @@ def edge_venv() -> Path:
         marker = VENV / MARKER
         if not (marker.is_file() and marker.read_text() == wanted):
             shutil.rmtree(VENV, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-            install = subprocess.run(
-                [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                 "-c", str(REPO / "constraints.txt"), "-e", f"{REPO}[edge]"],
-                capture_output=True, text=True, timeout=800, check=False,
-            )  # fmt: skip
-            if install.returncode != 0:
-                pytest.fail(f"pip install .[edge] failed:\n{install.stdout}\n{install.stderr}")
+            create_venv(VENV, ["-c", "constraints.txt", "-e", ".[edge]"])
             marker.write_text(wanted)
     return VENV
 

@@ -7,7 +7,6 @@ import re
 import shlex
 from collections.abc import Iterator
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +19,19 @@ from deployments.ci_run.command import OUTPUT_VARIABLES, parse_args
 from deployments.ci_run.parameters import collect_raw_parameters, map_parameters
 from modelferry.cli import _build_parser as modelferry_parser
 from modelferry.config import load_config
+from tests.devops_pipelines import (
+    NAMES,
+    REPO,
+    RUNTIME_VALUE,
+    all_steps,
+    expand,
+    job_name,
+    jobs,
+    pipeline,
+    stages,
+    steps,
+)
 
-REPO = Path(__file__).parents[2]
-PIPELINES = REPO / ".devops" / "pipelines"
-NAMES = ["platform_ci_dev", "platform_pr_dev", "delivery_prod", "register_model"]
 PARAM_PREFIX = "MODELFERRY_PARAM_"
 DELIVERY_PARAMETERS = [
     "deploy_env",
@@ -33,74 +41,6 @@ DELIVERY_PARAMETERS = [
     "edge_package_name",
     "edge_package_version",
 ]
-# Values Azure DevOps would give its predefined variables, for expanding command lines.
-PREDEFINED = {
-    "Build.BuildNumber": "20261122.3",
-    "Build.BuildId": "4711",
-    "Build.DefinitionName": "register_model",
-    "System.CollectionUri": "https://dev.azure.com/example/",
-    "System.TeamProject": "modelferry",
-    "Common.TestResultsDirectory": "/agent/_work/1/TestResults",
-    "Pipeline.Workspace": "/agent/_work/1",
-    "Agent.OS": "Linux",
-}
-# What the variable groups hold.
-GROUP_VARIABLES = {"PREFECT_API_URL", "PREFECT_API_KEY"}
-# What a runtime expression (`$[ stageDependencies... ]`) yields: here, a flow run id.
-RUNTIME_VALUE = "0b7e5f9e-6f1a-4c43-9b1e-2f7f0f1d2c3a"
-
-
-@cache
-def pipeline(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((PIPELINES / f"{name}.yml").read_text("utf-8"))
-    return data
-
-
-def stages(name: str) -> list[dict[str, Any]]:
-    return list(pipeline(name)["stages"])
-
-
-def jobs(stage: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(stage["jobs"])
-
-
-def job_name(job: dict[str, Any]) -> str:
-    return str(job.get("job") or job["deployment"])
-
-
-def steps(job: dict[str, Any]) -> list[dict[str, Any]]:
-    if "steps" in job:
-        return list(job["steps"])
-    return list(job["strategy"]["runOnce"]["deploy"]["steps"])
-
-
-def all_steps(name: str) -> Iterator[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
-    for stage in stages(name):
-        for job in jobs(stage):
-            for step in steps(job):
-                yield stage, job, step
-
-
-def expand(text: str, name: str, job: dict[str, Any] | None = None) -> str:
-    """Substitute template parameters and variables as Azure DevOps would."""
-    spec = pipeline(name)
-    defaults = {
-        p["name"]: p.get("default", f"sample-{p['name']}") for p in spec.get("parameters", [])
-    }
-    text = re.sub(r"\$\{\{\s*parameters\.(\w+)\s*\}\}", lambda m: str(defaults[m[1]]), text)
-    variables = {v["name"]: str(v["value"]) for v in spec.get("variables", []) if "name" in v}
-    for key, value in ((job or {}).get("variables") or {}).items():
-        variables[key] = RUNTIME_VALUE if str(value).startswith("$[") else str(value)
-    variables |= PREDEFINED | {name: f"group-{name}" for name in GROUP_VARIABLES}
-
-    def value(match: re.Match[str]) -> str:
-        # An undefined variable stays `$(name)` in Azure DevOps: a mistake, not a value.
-        assert match[1] in variables, f"{name}: $({match[1]}) is not defined"
-        return variables[match[1]]
-
-    for _ in range(3):
-        text = re.sub(r"\$\(([\w.]+)\)", value, text)
-    return text
 
 
 def ci_run_argv(script: str) -> list[str] | None:
@@ -347,3 +287,33 @@ def test_register_pipeline_answers_the_paused_run_then_waits_for_it(
     assert "stageDependencies.Register.TrainAndRegister" in job["variables"]["flow_run_id"]
     watched = parse_args(ci_run_argv(expand(run["script"], "register_model", job)) or [])
     assert str(watched.flow_run_id) == args.flow_run_id == RUNTIME_VALUE
+
+
+# -- installs -------------------------------------------------------------------------------
+
+
+def installed_extras(job: dict[str, Any]) -> set[str]:
+    """The extras of modelferry a job's `pip install -e '.[...]'` step installs."""
+    for step in steps(job):
+        words = shlex.split(step.get("script", ""))
+        if words[:4] == ["python", "-m", "pip", "install"] and "-e" in words:
+            target = words[words.index("-e") + 1]
+            assert target.startswith("."), target
+            match = re.fullmatch(r"\.(?:\[([\w,]+)\])?", target)
+            assert match, target
+            return set((match[1] or "").split(",")) - {""}
+    return set()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_job_that_runs_a_flow_or_the_tests_installs_the_orchestrator(name: str) -> None:
+    for stage in stages(name):
+        for job in jobs(stage):
+            scripts = [step.get("script", "") for step in steps(job)]
+            runs_prefect = any(
+                "deployments.ci_run" in s or "pytest" in s or s.startswith("mypy") for s in scripts
+            )
+            if runs_prefect:
+                # `python -m deployments.ci_run`, the unit tests and mypy import Prefect and
+                # the training stack, which only the orchestrator extra installs.
+                assert "orchestrator" in installed_extras(job), (stage["stage"], job_name(job))
