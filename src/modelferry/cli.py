@@ -7,6 +7,7 @@ error or an invalid config. Errors print one message on stderr, never a tracebac
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -27,6 +28,8 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 
+# Import names of the distributions whose name does not say it.
+_IMPORT_NAMES: Final = {"scikit_learn": "sklearn"}
 _NO_PENDING: Final = "No flow runs are waiting for approval."
 _APPROVE_OPTIONS: Final = "--reviewer NAME [--reject] [--comment TEXT]"
 
@@ -55,10 +58,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelferryError as exc:
         _error(str(exc))
         return EXIT_FAILED
+    except ModuleNotFoundError as exc:
+        # A command that needs an extra the install lacks: say which, never a traceback.
+        _error(_missing_extra(args, exc))
+        return EXIT_FAILED
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
     return code
+
+
+def _missing_extra(args: argparse.Namespace, exc: ModuleNotFoundError) -> str:
+    """One line naming the extra that installs the module `exc` reports missing."""
+    command = " ".join(["modelferry", args.command, *filter(None, [getattr(args, "action", None)])])
+    module = (exc.name or "").partition(".")[0]
+    extras = _extras_providing(module)
+    # The agent runs on devices (the edge extra); everything else on the orchestrator side.
+    preferred = ["edge", "orchestrator"] if args.command == "agent" else ["orchestrator", "edge"]
+    extra = next((name for name in [*preferred, *extras] if name in extras), None)
+    if extra is None:
+        return f"{command} cannot import {exc.name!r}: reinstall modelferry ({exc})"
+    return (
+        f"{command} needs the {extra!r} extra: pip install 'modelferry[{extra}]' "
+        f"(no module named {module!r})"
+    )
+
+
+def _extras_providing(module: str) -> list[str]:
+    """The extras of the installed modelferry whose requirements install `module`.
+
+    Read from the package's own metadata, so the answer follows pyproject.toml.
+    """
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        requirements = requires("modelferry") or []
+    except PackageNotFoundError:
+        return []
+    found: list[str] = []
+    for requirement in requirements:
+        spec, _, marker = requirement.partition(";")
+        extra = re.search(r"extra\s*==\s*[\"']([\w-]+)[\"']", marker)
+        distribution = re.match(r"[A-Za-z0-9._-]+", spec.strip())
+        if extra is None or distribution is None or extra[1] in found:
+            continue
+        if _import_name(distribution[0]) == module:
+            found.append(extra[1])
+    return found
+
+
+def _import_name(distribution: str) -> str:
+    """The top-level module a distribution installs (`azure-ai-ml` installs `azure`)."""
+    name = re.sub(r"[-.]", "_", distribution.lower())
+    if name.startswith("azure_"):
+        return "azure"
+    return _IMPORT_NAMES.get(name, name)
 
 
 def _build_parser() -> argparse.ArgumentParser:
