@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -31,12 +30,12 @@ from modelferry.endpoints.local import LocalEndpointBackend
 from modelferry.endpoints.rollout import (
     RolloutPolicy,
     Strategy,
-    judge_step,
+    judge_measured_step,
     next_slot,
     split_for,
     steps_for,
 )
-from modelferry.endpoints.spec import DeploymentMetrics, DeploymentSpec, EndpointSpec, ModelRef
+from modelferry.endpoints.spec import DeploymentSpec, EndpointSpec, ModelRef
 from modelferry.endpoints.traffic import requests_per_second, single_row_requests
 from modelferry.errors import DeploymentFailedError, EndpointNotFoundError
 from modelferry.registry import CHAMPION, DEFAULT_HOME, ModelRegistry, TrackingSettings
@@ -45,6 +44,7 @@ from tasks.endpoints import (
     deploy_model,
     ensure_endpoint,
     hold_step,
+    mark_metrics,
     move_traffic,
     read_metrics,
     smoke_test_deployment,
@@ -175,7 +175,9 @@ def deploy_online_endpoint(
     for step in steps_for(policy, live):
         traffic = split_for(step, slot, live)
         move_traffic(backend, name, traffic)
-        started = datetime.now(UTC)
+        # The endpoint's counters now and at the step's end: their difference is exact
+        # however many requests the step sees.
+        mark = mark_metrics(backend, name)
         if live is None:
             logger.info(
                 "%s: first deployment; %s takes 100%% of traffic (nothing to compare it "
@@ -190,10 +192,7 @@ def deploy_online_endpoint(
         sent = hold_step(backend, name, policy.step_seconds, replay, rate)
         if sent is not None:
             logger.info("Replayed test rows through %s's router: %s", name, sent.summary())
-        metrics = read_metrics(backend, name, started)
-        # A deployment the router sent nothing is measured as no requests: not judged.
-        new = metrics.get(slot, DeploymentMetrics(0, 0, None))
-        verdict = judge_step(new, metrics.get(live) if live else None, policy)
+        verdict = judge_measured_step(read_metrics(backend, name, mark), slot, live, policy)
         if not verdict.passed:
             # Back to the weights before this rollout; on a first rollout that is no
             # traffic at all, so a failing model never keeps serving.

@@ -1,10 +1,9 @@
-"""Endpoint steps: deploy, smoke-test, move traffic, hold a step, read the endpoint's metrics."""
+"""Endpoint steps: deploy, smoke-test, move traffic, hold a step, measure it."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -12,8 +11,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from modelferry.endpoints.backend import EndpointBackend
+from modelferry.endpoints.counters import MetricsMark, StepMetrics
 from modelferry.endpoints.spec import (
-    DeploymentMetrics,
     DeploymentSpec,
     DeploymentState,
     EndpointSpec,
@@ -92,9 +91,13 @@ def hold_step(
     return driver.report()
 
 
+@task(name="mark-endpoint-metrics", timeout_seconds=120, **_STEP)  # type: ignore[call-overload]
+def mark_metrics(backend: EndpointBackend, endpoint: str) -> MetricsMark:
+    """Mark where a step's measurement starts: the time, and the endpoint's counters."""
+    return backend.mark_metrics(endpoint)
+
+
 @task(name="read-endpoint-metrics", timeout_seconds=120, **_STEP)  # type: ignore[call-overload]
-def read_metrics(
-    backend: EndpointBackend, endpoint: str, since: datetime
-) -> dict[str, DeploymentMetrics]:
-    """Requests, errors and p99 per deployment since `since`."""
-    return backend.get_metrics(endpoint, since)
+def read_metrics(backend: EndpointBackend, endpoint: str, since: MetricsMark) -> StepMetrics:
+    """Requests, errors and p99 per deployment since the mark `since`."""
+    return backend.get_step_metrics(endpoint, since)

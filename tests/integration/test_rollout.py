@@ -6,7 +6,6 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -182,7 +181,7 @@ def test_demo_traffic_gets_every_step_judged_and_quiet_steps_say_not_judged(
     assert "not judged" not in second.summary()
 
     # The driver alone, against the live endpoint process: routed, keyed, counted.
-    since = datetime.now(UTC)
+    since = backend.mark_metrics(DEMO)
     driver = TrafficDriver(
         backend.get_endpoint(DEMO).scoring_uri,
         backend.get_keys(DEMO),
@@ -193,7 +192,7 @@ def test_demo_traffic_gets_every_step_judged_and_quiet_steps_say_not_judged(
         time.sleep(1.0)
     report = driver.stop()
     assert report.sent == report.answered > 10
-    measured = backend.get_metrics(DEMO, since)
+    measured = backend.get_step_metrics(DEMO, since).deployments
     assert measured["green"].requests == report.answered  # all routed to the live green
 
     # No clients and no demo traffic: the steps go on, and say they were not judged.

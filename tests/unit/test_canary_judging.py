@@ -11,8 +11,9 @@ from pydantic import SecretStr
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
-from modelferry.endpoints.rollout import RolloutPolicy, judge_step
-from modelferry.endpoints.spec import DeploymentMetrics, TrafficSplit
+from modelferry.endpoints.counters import metrics_between
+from modelferry.endpoints.rollout import RolloutPolicy, judge_measured_step
+from modelferry.endpoints.spec import TrafficSplit
 from modelferry.serving.app import ScoringApp
 from modelferry.serving.model import EstimatorPredictor, FeatureSpec, ServingModel
 from modelferry.serving.routing import RoutingTable
@@ -57,12 +58,11 @@ def canary(blue: ServingModel, green: ServingModel, requests: list[dict[str, Any
         async with httpx.AsyncClient(transport=transport, base_url="http://ep") as client:
             return [(await client.request(**r)).status_code for r in requests]
 
+    start = app.telemetry.reading(["blue", "green"])
     statuses = asyncio.run(run())
-    metrics = {}
-    for name in ("blue", "green"):
-        s = app.telemetry.summary_since(name, 0)
-        metrics[name] = DeploymentMetrics(s.requests, s.errors, s.p99_ms)
-    return statuses, metrics, judge_step(metrics["green"], metrics["blue"], POLICY)
+    measured = metrics_between(start, app.telemetry.reading(["blue", "green"]))
+    verdict = judge_measured_step(measured, "green", "blue", POLICY)
+    return statuses, measured.deployments, verdict
 
 
 def test_pinned_flood_of_bad_requests_does_not_sink_the_canary(model: ServingModel) -> None:

@@ -130,9 +130,9 @@ def test_model_failure_is_500_and_counted(model: ServingModel) -> None:
     app = make_app({"blue": broken}, TrafficSplit({"blue": 100}))
     (response,) = call(app, [score()])
     assert response.status_code == 500
-    summary = app.telemetry.summary_since("blue", 0)
-    assert summary.requests == 1
-    assert summary.errors == 1
+    counted = app.telemetry.reading(["blue"]).deployments["blue"]
+    assert counted.requests == 1
+    assert counted.errors == 1
 
 
 def test_health_and_metrics(model: ServingModel) -> None:
@@ -216,5 +216,5 @@ def test_large_requests_are_mirrored_too(model: ServingModel) -> None:
     finally:
         app.large.close()
     assert (served.status_code, served.json()["deployment"]) == (200, "blue")
-    shadow = app.telemetry.summary_since("shadow", 0)
+    shadow = app.telemetry.reading(["shadow"]).deployments["shadow"]
     assert shadow.requests == 1

@@ -5,11 +5,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
 
+from modelferry.endpoints.counters import MetricsMark, StepMetrics
 from modelferry.endpoints.spec import (
     DeploymentMetrics,
     DeploymentSpec,
@@ -154,7 +155,28 @@ class EndpointBackend(ABC):
 
     @abstractmethod
     def get_metrics(self, endpoint: str, since: datetime) -> dict[str, DeploymentMetrics]:
-        """Requests, errors and p99 latency per deployment since `since` (canary checks)."""
+        """Requests, errors and p99 latency per deployment since `since`.
+
+        A canary step is measured with `mark_metrics` and `get_step_metrics` instead,
+        which are exact on backends that keep counters.
+        """
+
+    def mark_metrics(self, endpoint: str) -> MetricsMark:
+        """Where a measurement starts (a canary step), for `get_step_metrics`.
+
+        This default marks the time now. A backend whose endpoints keep cumulative
+        counters returns them too, so that the step's counts are exact however many
+        requests it sees.
+        """
+        return MetricsMark(datetime.now(UTC))
+
+    def get_step_metrics(self, endpoint: str, mark: MetricsMark) -> StepMetrics:
+        """Requests, errors and p99 latency per deployment since `mark`.
+
+        Backends that tell routed requests from pinned ones count the routed ones only.
+        This default asks `get_metrics` for the time since `mark.at`.
+        """
+        return StepMetrics(self.get_metrics(endpoint, mark.at))
 
     @abstractmethod
     def get_logs(self, endpoint: str, deployment: str, lines: int = 100) -> str:

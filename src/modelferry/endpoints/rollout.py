@@ -5,9 +5,10 @@ Pure decisions, no I/O: the `deploy-online-endpoint` flow asks these questions a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
+from modelferry.endpoints.counters import StepMetrics
 from modelferry.endpoints.spec import DeploymentMetrics, EndpointState, TrafficSplit
 
 Strategy = Literal["blue-green", "canary"]
@@ -150,3 +151,23 @@ def judge_step(
             )
     p99 = f"p99 {new.p99_latency_ms:.1f} ms" if new.p99_latency_ms is not None else "no p99"
     return StepVerdict(True, f"{new.requests} requests, {new.errors} errors, {p99}")
+
+
+def judge_measured_step(
+    measured: StepMetrics, new: str, old: str | None, policy: RolloutPolicy
+) -> StepVerdict:
+    """Judge a step from what the endpoint measured over it, `new` against `old`.
+
+    A deployment the router sent nothing is measured as no requests (not judged). When
+    the endpoint's server restarted during the step, the step is judged from what it
+    counted after the restart, and the reason says so.
+    """
+    nothing = DeploymentMetrics(0, 0, None)
+    before = measured.deployments.get(old) if old is not None else None
+    verdict = judge_step(measured.deployments.get(new, nothing), before, policy)
+    if measured.restarted is None:
+        return verdict
+    since = measured.restarted.strftime("%H:%M:%S UTC")
+    return replace(
+        verdict, reason=f"{verdict.reason}; counted from the server's restart at {since}"
+    )

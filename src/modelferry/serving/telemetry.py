@@ -1,22 +1,29 @@
-"""Per-deployment request counters, a latency histogram and a recent-requests window.
+"""Per-deployment request counters and latency histograms.
 
-Counters and the histogram feed `GET /metrics` (Prometheus text format); the window
-answers "error rate and p99 since T", which a canary rollout watches at each step.
+Counters and a coarse histogram feed `GET /metrics` (Prometheus text format). The counters
+of routed requests and their fine latency histogram (`reading`) are what a canary rollout
+reads at each step's start and end: the difference is exact however many requests came.
 
-The window holds only requests the router assigned: a client can pin a request to a
-deployment (`azureml-model-deployment` header), and what it pins must not steer the judge.
-Pinned requests are still counted on `/metrics`.
+The routed counters leave out requests a client pinned to a deployment
+(`azureml-model-deployment` header): what a client pins must not steer the judge. Pinned
+requests are still counted on `/metrics`.
 """
 
 from __future__ import annotations
 
 import bisect
+import secrets
 import threading
-import time
-from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-import numpy as np
+from modelferry.endpoints.counters import (
+    LATENCY_BOUNDS_S,
+    CounterReading,
+    DeploymentCounters,
+    latency_bucket,
+)
 
 #: Histogram bucket upper bounds, in seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -38,8 +45,7 @@ _COUNTERS = (
     ("modelferry_mirrored_requests_total", "Requests copied to a mirror deployment.", "mirrored"),
 )
 
-# How many recent requests each deployment remembers for windowed questions.
-_WINDOW = 50_000
+_BOUNDS_MS = tuple(bound * 1000 for bound in LATENCY_BOUNDS_S)
 
 
 @dataclass
@@ -54,17 +60,11 @@ class DeploymentTelemetry:
     mirrored: int = 0
     latency_sum: float = 0.0
     buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
-    # (monotonic time, latency seconds, failed) of recent routed (not pinned) requests.
-    recent: deque[tuple[float, float, bool]] = field(default_factory=lambda: deque(maxlen=_WINDOW))
-
-
-@dataclass(frozen=True)
-class WindowSummary:
-    """Requests, errors and p99 latency over a window."""
-
-    requests: int
-    errors: int
-    p99_ms: float | None
+    # Routed (not pinned) requests: what a rollout judges.
+    routed: int = 0
+    routed_errors: int = 0
+    routed_client_errors: int = 0
+    routed_latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS_S) + 1))
 
 
 class Telemetry:
@@ -75,8 +75,9 @@ class Telemetry:
         self._lock = threading.Lock()
         self._deployments: dict[str, DeploymentTelemetry] = {}
         self._status_counts: dict[tuple[str, int], int] = {}
-        self.started = time.time()
-        self._monotonic_offset = time.time() - time.monotonic()
+        #: Who counts: a restarted server has another identity and counts from zero.
+        self.server = secrets.token_hex(8)
+        self.started = datetime.now(UTC)
 
     def record(
         self,
@@ -95,7 +96,7 @@ class Telemetry:
             status: the HTTP status it answered with.
             seconds: how long the answer took.
             rows: rows scored.
-            pinned: the client chose the deployment; kept out of the judged window.
+            pinned: the client chose the deployment; kept out of the routed counters.
             client_error: a 400 that every other deployment would give too (the request
                 is bad whatever the model), so not the deployment's error.
         """
@@ -104,7 +105,6 @@ class Telemetry:
         # see. A 400 every deployment would give is the client's and says nothing.
         client = status == 400 and client_error
         failed = status >= 500 or (status == 400 and not client)
-        now = time.monotonic()
         with self._lock:
             stats = self._deployments.get(deployment)
             if stats is None:
@@ -120,7 +120,12 @@ class Telemetry:
             if pinned:
                 stats.pinned += 1
             else:
-                stats.recent.append((now, seconds, failed))
+                stats.routed += 1
+                if failed:
+                    stats.routed_errors += 1
+                if client:
+                    stats.routed_client_errors += 1
+                stats.routed_latency[latency_bucket(seconds)] += 1
             key = (deployment, status)
             self._status_counts[key] = self._status_counts.get(key, 0) + 1
 
@@ -130,21 +135,27 @@ class Telemetry:
             stats = self._deployments.setdefault(deployment, DeploymentTelemetry())
             stats.mirrored += 1
 
-    def summary_since(self, deployment: str, since_epoch: float) -> WindowSummary:
-        """Routed requests, their errors and p99 latency since a wall-clock time.
+    def reading(self, deployments: Iterable[str]) -> CounterReading:
+        """The routed counters of `deployments` now (zeros for one not served yet).
 
-        Pinned requests and client errors (see `record`) are left out: this is what a
-        rollout judges, and a client must not be able to steer it.
+        Pinned requests are left out, and client errors (see `record`) are not errors:
+        this is what a rollout judges, and a client must not be able to steer it.
         """
-        since = since_epoch - self._monotonic_offset
+        counters: dict[str, DeploymentCounters] = {}
         with self._lock:
-            stats = self._deployments.get(deployment)
-            window = [r for r in stats.recent if r[0] >= since] if stats else []
-        if not window:
-            return WindowSummary(0, 0, None)
-        latencies = np.fromiter((r[1] for r in window), dtype=np.float64, count=len(window))
-        errors = sum(1 for r in window if r[2])
-        return WindowSummary(len(window), errors, float(np.percentile(latencies, 99) * 1000))
+            for name in deployments:
+                stats = self._deployments.get(name)
+                counters[name] = (
+                    DeploymentCounters(
+                        stats.routed,
+                        stats.routed_errors,
+                        stats.routed_client_errors,
+                        tuple(stats.routed_latency),
+                    )
+                    if stats is not None
+                    else DeploymentCounters(latency=(0,) * (len(LATENCY_BOUNDS_S) + 1))
+                )
+        return CounterReading(self.server, self.started, _BOUNDS_MS, counters)
 
     def prometheus(self, endpoint: str) -> str:
         """All counters in Prometheus text exposition format."""

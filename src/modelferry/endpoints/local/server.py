@@ -14,12 +14,10 @@ import argparse
 import asyncio
 import hmac
 import logging
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import numpy as np
 
@@ -46,7 +44,7 @@ class EndpointServer:
         self._lock = asyncio.Lock()
 
     async def handle_admin(self, scope: Scope, body: bytes) -> tuple[int, Any]:
-        """Control routes for the backend: reload, state, windowed metrics."""
+        """Control routes for the backend: reload, state, request counters."""
         token = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
         if not hmac.compare_digest(token, self._admin):
             return 401, {"error": "admin token required"}
@@ -61,25 +59,9 @@ class EndpointServer:
                 "weights": dict(table.traffic.weights),
                 "mirror": dict(table.traffic.mirror),
             }
-        if path == "/admin/metrics" and method == "GET":
-            query = parse_qs(scope.get("query_string", b"").decode("utf-8", "replace"))
-            raw = query.get("since", ["0"])[0]
-            try:
-                since = float(raw)
-            except ValueError:
-                since = math.nan
-            if not math.isfinite(since):
-                return 400, {
-                    "error": f"'since' must be a finite Unix time in seconds; got {raw!r:.40}"
-                }
-            summaries = {
-                name: self.app.telemetry.summary_since(name, since)
-                for name in self.app.table.models
-            }
-            return 200, {
-                name: {"requests": s.requests, "errors": s.errors, "p99_ms": s.p99_ms}
-                for name, s in summaries.items()
-            }
+        if path == "/admin/counters" and method == "GET":
+            reading = self.app.telemetry.reading(self.app.table.models)
+            return 200, reading.to_json()
         return 404, {"error": f"no admin route {method} {path}"}
 
     def reload(self) -> dict[str, Any]:
