@@ -21,7 +21,6 @@ from modelferry.endpoints.local import process as processes
 from modelferry.endpoints.spec import DeploymentSpec, EndpointSpec, ModelRef, TrafficSplit
 from modelferry.errors import (
     DeploymentFailedError,
-    EndpointError,
     EndpointNotFoundError,
     InvalidEndpointSpecError,
 )
@@ -73,7 +72,7 @@ def test_serves_class_probabilities_with_names(
 
 
 def test_split_pin_and_metrics(backend: LocalEndpointBackend, endpoint: str) -> None:
-    start = backend.mark_metrics(endpoint)
+    start = datetime.now(UTC)
     backend.set_traffic(endpoint, TrafficSplit({"blue": 70, "green": 30}))
     try:
         counts = Counter(post(backend, endpoint).json()["deployment"] for _ in range(200))
@@ -81,9 +80,7 @@ def test_split_pin_and_metrics(backend: LocalEndpointBackend, endpoint: str) -> 
         assert counts["blue"] + counts["green"] == 200
         pinned = post(backend, endpoint, **{"azureml-model-deployment": "green"}).json()
         assert pinned["model_version"] == "2"
-        measured = backend.get_step_metrics(endpoint, start)
-        assert measured.restarted is None
-        metrics = measured.deployments
+        metrics = backend.get_metrics(endpoint, start)
         assert metrics["blue"].requests == counts["blue"]
         # the pinned request is answered but kept out of the window a rollout judges
         assert metrics["green"].requests == counts["green"]
@@ -166,15 +163,24 @@ def test_failed_deployment_never_takes_traffic(
     backend.delete_endpoint("broken")  # already gone: still fine
 
 
+def stop_server_directly(backend: LocalEndpointBackend, name: str) -> None:
+    """Stop the endpoint's server process without telling the backend."""
+    record = backend.store.get_endpoint(name)
+    assert record is not None
+    assert record.pid is not None
+    server = processes.ServerProcess(record.pid, record.pid_started_at, name, backend.store.path)
+    processes.stop_server(server)
+    assert not processes.is_alive(server)
+
+
 def test_restart_comes_back_serving_the_same(backend: LocalEndpointBackend, endpoint: str) -> None:
-    old_pid = backend.store.get_endpoint(endpoint).pid  # type: ignore[union-attr]
-    processes.stop_server(old_pid)  # as a reboot or crash would
+    stop_server_directly(backend, endpoint)  # as a reboot or crash would
     assert backend.get_endpoint(endpoint).deployments[0].status == "stopped"
     state = backend.ensure_running(endpoint)
     assert {d.status for d in state.deployments} == {"ready"}
     assert post(backend, endpoint).json()["model_version"] == "1"
     # Re-deploying an unchanged deployment after a crash brings the server back too.
-    processes.stop_server(backend.store.get_endpoint(endpoint).pid)  # type: ignore[union-attr]
+    stop_server_directly(backend, endpoint)
     again = backend.create_or_update_deployment(
         endpoint, DeploymentSpec("blue", ModelRef(MODEL_NAME, "1"))
     )
@@ -217,21 +223,22 @@ def test_unknown_key_is_refused(backend: LocalEndpointBackend, endpoint: str) ->
     assert backend.get_keys(endpoint).get_secret_value() not in response.text
 
 
-def test_step_metrics_see_a_server_restart(backend: LocalEndpointBackend, endpoint: str) -> None:
-    for _ in range(5):
-        post(backend, endpoint)
-    mark = backend.mark_metrics(endpoint)
-    with pytest.raises(EndpointError, match="since its server started"):
-        backend.get_metrics(endpoint, datetime.now(UTC))
-    backend.restart_endpoint(endpoint)
-    for _ in range(3):
-        post(backend, endpoint)
-    measured = backend.get_step_metrics(endpoint, mark)
-    assert measured.restarted is not None
-    assert measured.restarted > mark.at
-    # What the new server counted: the requests since the restart, none from before.
-    assert measured.deployments["blue"].requests == 3
-    assert backend.get_metrics(endpoint, mark.at)["blue"].requests == 3
+@pytest.mark.parametrize("since", ["abc", "nan", "inf", "-inf"])
+def test_admin_metrics_refuses_a_bad_since(
+    backend: LocalEndpointBackend, endpoint: str, since: str
+) -> None:
+    uri = backend.get_endpoint(endpoint).scoring_uri.removesuffix("/score")
+    record = backend.store.get_endpoint(endpoint)
+    assert record is not None
+    token = record.admin_token.get_secret_value()
+    response = httpx.get(
+        f"{uri}/admin/metrics",
+        params={"since": since},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 400
+    assert "since" in response.json()["error"]
 
 
 def test_small_requests_stay_fast_while_large_bad_ones_are_parsed(

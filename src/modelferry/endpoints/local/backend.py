@@ -7,7 +7,7 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,6 @@ import httpx
 from pydantic import SecretStr
 
 from modelferry.endpoints.backend import EndpointBackend, TrafficRollback
-from modelferry.endpoints.counters import (
-    CounterReading,
-    MetricsMark,
-    StepMetrics,
-    metrics_between,
-)
 from modelferry.endpoints.local import process
 from modelferry.endpoints.local.state import DeploymentRecord, EndpointRecord, EndpointStateStore
 from modelferry.endpoints.spec import (
@@ -93,7 +87,7 @@ class LocalEndpointBackend(EndpointBackend):
     def get_endpoint(self, name: str) -> EndpointState:
         """The endpoint as recorded, with each deployment's status."""
         record = self._record(name)
-        running = process.is_alive(record.pid)
+        running = process.is_alive(self._server(record))
         deployments = tuple(
             DeploymentState(
                 d.name,
@@ -115,7 +109,7 @@ class LocalEndpointBackend(EndpointBackend):
         record = self.store.get_endpoint(name)
         if record is None:
             return
-        process.stop_server(record.pid)
+        process.stop_server(self._server(record))
         self.store.delete_endpoint(name)
 
     def ensure_running(self, name: str) -> EndpointState:
@@ -126,8 +120,8 @@ class LocalEndpointBackend(EndpointBackend):
     def restart_endpoint(self, name: str) -> EndpointState:
         """Stop and start the server; it comes back serving what the state says."""
         record = self._record(name)
-        process.stop_server(record.pid)
-        self._ensure_server(_replace(record, pid=None))
+        process.stop_server(self._server(record))
+        self._ensure_server(_replace(record, pid=None, pid_started_at=None))
         return self.get_endpoint(name)
 
     # -- deployments -------------------------------------------------------------------
@@ -189,7 +183,7 @@ class LocalEndpointBackend(EndpointBackend):
         if not any(d.name == name for d in self.store.list_deployments(endpoint)):
             return
         self.store.delete_deployment(endpoint, name)
-        if process.is_alive(record.pid):
+        if process.is_alive(self._server(record)):
             self._admin(record, "POST", "/admin/reload", 60.0)
 
     def set_traffic(self, endpoint: str, traffic: TrafficSplit) -> EndpointState:
@@ -292,7 +286,7 @@ class LocalEndpointBackend(EndpointBackend):
         record = self._record(endpoint)
         key = SecretStr(secrets.token_urlsafe(32))
         self.store.set_scoring_key(endpoint, key)
-        if process.is_alive(record.pid):
+        if process.is_alive(self._server(record)):
             self._admin(record, "POST", "/admin/reload", 60.0)
         return key
 
@@ -314,51 +308,13 @@ class LocalEndpointBackend(EndpointBackend):
         return response.json()
 
     def get_metrics(self, endpoint: str, since: datetime) -> dict[str, DeploymentMetrics]:
-        """Routed requests, errors and p99 latency per deployment since `since`.
-
-        The server counts from its start on, so this answers only for a `since` before
-        that start (an aware datetime; naive is taken as UTC); `mark_metrics` and
-        `get_step_metrics` measure any period.
-
-        Raises:
-            EndpointError: `since` is after the server started.
-        """
-        reading = self._read_counters(endpoint)
-        start = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
-        if start > reading.started:
-            raise EndpointError(
-                f"endpoint {endpoint!r} counts requests since its server started "
-                f"({reading.started.isoformat(timespec='seconds')}), not since "
-                f"{start.isoformat(timespec='seconds')}: take `mark_metrics` when the period "
-                "starts and read `get_step_metrics` when it ends"
-            )
-        return dict(metrics_between(_nothing_counted(reading), reading).deployments)
-
-    def mark_metrics(self, endpoint: str) -> MetricsMark:
-        """The time now and the server's counters, for `get_step_metrics`."""
-        return MetricsMark(datetime.now(UTC), self._read_counters(endpoint))
-
-    def get_step_metrics(self, endpoint: str, mark: MetricsMark) -> StepMetrics:
-        """Routed requests, errors and p99 per deployment since `mark`: the difference of
-        the server's counters, exact however many requests came.
-
-        If the server restarted since the mark, what it counted from the restart on is
-        measured, and `StepMetrics.restarted` says when that was.
-        """
-        end = self._read_counters(endpoint)
-        start = mark.counters if mark.counters is not None else _nothing_counted(end)
-        return metrics_between(start, end)
-
-    def _read_counters(self, endpoint: str) -> CounterReading:
+        """Requests, 5xx errors and p99 latency per deployment since `since`."""
         record = self._record(endpoint)
-        answer = self._admin(record, "GET", "/admin/counters", 10.0)
-        try:
-            return CounterReading.from_json(answer)
-        except ValueError as exc:
-            raise EndpointError(
-                f"endpoint {endpoint!r} answered its counters in an unknown shape ({exc}); "
-                "its server may run an older modelferry: restart it (`restart_endpoint`)"
-            ) from exc
+        answer = self._admin(record, "GET", f"/admin/metrics?since={since.timestamp()}", 10.0)
+        return {
+            name: DeploymentMetrics(int(m["requests"]), int(m["errors"]), m["p99_ms"])
+            for name, m in answer.items()
+        }
 
     def get_logs(self, endpoint: str, deployment: str, lines: int = 100) -> str:
         """The end of the endpoint server's log (all its deployments share one process).
@@ -389,6 +345,13 @@ class LocalEndpointBackend(EndpointBackend):
             raise EndpointNotFoundError(f"model {spec.model.uri} does not exist")
         return found.version
 
+    def _server(self, record: EndpointRecord) -> process.ServerProcess | None:
+        if record.pid is None:
+            return None
+        return process.ServerProcess(
+            record.pid, record.pid_started_at, record.name, self.store.path
+        )
+
     def _url(self, record: EndpointRecord) -> str:
         return f"http://{self.host}:{record.port}"
 
@@ -396,15 +359,15 @@ class LocalEndpointBackend(EndpointBackend):
         return self.home / "logs" / f"{endpoint}.log"
 
     def _ensure_server(self, record: EndpointRecord) -> None:
-        if process.is_alive(record.pid):
+        if process.is_alive(self._server(record)):
             return
         if not _port_free(self.host, record.port):
             record = _replace(record, port=process.free_port(self.host))
         log_path = self._log_path(record.name)
-        pid = process.start_server(self.store.path, record.name, self.host, log_path)
-        record = _replace(record, pid=pid)
+        server = process.start_server(self.store.path, record.name, self.host, log_path)
+        record = _replace(record, pid=server.pid, pid_started_at=server.started_at)
         self.store.put_endpoint(record)
-        process.wait_until_live(self._url(record), pid, self.start_timeout_s, log_path)
+        process.wait_until_live(self._url(record), server, self.start_timeout_s, log_path)
 
     def _admin(self, record: EndpointRecord, method: str, path: str, timeout_s: float) -> Any:
         token = record.admin_token.get_secret_value()
@@ -433,8 +396,3 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _nothing_counted(reading: CounterReading) -> CounterReading:
-    """A reading of `reading`'s server before it counted anything."""
-    return replace(reading, deployments={})

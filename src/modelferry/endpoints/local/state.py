@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS endpoints (
     mirror TEXT NOT NULL DEFAULT '{}',
     tracking_uri TEXT NOT NULL,
     registry_uri TEXT,
-    pending_releases TEXT
+    pending_releases TEXT,
+    pid_started_at REAL
 );
 CREATE TABLE IF NOT EXISTS deployments (
     endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE,
@@ -53,20 +54,27 @@ CREATE TABLE IF NOT EXISTS traffic_history (
 """
 
 # Columns added after the first release: state files written before them gain them on
-# open (NULL: no release recorded), so an upgrade keeps every endpoint and its history.
+# open (NULL: no release or server start time recorded), so an upgrade keeps every
+# endpoint and its history.
 _ADDED_COLUMNS = (
     ("endpoints", "pending_releases", "TEXT"),
     ("traffic_history", "release", "TEXT"),
+    ("endpoints", "pid_started_at", "REAL"),
 )
 _ENDPOINT_COLUMNS = (
     "name, port, pid, scoring_key, admin_token, description, tags, weights, mirror, "
-    "tracking_uri, registry_uri"
+    "tracking_uri, registry_uri, pid_started_at"
 )
 
 
 @dataclass(frozen=True)
 class EndpointRecord:
-    """One endpoint row; the keys are secrets and never printed."""
+    """One endpoint row; the keys are secrets and never printed.
+
+    `pid_started_at` is when the server process `pid` started (seconds since the epoch):
+    with it, a process that later got the same pid is not taken for the server. None
+    when no server was started, or the row was written before start times were kept.
+    """
 
     name: str
     port: int
@@ -78,6 +86,7 @@ class EndpointRecord:
     traffic: TrafficSplit
     tracking_uri: str
     registry_uri: str | None
+    pid_started_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -149,9 +158,11 @@ class EndpointStateStore:
         with self._connect() as db:
             db.execute(
                 """INSERT INTO endpoints (name, port, pid, scoring_key, admin_token,
-                       description, tags, weights, mirror, tracking_uri, registry_uri)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       description, tags, weights, mirror, tracking_uri, registry_uri,
+                       pid_started_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(name) DO UPDATE SET port = excluded.port, pid = excluded.pid,
+                       pid_started_at = excluded.pid_started_at,
                        scoring_key = excluded.scoring_key, admin_token = excluded.admin_token,
                        description = excluded.description, tags = excluded.tags,
                        weights = excluded.weights, mirror = excluded.mirror,
@@ -169,6 +180,7 @@ class EndpointStateStore:
                     json.dumps(dict(record.traffic.mirror)),
                     record.tracking_uri,
                     record.registry_uri,
+                    record.pid_started_at,
                 ),
             )
 
@@ -290,7 +302,7 @@ def _pending(db: sqlite3.Connection, endpoint: str) -> set[str]:
 
 
 def _endpoint(row: tuple[object, ...]) -> EndpointRecord:
-    (name, port, pid, key, token, description, tags, weights, mirror, uri, registry) = row
+    (name, port, pid, key, token, description, tags, weights, mirror, uri, registry, started) = row
     return EndpointRecord(
         name=str(name),
         port=int(str(port)),
@@ -302,4 +314,5 @@ def _endpoint(row: tuple[object, ...]) -> EndpointRecord:
         traffic=TrafficSplit(json.loads(str(weights)), json.loads(str(mirror))),
         tracking_uri=str(uri),
         registry_uri=str(registry) if registry is not None else None,
+        pid_started_at=float(str(started)) if started is not None else None,
     )
