@@ -21,6 +21,7 @@ from modelferry.endpoints.local import process as processes
 from modelferry.endpoints.spec import DeploymentSpec, EndpointSpec, ModelRef, TrafficSplit
 from modelferry.errors import (
     DeploymentFailedError,
+    EndpointError,
     EndpointNotFoundError,
     InvalidEndpointSpecError,
 )
@@ -72,7 +73,7 @@ def test_serves_class_probabilities_with_names(
 
 
 def test_split_pin_and_metrics(backend: LocalEndpointBackend, endpoint: str) -> None:
-    start = datetime.now(UTC)
+    start = backend.mark_metrics(endpoint)
     backend.set_traffic(endpoint, TrafficSplit({"blue": 70, "green": 30}))
     try:
         counts = Counter(post(backend, endpoint).json()["deployment"] for _ in range(200))
@@ -80,7 +81,9 @@ def test_split_pin_and_metrics(backend: LocalEndpointBackend, endpoint: str) -> 
         assert counts["blue"] + counts["green"] == 200
         pinned = post(backend, endpoint, **{"azureml-model-deployment": "green"}).json()
         assert pinned["model_version"] == "2"
-        metrics = backend.get_metrics(endpoint, start)
+        measured = backend.get_step_metrics(endpoint, start)
+        assert measured.restarted is None
+        metrics = measured.deployments
         assert metrics["blue"].requests == counts["blue"]
         # the pinned request is answered but kept out of the window a rollout judges
         assert metrics["green"].requests == counts["green"]
@@ -223,22 +226,21 @@ def test_unknown_key_is_refused(backend: LocalEndpointBackend, endpoint: str) ->
     assert backend.get_keys(endpoint).get_secret_value() not in response.text
 
 
-@pytest.mark.parametrize("since", ["abc", "nan", "inf", "-inf"])
-def test_admin_metrics_refuses_a_bad_since(
-    backend: LocalEndpointBackend, endpoint: str, since: str
-) -> None:
-    uri = backend.get_endpoint(endpoint).scoring_uri.removesuffix("/score")
-    record = backend.store.get_endpoint(endpoint)
-    assert record is not None
-    token = record.admin_token.get_secret_value()
-    response = httpx.get(
-        f"{uri}/admin/metrics",
-        params={"since": since},
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    )
-    assert response.status_code == 400
-    assert "since" in response.json()["error"]
+def test_step_metrics_see_a_server_restart(backend: LocalEndpointBackend, endpoint: str) -> None:
+    for _ in range(5):
+        post(backend, endpoint)
+    mark = backend.mark_metrics(endpoint)
+    with pytest.raises(EndpointError, match="since its server started"):
+        backend.get_metrics(endpoint, datetime.now(UTC))
+    backend.restart_endpoint(endpoint)
+    for _ in range(3):
+        post(backend, endpoint)
+    measured = backend.get_step_metrics(endpoint, mark)
+    assert measured.restarted is not None
+    assert measured.restarted > mark.at
+    # What the new server counted: the requests since the restart, none from before.
+    assert measured.deployments["blue"].requests == 3
+    assert backend.get_metrics(endpoint, mark.at)["blue"].requests == 3
 
 
 def test_small_requests_stay_fast_while_large_bad_ones_are_parsed(

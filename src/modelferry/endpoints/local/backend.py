@@ -7,7 +7,7 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,12 @@ import httpx
 from pydantic import SecretStr
 
 from modelferry.endpoints.backend import EndpointBackend, TrafficRollback
+from modelferry.endpoints.counters import (
+    CounterReading,
+    MetricsMark,
+    StepMetrics,
+    metrics_between,
+)
 from modelferry.endpoints.local import process
 from modelferry.endpoints.local.state import DeploymentRecord, EndpointRecord, EndpointStateStore
 from modelferry.endpoints.spec import (
@@ -308,13 +314,51 @@ class LocalEndpointBackend(EndpointBackend):
         return response.json()
 
     def get_metrics(self, endpoint: str, since: datetime) -> dict[str, DeploymentMetrics]:
-        """Requests, 5xx errors and p99 latency per deployment since `since`."""
+        """Routed requests, errors and p99 latency per deployment since `since`.
+
+        The server counts from its start on, so this answers only for a `since` before
+        that start (an aware datetime; naive is taken as UTC); `mark_metrics` and
+        `get_step_metrics` measure any period.
+
+        Raises:
+            EndpointError: `since` is after the server started.
+        """
+        reading = self._read_counters(endpoint)
+        start = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
+        if start > reading.started:
+            raise EndpointError(
+                f"endpoint {endpoint!r} counts requests since its server started "
+                f"({reading.started.isoformat(timespec='seconds')}), not since "
+                f"{start.isoformat(timespec='seconds')}: take `mark_metrics` when the period "
+                "starts and read `get_step_metrics` when it ends"
+            )
+        return dict(metrics_between(_nothing_counted(reading), reading).deployments)
+
+    def mark_metrics(self, endpoint: str) -> MetricsMark:
+        """The time now and the server's counters, for `get_step_metrics`."""
+        return MetricsMark(datetime.now(UTC), self._read_counters(endpoint))
+
+    def get_step_metrics(self, endpoint: str, mark: MetricsMark) -> StepMetrics:
+        """Routed requests, errors and p99 per deployment since `mark`: the difference of
+        the server's counters, exact however many requests came.
+
+        If the server restarted since the mark, what it counted from the restart on is
+        measured, and `StepMetrics.restarted` says when that was.
+        """
+        end = self._read_counters(endpoint)
+        start = mark.counters if mark.counters is not None else _nothing_counted(end)
+        return metrics_between(start, end)
+
+    def _read_counters(self, endpoint: str) -> CounterReading:
         record = self._record(endpoint)
-        answer = self._admin(record, "GET", f"/admin/metrics?since={since.timestamp()}", 10.0)
-        return {
-            name: DeploymentMetrics(int(m["requests"]), int(m["errors"]), m["p99_ms"])
-            for name, m in answer.items()
-        }
+        answer = self._admin(record, "GET", "/admin/counters", 10.0)
+        try:
+            return CounterReading.from_json(answer)
+        except ValueError as exc:
+            raise EndpointError(
+                f"endpoint {endpoint!r} answered its counters in an unknown shape ({exc}); "
+                "its server may run an older modelferry: restart it (`restart_endpoint`)"
+            ) from exc
 
     def get_logs(self, endpoint: str, deployment: str, lines: int = 100) -> str:
         """The end of the endpoint server's log (all its deployments share one process).
@@ -396,3 +440,8 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _nothing_counted(reading: CounterReading) -> CounterReading:
+    """A reading of `reading`'s server before it counted anything."""
+    return replace(reading, deployments={})
