@@ -20,8 +20,9 @@ from azure.monitor.query import (
 from modelferry.endpoints.azureml import AzureMLEndpointBackend, AzureMonitorMetrics, WorkspaceRef
 from modelferry.endpoints.azureml.fake import FakeMLClient
 from modelferry.endpoints.azureml.fake_metrics import FakeMetricsQueryClient
+from modelferry.endpoints.counters import MetricsMark, StepMetrics
 from modelferry.endpoints.naming import azure_name
-from modelferry.endpoints.rollout import RolloutPolicy, judge_step
+from modelferry.endpoints.rollout import RolloutPolicy, judge_measured_step, judge_step
 from modelferry.endpoints.spec import DeploymentMetrics, DeploymentSpec, EndpointSpec, ModelRef
 from modelferry.errors import EndpointError, InvalidConfigError
 from modelferry.registry import ModelRegistry, TrackingSettings
@@ -198,6 +199,10 @@ def test_backend_measures_each_deployment_for_the_rollout_judge(
     verdict = judge_step(metrics["Green_2"], metrics["blue"], RolloutPolicy())
     assert not verdict.passed
     assert "error rate 20.0%" in verdict.reason
+    # A canary step on Azure ML is the time window from its mark on.
+    step = backend.get_step_metrics("Churn_EP", MetricsMark(minute(2)))
+    assert step == StepMetrics(metrics)
+    assert judge_measured_step(step, "Green_2", "blue", RolloutPolicy()) == verdict
 
 
 def test_workspace_from_values_or_environment() -> None:
