@@ -7,6 +7,10 @@ CONFIG ?= config/model_config.json
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export GIT_PYTHON_REFRESH ?= quiet
 export MLFLOW_DISABLE_TELEMETRY ?= true
+# The library's warnings in the run's logs in the UI, not only on the console; those it
+# logs outside any run stay on the console (see flows/library_logs.py).
+export PREFECT_LOGGING_EXTRA_LOGGERS ?= modelferry
+export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
 .PHONY: demo test lint typecheck install install-dev serve server blocks clean
 
