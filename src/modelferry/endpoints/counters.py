@@ -13,7 +13,6 @@ counts from zero again; a reading carries the server's identity so that this is 
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,13 +24,9 @@ from modelferry.endpoints.spec import DeploymentMetrics
 _SMALLEST_S = 0.0001
 _GROWTH = 1.05
 #: Upper bounds of the latency buckets in seconds: 0.1 ms to about 60 s, 5 % apart.
-#: A last bucket holds what is slower than the highest bound.
+#: A request answered in `s` seconds counts in bucket `bisect_left(LATENCY_BOUNDS_S, s)`;
+#: a last bucket holds what is slower than the highest bound.
 LATENCY_BOUNDS_S: tuple[float, ...] = tuple(_SMALLEST_S * _GROWTH**i for i in range(274))
-
-
-def latency_bucket(seconds: float) -> int:
-    """The index of the bucket that counts a request answered in `seconds`."""
-    return bisect.bisect_left(LATENCY_BOUNDS_S, seconds)
 
 
 @dataclass(frozen=True)

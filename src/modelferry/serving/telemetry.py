@@ -22,7 +22,6 @@ from modelferry.endpoints.counters import (
     LATENCY_BOUNDS_S,
     CounterReading,
     DeploymentCounters,
-    latency_bucket,
 )
 
 #: Histogram bucket upper bounds, in seconds.
@@ -125,7 +124,7 @@ class Telemetry:
                     stats.routed_errors += 1
                 if client:
                     stats.routed_client_errors += 1
-                stats.routed_latency[latency_bucket(seconds)] += 1
+                stats.routed_latency[bisect.bisect_left(LATENCY_BOUNDS_S, seconds)] += 1
             key = (deployment, status)
             self._status_counts[key] = self._status_counts.get(key, 0) + 1
 
