@@ -1,4 +1,9 @@
-"""A warning the library logs during a flow run is in that run's logs on the server."""
+"""A warning the library logs during a flow run is in that run's logs on the server.
+
+The batch falls back from compiled trees to LightGBM's own predictor when the
+compiled-model folder cannot be created, and `modelferry.serving.model` warns; each test
+starts a real run that way, by an entry point of its own, in a process of its own.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,14 @@ import os
 import re
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from sklearn.datasets import load_breast_cancer
@@ -30,6 +39,36 @@ PREFECT_LOGGING_VARIABLES = (
 )
 
 
+@dataclass(frozen=True)
+class Champion:
+    """A registered champion and rows to score with it."""
+
+    tracking_uri: str
+    rows: Path
+
+
+@pytest.fixture(scope="module")
+def champion(prefect_harness: str, tmp_path_factory: pytest.TempPathFactory) -> Champion:
+    folder = tmp_path_factory.mktemp("champion")
+    tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
+    assert train_and_register(str(write_config(folder)), tracking_uri=tracking_uri).approved
+    rows = folder / "rows.parquet"
+    load_breast_cancer(as_frame=True).data.iloc[:50].to_parquet(rows, index=False)
+    return Champion(tracking_uri, rows)
+
+
+def _entry_point_env(prefect_harness: str, tmp_path: Path) -> dict[str, str]:
+    """The test server, a PREFECT_HOME of its own, a compiled-model folder that cannot be."""
+    not_a_folder = tmp_path / "not-a-folder"
+    not_a_folder.write_text("", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in PREFECT_LOGGING_VARIABLES}
+    return env | {
+        "PREFECT_API_URL": prefect_harness,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        COMPILED_MODELS_ENV: str(not_a_folder / "compiled-models"),
+    }
+
+
 async def _read_logs(flow_run_id: str) -> list[Any]:
     async with get_client() as client:
         return await client.read_logs(
@@ -38,41 +77,8 @@ async def _read_logs(flow_run_id: str) -> list[Any]:
         )
 
 
-def test_a_library_warning_during_a_command_line_run_is_in_the_runs_logs(
-    prefect_harness: str, tmp_path: Path, mlflow_uri: str
-) -> None:
-    """The batch falls back from compiled trees to LightGBM's own predictor when the
-    compiled-model folder cannot be created, and `modelferry.serving.model` warns."""
-    assert train_and_register(str(write_config(tmp_path)), tracking_uri=mlflow_uri).approved
-    data = tmp_path / "rows.parquet"
-    load_breast_cancer(as_frame=True).data.iloc[:50].to_parquet(data, index=False)
-    not_a_folder = tmp_path / "not-a-folder"
-    not_a_folder.write_text("", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k not in PREFECT_LOGGING_VARIABLES}
-    env |= {
-        "PREFECT_API_URL": prefect_harness,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        COMPILED_MODELS_ENV: str(not_a_folder / "compiled-models"),
-    }
-    args = ["--input", str(data), "--model-name", MODEL, "--tracking-uri", mlflow_uri]
-    args += ["--output", str(tmp_path / "predictions.parquet")]
-
-    done = subprocess.run(
-        [sys.executable, "-m", "flows.batch_score", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-
-    console = done.stdout + done.stderr
-    assert done.returncode == 0, console
-    assert "with LightGBM's own predictor" in console  # the console always had it
-    name = re.search(r"Beginning flow run '([^']+)'", console)
-    assert name is not None, console
-    run = api_filter("/flow_runs/filter", {"flow_runs": {"name": {"any_": [name[1]]}}})[0]
-    logs = asyncio.run(_read_logs(run["id"]))
+def _assert_the_fallback_warning_is_in(flow_run_id: str) -> None:
+    logs = asyncio.run(_read_logs(flow_run_id))
     warnings = [
         log
         for log in logs
@@ -84,3 +90,91 @@ def test_a_library_warning_during_a_command_line_run_is_in_the_runs_logs(
     assert f"Scoring {MODEL} v1 with LightGBM's own predictor" in warning.message
     assert "cannot create the compiled-model folder" in warning.message
     assert warning.task_run_id is not None  # in the task that loaded the model
+
+
+def test_a_library_warning_during_a_command_line_run_is_in_the_runs_logs(
+    prefect_harness: str, champion: Champion, tmp_path: Path
+) -> None:
+    args = ["--input", str(champion.rows), "--model-name", MODEL]
+    args += ["--tracking-uri", champion.tracking_uri]
+    args += ["--output", str(tmp_path / "predictions.parquet")]
+
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.batch_score", *args],
+        cwd=REPO,
+        env=_entry_point_env(prefect_harness, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console
+    assert "with LightGBM's own predictor" in console  # the console always had it
+    name = re.search(r"Beginning flow run '([^']+)'", console)
+    assert name is not None, console
+    run = api_filter("/flow_runs/filter", {"flow_runs": {"name": {"any_": [name[1]]}}})[0]
+    _assert_the_fallback_warning_is_in(run["id"])
+
+
+def _deployment_id(name: str, serve: subprocess.Popen[str], deadline: float) -> str:
+    while time.monotonic() < deadline:
+        assert serve.poll() is None, "python -m deployments.serve exited"
+        found = api_filter("/deployments/filter", {"deployments": {"name": {"any_": [name]}}})
+        if found:
+            return str(found[0]["id"])
+        time.sleep(1)
+    raise AssertionError(f"deployment {name!r} not registered by the serve process in time")
+
+
+def _final_state(flow_run_id: str, deadline: float) -> str:
+    while time.monotonic() < deadline:
+        run = api_filter("/flow_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})[0]
+        if run["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            return str(run["state_type"])
+        time.sleep(1)
+    raise AssertionError(f"flow run {flow_run_id} did not end in time")
+
+
+def test_a_library_warning_during_a_served_run_is_in_the_runs_logs(
+    prefect_harness: str, champion: Champion, tmp_path: Path
+) -> None:
+    spec = tmp_path / "prefect.yaml"
+    deployment = {
+        "name": "library-logs",
+        "entrypoint": "flows/batch_score.py:batch_score",
+        "parameters": {
+            "input": str(champion.rows),
+            "model_name": MODEL,
+            "tracking_uri": champion.tracking_uri,
+            "output": str(tmp_path / "predictions.parquet"),
+        },
+    }
+    spec.write_text(yaml.safe_dump({"deployments": [deployment]}), encoding="utf-8")
+    console = tmp_path / "serve.log"
+    deadline = time.monotonic() + 240
+    with console.open("w", encoding="utf-8") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "deployments.serve", "--prefect-yaml", str(spec)],
+            cwd=REPO,
+            env=_entry_point_env(prefect_harness, tmp_path),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            deployment_id = _deployment_id("library-logs", serve, deadline)
+            created = httpx.post(
+                f"{prefect_harness}/deployments/{deployment_id}/create_flow_run",
+                json={},
+                timeout=10,
+            )
+            created.raise_for_status()
+            flow_run_id = str(created.json()["id"])
+            state = _final_state(flow_run_id, deadline)
+        finally:
+            serve.terminate()
+            serve.wait(timeout=30)
+
+    assert state == "COMPLETED", console.read_text(encoding="utf-8")
+    _assert_the_fallback_warning_is_in(flow_run_id)
