@@ -29,7 +29,13 @@ from modelferry.config import APPROVAL_MODES, load_config, with_approval_mode
 from modelferry.errors import ApprovalRejectedError, ApprovalTimedOutError
 from modelferry.registry import lineage_tags
 from tasks.data import load_data
-from tasks.registry import read_champions, record_decision, register_challenger, score_champion
+from tasks.registry import (
+    log_gate,
+    read_champions,
+    record_decision,
+    register_challenger,
+    score_champion,
+)
 from tasks.reporting import publish_gate_report
 from tasks.training import train
 
@@ -135,6 +141,7 @@ def train_and_register(
     gate = evaluate_gate(
         result.test_metrics, champion.metrics, config.gate, champion.version, champion.note
     )
+    log_gate(settings, logged.run_id, gate)
     report = publish_gate_report(name, version.version, gate, logged.url)
 
     mode = config.approval.mode

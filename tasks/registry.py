@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modelferry.approval import ApprovalDecision
+from modelferry.approval import ApprovalDecision, GateResult
 from modelferry.config import ModelConfig
 from modelferry.data import Dataset
 from modelferry.errors import DataError
@@ -21,6 +21,7 @@ from modelferry.registry import (
     ModelRegistry,
     RegisteredVersion,
     TrackingSettings,
+    log_gate_result,
     log_training_run,
 )
 from modelferry.training import DatasetSplit, classification_metrics, predict_positive_proba
@@ -109,6 +110,12 @@ def score_champion(
         )
         return ChampionScore(champion.version, None, note)
     return ChampionScore(champion.version, classification_metrics(split.y_test, proba), None)
+
+
+@task(name="log-gate-result", **_MLFLOW_RETRIES)  # type: ignore[call-overload]
+def log_gate(settings: TrackingSettings, run_id: str, gate: GateResult) -> None:
+    """Keep the gate's table and verdict in the challenger's MLflow run, next to its metrics."""
+    log_gate_result(settings, run_id, gate)
 
 
 @task(name="record-decision", **_MLFLOW_RETRIES)  # type: ignore[call-overload]

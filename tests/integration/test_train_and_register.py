@@ -17,7 +17,7 @@ from prefect.settings import PREFECT_API_URL
 from flows.retrain_and_deliver import retrain_and_deliver
 from flows.train_and_register import train_and_register
 from modelferry.endpoints.local import LocalEndpointBackend
-from modelferry.registry import TrackingSettings
+from modelferry.registry import GATE_TABLE_ARTIFACT, TrackingSettings
 from tests.integration.flow_helpers import api_filter, reviewer_thread, write_config
 
 pytestmark = pytest.mark.integration
@@ -134,6 +134,31 @@ def test_gate_report_is_published_as_artifact(tmp_path: Path, mlflow_uri: str) -
     assert "report-model v1: challenger vs champion" in report["data"]
     assert "| roc_auc |" in report["data"]
     assert outcome.run_id in report["data"]
+
+
+def test_the_gate_table_and_verdict_are_in_the_challengers_mlflow_run(
+    tmp_path: Path, mlflow_uri: str
+) -> None:
+    import mlflow
+
+    config = write_config(tmp_path, registered_model_name="gate-table-model")
+    train_and_register(str(config), tracking_uri=mlflow_uri)
+    second = train_and_register(str(config), tracking_uri=mlflow_uri)
+
+    mlflow.set_tracking_uri(mlflow_uri)
+    # MLflow's table format: {"columns": [...], "data": [[...], ...]}.
+    table = mlflow.artifacts.load_dict(f"runs:/{second.run_id}/{GATE_TABLE_ARTIFACT}")
+    rows = {row[0]: dict(zip(table["columns"], row, strict=True)) for row in table["data"]}
+    assert set(rows) >= {"roc_auc", "accuracy", "log_loss"}
+    assert rows["roc_auc"]["challenger"] == pytest.approx(second.metrics["roc_auc"])
+    assert rows["roc_auc"]["champion"] is not None
+    assert rows["roc_auc"]["gated"]
+    assert bool(rows["roc_auc"]["passed"]) is second.gate_passed
+    client = MlflowClient(mlflow_uri, mlflow_uri)
+    verdict = mlflow.artifacts.load_dict(f"runs:/{second.run_id}/gate/gate_verdict.json")
+    assert verdict["passed"] is second.gate_passed
+    assert verdict["champion_version"] == "1"
+    assert client.get_run(second.run_id).data.tags["gate.passed"] == str(second.gate_passed).lower()
 
 
 def test_gate_failure_rejects_and_keeps_champion(tmp_path: Path, mlflow_uri: str) -> None:

@@ -136,3 +136,21 @@ def test_local_store_command_is_shown_as_code() -> None:
 def test_gated_metric_missing_from_challenger_is_an_error() -> None:
     with pytest.raises(ValueError, match="were not computed"):
         evaluate_gate({"accuracy": 0.9}, None, gate(roc_auc=MetricGate()))
+
+
+def test_the_table_for_mlflow_has_one_row_per_metric_and_the_verdicts() -> None:
+    config = gate(roc_auc=MetricGate(min_delta=0.01), log_loss=MetricGate(threshold=0.1))
+    result = evaluate_gate(CHALLENGER, {**CHALLENGER, "roc_auc": 0.945}, config, "3")
+
+    table = result.to_table()
+
+    assert {len(column) for column in table.values()} == {len(result.rows)}
+    rows = {m: {k: v[i] for k, v in table.items()} for i, m in enumerate(table["metric"])}
+    assert rows["roc_auc"]["challenger"] == 0.95
+    assert rows["roc_auc"]["champion"] == 0.945
+    assert rows["roc_auc"]["improvement"] == pytest.approx(0.005)
+    assert rows["roc_auc"]["passed"] is False
+    assert "improves on the champion by +0.0050" in str(rows["roc_auc"]["failures"])
+    assert rows["log_loss"]["higher_is_better"] is False
+    assert rows["log_loss"]["passed"] is False
+    assert rows["log_loss"]["gated"] is True

@@ -52,6 +52,24 @@ class GateResult:
         """Every reason the gate failed, one line each."""
         return [failure for row in self.rows for failure in row.failures]
 
+    def to_table(self) -> dict[str, list[object]]:
+        """The side-by-side table as columns (for MLflow's `log_table`), one row per metric.
+
+        `champion` and `improvement` are None without a champion; `bars` are the bars that
+        applied, joined by "; " (empty when the metric is not gated).
+        """
+        return {
+            "metric": [row.metric for row in self.rows],
+            "challenger": [row.challenger for row in self.rows],
+            "champion": [row.champion for row in self.rows],
+            "improvement": [row.improvement for row in self.rows],
+            "higher_is_better": [row.higher_is_better for row in self.rows],
+            "gated": [row.gated for row in self.rows],
+            "passed": [row.passed for row in self.rows],
+            "bars": ["; ".join(row.bars) for row in self.rows],
+            "failures": ["; ".join(row.failures) for row in self.rows],
+        }
+
     def to_markdown(self, title: str, run_link: str | None = None) -> str:
         """A Markdown report: verdict, table of metrics, details, reasons, the MLflow run.
 

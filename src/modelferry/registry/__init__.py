@@ -11,7 +11,13 @@ from modelferry.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from modelferry.registry.lineage import git_commit, lineage_tags
-    from modelferry.registry.runs import LoggedRun, log_training_run, pip_requirements
+    from modelferry.registry.runs import (
+        GATE_TABLE_ARTIFACT,
+        LoggedRun,
+        log_gate_result,
+        log_training_run,
+        pip_requirements,
+    )
     from modelferry.registry.tracking import (
         DEFAULT_HOME,
         TrackingSettings,
@@ -32,6 +38,7 @@ __all__ = [
     "CHAMPION",
     "CLASS_NAMES_TAG",
     "DEFAULT_HOME",
+    "GATE_TABLE_ARTIFACT",
     "PREVIOUS_CHAMPION",
     "LoggedRun",
     "ModelRegistry",
@@ -40,6 +47,7 @@ __all__ = [
     "git_commit",
     "is_transient",
     "lineage_tags",
+    "log_gate_result",
     "log_training_run",
     "pip_requirements",
     "tracking_errors",
@@ -50,7 +58,9 @@ __getattr__, __dir__ = lazy_exports(
     {
         "git_commit": "lineage",
         "lineage_tags": "lineage",
+        "GATE_TABLE_ARTIFACT": "runs",
         "LoggedRun": "runs",
+        "log_gate_result": "runs",
         "log_training_run": "runs",
         "pip_requirements": "runs",
         "DEFAULT_HOME": "tracking",

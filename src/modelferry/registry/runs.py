@@ -9,6 +9,7 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
+from modelferry.approval.gate import GateResult
 from modelferry.data import Dataset
 from modelferry.registry.tracking import TrackingSettings, tracking_errors
 from modelferry.training import (
@@ -35,6 +36,38 @@ class LoggedRun:
     model_uri: str
     model_id: str | None
     url: str
+
+
+#: Where the gate's table is kept in the challenger's run (an MLflow table artifact).
+GATE_TABLE_ARTIFACT = "gate/gate_table.json"
+#: The gate's verdict beside it: passed, champion version, failures, note.
+GATE_VERDICT_ARTIFACT = "gate/gate_verdict.json"
+
+
+def log_gate_result(settings: TrackingSettings, run_id: str, gate: GateResult) -> None:
+    """Log the gate's side-by-side table and its verdict to the challenger's MLflow run.
+
+    The table shows in the run's Artifacts tab and in MLflow's "Evaluation" views, and
+    `mlflow.load_table(GATE_TABLE_ARTIFACT, run_ids=[run_id])` reads it back.
+
+    Raises:
+        TrackingUnavailableError: MLflow could not be reached (worth a retry).
+        RegistryError: MLflow refused the artifact.
+    """
+    from mlflow import MlflowClient
+
+    verdict = {
+        "passed": gate.passed,
+        "champion_version": gate.champion_version,
+        "failures": gate.failures,
+        "note": gate.note,
+    }
+    with tracking_errors(settings, f"logging the gate result to run {run_id}"):
+        settings.activate()
+        client = MlflowClient(settings.tracking_uri, settings.registry_uri)
+        client.log_table(run_id, data=gate.to_table(), artifact_file=GATE_TABLE_ARTIFACT)
+        client.log_dict(run_id, verdict, GATE_VERDICT_ARTIFACT)
+        client.set_tag(run_id, "gate.passed", str(gate.passed).lower())
 
 
 def pip_requirements(flavor: str) -> list[str]:
