@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from modelferry import __version__
 from modelferry.cli_help import CommandParser
+from modelferry.cli_output import add_output_option, iso_utc, print_json
 from modelferry.errors import InvalidConfigError, ModelferryError
 from modelferry.telemetry_opt_out import opt_out_of_telemetry
 
@@ -149,6 +150,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="list flow runs waiting for approval",
         description="List the paused flow runs that wait for a reviewer's approval.",
     )
+    add_output_option(
+        pending,
+        "a list of the runs waiting for approval (empty when none), each with id (for "
+        "`modelferry approve`), flow_name, run_name, paused_since and times_out_at (when the "
+        "reviewer's time runs out; null: never), timestamps in ISO 8601 UTC.",
+    )
     pending.set_defaults(handler=_cmd_pending)
 
     approve = commands.add_parser(
@@ -194,6 +201,9 @@ def _cmd_pending(args: argparse.Namespace) -> int:
     with PrefectApi.from_environment(api_url=args.api_url) as api:
         paused = api.list_paused_runs()
     waiting = [run for run in paused if run.waits_for_input]
+    if args.output == "json":
+        print_json([_pending_json(run) for run in waiting])
+        return EXIT_OK
     if not waiting:
         print(_NO_PENDING)
     else:
@@ -262,6 +272,16 @@ def _format_table(runs: Sequence[PausedRun], now: datetime) -> str:
         for row in [header, *rows]
     ]
     return "\n".join(lines)
+
+
+def _pending_json(run: PausedRun) -> dict[str, str | None]:
+    return {
+        "id": run.id,
+        "flow_name": run.flow_name,
+        "run_name": run.run_name,
+        "paused_since": iso_utc(run.paused_since),
+        "times_out_at": iso_utc(run.pause_timeout),
+    }
 
 
 def _format_time(value: datetime | None) -> str:

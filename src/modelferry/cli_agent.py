@@ -3,7 +3,7 @@
 modelferry agent --device-id ID --transport mqtt --root DIR --public-key KEY [--broker-host ...]
 modelferry agent --transport iothub --connection-string-env VAR --root DIR --public-key KEY
 modelferry agent rollback --root DIR [--device-id ID] [--to VERSION]
-modelferry agent status --root DIR [--device-id ID]
+modelferry agent status --root DIR [--device-id ID] [--output json]
 
 With one `--device-id` the agent keeps its files in DIR itself; with several (many agents
 in one process, sharing one event loop) each device gets DIR/{device_id}. `--public-key`
@@ -24,16 +24,21 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 from modelferry.cli_help import DefaultsHelpFormatter
+from modelferry.cli_output import add_output_option, iso_utc_text, print_json
 from modelferry.errors import PackageVerificationError
 
 if TYPE_CHECKING:
     from modelferry.delivery.channel import DeviceTransport
     from modelferry.edge import EdgeAgent
+    from modelferry.edge.state import DeliveryRecord, InstalledVersion
 
 __all__ = ["add_agent_command", "run_agent_command"]
+
+#: How many of the latest deliveries `status` shows.
+_RECENT_DELIVERIES: Final = 10
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
@@ -80,6 +85,16 @@ def add_agent_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         formatter_class=_HelpFormatter,
     )
     _add_folder_options(status)
+    add_output_option(
+        status,
+        "an object with root; current (the current version, or null when nothing is "
+        "installed); installed (the kept versions, newest first, each with package_id, "
+        "version, model_name, model_version, delivery_id, installed_at and current, true for "
+        "the current one); recent_deliveries (the last "
+        f"{_RECENT_DELIVERIES}, newest first, each with delivery_id, project_id, package_id, "
+        "package_version, state, reason (why it failed, or null) and updated_at). "
+        "Timestamps are ISO 8601 UTC.",
+    )
     agent.set_defaults(handler=run_agent_command)
 
 
@@ -191,7 +206,9 @@ def run_agent_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    return _rollback(root, args.to) if args.action == "rollback" else _status(root)
+    if args.action == "rollback":
+        return _rollback(root, args.to)
+    return _status(root, args.output)
 
 
 def _rollback(root: Path, to: str | None) -> int:
@@ -207,17 +224,31 @@ def _rollback(root: Path, to: str | None) -> int:
     return 0
 
 
-def _status(root: Path) -> int:
+def _status(root: Path, output: str) -> int:
     from modelferry.edge import StateStore, current_version
 
     with StateStore(root).reading() as state:
         current = current_version(root)
+    recent = list(state.deliveries.values())[-_RECENT_DELIVERIES:]
+    if output == "json":
+        current_label = current.label if current else None
+        print_json(
+            {
+                "root": str(root),
+                "current": _version_json(current) if current else None,
+                "installed": [
+                    {**_version_json(entry), "current": entry.label == current_label}
+                    for entry in reversed(state.history)
+                ],
+                "recent_deliveries": [_delivery_json(record) for record in reversed(recent)],
+            }
+        )
+        return 0
     print(f"current: {current.label if current else 'nothing installed'}")
     for entry in reversed(state.history):
         marker = "*" if current and entry.label == current.label else " "
         model = f"{entry.model_name} v{entry.model_version}" if entry.model_name else "-"
         print(f" {marker} {entry.label:<32} {model:<32} {entry.installed_at}")
-    recent = list(state.deliveries.values())[-10:]
     if recent:
         print("recent deliveries:")
     for record in reversed(recent):
@@ -227,6 +258,31 @@ def _status(root: Path) -> int:
             f"{record.state}" + (f": {reason}" if reason else "")
         )
     return 0
+
+
+def _version_json(entry: InstalledVersion) -> dict[str, Any]:
+    return {
+        "package_id": entry.package_id,
+        "version": entry.version,
+        "model_name": entry.model_name or None,
+        "model_version": entry.model_version or None,
+        "delivery_id": entry.delivery_id or None,
+        "installed_at": iso_utc_text(entry.installed_at),
+    }
+
+
+def _delivery_json(record: DeliveryRecord) -> dict[str, Any]:
+    # Only the reason from the attributes: the rest is protocol detail, not status.
+    reason = record.attributes.get("reason")
+    return {
+        "delivery_id": record.delivery_id,
+        "project_id": record.project_id,
+        "package_id": record.package_id,
+        "package_version": record.package_version,
+        "state": record.state,
+        "reason": str(reason) if reason else None,
+        "updated_at": iso_utc_text(record.updated_at),
+    }
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """`modelferry endpoints …`: look after online endpoints, local or on Azure ML, from a shell.
 
-modelferry endpoints list
-modelferry endpoints show NAME
+modelferry endpoints list [--output json]
+modelferry endpoints show NAME [--output json]
 modelferry endpoints traffic NAME blue=90 green=10 [--mirror shadow=10]
 modelferry endpoints rollback NAME [--steps N]    (local only)
 modelferry endpoints key NAME [--rotate]
@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
+from modelferry.cli_output import add_output_option, print_json
 from modelferry.endpoints.backend import EndpointBackend, TrafficRollback
 from modelferry.endpoints.spec import EndpointState, TrafficSplit
 from modelferry.errors import (
@@ -41,6 +43,10 @@ from modelferry.errors import (
 DEFAULT_ENDPOINTS_HOME = Path(".modelferry") / "endpoints"
 
 BACKENDS = ("local", "azureml")
+_ENDPOINT_FIELDS = (
+    "with name, scoring_uri, traffic and mirror (deployment name to percent) and "
+    "deployments (name, model_name, model_version, status, detail)."
+)
 _WORKSPACE_OPTIONS = {
     "subscription_id": "--subscription-id",
     "resource_group": "--resource-group",
@@ -78,9 +84,17 @@ def add_endpoint_commands(commands: argparse._SubParsersAction[argparse.Argument
     )
     actions = endpoints.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    actions.add_parser("list", parents=[shared], help="endpoints, deployments and traffic")
+    listing = actions.add_parser(
+        "list", parents=[shared], help="endpoints, deployments and traffic"
+    )
+    add_output_option(listing, f"a list of endpoints (empty when none), each {_ENDPOINT_FIELDS}")
     show = actions.add_parser("show", parents=[shared], help="one endpoint in detail")
     show.add_argument("name")
+    add_output_option(
+        show,
+        f"one endpoint, {_ENDPOINT_FIELDS} The scoring key is left out: "
+        "`modelferry endpoints key NAME` prints it.",
+    )
     traffic = actions.add_parser("traffic", parents=[shared], help="set traffic weights")
     traffic.add_argument("name")
     traffic.add_argument("weights", nargs="+", metavar="DEPLOYMENT=PERCENT")
@@ -127,12 +141,19 @@ def run_endpoint_command(args: argparse.Namespace) -> int:
     backend = create_backend(args)
     if args.action == "list":
         states = backend.list_endpoints()
+        if args.output == "json":
+            print_json([endpoint_json(state) for state in states])
+            return 0
         if not states:
             print(f"No {'local' if args.backend == 'local' else 'Azure ML'} endpoints.")
         for state in states:
             print(format_endpoint(state, brief=True))
     elif args.action == "show":
-        print(format_endpoint(backend.get_endpoint(args.name)))
+        state = backend.get_endpoint(args.name)
+        if args.output == "json":
+            print_json(endpoint_json(state))
+            return 0
+        print(format_endpoint(state))
         print(f"Scoring key: {_command(args, 'key')}")
     elif args.action == "traffic":
         split = TrafficSplit(parse_weights(args.weights), parse_weights(args.mirror))
@@ -291,3 +312,23 @@ def format_endpoint(state: EndpointState, brief: bool = False) -> str:
         detail = f"  ({d.detail})" if d.detail else ""
         lines.append(f"  {d.name:<12} {d.model_name} v{d.model_version:<6} {d.status}{detail}")
     return "\n".join(lines)
+
+
+def endpoint_json(state: EndpointState) -> dict[str, Any]:
+    """An endpoint as `--output json` shows it: no scoring key, no admin token."""
+    return {
+        "name": state.name,
+        "scoring_uri": state.scoring_uri,
+        "traffic": dict(sorted(state.traffic.weights.items())),
+        "mirror": dict(sorted(state.traffic.mirror.items())),
+        "deployments": [
+            {
+                "name": d.name,
+                "model_name": d.model_name,
+                "model_version": d.model_version,
+                "status": d.status,
+                "detail": d.detail,
+            }
+            for d in state.deployments
+        ],
+    }

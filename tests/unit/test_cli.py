@@ -377,6 +377,56 @@ def test_pending_api_url_option_overrides_environment(
     assert "No flow runs" in capsys.readouterr().out
 
 
+def test_pending_json_lists_the_waiting_runs_for_scripts(
+    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
+) -> None:
+    waiting = fake.add_run("papaya-stork")
+    fake.add_run("no-form", waits_for_input=False)
+
+    assert main(["pending", "--output", "json"]) == 0
+
+    out, err = capsys.readouterr()
+    assert json.loads(out) == [
+        {
+            "id": waiting.id,
+            "flow_name": "train-and-register",
+            "run_name": "papaya-stork",
+            "paused_since": "2026-11-22T01:57:08.515Z",
+            "times_out_at": "2126-11-22T01:58:08.506Z",
+        }
+    ]
+    assert err == ""
+    _assert_no_secret(out, err)
+
+
+def test_pending_json_with_none_waiting_is_an_empty_list(
+    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.add_run("done-already", state_type="COMPLETED", state_name="Completed")
+
+    assert main(["pending", "-o", "json"]) == 0
+
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_pending_json_keeps_the_exit_code_and_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+
+    assert main(["pending", "--output", "json"]) == 1
+
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert "PREFECT_API_URL" in err
+
+
+def test_pending_refuses_an_unknown_output_format(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pending", "--output", "yaml"]) == 2
+    assert "invalid choice: 'yaml' (choose from 'text', 'json')" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- approve
 
 

@@ -8,8 +8,10 @@ then talks to the fake.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,23 @@ from modelferry.endpoints.spec import (
 from modelferry.registry import ModelRegistry, TrackingSettings
 from tests import model_fixtures
 
+#: `churn` of the `client` fixture as `--output json` shows it.
+CHURN_JSON = {
+    "name": "churn",
+    "scoring_uri": "https://churn.westeurope.inference.ml.azure.com/score",
+    "traffic": {"blue": 100},
+    "mirror": {},
+    "deployments": [
+        {
+            "name": slot,
+            "model_name": model_fixtures.MODEL_NAME,
+            "model_version": version,
+            "status": "ready",
+            "detail": "Azure ML provisioning state: Succeeded",
+        }
+        for slot, version in (("blue", "1"), ("green", "2"))
+    ],
+}
 ENV = {
     "AZUREML_SUBSCRIPTION_ID": "sub-env",
     "AZUREML_RESOURCE_GROUP": "rg-env",
@@ -195,6 +214,79 @@ def test_show_says_how_to_get_the_key_without_printing_it(
     out = capsys.readouterr().out
     assert "Scoring key: modelferry endpoints key churn --backend azureml" in out
     assert str(client.keys["churn"].primary_key) not in out
+
+
+def test_list_json_gives_each_endpoint_for_scripts(
+    opened: list[WorkspaceRef], client: FakeMLClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("list", "--output", "json") == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == [CHURN_JSON]
+    assert err == ""
+    assert str(client.keys["churn"].primary_key) not in out
+
+
+def test_show_json_gives_the_endpoint_without_its_key(
+    opened: list[WorkspaceRef], client: FakeMLClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("show", "churn", "-o", "json") == 0
+    out = capsys.readouterr().out
+    assert json.loads(out) == CHURN_JSON
+    assert str(client.keys["churn"].primary_key) not in out
+    assert "key" not in json.loads(out)
+
+
+def test_show_json_of_an_unknown_endpoint_fails_as_text_does(
+    opened: list[WorkspaceRef], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("show", "nope") == 1
+    text_err = capsys.readouterr().err
+    assert azureml("show", "nope", "--output", "json") == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == text_err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_local_list_json_shows_mirror_and_no_key(
+    tmp_path: Path, settings: TrackingSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "endpoints"
+    store = EndpointStateStore(home / "endpoints.db")
+    secret = "scoring-key-that-must-not-show"
+    store.put_endpoint(
+        replace(
+            _record("churn"),
+            scoring_key=SecretStr(secret),
+            traffic=TrafficSplit({"blue": 100}, {"shadow": 10}),
+        )
+    )
+    store.put_endpoint(_record("empty"))
+    local = ["--home", str(home), "--tracking-uri", settings.tracking_uri]
+    assert main(["endpoints", "list", *local, "--output", "json"]) == 0
+    out = capsys.readouterr().out
+    listed = {endpoint["name"]: endpoint for endpoint in json.loads(out)}
+    assert set(listed) == {"churn", "empty"}
+    assert listed["churn"]["traffic"] == {"blue": 100}
+    assert listed["churn"]["mirror"] == {"shadow": 10}
+    assert listed["churn"]["deployments"] == []
+    assert secret not in out
+
+
+def test_local_list_json_without_endpoints_is_an_empty_list(
+    tmp_path: Path, settings: TrackingSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = ["--home", str(tmp_path / "none"), "--tracking-uri", settings.tracking_uri]
+    assert main(["endpoints", "list", *local, "--output", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize("action", [["list"], ["show", "churn"]])
+def test_list_and_show_refuse_an_unknown_output_format(
+    action: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["endpoints", *action, "--output", "yaml"]) == 2
+    assert "invalid choice: 'yaml'" in capsys.readouterr().err
 
 
 def test_rotating_an_azure_ml_key_names_the_azure_command(

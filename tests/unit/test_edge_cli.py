@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from modelferry.cli import main
 from modelferry.edge import InstalledVersion, install_version, load_public_keys
 from modelferry.edge.install import prepare_root, staging_folder
+from modelferry.edge.state import DeliveryRecord, StateStore
 from modelferry.packaging import SigningKey
 from modelferry.packaging.signing import VerifyKey
 
@@ -51,6 +53,85 @@ def test_rollback_and_status(root: Path, capsys: pytest.CaptureFixture[str]) -> 
 
     assert main(["agent", "rollback", "--root", str(root)]) == 1
     assert "no version before pkg/1" in capsys.readouterr().err
+
+
+def test_status_json_for_scripts(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    install(root, "1")
+    install(root, "2")
+    with StateStore(root).update() as state:
+        state.record(DeliveryRecord("d-2", "proj", "pkg", "2", "Success"))
+        signed = "https://store.test/pkg-3.tar?sig=secret-signature"
+        failed = {"reason": "smoke test failed", "url": signed}
+        state.record(DeliveryRecord("d-3", "proj", "pkg", "3", "Error", failed))
+
+    assert main(["agent", "status", "--root", str(root), "--output", "json"]) == 0
+
+    out, err = capsys.readouterr()
+    shown = json.loads(out)
+    assert err == ""
+    assert shown["root"] == str(root)
+    assert shown["current"]["package_id"] == "pkg"
+    assert shown["current"]["version"] == "2"
+    assert [(v["version"], v["current"]) for v in shown["installed"]] == [
+        ("2", True),
+        ("1", False),
+    ]
+    assert set(shown["installed"][0]) == {
+        "package_id",
+        "version",
+        "model_name",
+        "model_version",
+        "delivery_id",
+        "installed_at",
+        "current",
+    }
+    assert shown["installed"][1]["delivery_id"] == "d-1"
+    assert shown["installed"][1]["model_version"] == "1"
+    assert [d["delivery_id"] for d in shown["recent_deliveries"]] == ["d-3", "d-2"]
+    assert shown["recent_deliveries"][0] == {
+        "delivery_id": "d-3",
+        "project_id": "proj",
+        "package_id": "pkg",
+        "package_version": "3",
+        "state": "Error",
+        "reason": "smoke test failed",
+        "updated_at": shown["recent_deliveries"][0]["updated_at"],
+    }
+    assert shown["recent_deliveries"][1]["reason"] is None
+    stamps = [shown["current"]["installed_at"], shown["recent_deliveries"][0]["updated_at"]]
+    for stamp in stamps:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)
+    assert "secret-signature" not in out
+
+
+def test_status_json_with_nothing_installed(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["agent", "status", "--root", str(root), "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "root": str(root),
+        "current": None,
+        "installed": [],
+        "recent_deliveries": [],
+    }
+
+
+def test_status_json_of_a_missing_root_fails_as_text_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["agent", "status", "--root", str(tmp_path / "missing")]
+    assert main(argv) == 1
+    text_err = capsys.readouterr().err
+    assert main([*argv, "--output", "json"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == text_err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_status_refuses_an_unknown_output_format(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["agent", "status", "--root", str(root), "--output", "yaml"]) == 2
+    assert "invalid choice: 'yaml'" in capsys.readouterr().err
 
 
 def test_rollback_keeps_the_newer_version_listed_and_rolls_forward(
