@@ -5,7 +5,9 @@ scoring key, like `/score`); anything under `/admin/` goes to the control handle
 process installs.
 
 Each failed scoring request, and a sample of the successful ones, is logged on one line
-(see `request_log`).
+(see `request_log`). Every answer carries an `x-request-id` header: the client's own when it
+sent a safe one, else a new one; the request log line has the same id. A known path asked
+with a method it does not take answers 405 with an `Allow` header.
 """
 
 from __future__ import annotations
@@ -29,18 +31,26 @@ from modelferry.serving.large_requests import (
 )
 from modelferry.serving.model import ServingModel
 from modelferry.serving.payload import PayloadError, parse_request
-from modelferry.serving.request_log import log_request, request_log_sample
+from modelferry.serving.request_log import (
+    REQUEST_ID_HEADER,
+    log_request,
+    request_id,
+    request_log_sample,
+)
 from modelferry.serving.routing import RoutingTable
-from modelferry.serving.telemetry import Telemetry
+from modelferry.serving.telemetry import PROMETHEUS_CONTENT_TYPE, Telemetry
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 AdminHandler = Callable[[Scope, bytes], Awaitable[tuple[int, Any]]]
+#: The `x-request-id` header an answer carries.
+RequestId = tuple[bytes, bytes]
 
 PIN_HEADER = b"azureml-model-deployment"
 _AUTH_HINT = "missing or wrong key: send 'Authorization: Bearer <key>'"
 _JSON = [(b"content-type", b"application/json")]
+_PROMETHEUS = [(b"content-type", PROMETHEUS_CONTENT_TYPE.encode())]
 # Requests with more rows than this are scored off the event loop, so that one big
 # request does not stall the small ones queued behind it.
 _INLINE_ROWS = 1000
@@ -95,33 +105,43 @@ class ScoringApp:
             return
         path: str = scope["path"]
         method: str = scope["method"]
+        rid = (REQUEST_ID_HEADER, request_id(scope["headers"]).encode())
         if path == "/score" and method == "POST":
-            await self._score(scope, receive, send)
+            await self._score(scope, receive, send, rid)
         elif path == "/health/live" and method in _READ:
-            await _respond(send, 200, {"status": "live"})
+            await _respond(send, rid, 200, {"status": "live"})
         elif path == "/health/ready" and method in _READ:
             ready = bool(self.table.models)
-            await _respond(send, 200 if ready else 503, {"ready": ready})
+            await _respond(send, rid, 200 if ready else 503, {"ready": ready})
         elif path == "/metrics" and method == "GET":
             if not self._authorised(scope):
-                await _respond(send, 401, {"error": _AUTH_HINT})
+                await self._refuse(send, rid, 401, _AUTH_HINT)
                 return
-            text = self.telemetry.prometheus(self.endpoint).encode()
-            await _send(send, 200, text, [(b"content-type", b"text/plain; version=0.0.4")])
+            models = {name: (m.name, m.version) for name, m in self.table.models.items()}
+            text = self.telemetry.prometheus(self.endpoint, models).encode()
+            await _send(send, rid, 200, text, _PROMETHEUS)
         elif path.startswith("/admin/") and self.admin is not None:
             body = await _read_body(receive, self.max_body_bytes)
             status, answer = await self.admin(scope, body or b"")
-            await _respond(send, status, answer)
+            await _respond(send, rid, status, answer)
         elif path in _ALLOWED:
             allow = _ALLOWED[path]
-            await _send(
-                send,
-                405,
-                orjson.dumps({"error": f"{path} takes {allow}, not {method}"}),
-                [*_JSON, (b"allow", allow.encode())],
-            )
+            error = f"{path} takes {allow}, not {method}"
+            await self._refuse(send, rid, 405, error, ((b"allow", allow.encode()),))
         else:
-            await _respond(send, 404, {"error": f"no route {method} {path}"})
+            await self._refuse(send, rid, 404, f"no route {method} {path}")
+
+    async def _refuse(
+        self,
+        send: Send,
+        rid: RequestId,
+        status: int,
+        error: str,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        """Answer `status` before any deployment was chosen, and count it."""
+        await _send(send, rid, status, orjson.dumps({"error": error}), [*_JSON, *headers])
+        self.telemetry.record_unrouted(status)
 
     def _authorised(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
@@ -129,26 +149,26 @@ class ScoringApp:
                 return hmac.compare_digest(value, self._auth)
         return False
 
-    async def _score(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _score(self, scope: Scope, receive: Receive, send: Send, rid: RequestId) -> None:
         started = time.perf_counter()
         if not self._authorised(scope):
-            await _respond(send, 401, {"error": _AUTH_HINT})
+            await self._refuse(send, rid, 401, _AUTH_HINT)
             return
         table = self.table
         pinned = _header(scope, PIN_HEADER)
         name = pinned.decode("latin-1") if pinned is not None else table.pick(self._random())
         if name is None:
-            await _respond(send, 503, {"error": "no deployment takes traffic yet"})
+            await self._refuse(send, rid, 503, "no deployment takes traffic yet")
             return
         if name not in table.models:
-            await _respond(send, 404, {"error": f"no deployment {name!r} on this endpoint"})
+            await self._refuse(send, rid, 404, f"no deployment {name!r} on this endpoint")
             return
         model = table.models[name]
         body = await _read_body(receive, self.max_body_bytes)
         if body is None:
             await self._answer(
                 send,
-                scope,
+                rid,
                 name,
                 started,
                 413,
@@ -158,7 +178,7 @@ class ScoringApp:
             )
             return
         if len(body) > OFFLOAD_BYTES:
-            await self._score_large(send, scope, table, name, started, body, pinned is not None)
+            await self._score_large(send, rid, table, name, started, body, pinned is not None)
             return
         try:
             features = parse_request(body, model.schema, self.max_rows)
@@ -166,7 +186,7 @@ class ScoringApp:
             refused = self._refused_by_the_others(table, name, body)
             refusal = {"error": str(exc)}
             await self._answer(
-                send, scope, name, started, exc.status, refusal, 0, pinned=pinned is not None,
+                send, rid, name, started, exc.status, refusal, 0, pinned=pinned is not None,
                 client_error=refused,
             )  # fmt: skip
             return
@@ -177,11 +197,11 @@ class ScoringApp:
                 proba = await asyncio.to_thread(model.predict_proba, features)
         except Exception as exc:  # a model failure is the server's fault: 500, counted
             error = {"error": f"scoring failed: {exc}"}
-            await self._answer(send, scope, name, started, 500, error, 0, pinned=pinned is not None)
+            await self._answer(send, rid, name, started, 500, error, 0, pinned=pinned is not None)
             return
         answer = _scored(model, name, proba)
         rows = features.shape[0]
-        await self._answer(send, scope, name, started, 200, answer, rows, pinned=pinned is not None)
+        await self._answer(send, rid, name, started, 200, answer, rows, pinned=pinned is not None)
         if table.traffic.mirror and pinned is None:
             for mirror in table.mirrors_for(self._random()):
                 self._mirror(table.models.get(mirror), mirror, features)
@@ -189,7 +209,7 @@ class ScoringApp:
     async def _score_large(
         self,
         send: Send,
-        scope: Scope,
+        rid: RequestId,
         table: RoutingTable,
         name: str,
         started: float,
@@ -202,13 +222,14 @@ class ScoringApp:
             busy = {"error": "too many large requests at once; retry shortly"}
             await _send(
                 send,
+                rid,
                 503,
                 orjson.dumps(busy),
                 [*_JSON, (b"retry-after", str(RETRY_AFTER_SECONDS).encode())],
             )
             seconds = time.perf_counter() - started
             self.telemetry.record(name, 503, seconds, 0, pinned=pinned)
-            log_request(scope["headers"], name, 503, 0, seconds)
+            log_request(rid[1].decode(), name, 503, 0, seconds)
             return
         try:
             try:
@@ -218,21 +239,19 @@ class ScoringApp:
                 # counts, and the judge's baseline (the old deployment's own rate) absorbs
                 # bad large bodies the router sends to both.
                 refusal = {"error": str(exc)}
-                await self._answer(
-                    send, scope, name, started, exc.status, refusal, 0, pinned=pinned
-                )
+                await self._answer(send, rid, name, started, exc.status, refusal, 0, pinned=pinned)
                 return
             try:
                 proba = await asyncio.to_thread(model.predict_proba, features)
             except Exception as exc:  # a model failure is the server's fault: 500, counted
                 error = {"error": f"scoring failed: {exc}"}
-                await self._answer(send, scope, name, started, 500, error, 0, pinned=pinned)
+                await self._answer(send, rid, name, started, 500, error, 0, pinned=pinned)
                 return
         finally:
             self.large.leave()
         answer = _scored(model, name, proba)
         rows = features.shape[0]
-        await self._answer(send, scope, name, started, 200, answer, rows, pinned=pinned)
+        await self._answer(send, rid, name, started, 200, answer, rows, pinned=pinned)
         if table.traffic.mirror and not pinned:
             # A large copy is scored in a thread, like the request it copies.
             for mirror in table.mirrors_for(self._random()):
@@ -259,7 +278,7 @@ class ScoringApp:
     async def _answer(
         self,
         send: Send,
-        scope: Scope,
+        rid: RequestId,
         deployment: str,
         started: float,
         status: int,
@@ -270,7 +289,7 @@ class ScoringApp:
         client_error: bool = False,
     ) -> None:
         body = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
-        await _send(send, status, body, [*_JSON, (PIN_HEADER, deployment.encode())])
+        await _send(send, rid, status, body, [*_JSON, (PIN_HEADER, deployment.encode())])
         seconds = time.perf_counter() - started
         self.telemetry.record(
             deployment, status, seconds, rows, pinned=pinned, client_error=client_error
@@ -278,7 +297,7 @@ class ScoringApp:
         # A draw and a comparison per request not logged; its own draw, so that logging
         # never shifts the routing and mirroring draws of `_random`.
         if status >= 400 or random.random() < self.log_sample:
-            log_request(scope["headers"], deployment, status, rows, seconds)
+            log_request(rid[1].decode(), deployment, status, rows, seconds)
 
     def _mirror(self, model: ServingModel | None, name: str, features: np.ndarray) -> None:
         # The client already has its answer; the mirror's is computed, timed and dropped.
@@ -326,16 +345,19 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, answer: Any) -> None:
-    await _send(send, status, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), _JSON)
+async def _respond(send: Send, rid: RequestId, status: int, answer: Any) -> None:
+    body = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    await _send(send, rid, status, body, _JSON)
 
 
-async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def _send(
+    send: Send, rid: RequestId, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+            "headers": [*headers, rid, (b"content-length", str(len(body)).encode())],
         }
     )
     await send({"type": "http.response.body", "body": body})

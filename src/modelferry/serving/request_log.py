@@ -46,15 +46,26 @@ def request_log_sample(environ: Mapping[str, str] = os.environ) -> float:
     return rate
 
 
-def log_request(
-    headers: Sequence[tuple[bytes, bytes]], deployment: str, status: int, rows: int, seconds: float
-) -> None:
-    """Log one request: who answered, how, how fast; the client's `x-request-id` when safe,
-    else a new id. 5xx are warnings, the rest info."""
-    sent = next((value for name, value in headers if name == REQUEST_ID_HEADER), b"")
-    request_id = sent.decode("latin-1")
-    if not _SAFE_REQUEST_ID.fullmatch(request_id):
-        request_id = uuid.uuid4().hex
+def request_id(headers: Sequence[tuple[bytes, bytes]]) -> str:
+    """The request's id: the client's `x-request-id` when it is safe to log, else a new one.
+
+    A safe id is 1 to 64 letters, digits or `._:-`: nothing that could forge or break a
+    log line. The server answers with this id and logs it, so a client can quote it.
+    """
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            sent = value.decode("latin-1")
+            if _SAFE_REQUEST_ID.fullmatch(sent):
+                return sent
+            break
+    return uuid.uuid4().hex
+
+
+def log_request(request_id: str, deployment: str, status: int, rows: int, seconds: float) -> None:
+    """Log one request: who answered, how, how fast, and its id (see `request_id`).
+
+    5xx are warnings, the rest info.
+    """
     request_log.log(
         logging.WARNING if status >= 500 else logging.INFO,
         "request deployment=%s status=%d rows=%d latency_ms=%.2f request_id=%s",

@@ -6,23 +6,32 @@ reads at each step's start and end: the difference is exact however many request
 
 The routed counters leave out requests a client pinned to a deployment
 (`azureml-model-deployment` header): what a client pins must not steer the judge. Pinned
-requests are still counted on `/metrics`.
+requests are still counted on `/metrics`, and so are requests refused before a deployment
+was chosen (no key, wrong route or method, unknown deployment, no traffic). `/metrics` also
+has the standard `process_*` metrics, named and described as the Prometheus client's
+process collector has them, and a `modelferry_model_info` series per deployment.
 """
 
 from __future__ import annotations
 
 import bisect
 import secrets
+import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+import psutil
 
 from modelferry.endpoints.counters import (
     LATENCY_BOUNDS_S,
     CounterReading,
     DeploymentCounters,
 )
+
+#: The content type of the Prometheus text exposition format that `prometheus` writes.
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: Histogram bucket upper bounds, in seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -74,6 +83,8 @@ class Telemetry:
         self._lock = threading.Lock()
         self._deployments: dict[str, DeploymentTelemetry] = {}
         self._status_counts: dict[tuple[str, int], int] = {}
+        self._unrouted: dict[int, int] = {}
+        self._process = psutil.Process()
         #: Who counts: a restarted server has another identity and counts from zero.
         self.server = secrets.token_hex(8)
         self.started = datetime.now(UTC)
@@ -128,6 +139,11 @@ class Telemetry:
             key = (deployment, status)
             self._status_counts[key] = self._status_counts.get(key, 0) + 1
 
+    def record_unrouted(self, status: int) -> None:
+        """Count one request refused with `status` before any deployment was chosen."""
+        with self._lock:
+            self._unrouted[status] = self._unrouted.get(status, 0) + 1
+
     def record_mirror(self, deployment: str) -> None:
         """Count one request copied to a mirror deployment."""
         with self._lock:
@@ -156,9 +172,25 @@ class Telemetry:
                 )
         return CounterReading(self.server, self.started, _BOUNDS_MS, counters)
 
-    def prometheus(self, endpoint: str) -> str:
-        """All counters in Prometheus text exposition format."""
-        lines = [
+    def prometheus(self, endpoint: str, models: Mapping[str, tuple[str, str]] | None = None) -> str:
+        """All counters in Prometheus text exposition format (`PROMETHEUS_CONTENT_TYPE`).
+
+        Args:
+            endpoint: the endpoint's name, a label of every series.
+            models: each deployment's model name and version, for `modelferry_model_info`.
+        """
+        lines = _process_metrics(self._process)
+        lines += [
+            "# HELP modelferry_model_info The model version each deployment serves.",
+            "# TYPE modelferry_model_info gauge",
+        ]
+        for deployment, (name, version) in sorted((models or {}).items()):
+            labels = (
+                f'endpoint="{endpoint}",deployment="{deployment}",'
+                f'model_name="{_escaped(name)}",model_version="{_escaped(version)}"'
+            )
+            lines.append(f"modelferry_model_info{{{labels}}} 1")
+        lines += [
             "# HELP modelferry_requests_total Scoring requests answered, by deployment and code.",
             "# TYPE modelferry_requests_total counter",
         ]
@@ -166,7 +198,16 @@ class Telemetry:
             for (deployment, status), count in sorted(self._status_counts.items()):
                 labels = f'endpoint="{endpoint}",deployment="{deployment}",code="{status}"'
                 lines.append(f"modelferry_requests_total{{{labels}}} {count}")
+            unrouted = sorted(self._unrouted.items())
             snapshot = {name: _copy(stats) for name, stats in self._deployments.items()}
+        lines += [
+            "# HELP modelferry_unrouted_requests_total Requests refused before a deployment "
+            "was chosen (no key, wrong route or method, unknown deployment, no traffic).",
+            "# TYPE modelferry_unrouted_requests_total counter",
+        ]
+        for status, count in unrouted:
+            labels = f'endpoint="{endpoint}",code="{status}"'
+            lines.append(f"modelferry_unrouted_requests_total{{{labels}}} {count}")
         for metric, help_text, attribute in _COUNTERS:
             lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
             for name, stats in sorted(snapshot.items()):
@@ -205,3 +246,52 @@ def _copy(stats: DeploymentTelemetry) -> DeploymentTelemetry:
         latency_sum=stats.latency_sum,
         buckets=list(stats.buckets),
     )
+
+
+def _escaped(value: str) -> str:
+    """`value` as a Prometheus label value: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _process_metrics(process: psutil.Process) -> list[str]:
+    """The `process_*` metrics of the Prometheus client's process collector.
+
+    Named, described and typed as that collector has them; one the platform does not
+    have (file descriptors on Windows, their limit off Linux or when unlimited) is left out.
+    """
+    with process.oneshot():
+        memory = process.memory_info()
+        cpu = process.cpu_times()
+        metrics: list[tuple[str, str, str, float]] = [
+            ("virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", memory.vms),
+            ("resident_memory_bytes", "gauge", "Resident memory size in bytes.", memory.rss),
+            (
+                "start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                process.create_time(),
+            ),
+            (
+                "cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                cpu.user + cpu.system,
+            ),
+        ]
+        if sys.platform != "win32":
+            open_fds = process.num_fds()
+            metrics.append(("open_fds", "gauge", "Number of open file descriptors.", open_fds))
+        if sys.platform.startswith("linux"):
+            max_fds = process.rlimit(psutil.RLIMIT_NOFILE)[0]
+            if max_fds != psutil.RLIM_INFINITY:  # no number to give for "unlimited"
+                metrics.append(
+                    ("max_fds", "gauge", "Maximum number of open file descriptors.", max_fds)
+                )
+    lines = []
+    for name, kind, help_text, value in metrics:
+        lines += [
+            f"# HELP process_{name} {help_text}",
+            f"# TYPE process_{name} {kind}",
+            f"process_{name} {float(value)!r}",
+        ]
+    return lines
