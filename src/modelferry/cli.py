@@ -183,6 +183,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from modelferry.cli_agent import add_agent_command
 
     add_agent_command(commands)
+    from modelferry.cli_db import add_db_command
+
+    add_db_command(commands)
     return parser
 
 

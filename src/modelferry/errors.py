@@ -133,3 +133,7 @@ class DeliveryFailedError(DeliveryError):
 
 class DeliveryTimedOutError(DeliveryError):
     """A device sent nothing within the inactivity timeout, or missed the overall deadline."""
+
+
+class DatabaseSchemaError(ModelferryError):
+    """A database's schema was written by a newer modelferry, or cannot be migrated."""

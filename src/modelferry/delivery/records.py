@@ -22,9 +22,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelferry.delivery.messages import utc_now
@@ -42,12 +42,14 @@ from modelferry.delivery.record_schema import (
     deliveries_table,
     delivery_from_row,
     json_safe,
-    metadata,
     stored_time,
     transitions_table,
 )
 from modelferry.delivery.states import FINAL_STATES, PENDING, SUCCESS
 from modelferry.errors import DeliveryError
+
+if TYPE_CHECKING:
+    from modelferry.migrations import SchemaUpgrade
 
 __all__ = [
     "DEFAULT_RECORDS_URL",
@@ -55,9 +57,33 @@ __all__ = [
     "DeliveryRecords",
     "InstalledPackage",
     "TransitionRecord",
+    "upgrade_records_schema",
 ]
 
 DEFAULT_RECORDS_URL = "sqlite:///.modelferry/deliveries.db"
+
+
+def upgrade_records_schema(engine: Engine) -> SchemaUpgrade:
+    """Create or migrate the delivery tables behind `engine` to the newest revision.
+
+    Raises:
+        DeliveryError: the database cannot be reached or refuses the change.
+        DatabaseSchemaError: the database was written by a newer modelferry.
+    """
+    from modelferry.data.masking import mask_url, scrub
+    from modelferry.migrations import upgrade_schema
+
+    secret_url = engine.url.render_as_string(hide_password=False)
+    where = mask_url(secret_url)
+    try:
+        with engine.begin() as connection:
+            return upgrade_schema(connection, "records", where)
+    except SQLAlchemyError as exc:
+        raise DeliveryError(
+            f"could not create or migrate the delivery tables at {where}: "
+            f"{scrub(str(exc), secret_url)}; check that the database is reachable and "
+            "the user may create tables in it"
+        ) from None
 
 
 class DeliveryRecords:
@@ -65,19 +91,24 @@ class DeliveryRecords:
 
     Args:
         url: a SQLAlchemy URL; default SQLite at `.modelferry/deliveries.db` under the
-            working directory. The tables are created when missing.
+            working directory. The tables are created when missing, and a database
+            written by an earlier release is migrated (see `modelferry.migrations`).
 
     Raises:
         DeliveryError: the database cannot be reached or refuses the schema (the message
             shows the URL with its password masked).
+        DatabaseSchemaError: the database was written by a newer modelferry.
     """
 
     def __init__(self, url: str = DEFAULT_RECORDS_URL) -> None:
         self._url = url
         self._batch = threading.local()
         self.engine = create_records_engine(url)
-        with self._guard("create the delivery tables"):
-            metadata.create_all(self.engine)
+        try:
+            upgrade_records_schema(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     @property
     def url(self) -> str:

@@ -13,58 +13,40 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
 from modelferry.endpoints.spec import DeploymentStatus, TrafficSplit
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS endpoints (
-    name TEXT PRIMARY KEY,
-    port INTEGER NOT NULL,
-    pid INTEGER,
-    scoring_key TEXT NOT NULL,
-    admin_token TEXT NOT NULL,
-    description TEXT NOT NULL DEFAULT '',
-    tags TEXT NOT NULL DEFAULT '{}',
-    weights TEXT NOT NULL DEFAULT '{}',
-    mirror TEXT NOT NULL DEFAULT '{}',
-    tracking_uri TEXT NOT NULL,
-    registry_uri TEXT,
-    pending_releases TEXT,
-    pid_started_at REAL
-);
-CREATE TABLE IF NOT EXISTS deployments (
-    endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    model_name TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    status TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (endpoint, name)
-);
-CREATE TABLE IF NOT EXISTS traffic_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    endpoint TEXT NOT NULL,
-    weights TEXT NOT NULL,
-    mirror TEXT NOT NULL,
-    replaced_at TEXT NOT NULL DEFAULT (datetime('now')),
-    release TEXT
-);
-"""
+if TYPE_CHECKING:
+    from modelferry.migrations import SchemaUpgrade
 
-# Columns added after the first release: state files written before them gain them on
-# open (NULL: no release or server start time recorded), so an upgrade keeps every
-# endpoint and its history.
-_ADDED_COLUMNS = (
-    ("endpoints", "pending_releases", "TEXT"),
-    ("traffic_history", "release", "TEXT"),
-    ("endpoints", "pid_started_at", "REAL"),
-)
 _ENDPOINT_COLUMNS = (
     "name, port, pid, scoring_key, admin_token, description, tags, weights, mirror, "
     "tracking_uri, registry_uri, pid_started_at"
 )
+
+
+def upgrade_endpoint_schema(path: Path) -> SchemaUpgrade:
+    """Create or migrate the state tables in the SQLite file at `path` to the newest revision.
+
+    A file written before migrations existed gains the columns added since, keeping every
+    endpoint and its history. The file is made readable by its owner only.
+    """
+    from sqlalchemy import create_engine
+
+    from modelferry.migrations import upgrade_schema
+
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+    try:
+        with engine.begin() as connection:
+            upgrade = upgrade_schema(connection, "endpoints", str(path))
+    finally:
+        engine.dispose()
+    # Scoring keys live here: only the owner may read the file.
+    path.chmod(0o600)
+    return upgrade
 
 
 @dataclass(frozen=True)
@@ -117,17 +99,14 @@ class EndpointStateStore:
     """Reads and writes the state file; every write is one transaction."""
 
     def __init__(self, path: Path) -> None:
-        """Open (creating if needed) the state database at `path`."""
+        """Open the state database at `path`, creating or migrating its tables.
+
+        Raises:
+            DatabaseSchemaError: the file was written by a newer modelferry.
+        """
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-            for table, column, kind in _ADDED_COLUMNS:
-                present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-                if column not in present:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-        # Scoring keys live here: only the owner may read the file.
-        path.chmod(0o600)
+        upgrade_endpoint_schema(path)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -1,0 +1,110 @@
+"""Drives alembic programmatically: the script folders ship inside the package."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.resources import as_file, files
+from typing import Literal
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect, text
+
+from modelferry.errors import DatabaseSchemaError
+
+Store = Literal["records", "endpoints"]
+
+#: The revision that is the schema as it was before migrations existed.
+BASELINE = "0001"
+
+
+@dataclass(frozen=True)
+class SchemaUpgrade:
+    """What an upgrade did: the revision before (None: no schema yet) and after.
+
+    `unversioned` is True when the database predated migrations: it had the tables but no
+    version table, and was stamped at the baseline (`before`) first.
+    """
+
+    before: str | None
+    after: str
+    unversioned: bool = False
+
+
+@dataclass(frozen=True)
+class _StoreSchema:
+    version_table: str
+    # A table that exists in every database of this store, migrated or not.
+    marker_table: str
+    # Columns added to the tables before migrations existed: (table, column, SQL type).
+    added_columns: tuple[tuple[str, str, str], ...]
+
+
+_STORES: dict[Store, _StoreSchema] = {
+    "records": _StoreSchema("modelferry_records_version", "deliveries", ()),
+    "endpoints": _StoreSchema(
+        "modelferry_endpoints_version",
+        "endpoints",
+        (
+            ("endpoints", "pending_releases", "TEXT"),
+            ("traffic_history", "release", "TEXT"),
+            ("endpoints", "pid_started_at", "REAL"),
+        ),
+    ),
+}
+
+
+def upgrade_schema(connection: Connection, store: Store, where: str) -> SchemaUpgrade:
+    """Bring the `store` database behind `connection` to the newest revision.
+
+    Run inside a transaction (`engine.begin()`): on SQLite and PostgreSQL the DDL is
+    transactional, so a failed upgrade leaves the database as it was.
+
+    Args:
+        connection: an open connection to the database.
+        store: which of modelferry's databases it is.
+        where: the database's URL (password masked) or path, for error messages.
+
+    Raises:
+        DatabaseSchemaError: the database is at a revision this modelferry does not know.
+    """
+    schema = _STORES[store]
+    with as_file(files("modelferry.migrations") / store) as location:
+        config = Config()
+        config.set_main_option("script_location", str(location))
+        config.attributes["connection"] = connection
+        config.attributes["version_table"] = schema.version_table
+        scripts = ScriptDirectory.from_config(config)
+        head = scripts.get_current_head()
+        assert head is not None, f"the {store} migrations have no head revision"
+        before = _current_revision(connection, schema.version_table)
+        unversioned = before is None and inspect(connection).has_table(schema.marker_table)
+        if unversioned:
+            _add_missing_columns(connection, schema.added_columns)
+            command.stamp(config, BASELINE)
+            before = BASELINE
+        if before is not None and before not in {s.revision for s in scripts.walk_revisions()}:
+            raise DatabaseSchemaError(
+                f"the {store} database at {where} is at schema revision {before!r}, which "
+                "this modelferry does not know: it was created by a newer modelferry; "
+                "upgrade modelferry (pip install -U modelferry)"
+            )
+        if before != head:
+            command.upgrade(config, "head")
+    return SchemaUpgrade(before=before, after=head, unversioned=unversioned)
+
+
+def _current_revision(connection: Connection, version_table: str) -> str | None:
+    context = MigrationContext.configure(connection, opts={"version_table": version_table})
+    return context.get_current_revision()
+
+
+def _add_missing_columns(connection: Connection, columns: tuple[tuple[str, str, str], ...]) -> None:
+    inspector = inspect(connection)
+    for table, column, kind in columns:
+        present = {found["name"] for found in inspector.get_columns(table)}
+        if column not in present:
+            # Names come from the constant above, never from input.
+            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {kind}"))
