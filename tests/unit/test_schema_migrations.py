@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -228,3 +229,27 @@ def test_the_cli_loads_no_migration_library_until_db_upgrade_runs(tmp_path: Path
     )  # fmt: skip
     assert "--records URL_OR_PATH" in done.stdout
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_processes_opening_a_new_endpoint_state_at_once_all_succeed(tmp_path: Path) -> None:
+    # The CLI, a flow and the endpoint servers may open the file at the same moment: each
+    # opener is started and loaded first, then all are released together.
+    path, go = tmp_path / "endpoints.db", tmp_path / "go"
+    probe = (
+        "import sys, time, pathlib\n"
+        "import modelferry.migrations\n"
+        "from modelferry.endpoints.local.state import EndpointStateStore\n"
+        "while not pathlib.Path(sys.argv[2]).exists(): time.sleep(0.001)\n"
+        "EndpointStateStore(pathlib.Path(sys.argv[1]))"
+    )
+    openers = [
+        subprocess.Popen(
+            [sys.executable, "-c", probe, str(path), str(go)], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    time.sleep(3)
+    go.touch()
+    failures = [opener.communicate(timeout=120)[1] for opener in openers]
+    assert [opener.returncode for opener in openers] == [0] * 4, failures
+    assert _version(f"sqlite:///{path}", "modelferry_endpoints_version") == [HEAD]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from importlib.resources import as_file, files
 from typing import Literal
@@ -18,6 +19,10 @@ Store = Literal["records", "endpoints"]
 
 #: The revision that is the schema as it was before migrations existed.
 BASELINE = "0001"
+
+# alembic's `context` and `op` are process-wide proxies: two threads migrating at once
+# would run each other's scripts.
+_ALEMBIC_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ def upgrade_schema(connection: Connection, store: Store, where: str) -> SchemaUp
         DatabaseSchemaError: the database is at a revision this modelferry does not know.
     """
     schema = _STORES[store]
-    with as_file(files("modelferry.migrations") / store) as location:
+    with _ALEMBIC_LOCK, as_file(files("modelferry.migrations") / store) as location:
         config = Config()
         config.set_main_option("script_location", str(location))
         config.attributes["connection"] = connection

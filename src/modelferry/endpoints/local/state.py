@@ -34,11 +34,23 @@ def upgrade_endpoint_schema(path: Path) -> SchemaUpgrade:
     A file written before migrations existed gains the columns added since, keeping every
     endpoint and its history. The file is made readable by its owner only.
     """
-    from sqlalchemy import create_engine
+    from sqlalchemy import Connection, create_engine, event
 
     from modelferry.migrations import upgrade_schema
 
     engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30})
+
+    # The driver would begin a transaction only at the first write, and not for DDL:
+    # an explicit BEGIN IMMEDIATE makes the migration one transaction and lets the CLI,
+    # the flows and the servers, opening the file at once, migrate it one after another.
+    @event.listens_for(engine, "connect")
+    def _manual_transactions(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
     try:
         with engine.begin() as connection:
             upgrade = upgrade_schema(connection, "endpoints", str(path))
