@@ -253,3 +253,28 @@ def test_processes_opening_a_new_endpoint_state_at_once_all_succeed(tmp_path: Pa
     failures = [opener.communicate(timeout=120)[1] for opener in openers]
     assert [opener.returncode for opener in openers] == [0] * 4, failures
     assert _version(f"sqlite:///{path}", "modelferry_endpoints_version") == [HEAD]
+
+
+def test_threads_opening_stores_at_once_all_succeed(tmp_path: Path) -> None:
+    # alembic's proxies are process-wide; in a subprocess, so a crash is a failure here.
+    probe = (
+        "import sys, threading, pathlib\n"
+        "from modelferry.delivery.records import DeliveryRecords\n"
+        "from modelferry.endpoints.local.state import EndpointStateStore\n"
+        "root, errors = pathlib.Path(sys.argv[1]), []\n"
+        "def open_both(n):\n"
+        "    try:\n"
+        "        EndpointStateStore(root / f'e{n}.db')\n"
+        "        DeliveryRecords(f'sqlite:///{root}/d{n}.db').close()\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "threads = [threading.Thread(target=open_both, args=(n,)) for n in range(6)]\n"
+        "for t in threads: t.start()\n"
+        "for t in threads: t.join()\n"
+        "print(errors)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr[-2000:]
