@@ -224,7 +224,7 @@ def _rollback(root: Path, to: str | None) -> int:
     return 0
 
 
-def _status(root: Path, output: str) -> int:
+def _status(root: Path, output: str = "text") -> int:
     from modelferry.edge import StateStore, current_version
 
     with StateStore(root).reading() as state:

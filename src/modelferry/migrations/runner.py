@@ -45,6 +45,9 @@ class _StoreSchema:
     marker_table: str
     # Columns added to the tables before migrations existed: (table, column, SQL type).
     added_columns: tuple[tuple[str, str, str], ...]
+    # The baseline creates only missing tables, so an unversioned database is brought to
+    # it by running it (else it is stamped: it has every table the baseline makes).
+    idempotent_baseline: bool = False
 
 
 _STORES: dict[Store, _StoreSchema] = {
@@ -57,6 +60,7 @@ _STORES: dict[Store, _StoreSchema] = {
             ("traffic_history", "release", "TEXT"),
             ("endpoints", "pid_started_at", "REAL"),
         ),
+        idempotent_baseline=True,
     ),
 }
 
@@ -88,7 +92,10 @@ def upgrade_schema(connection: Connection, store: Store, where: str) -> SchemaUp
         unversioned = before is None and inspect(connection).has_table(schema.marker_table)
         if unversioned:
             _add_missing_columns(connection, schema.added_columns)
-            command.stamp(config, BASELINE)
+            if schema.idempotent_baseline:
+                command.upgrade(config, BASELINE)
+            else:
+                command.stamp(config, BASELINE)
             before = BASELINE
         if before is not None and before not in {s.revision for s in scripts.walk_revisions()}:
             raise DatabaseSchemaError(
@@ -109,6 +116,8 @@ def _current_revision(connection: Connection, version_table: str) -> str | None:
 def _add_missing_columns(connection: Connection, columns: tuple[tuple[str, str, str], ...]) -> None:
     inspector = inspect(connection)
     for table, column, kind in columns:
+        if not inspector.has_table(table):
+            continue  # created whole, with the column, by the baseline
         present = {found["name"] for found in inspector.get_columns(table)}
         if column not in present:
             # Names come from the constant above, never from input.

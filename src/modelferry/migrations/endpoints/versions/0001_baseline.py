@@ -13,7 +13,7 @@ branch_labels: str | None = None
 depends_on: str | None = None
 
 _TABLES = (
-    """CREATE TABLE endpoints (
+    """CREATE TABLE IF NOT EXISTS endpoints (
     name TEXT PRIMARY KEY,
     port INTEGER NOT NULL,
     pid INTEGER,
@@ -28,7 +28,7 @@ _TABLES = (
     pending_releases TEXT,
     pid_started_at REAL
 )""",
-    """CREATE TABLE deployments (
+    """CREATE TABLE IF NOT EXISTS deployments (
     endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE,
     name TEXT NOT NULL,
     model_name TEXT NOT NULL,
@@ -37,7 +37,7 @@ _TABLES = (
     detail TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (endpoint, name)
 )""",
-    """CREATE TABLE traffic_history (
+    """CREATE TABLE IF NOT EXISTS traffic_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     endpoint TEXT NOT NULL,
     weights TEXT NOT NULL,
@@ -49,7 +49,11 @@ _TABLES = (
 
 
 def upgrade() -> None:
-    """Create `endpoints`, `deployments` and `traffic_history`."""
+    """Create `endpoints`, `deployments` and `traffic_history` where they are missing.
+
+    `IF NOT EXISTS`: a state file from before migrations is brought to this baseline by
+    running it, which adds only the tables that file lacks.
+    """
     for statement in _TABLES:
         op.execute(statement)
 
