@@ -7,6 +7,7 @@ error or an invalid config. Errors print one message on stderr, never a tracebac
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ __all__ = ["main"]
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
+#: 128 + SIGPIPE, what a shell reports for a command whose reader closed the pipe.
+EXIT_BROKEN_PIPE: Final = 141
 
 # Import names of the distributions whose name does not say it.
 _IMPORT_NAMES: Final = {"scikit_learn": "sklearn"}
@@ -66,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`modelferry endpoints logs NAME | head`): stop quietly, and
+        # keep the interpreter's final flush of stdout from failing with a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return code
 
 
