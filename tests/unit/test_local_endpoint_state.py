@@ -10,28 +10,7 @@ from pydantic import SecretStr
 from modelferry.endpoints.local import process
 from modelferry.endpoints.local.state import EndpointRecord, EndpointStateStore, TrafficChange
 from modelferry.endpoints.spec import TrafficSplit
-
-# The schema before release markers, as the first releases wrote it.
-OLD_SCHEMA = """
-CREATE TABLE endpoints (
-    name TEXT PRIMARY KEY, port INTEGER NOT NULL, pid INTEGER, scoring_key TEXT NOT NULL,
-    admin_token TEXT NOT NULL, description TEXT NOT NULL DEFAULT '',
-    tags TEXT NOT NULL DEFAULT '{}', weights TEXT NOT NULL DEFAULT '{}',
-    mirror TEXT NOT NULL DEFAULT '{}', tracking_uri TEXT NOT NULL, registry_uri TEXT
-);
-CREATE TABLE deployments (
-    endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE, name TEXT NOT NULL,
-    model_name TEXT NOT NULL, model_version TEXT NOT NULL, status TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT '', PRIMARY KEY (endpoint, name)
-);
-CREATE TABLE traffic_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, weights TEXT NOT NULL,
-    mirror TEXT NOT NULL, replaced_at TEXT NOT NULL DEFAULT (datetime('now'))
-);
-INSERT INTO endpoints VALUES ('bc', 8000, NULL, 'key-1', 'token-1', '', '{}',
-    '{"blue": 100}', '{}', 'file:///mlruns', NULL);
-INSERT INTO traffic_history (endpoint, weights, mirror) VALUES ('bc', '{"green": 100}', '{}');
-"""
+from tests.endpoint_state_files import FIRST_RELEASE_ENDPOINT_STATE
 
 BLUE, GREEN = TrafficSplit({"blue": 100}), TrafficSplit({"green": 100})
 LABELS = {"blue": "blue (v1)", "green": "green (v2)"}
@@ -46,7 +25,7 @@ def record(name: str) -> EndpointRecord:
 def test_a_state_file_from_before_release_markers_opens_with_its_history(tmp_path: Path) -> None:
     path = tmp_path / "endpoints.db"
     with sqlite3.connect(path) as db:
-        db.executescript(OLD_SCHEMA)
+        db.executescript(FIRST_RELEASE_ENDPOINT_STATE)
     store = EndpointStateStore(path)
     found = store.get_endpoint("bc")
     assert found is not None

@@ -21,32 +21,10 @@ from modelferry.delivery.record_schema import metadata
 from modelferry.delivery.records import DeliveryRecords, upgrade_records_schema
 from modelferry.endpoints.local.state import EndpointStateStore, upgrade_endpoint_schema
 from modelferry.errors import DatabaseSchemaError
+from tests.endpoint_state_files import FIRST_RELEASE_ENDPOINT_STATE
 
 HEAD = "0001"
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-# The endpoint state as the first release wrote it: before pending_releases, release and
-# pid_started_at.
-OLD_ENDPOINT_SCHEMA = """
-CREATE TABLE endpoints (
-    name TEXT PRIMARY KEY, port INTEGER NOT NULL, pid INTEGER, scoring_key TEXT NOT NULL,
-    admin_token TEXT NOT NULL, description TEXT NOT NULL DEFAULT '',
-    tags TEXT NOT NULL DEFAULT '{}', weights TEXT NOT NULL DEFAULT '{}',
-    mirror TEXT NOT NULL DEFAULT '{}', tracking_uri TEXT NOT NULL, registry_uri TEXT
-);
-CREATE TABLE deployments (
-    endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE, name TEXT NOT NULL,
-    model_name TEXT NOT NULL, model_version TEXT NOT NULL, status TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT '', PRIMARY KEY (endpoint, name)
-);
-CREATE TABLE traffic_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, weights TEXT NOT NULL,
-    mirror TEXT NOT NULL, replaced_at TEXT NOT NULL DEFAULT (datetime('now'))
-);
-INSERT INTO endpoints VALUES ('bc', 8000, NULL, 'key-1', 'token-1', '', '{}',
-    '{"blue": 100}', '{}', 'file:///mlruns', NULL);
-INSERT INTO traffic_history (endpoint, weights, mirror) VALUES ('bc', '{"green": 100}', '{}');
-"""
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
@@ -127,7 +105,7 @@ def _old_endpoint_state(home: Path) -> Path:
     path = home / "endpoints.db"
     home.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path) as db:
-        db.executescript(OLD_ENDPOINT_SCHEMA)
+        db.executescript(FIRST_RELEASE_ENDPOINT_STATE)
     return path
 
 
