@@ -108,6 +108,22 @@ def upgrade_schema(connection: Connection, store: Store, where: str) -> SchemaUp
     return SchemaUpgrade(before=before, after=head, unversioned=unversioned)
 
 
+def run_migrations() -> None:
+    """The body of each store's alembic `env.py`: migrate the connection `upgrade_schema`
+    passed in (never one made from a URL), recording in that store's version table."""
+    from alembic import context
+
+    config = context.config
+    context.configure(
+        connection=config.attributes["connection"],
+        version_table=config.attributes["version_table"],
+        # SQLite alters a table by copying it; batch mode lets a migration do that.
+        render_as_batch=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 def _current_revision(connection: Connection, version_table: str) -> str | None:
     context = MigrationContext.configure(connection, opts={"version_table": version_table})
     return context.get_current_revision()

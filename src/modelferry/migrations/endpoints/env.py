@@ -1,15 +1,7 @@
-"""Alembic environment: runs on the connection `upgrade_schema` passes in, never from a URL."""
+"""Alembic environment of the endpoint state: see `runner.run_migrations`."""
 
 from __future__ import annotations
 
-from alembic import context
+from modelferry.migrations.runner import run_migrations
 
-config = context.config
-context.configure(
-    connection=config.attributes["connection"],
-    version_table=config.attributes["version_table"],
-    # SQLite alters a table by copying it; batch mode lets a migration do that.
-    render_as_batch=True,
-)
-with context.begin_transaction():
-    context.run_migrations()
+run_migrations()
