@@ -154,3 +154,42 @@ def test_the_table_for_mlflow_has_one_row_per_metric_and_the_verdicts() -> None:
     assert rows["log_loss"]["higher_is_better"] is False
     assert rows["log_loss"]["passed"] is False
     assert rows["log_loss"]["gated"] is True
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        MetricGate(min_delta=0.0),
+        MetricGate(min_delta=None, min_relative_delta=0.01),
+        MetricGate(threshold=0.9),
+    ],
+)
+def test_a_challenger_metric_that_could_not_be_measured_fails_the_gate(config: MetricGate) -> None:
+    # roc_auc of a test set that holds one class only is NaN, and NaN compares False.
+    challenger = {**CHALLENGER, "roc_auc": float("nan")}
+
+    with_champion = evaluate_gate(challenger, CHALLENGER, gate(roc_auc=config), "1")
+    without = evaluate_gate(challenger, None, gate(roc_auc=config))
+
+    for result in (with_champion, without):
+        assert not result.passed
+        assert result.failures == [
+            "roc_auc is nan for the challenger: it could not be measured on this test set "
+            "(does it hold both classes?), so the gate cannot pass it"
+        ]
+
+
+def test_a_champion_metric_that_could_not_be_measured_fails_the_improvement_bar() -> None:
+    champion = {**CHALLENGER, "roc_auc": float("nan")}
+
+    result = evaluate_gate(CHALLENGER, champion, gate(roc_auc=MetricGate(min_delta=-0.01)), "1")
+    threshold_only = evaluate_gate(
+        CHALLENGER, champion, gate(roc_auc=MetricGate(threshold=0.9, min_delta=None)), "1"
+    )
+
+    assert not result.passed
+    assert result.failures == [
+        "roc_auc is nan for the champion, so no improvement on it can be measured; "
+        "the gate cannot pass the challenger"
+    ]
+    assert threshold_only.passed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from modelferry.config import GateConfig, MetricGate
@@ -174,6 +175,19 @@ def evaluate_gate(
 
 
 def _check(metric: str, value: float, champion: float | None, gate: MetricGate) -> tuple[str, ...]:
+    # Every comparison with NaN is False, so a bar would not catch it: a value that could
+    # not be measured (roc_auc on a test set of one class) fails the metric outright.
+    if not math.isfinite(value):
+        return (
+            f"{metric} is {value} for the challenger: it could not be measured on this test "
+            "set (does it hold both classes?), so the gate cannot pass it",
+        )
+    has_bar = gate.min_delta is not None or gate.min_relative_delta is not None
+    if champion is not None and not math.isfinite(champion) and has_bar:
+        return (
+            f"{metric} is {champion} for the champion, so no improvement on it can be "
+            "measured; the gate cannot pass the challenger",
+        )
     higher = HIGHER_IS_BETTER.get(metric, True)
     failures = []
     if gate.threshold is not None:
