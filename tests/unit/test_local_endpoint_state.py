@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -83,3 +84,18 @@ def test_log_tail_of_one_deployment(tmp_path: Path) -> None:
     ]
     assert process.tail(log, 1, "green").endswith("status=500 rows=0")
     assert len(process.tail(log, 10).splitlines()) == 5
+
+
+def test_writing_back_a_record_read_before_a_rotation_keeps_the_new_key(tmp_path: Path) -> None:
+    store = EndpointStateStore(tmp_path / "endpoints.db")
+    store.put_endpoint(record("bc"))
+    read_before = store.get_endpoint("bc")
+    assert read_before is not None
+    store.set_scoring_key("bc", SecretStr("rotated"))
+    # A traffic change that read the row before the rotation writes it back after it.
+    store.put_endpoint(replace(read_before, traffic=GREEN))
+    found = store.get_endpoint("bc")
+    assert found is not None
+    assert found.scoring_key.get_secret_value() == "rotated"
+    assert found.admin_token.get_secret_value() == "t"
+    assert found.traffic == GREEN

@@ -11,16 +11,26 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from importlib.resources import as_file, files
 from pathlib import Path
 
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from pydantic import SecretStr
 from sqlalchemy import create_engine, inspect, text
 
 from modelferry.cli import main
 from modelferry.delivery.record_schema import metadata
 from modelferry.delivery.records import DeliveryRecords, upgrade_records_schema
-from modelferry.endpoints.local.state import EndpointStateStore, upgrade_endpoint_schema
+from modelferry.endpoints.local.state import (
+    EndpointRecord,
+    EndpointStateStore,
+    upgrade_endpoint_schema,
+)
+from modelferry.endpoints.spec import TrafficSplit
 from modelferry.errors import DatabaseSchemaError
+from modelferry.migrations.heads import HEADS, Store
 from tests.endpoint_state_files import FIRST_RELEASE_ENDPOINT_STATE
 
 HEAD = "0001"
@@ -109,6 +119,21 @@ def _old_endpoint_state(home: Path) -> Path:
     return path
 
 
+def _endpoint_record(name: str) -> EndpointRecord:
+    return EndpointRecord(
+        name=name,
+        port=8101,
+        pid=None,
+        scoring_key=SecretStr("key-1"),
+        admin_token=SecretStr("token-1"),
+        description="",
+        tags={},
+        traffic=TrafficSplit(),
+        tracking_uri="sqlite:///mlflow.db",
+        registry_uri=None,
+    )
+
+
 def _columns(path: Path, table: str) -> set[str]:
     with sqlite3.connect(path) as db:
         return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
@@ -137,6 +162,44 @@ def test_endpoint_state_from_a_newer_modelferry_is_refused(tmp_path: Path) -> No
         db.execute("UPDATE modelferry_endpoints_version SET version_num = '9999'")
     with pytest.raises(DatabaseSchemaError, match="created by a newer modelferry; upgrade"):
         EndpointStateStore(path)
+
+
+@pytest.mark.parametrize("store", ["records", "endpoints"])
+def test_the_recorded_heads_are_the_heads_of_the_alembic_scripts(store: Store) -> None:
+    with as_file(files("modelferry.migrations") / store) as location:
+        config = Config()
+        config.set_main_option("script_location", str(location))
+        assert ScriptDirectory.from_config(config).get_current_head() == HEADS[store]
+
+
+def test_an_endpoint_state_at_head_opens_without_alembic_or_sqlalchemy(tmp_path: Path) -> None:
+    path = tmp_path / "endpoints.db"
+    EndpointStateStore(path).put_endpoint(_endpoint_record("bc"))
+    path.chmod(0o644)
+    probe = (
+        "import sys, pathlib\n"
+        "from modelferry.endpoints.local.state import EndpointStateStore\n"
+        "store = EndpointStateStore(pathlib.Path(sys.argv[1]))\n"
+        "print([record.name for record in store.list_endpoints()])\n"
+        "print(sorted({'alembic', 'sqlalchemy'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(path)], capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.stdout.splitlines() == ["['bc']", "[]"], done.stderr[-2000:]
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_endpoint_state_behind_head_is_still_migrated(tmp_path: Path) -> None:
+    # An empty version table is no revision: the file is adopted and stamped again.
+    path = tmp_path / "endpoints.db"
+    EndpointStateStore(path)
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM modelferry_endpoints_version")
+    upgrade = upgrade_endpoint_schema(path)
+    assert (upgrade.before, upgrade.after, upgrade.unversioned) == (HEAD, HEAD, True)
+    assert _version(f"sqlite:///{path}", "modelferry_endpoints_version") == [HEAD]
 
 
 def test_db_upgrade_migrates_both_stores_and_reports_the_revisions(

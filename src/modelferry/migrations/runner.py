@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from importlib.resources import as_file, files
-from typing import Literal
 
 from alembic import command
 from alembic.config import Config
@@ -14,8 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
 from modelferry.errors import DatabaseSchemaError
-
-Store = Literal["records", "endpoints"]
+from modelferry.migrations.heads import VERSION_TABLES, SchemaUpgrade, Store
 
 #: The revision that is the schema as it was before migrations existed.
 BASELINE = "0001"
@@ -23,19 +21,6 @@ BASELINE = "0001"
 # alembic's `context` and `op` are process-wide proxies: two threads migrating at once
 # would run each other's scripts.
 _ALEMBIC_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class SchemaUpgrade:
-    """What an upgrade did: the revision before (None: no schema yet) and after.
-
-    `unversioned` is True when the database predated migrations: it had the tables but no
-    version table, and was stamped at the baseline (`before`) first.
-    """
-
-    before: str | None
-    after: str
-    unversioned: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,9 +36,9 @@ class _StoreSchema:
 
 
 _STORES: dict[Store, _StoreSchema] = {
-    "records": _StoreSchema("modelferry_records_version", "deliveries", ()),
+    "records": _StoreSchema(VERSION_TABLES["records"], "deliveries", ()),
     "endpoints": _StoreSchema(
-        "modelferry_endpoints_version",
+        VERSION_TABLES["endpoints"],
         "endpoints",
         (
             ("endpoints", "pending_releases", "TEXT"),

@@ -34,6 +34,13 @@ def upgrade_endpoint_schema(path: Path) -> SchemaUpgrade:
     A file written before migrations existed gains the columns added since, keeping every
     endpoint and its history. The file is made readable by its owner only.
     """
+    from modelferry.migrations import sqlite_schema_at_head
+
+    # Most opens find the file migrated: that needs no alembic nor SQLAlchemy (start-up).
+    if (at_head := sqlite_schema_at_head(path, "endpoints")) is not None:
+        path.chmod(0o600)
+        return at_head
+
     from sqlalchemy import Connection, create_engine, event
 
     from modelferry.migrations import upgrade_schema
@@ -145,7 +152,11 @@ class EndpointStateStore:
         return [_endpoint(row) for row in rows]
 
     def put_endpoint(self, record: EndpointRecord) -> None:
-        """Insert or replace an endpoint row (its deployments are kept)."""
+        """Insert an endpoint row, or update it (its deployments are kept).
+
+        The keys are written only when the row is inserted: a record read before a key
+        rotation (`set_scoring_key`) and written back after it cannot bring the old key back.
+        """
         with self._connect() as db:
             db.execute(
                 """INSERT INTO endpoints (name, port, pid, scoring_key, admin_token,
@@ -154,7 +165,6 @@ class EndpointStateStore:
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(name) DO UPDATE SET port = excluded.port, pid = excluded.pid,
                        pid_started_at = excluded.pid_started_at,
-                       scoring_key = excluded.scoring_key, admin_token = excluded.admin_token,
                        description = excluded.description, tags = excluded.tags,
                        weights = excluded.weights, mirror = excluded.mirror,
                        tracking_uri = excluded.tracking_uri,
