@@ -43,3 +43,26 @@ def test_database_store_is_named_without_its_password() -> None:
 def test_tracking_settings_use_the_same_links() -> None:
     settings = TrackingSettings("http://mlflow:5000")
     assert settings.run_url("3", "abc") == "http://mlflow:5000/#/experiments/3/runs/abc"
+
+
+@pytest.mark.parametrize("password", ["pa/ss", "pa?ss", "pa#ss", "p@ss"])
+def test_a_password_with_url_delimiters_never_reaches_the_link(password: str) -> None:
+    link = run_url(f"https://ci:{password}@mlflow.example.com", "3", "abc")
+
+    assert link == "https://mlflow.example.com/#/experiments/3/runs/abc"
+
+
+def test_database_store_is_named_without_a_password_given_as_a_query_parameter() -> None:
+    text = run_url("postgresql://mlflow@db:5432/mlflow?password=hunter2&sslmode=require", "3", "a")
+
+    assert "hunter2" not in text
+    assert text == (
+        "run a of experiment 3 in the MLflow store at "
+        "postgresql://***@db:5432/mlflow?password=***&sslmode=require"
+    )
+
+
+def test_database_store_password_with_a_slash_is_masked() -> None:
+    text = run_url("mysql://mlflow:pa/ss@db/mlflow", "3", "abc")
+
+    assert text == "run abc of experiment 3 in the MLflow store at mysql://***@db/mlflow"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+from modelferry.data.masking import mask_url
+
 #: Stores on this machine that `mlflow ui --backend-store-uri` can open as they are.
 _LOCAL_SCHEMES = ("sqlite", "file", "")
 
@@ -14,20 +16,32 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     A `http(s)` tracking URI gives `{server}/#/experiments/{experiment}/runs/{run}`, with
     any user-info (`user:token@`) removed so that no secret reaches a report. A local
     store (`sqlite:`, `file:` or a plain path) gives the `mlflow ui` command that shows it.
-    Any other store (a database, Databricks) is named with its credentials masked.
+    Any other store (a database, Databricks) is named with its credentials masked, in its
+    user-info and in a password query parameter.
     """
     parts = urlsplit(tracking_uri)
     fragment = f"#/experiments/{experiment_id}/runs/{run_id}"
     if parts.scheme in ("http", "https"):
-        base = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+        server = urlsplit(_without_userinfo(tracking_uri))
+        base = urlunsplit((server.scheme, server.netloc, server.path, "", ""))
         return f"{base.rstrip('/')}/{fragment}"
     if parts.scheme in _LOCAL_SCHEMES or _is_windows_path(parts.scheme):
         return f"mlflow ui --backend-store-uri {tracking_uri} (then open {fragment})"
-    where = tracking_uri
-    if "@" in parts.netloc:
-        netloc = f"***@{parts.netloc.rpartition('@')[2]}"
-        where = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
-    return f"run {run_id} of experiment {experiment_id} in the MLflow store at {where}"
+    where = _without_userinfo(tracking_uri, mask="***@")
+    # mask_url also masks a password given as a query parameter (`?password=...`).
+    return f"run {run_id} of experiment {experiment_id} in the MLflow store at {mask_url(where)}"
+
+
+def _without_userinfo(uri: str, mask: str = "") -> str:
+    """`uri` with its user-info (`user:password@`) replaced by `mask`.
+
+    Cut at the last "@" rather than parsed: a password written unescaped may hold "/",
+    "?" or "#", which a URL parser takes for the end of the host and leaves in place.
+    """
+    scheme, separator, rest = uri.partition("://")
+    if not separator or "@" not in rest:
+        return uri
+    return f"{scheme}://{mask}{rest.rpartition('@')[2]}"
 
 
 def _is_windows_path(scheme: str) -> bool:
