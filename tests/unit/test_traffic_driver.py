@@ -102,3 +102,25 @@ def test_refusals_and_dead_endpoints_are_counted_never_raised() -> None:
     assert report.sent > 0
     assert report.failed == report.sent
     assert "without an answer" in report.summary()
+
+
+def test_an_endpoint_that_hangs_does_not_hold_the_step_past_its_end() -> None:
+    release = threading.Event()
+
+    def hanging(request: httpx.Request) -> httpx.Response:
+        release.wait(30)
+        return httpx.Response(200, json={"predictions": [[0.1, 0.9]]})
+
+    driver = TrafficDriver(
+        "http://ep/score", KEY, [EXAMPLE], 100.0, timeout_s=2.0,
+        transport=httpx.MockTransport(hanging), stop_grace_s=0.3,
+    )  # fmt: skip
+    driver.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    report = driver.stop()
+    assert time.monotonic() - started < 1.0  # the grace, not the request's timeout
+    assert report == TrafficReport(sent=1, failed=1)
+    release.set()  # the late answer is not counted a second time
+    time.sleep(0.2)
+    assert driver.stop() == driver.report() == report

@@ -36,7 +36,8 @@ class TrafficReport:
         sent: requests sent.
         answered: requests answered 200.
         refused: requests answered with another status (4xx or 5xx).
-        failed: requests with no answer (connection error, timeout).
+        failed: requests with no answer (connection error, timeout, or none yet when
+            the driver stopped).
     """
 
     sent: int = 0
@@ -89,7 +90,8 @@ class TrafficDriver:
 
     Requests go out from a background thread, one at a time and paced; a slow endpoint
     slows the driver rather than piling requests up. `stop()` ends it after the request in
-    flight and is idempotent. Nothing the endpoint does makes the driver raise.
+    flight, waiting at most `stop_grace_s` for it, so that a step ends on time even when
+    the endpoint hangs; it is idempotent. Nothing the endpoint does makes the driver raise.
 
     Args:
         scoring_uri: the endpoint's scoring URI (its router).
@@ -98,6 +100,9 @@ class TrafficDriver:
         rate: requests per second.
         timeout_s: how long one request may take.
         transport: an httpx transport (tests pass `httpx.MockTransport` or an ASGI app).
+        stop_grace_s: how long `stop()` waits for the request in flight; one still
+            unanswered then counts as without an answer, and its thread (a daemon) ends
+            when the request does.
     """
 
     def __init__(
@@ -108,6 +113,7 @@ class TrafficDriver:
         rate: float,
         timeout_s: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        stop_grace_s: float = 1.0,
     ) -> None:
         if not payloads:
             raise ValueError("give at least one request body to replay")
@@ -119,9 +125,13 @@ class TrafficDriver:
         self._interval = 1.0 / rate
         self._timeout_s = timeout_s
         self._transport = transport
+        self._stop_grace_s = stop_grace_s
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._counts = {"sent": 0, "answered": 0, "refused": 0, "failed": 0}
+        # A request is sent and not yet counted; once stopped, nothing more is counted.
+        self._in_flight = False
+        self._stopped = False
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -131,10 +141,15 @@ class TrafficDriver:
             self._thread.start()
 
     def stop(self) -> TrafficReport:
-        """Stop after the request in flight and say what was sent (idempotent)."""
+        """Stop after the request in flight (waiting at most `stop_grace_s` for it) and
+        say what was sent (idempotent)."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self._timeout_s + 5.0)
+            self._thread.join(timeout=self._stop_grace_s)
+        with self._lock:
+            if self._in_flight:  # the endpoint has not answered it: the step ends anyway
+                self._tally("failed")
+            self._stopped = True
         return self.report()
 
     def report(self) -> TrafficReport:
@@ -155,6 +170,8 @@ class TrafficDriver:
             due = time.monotonic()
             sent = 0
             while not self._stop.is_set():
+                with self._lock:
+                    self._in_flight = True
                 self._count(self._send(client, self._payloads[sent % len(self._payloads)], headers))
                 sent += 1
                 due += self._interval
@@ -171,5 +188,11 @@ class TrafficDriver:
 
     def _count(self, outcome: str) -> None:
         with self._lock:
-            self._counts["sent"] += 1
-            self._counts[outcome] += 1
+            if not self._stopped:  # else `stop()` counted it already, as without an answer
+                self._tally(outcome)
+
+    def _tally(self, outcome: str) -> None:
+        """Count the request in flight as `outcome`; the caller holds the lock."""
+        self._in_flight = False
+        self._counts["sent"] += 1
+        self._counts[outcome] += 1
