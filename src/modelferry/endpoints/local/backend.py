@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 import socket
-import time
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -288,12 +287,30 @@ class LocalEndpointBackend(EndpointBackend):
         """Make a new scoring key; the running server takes it before this returns.
 
         From then on only the new key is accepted. A stopped server starts with it.
+
+        Raises:
+            EndpointNotFoundError: the endpoint does not exist.
+            EndpointError: the server did not confirm taking the new key (it is stored),
+                or another rotation stored its key after this one.
         """
         record = self._record(endpoint)
         key = SecretStr(secrets.token_urlsafe(32))
         self.store.set_scoring_key(endpoint, key)
         if process.is_alive(self._server(record)):
-            self._admin(record, "POST", "/admin/reload", 60.0)
+            try:
+                self._admin(record, "POST", "/admin/reload", 60.0)
+            except EndpointError as exc:
+                raise EndpointError(
+                    f"endpoint {endpoint!r} has a new scoring key, but its server did not "
+                    f"confirm taking it ({exc}); until it reloads it may accept the old key "
+                    f"only. `modelferry endpoints key {endpoint}` prints the new key"
+                ) from exc
+        if self._record(endpoint).scoring_key != key:
+            # Another rotation stored its key after this one: that is the key in force.
+            raise EndpointError(
+                f"endpoint {endpoint!r}: its scoring key was rotated again meanwhile, by "
+                f"another command; `modelferry endpoints key {endpoint}` prints the key in force"
+            )
         return key
 
     def invoke(
@@ -415,13 +432,20 @@ class LocalEndpointBackend(EndpointBackend):
 
     def _admin(self, record: EndpointRecord, method: str, path: str, timeout_s: float) -> Any:
         token = record.admin_token.get_secret_value()
-        deadline = time.monotonic() + timeout_s
-        response = httpx.request(
-            method,
-            f"{self._url(record)}{path}",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=max(1.0, deadline - time.monotonic()),
-        )
+        try:
+            response = httpx.request(
+                method,
+                f"{self._url(record)}{path}",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            # The server runs (its pid checked out) but does not answer: hung or overloaded.
+            raise EndpointError(
+                f"the server of endpoint {record.name!r} did not answer {method} {path} "
+                f"({type(exc).__name__}: {exc}); its log may say why: "
+                f"modelferry endpoints logs {record.name}"
+            ) from exc
         if response.status_code != 200:
             raise DeploymentFailedError(
                 f"endpoint {record.name!r} refused {method} {path}: {response.text[:300]}"
