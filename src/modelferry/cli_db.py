@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,7 +73,9 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
     named = args.records is not None or args.endpoints is not None
     if args.records is not None or not named:
         url = _records_url(args.records or os.environ.get(RECORDS_URL_ENV) or DEFAULT_RECORDS_URL)
-        _upgrade_records(url, required=args.records is not None or RECORDS_URL_ENV in os.environ)
+        required = args.records is not None or RECORDS_URL_ENV in os.environ
+        if not _upgrade_records(url, required=required):
+            return 2
     if args.endpoints is not None or not named:
         home = args.endpoints if args.endpoints is not None else DEFAULT_ENDPOINTS_HOME
         _upgrade_endpoints(home / "endpoints.db", required=args.endpoints is not None)
@@ -83,24 +86,37 @@ def _records_url(url_or_path: str) -> str:
     return url_or_path if "://" in url_or_path else f"sqlite:///{Path(url_or_path)}"
 
 
-def _upgrade_records(url: str, *, required: bool) -> None:
+def _upgrade_records(url: str, *, required: bool) -> bool:
+    """Upgrade the records at `url`; False (after saying why) when `url` is no usable URL."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    from modelferry.data.masking import mask_url
+    from modelferry.data.masking import mask_url, scrub
     from modelferry.delivery.record_schema import create_records_engine
     from modelferry.delivery.records import upgrade_records_schema
 
     shown = mask_url(url)
-    database = make_url(url).database
-    sqlite_file = make_url(url).get_backend_name() == "sqlite" and database
-    if not required and sqlite_file and not Path(str(database)).exists():
-        print(f"delivery records at {shown}: none yet, nothing to upgrade")
-        return
-    engine = create_records_engine(url)
+    try:
+        parsed = make_url(url)
+        database = parsed.database
+        sqlite_file = parsed.get_backend_name() == "sqlite" and database
+        if not required and sqlite_file and not Path(str(database)).exists():
+            print(f"delivery records at {shown}: none yet, nothing to upgrade")
+            return True
+        engine = create_records_engine(url)
+    except (ArgumentError, ValueError) as exc:  # ArgumentError: also an unknown dialect
+        print(
+            f"modelferry db upgrade: error: the delivery records URL {shown} is not one "
+            f"SQLAlchemy can open ({scrub(str(exc), url)}); give a SQLite file path or a "
+            "URL such as postgresql+psycopg://USER@HOST/DATABASE",
+            file=sys.stderr,
+        )
+        return False
     try:
         _report(f"delivery records at {shown}", upgrade_records_schema(engine))
     finally:
         engine.dispose()
+    return True
 
 
 def _upgrade_endpoints(path: Path, *, required: bool) -> None:

@@ -240,6 +240,28 @@ def test_db_upgrade_without_options_leaves_missing_default_files_alone(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+nosuchdriver://bob:s3cret-pw@127.0.0.1/db",
+        "postgresql://bob:s3cret-pw@db.example:not-a-port/db",
+        "not a url://bob:s3cret-pw@db.example/db",
+    ],
+    ids=["unknown-driver", "bad-port", "unparsable"],
+)
+def test_db_upgrade_of_a_url_sqlalchemy_cannot_open_is_a_usage_error(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["db", "upgrade", "--records", url]) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.splitlines()
+    assert line.startswith("modelferry db upgrade: error: the delivery records URL ")
+    assert "bob:***@" in line
+    assert "s3cret-pw" not in line
+    assert "SQLite file path or a URL such as postgresql+psycopg://" in line
+    assert captured.out == ""
+
+
 @pytest.mark.integration
 def test_db_upgrade_never_prints_the_database_password(
     postgres_database: str,
