@@ -318,3 +318,43 @@ def test_lightgbm_names_aliases_and_sklearn_api_names_are_accepted(
 ) -> None:
     config = load_config(write(tmp_path, {**MINIMAL, "model": {"params": params}}))
     assert config.model.params == params
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ("{learning_rate: .inf}", "'learning_rate' is inf; give a finite number"),
+        ("{n_estimators: .nan}", "'n_estimators' is nan; give a finite number"),
+        ("{max_depth: [3, -.inf]}", "'max_depth' is -inf; give a finite number"),
+    ],
+)
+def test_a_param_that_is_not_a_finite_number_is_refused(
+    tmp_path: Path, params: str, expected: str
+) -> None:
+    # YAML spells NaN and infinities (JSON has no such numbers); no estimator takes them,
+    # and the training cache key would read them all as null.
+    text = (
+        "experiment_name: demo\nregistered_model_name: demo-model\n"
+        f"data: {{label_column: target}}\nmodel: {{type: lightgbm, params: {params}}}\n"
+    )
+    assert f"model.params: {expected}" in problems_of(tmp_path, text, "model.yaml")
+
+
+def test_thousands_of_unknown_params_are_counted_not_listed(tmp_path: Path) -> None:
+    params = {f"p{index:05d}": 1 for index in range(20_000)}
+
+    message = problems_of(tmp_path, {**MINIMAL, "model": {"params": params}})
+
+    assert "unknown LightGBM parameter 'p00004';" in message
+    assert "'p00005'" not in message
+    assert "and 19995 more unknown LightGBM parameter(s); LightGBM's parameters" in message
+    assert message.count("lightgbm.readthedocs.io") == 1
+    assert len(message) < 1000
+
+
+def test_a_look_alike_letter_in_a_param_name_is_shown_escaped(tmp_path: Path) -> None:
+    message = problems_of(tmp_path, {**MINIMAL, "model": {"params": {"l\u0435arning_rate": 0.1}}})
+
+    assert "unknown LightGBM parameter 'l\\u0435arning_rate' (did you mean 'learning_rate'?)" in (
+        message
+    )

@@ -10,6 +10,7 @@ refused too, whichever alias spells them.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -81,6 +82,10 @@ _LIGHTGBM_NAMES: Final[dict[str, str]] = {
     for name in (canonical, *aliases)
 } | {name: name for name in SKLEARN_ONLY_PARAMETERS}
 
+#: Unknown names reported one by one (each with the closest valid one); the rest are counted.
+_UNKNOWN_SHOWN: Final = 5
+_NAME_SHOWN_CHARS: Final = 80
+
 # LightGBM parameters modelferry sets itself, with why (every alias is refused too).
 _LIGHTGBM_RESERVED: Final[dict[str, str]] = {
     "seed": "the seed comes from the top-level 'seed'",
@@ -113,47 +118,62 @@ def check_params(model_type: str, params: Mapping[str, Any]) -> None:
     """Fail on hyperparameters the estimator does not take, suggesting the closest name.
 
     Raises:
-        ValueError: an unknown name, a name modelferry sets itself, or (for LightGBM) one
-            parameter set twice under different aliases; the message names each.
+        ValueError: an unknown name, a name modelferry sets itself, (for LightGBM) one
+            parameter set twice under different aliases, or a value that is not a finite
+            number where a number is given; the message names each.
     """
+    problems = _non_finite(params)
     if model_type == "lightgbm":
-        _check_lightgbm(params)
-        return
-    allowed = SKLEARN_PARAMETERS.get(model_type)
-    if allowed is None:
-        return  # the model type itself is validated, and reported, by its own field
-    problems = [
-        _unknown(model_type, name, allowed)
-        + f"; allowed: {', '.join(sorted(allowed - {'random_state'}))}"
-        for name in params
-        if name not in allowed
-    ]
-    if "random_state" in params:
-        problems.append(_reserved("random_state", "the seed comes from the top-level 'seed'"))
+        problems += _lightgbm_problems(params)
+    elif model_type in SKLEARN_PARAMETERS:
+        problems += _sklearn_problems(model_type, params)
+    # else the model type itself is validated, and reported, by its own field
     if problems:
         raise ValueError("; ".join(problems))
 
 
-def _check_lightgbm(params: Mapping[str, Any]) -> None:
+def _sklearn_problems(model_type: str, params: Mapping[str, Any]) -> list[str]:
+    allowed = SKLEARN_PARAMETERS[model_type]
+    unknown = [name for name in params if name not in allowed]
+    advice = f"allowed: {', '.join(sorted(allowed - {'random_state'}))}"
+    problems = _unknown_names(model_type, unknown, allowed, advice)
+    if "random_state" in params:
+        problems.append(_reserved("random_state", "the seed comes from the top-level 'seed'"))
+    return problems
+
+
+def _lightgbm_problems(params: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
+    unknown: list[str] = []
     given: dict[str, list[str]] = {}
     for name in params:
         canonical = _LIGHTGBM_NAMES.get(name)
         if canonical is None:
-            problems.append(
-                _unknown("LightGBM", name, _LIGHTGBM_NAMES)
-                + f"; LightGBM's parameters and their aliases are listed at {LIGHTGBM_DOCS}"
-            )
+            unknown.append(name)
         elif canonical in _LIGHTGBM_RESERVED:
             problems.append(_reserved(name, _LIGHTGBM_RESERVED[canonical]))
         else:
             given.setdefault(canonical, []).append(name)
+    advice = f"LightGBM's parameters and their aliases are listed at {LIGHTGBM_DOCS}"
+    problems[:0] = _unknown_names("LightGBM", unknown, _LIGHTGBM_NAMES, advice)
     for canonical, names in given.items():
         if len(names) > 1:
             spelled = " and ".join(repr(name) for name in names)
             problems.append(f"{spelled} are the same LightGBM parameter ({canonical}); set it once")
-    if problems:
-        raise ValueError("; ".join(problems))
+    return problems
+
+
+def _unknown_names(label: str, names: list[str], allowed: Iterable[str], advice: str) -> list[str]:
+    """One problem per unknown name, the first few only (a hostile config may hold tens
+    of thousands, each costing a fuzzy search); `advice` follows the last, once."""
+    if not names:
+        return []
+    candidates = list(allowed)
+    problems = [_unknown(label, name, candidates) for name in names[:_UNKNOWN_SHOWN]]
+    if len(names) > _UNKNOWN_SHOWN:
+        problems.append(f"and {len(names) - _UNKNOWN_SHOWN} more unknown {label} parameter(s)")
+    problems[-1] += f"; {advice}"
+    return problems
 
 
 def _unknown(label: str, name: str, allowed: Iterable[str]) -> str:
@@ -161,7 +181,41 @@ def _unknown(label: str, name: str, allowed: Iterable[str]) -> str:
     by_folded = {candidate.lower(): candidate for candidate in allowed}
     close = difflib.get_close_matches(name.lower(), list(by_folded), n=1)
     hint = f" (did you mean {by_folded[close[0]]!r}?)" if close else ""
-    return f"unknown {label} parameter {name!r}{hint}"
+    return f"unknown {label} parameter {_shown(name)}{hint}"
+
+
+def _shown(name: str) -> str:
+    """`name` quoted, shortened, and with any non-ASCII letter escaped: every valid name
+    is ASCII, so an escape shows a look-alike letter (a Cyrillic e as '\\u0435')."""
+    short = name if len(name) <= _NAME_SHOWN_CHARS else f"{name[:_NAME_SHOWN_CHARS]}..."
+    return ascii(short)
+
+
+def _non_finite(params: Mapping[str, Any]) -> list[str]:
+    """A problem for each parameter whose value is, or holds, NaN or an infinity.
+
+    No estimator takes them as a setting; and they would all read as null in the
+    training cache key, so that two different settings would share one cached model.
+    """
+    return [
+        f"{_shown(name)} is {bad}; give a finite number"
+        for name, value in params.items()
+        if (bad := _first_non_finite(value)) is not None
+    ]
+
+
+def _first_non_finite(value: object) -> float | None:
+    # Iterative: the config reader bounds the nesting, but a stack costs nothing here.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return item
+        if isinstance(item, Mapping):
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return None
 
 
 def _reserved(name: str, why: str) -> str:
