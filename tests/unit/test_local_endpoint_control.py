@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -134,3 +135,31 @@ def test_a_rotation_overtaken_by_another_does_not_print_its_refused_key(
     server.on_reload = lambda: None
     assert cli(home, "key", ENDPOINT, "--rotate") == 0
     assert capsys.readouterr().out == backend.get_keys(ENDPOINT).get_secret_value() + "\n"
+
+
+def test_two_rollbacks_at_once_undo_one_change_each(home: Path, server: StandInServer) -> None:
+    backend = backend_at(home)
+    record_running(backend, server.port, TrafficSplit({"blue": 100}))
+    splits = [{"blue": 90, "green": 10}, {"blue": 50, "green": 50}, {"green": 100}]
+    for weights in splits:
+        backend.set_traffic(ENDPOINT, TrafficSplit(weights))
+    # Each reload takes a while: the second rollback starts while the first one runs.
+    server.on_reload = lambda: time.sleep(0.3)
+    errors: list[BaseException] = []
+
+    def roll_back() -> None:
+        try:
+            # Each command opens the state itself, as two `endpoints rollback` would.
+            backend_at(home).rollback_traffic(ENDPOINT, steps=1)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=roll_back) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    assert dict(backend.get_endpoint(ENDPOINT).traffic.weights) == splits[0]
+    history = backend.store.traffic_history(ENDPOINT)
+    assert [dict(change.replaced.weights) for change in history] == [{"blue": 100}]

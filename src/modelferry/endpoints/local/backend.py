@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -197,7 +199,8 @@ class LocalEndpointBackend(EndpointBackend):
         The split it replaces is remembered for `rollback_traffic`; the first change that
         gives a newly deployed version traffic is remembered as the start of its release.
         """
-        return self._apply_traffic(endpoint, traffic)
+        with self._traffic_lock():
+            return self._apply_traffic(endpoint, traffic)
 
     def rollback_traffic(self, endpoint: str, steps: int | None = None) -> TrafficRollback:
         """Undo the last release, or the last `steps` traffic changes (see the interface).
@@ -206,6 +209,10 @@ class LocalEndpointBackend(EndpointBackend):
             EndpointNotFoundError: the endpoint does not exist.
             InvalidEndpointSpecError: nothing (or fewer than `steps` changes) to undo.
         """
+        with self._traffic_lock():
+            return self._rollback_traffic(endpoint, steps)
+
+    def _rollback_traffic(self, endpoint: str, steps: int | None) -> TrafficRollback:
         record = self._record(endpoint)
         history = self.store.traffic_history(endpoint)
         if steps is not None:
@@ -248,6 +255,15 @@ class LocalEndpointBackend(EndpointBackend):
             ]
             self.store.mark_release(endpoint, back)
         return TrafficRollback(state, record.traffic, count, release)
+
+    @contextmanager
+    def _traffic_lock(self) -> Iterator[None]:
+        """Hold the lock that makes traffic changes and rollbacks, from any process, one at
+        a time: each reads the split and its history, changes both, and must not be
+        interleaved with another (two rollbacks would both undo the same change)."""
+        with (self.home / "traffic.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            yield
 
     def _apply_traffic(
         self, endpoint: str, traffic: TrafficSplit, remember: bool = True
