@@ -143,6 +143,11 @@ def deploy_online_endpoint(
         min_requests=min_requests,
         require_traffic=require_traffic,
     )
+    if demo_traffic and policy.step_seconds <= 0:
+        raise ValueError(
+            f"demo_traffic replays rows while each step is held: give step_seconds above 0, "
+            f"not {step_seconds}"
+        )
     settings = resolve_tracking(tracking_uri, mlflow_block)
     registry = ModelRegistry(settings)
     version = (
@@ -188,7 +193,7 @@ def deploy_online_endpoint(
                 "%s: %d%% of traffic on %s, %d%% on %s; watching %.0f s",
                 name, step, slot, 100 - step, live, policy.step_seconds,
             )  # fmt: skip
-        rate = requests_per_second(policy.min_requests, step, policy.step_seconds)
+        rate = requests_per_second(policy.min_requests, step, policy.step_seconds) if replay else 0
         sent = hold_step(backend, name, policy.step_seconds, replay, rate)
         if sent is not None:
             logger.info("Replayed test rows through %s's router: %s", name, sent.summary())

@@ -204,3 +204,23 @@ def test_demo_traffic_gets_every_step_judged_and_quiet_steps_say_not_judged(
         "100 %: not judged (0 < 20 requests)",
     )
     assert "passed" not in quiet.summary()
+
+
+def test_steps_watched_for_no_time_are_judged_at_once(
+    prefect_harness: str, home: tuple[Path, TrackingSettings]
+) -> None:
+    root, settings = home
+    outcome: RolloutOutcome = deploy_online_endpoint(
+        MODEL_NAME, model_version="1", endpoint="rollout-instant",
+        tracking_uri=settings.tracking_uri, endpoints_home=str(root / "endpoints"),
+        strategy="blue-green", step_seconds=0,
+    )  # fmt: skip
+    assert outcome.steps == ("first deployment, 100 %: not judged (0 < 20 requests)",)
+    with pytest.raises(ValueError, match="demo_traffic replays rows while each step is held"):
+        deploy_online_endpoint(
+            MODEL_NAME, model_version="2", endpoint="rollout-instant",
+            tracking_uri=settings.tracking_uri, endpoints_home=str(root / "endpoints"),
+            step_seconds=0, demo_traffic=True,
+        )  # fmt: skip
+    backend = LocalEndpointBackend(root / "endpoints", settings)
+    assert [d.model_version for d in backend.get_endpoint("rollout-instant").deployments] == ["1"]

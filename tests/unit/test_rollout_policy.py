@@ -81,3 +81,10 @@ def test_slots_alternate_and_splits() -> None:
     assert dict(split_for(10, "green", "blue").weights) == {"green": 10, "blue": 90}
     assert dict(split_for(100, "green", "blue").weights) == {"green": 100, "blue": 0}
     assert dict(split_for(10, "blue", None).weights) == {"blue": 100}
+
+
+def test_step_seconds_must_not_be_negative() -> None:
+    assert RolloutPolicy(step_seconds=0).step_seconds == 0  # judged at once
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="step_seconds"):
+            RolloutPolicy(step_seconds=bad)

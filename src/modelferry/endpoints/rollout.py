@@ -52,6 +52,10 @@ class RolloutPolicy:
             raise ValueError(f"steps {self.steps} must rise and end at 100")
         if any(not 0 < s <= 100 for s in self.steps):
             raise ValueError(f"steps {self.steps} must be percentages above 0")
+        if not self.step_seconds >= 0:  # also refuses NaN
+            raise ValueError(
+                f"step_seconds {self.step_seconds} must be 0 or more: how long each step is watched"
+            )
 
 
 @dataclass(frozen=True)
