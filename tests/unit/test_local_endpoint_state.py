@@ -6,11 +6,14 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 
+from modelferry.cli import main
 from modelferry.endpoints.local import process
 from modelferry.endpoints.local.state import EndpointRecord, EndpointStateStore, TrafficChange
 from modelferry.endpoints.spec import TrafficSplit
+from modelferry.errors import EndpointError
 from tests.endpoint_state_files import FIRST_RELEASE_ENDPOINT_STATE
 
 BLUE, GREEN = TrafficSplit({"blue": 100}), TrafficSplit({"green": 100})
@@ -99,3 +102,45 @@ def test_writing_back_a_record_read_before_a_rotation_keeps_the_new_key(tmp_path
     assert found.scoring_key.get_secret_value() == "rotated"
     assert found.admin_token.get_secret_value() == "t"
     assert found.traffic == GREEN
+
+
+@pytest.mark.parametrize(
+    ("column", "garbage"),
+    [
+        ("weights", "{not json"),
+        ("weights", "[1, 2]"),
+        ("weights", "null"),
+        ("weights", '{"blue": "x"}'),
+        ("weights", '{"blue": 150}'),
+        ("mirror", '{"blue": 10}'),
+        ("tags", '{"team": 1}'),
+    ],
+)
+def test_a_hand_edited_endpoint_row_fails_with_one_line_that_says_how_to_mend_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], column: str, garbage: str
+) -> None:
+    home = tmp_path / "endpoints"
+    store = EndpointStateStore(home / "endpoints.db")
+    store.put_endpoint(record("bc"))
+    with sqlite3.connect(store.path) as db:
+        db.execute(f"UPDATE endpoints SET {column} = ?", (garbage,))
+    for action in (["list"], ["show", "bc"], ["list", "-o", "json"]):
+        argv = ["endpoints", *action, "--home", str(home), "--tracking-uri", "file:///m"]
+        assert main(argv) == 1
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+        assert f"endpoint 'bc': the state file {store.path} holds an unreadable" in err
+        assert f"sqlite3 {store.path}" in err
+
+
+def test_a_hand_edited_history_entry_says_how_to_mend_it(tmp_path: Path) -> None:
+    store = EndpointStateStore(tmp_path / "endpoints.db")
+    store.put_endpoint(record("bc"))
+    store.push_traffic("bc", GREEN, BLUE, LABELS)
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE traffic_history SET weights = 'oops'")
+    with pytest.raises(EndpointError, match=r"unreadable traffic_history\.weights") as caught:
+        store.traffic_history("bc")
+    assert "DELETE FROM traffic_history WHERE endpoint = 'bc'" in str(caught.value)

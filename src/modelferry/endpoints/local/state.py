@@ -13,11 +13,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
 from modelferry.endpoints.spec import DeploymentStatus, TrafficSplit
+from modelferry.errors import EndpointError, InvalidEndpointSpecError
 
 if TYPE_CHECKING:
     from modelferry.migrations import SchemaUpgrade
@@ -143,13 +144,13 @@ class EndpointStateStore:
             row = db.execute(
                 f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE name = ?", (name,)
             ).fetchone()
-        return _endpoint(row) if row else None
+        return _endpoint(row, self.path) if row else None
 
     def list_endpoints(self) -> list[EndpointRecord]:
         """Every endpoint, by name."""
         with self._connect() as db:
             rows = db.execute(f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints ORDER BY name").fetchall()
-        return [_endpoint(row) for row in rows]
+        return [_endpoint(row, self.path) for row in rows]
 
     def put_endpoint(self, record: EndpointRecord) -> None:
         """Insert an endpoint row, or update it (its deployments are kept).
@@ -235,10 +236,8 @@ class EndpointStateStore:
                 "ORDER BY id DESC",
                 (endpoint,),
             ).fetchall()
-        return [
-            TrafficChange(TrafficSplit(json.loads(w), json.loads(m)), release)
-            for w, m, release in rows
-        ]
+        where = _Field(self.path, endpoint, "traffic_history")
+        return [TrafficChange(_split(where, w, m), release) for w, m, release in rows]
 
     def drop_traffic_history(self, endpoint: str, count: int) -> None:
         """Forget the `count` most recent traffic changes (they were rolled back)."""
@@ -302,8 +301,9 @@ def _pending(db: sqlite3.Connection, endpoint: str) -> set[str]:
     return set(json.loads(row[0])) if row and row[0] else set()
 
 
-def _endpoint(row: tuple[object, ...]) -> EndpointRecord:
+def _endpoint(row: tuple[object, ...], path: Path) -> EndpointRecord:
     (name, port, pid, key, token, description, tags, weights, mirror, uri, registry, started) = row
+    where = _Field(path, str(name), "endpoints")
     return EndpointRecord(
         name=str(name),
         port=int(str(port)),
@@ -311,9 +311,61 @@ def _endpoint(row: tuple[object, ...]) -> EndpointRecord:
         scoring_key=SecretStr(str(key)),
         admin_token=SecretStr(str(token)),
         description=str(description),
-        tags=json.loads(str(tags)),
-        traffic=TrafficSplit(json.loads(str(weights)), json.loads(str(mirror))),
+        tags=_mapping(where, "tags", tags, str),
+        traffic=_split(where, weights, mirror),
         tracking_uri=str(uri),
         registry_uri=str(registry) if registry is not None else None,
         pid_started_at=float(str(started)) if started is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class _Field:
+    """Where a stored value was read: for errors that say how to mend the file."""
+
+    path: Path
+    endpoint: str
+    table: str
+
+
+def _split(where: _Field, weights: object, mirror: object) -> TrafficSplit:
+    split = (_mapping(where, "weights", weights, int), _mapping(where, "mirror", mirror, int))
+    try:
+        return TrafficSplit(*split)
+    except InvalidEndpointSpecError as exc:
+        problem, stored = str(exc), f"weights {split[0]}, mirror {split[1]}"
+        raise _unreadable(where, ("weights", "mirror"), stored, problem) from exc
+
+
+def _mapping(
+    where: _Field, column: str, raw: object, kind: type[int] | type[str]
+) -> dict[str, Any]:
+    """The JSON object in `column`: names to `kind` values (the file can be edited by hand)."""
+    try:
+        value = json.loads(str(raw))
+    except ValueError:
+        value = None
+    valid = isinstance(value, dict) and all(
+        isinstance(v, kind) and not isinstance(v, bool) for v in value.values()
+    )
+    if not valid:
+        expected = "names to whole percentages" if kind is int else "names to text"
+        raise _unreadable(where, (column,), raw, f"expected a JSON object of {expected}")
+    return dict(value)
+
+
+def _unreadable(
+    where: _Field, columns: tuple[str, ...], raw: object, problem: str
+) -> EndpointError:
+    if where.table == "endpoints":
+        reset = ", ".join(f"{column} = '{{}}'" for column in columns)
+        mend = f"UPDATE endpoints SET {reset} WHERE name = '{where.endpoint}'"
+    else:  # forgets what `endpoints rollback` could undo, nothing else
+        mend = f"DELETE FROM traffic_history WHERE endpoint = '{where.endpoint}'"
+    return EndpointError(
+        f"endpoint {where.endpoint!r}: the state file {where.path} holds an unreadable "
+        f"{where.table}.{'/'.join(columns)} ({str(raw)!r:.80}: {problem}); it was edited "
+        "or damaged. "
+        f'Mend it, e.g. sqlite3 {where.path} "{mend}", then check the endpoint with '
+        f"`modelferry endpoints show {where.endpoint}`"
     )
