@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
@@ -144,3 +145,25 @@ def test_a_hand_edited_history_entry_says_how_to_mend_it(tmp_path: Path) -> None
     with pytest.raises(EndpointError, match=r"unreadable traffic_history\.weights") as caught:
         store.traffic_history("bc")
     assert "DELETE FROM traffic_history WHERE endpoint = 'bc'" in str(caught.value)
+
+
+def test_log_tail_of_a_long_log_reads_its_end_only(tmp_path: Path) -> None:
+    log = tmp_path / "bc.log"
+    line = b"t INFO modelferry.requests request deployment=blue status=200 rows=1\n"
+    with log.open("wb") as out:
+        out.write(line * 500_000)  # 35 MB
+        out.write(b"t INFO modelferry.requests request deployment=green status=200 rows=7\n")
+        out.write(b"t INFO modelferry.endpoint routing {'blue': 100}\n")
+    tracemalloc.start()
+    try:
+        last = process.tail(log, 2)
+        green = process.tail(log, 1, "green")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert last.splitlines() == [
+        "t INFO modelferry.requests request deployment=green status=200 rows=7",
+        "t INFO modelferry.endpoint routing {'blue': 100}",
+    ]
+    assert green.endswith("deployment=green status=200 rows=7")
+    assert peak < 1_000_000, f"tail of a 35 MB log took {peak} bytes"

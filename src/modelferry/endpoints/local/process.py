@@ -18,8 +18,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 import psutil
@@ -33,6 +35,8 @@ _SERVER_MODULE = "modelferry.endpoints.local.server"
 # adjustment can shift them a little. A reused pid started at least a tick later, and
 # after a reboot, minutes or days apart.
 _START_TIME_TOLERANCE_S = 1.0
+# `tail` reads a log backwards in blocks of this many bytes.
+_TAIL_BLOCK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -190,12 +194,41 @@ def _reap(pid: int) -> None:
 def tail(path: Path, lines: int, deployment: str | None = None) -> str:
     """The last `lines` lines of a server log ("" when it does not exist).
 
-    With `deployment`, only the lines about it: they carry `deployment=<name>`.
+    With `deployment`, only the lines about it: they carry `deployment=<name>`. The log
+    is read from its end a block at a time, so a long log costs what is shown, not its
+    size (with `deployment`, what lies after the last `lines` lines about it).
     """
-    if not path.exists():
+    wanted = None if deployment is None else f"deployment={deployment}"
+    found: list[str] = []
+    try:
+        log = path.open("rb")
+    except FileNotFoundError:
         return ""
-    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    if deployment is not None:
-        wanted = f"deployment={deployment}"
-        text = [line for line in text if wanted in line.split()]
-    return "\n".join(text[-lines:])
+    with log:
+        for raw in _lines_from_end(log):
+            if len(found) >= lines:
+                break
+            line = raw.decode("utf-8", errors="replace")
+            if wanted is None or wanted in line.split():
+                found.append(line)
+    return "\n".join(reversed(found))
+
+
+def _lines_from_end(log: BinaryIO) -> Iterator[bytes]:
+    """The lines of `log`, last first, without their line ends."""
+    end = log.seek(0, os.SEEK_END)
+    if end == 0:
+        return
+    rest = b""
+    last_block = True
+    while end > 0:
+        start = max(0, end - _TAIL_BLOCK)
+        log.seek(start)
+        block = log.read(end - start) + rest
+        end = start
+        if last_block:
+            block, last_block = block.removesuffix(b"\n"), False
+        # The first piece may be the end of a line that began in an earlier block.
+        rest, *complete = block.split(b"\n")
+        yield from reversed(complete)
+    yield rest
