@@ -39,6 +39,7 @@ from deployments.ci_run.parameters import (
     map_parameters,
     secret_parameter_names,
 )
+from modelferry.approval.pause import reviewer_deadline
 
 EXIT_COMPLETED: Final = 0
 EXIT_FAILED: Final = 1
@@ -219,7 +220,12 @@ def report(run: FlowRun, url: str, timeout: float, *, exit_on_pause: bool) -> in
             if waits_for_input
             else f"the Prefect API (POST /flow_runs/{run.id}/resume)"
         )
-        until = state.state_details.pause_timeout if state else None
+        # The deadline the run logged for its reviewer; the server's is later.
+        until = (
+            reviewer_deadline(state.state_details.pause_key, state.state_details.pause_timeout)
+            if state
+            else None
+        )
         print(
             f"It is paused waiting for approval: resume it in the Prefect UI at {url} "
             f"(Resume), or with {how}"

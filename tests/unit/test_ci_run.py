@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -35,6 +36,7 @@ from deployments.ci_run.parameters import (
 )
 from flows.batch_score import batch_score
 from flows.deploy_online_endpoint import deploy_online_endpoint
+from modelferry.approval.pause import APPROVAL_PAUSE_KEY, SERVER_GRACE_SECONDS
 
 ROLLOUT = "deploy-online-endpoint/manual"
 STRINGS = {"type": "array", "items": {"type": "string"}}
@@ -260,6 +262,24 @@ def test_report_of_a_run_paused_for_approval(
     assert "http://ui/runs/1" in out
     assert f"modelferry approve {run.id} --reviewer NAME" in out
     assert report(run, "http://ui/runs/1", 30, exit_on_pause=True) == EXIT_COMPLETED
+
+
+def test_a_paused_approval_reports_the_reviewers_deadline_not_the_servers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TF_BUILD", raising=False)
+    paused: State[Any] = Paused(timeout_seconds=600 + SERVER_GRACE_SECONDS)
+    paused.state_details.pause_key = APPROVAL_PAUSE_KEY
+    paused.state_details.run_input_keyset = {"schema": "s", "description": "d", "response": "r"}
+    server_deadline = paused.state_details.pause_timeout
+    assert server_deadline is not None
+    reviewer = server_deadline - timedelta(seconds=SERVER_GRACE_SECONDS)
+
+    report(_run(paused), "http://ui/runs/1", 30, exit_on_pause=True)
+
+    out = capsys.readouterr().out
+    assert f"it waits until {reviewer:%Y-%m-%d %H:%M:%S}" in out
+    assert f"{server_deadline:%H:%M:%S}" not in out
 
 
 def test_report_of_a_run_nothing_picked_up(
