@@ -33,7 +33,7 @@ EXIT_USAGE: Final = 2
 EXIT_BROKEN_PIPE: Final = 141
 
 # Import names of the distributions whose name does not say it.
-_IMPORT_NAMES: Final = {"scikit_learn": "sklearn"}
+_IMPORT_NAMES: Final = {"scikit_learn": "sklearn", "pyyaml": "yaml", "paho_mqtt": "paho"}
 _NO_PENDING: Final = "No flow runs are waiting for approval."
 _APPROVE_OPTIONS: Final = "--reviewer NAME [--reject] [--comment TEXT]"
 
@@ -64,7 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except ModuleNotFoundError as exc:
         # A command that needs an extra the install lacks: say which, never a traceback.
-        _error(_missing_extra(args, exc))
+        message = _missing_extra(args, exc)
+        if message is None:
+            raise  # No module modelferry installs: a bug, shown with where it happened.
+        _error(message)
         return EXIT_FAILED
     except KeyboardInterrupt:
         _error("interrupted")
@@ -77,26 +80,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _missing_extra(args: argparse.Namespace, exc: ModuleNotFoundError) -> str:
-    """One line naming the extra that installs the module `exc` reports missing."""
+def _missing_extra(args: argparse.Namespace, exc: ModuleNotFoundError) -> str | None:
+    """One line naming the extra that installs the module `exc` reports missing.
+
+    A module of modelferry itself or of a core requirement asks for a reinstall; None for
+    a module modelferry does not install at all (not the install's fault).
+    """
     command = " ".join(["modelferry", args.command, *filter(None, [getattr(args, "action", None)])])
     module = (exc.name or "").partition(".")[0]
     extras = _extras_providing(module)
     # The agent runs on devices (the edge extra); everything else on the orchestrator side.
     preferred = ["edge", "orchestrator"] if args.command == "agent" else ["orchestrator", "edge"]
     extra = next((name for name in [*preferred, *extras] if name in extras), None)
-    if extra is None:
+    if extra is not None:
+        return (
+            f"{command} needs the {extra!r} extra: pip install 'modelferry[{extra}]' "
+            f"(no module named {module!r})"
+        )
+    if module == "modelferry" or (module, None) in _requirements():
         return f"{command} cannot import {exc.name!r}: reinstall modelferry ({exc})"
-    return (
-        f"{command} needs the {extra!r} extra: pip install 'modelferry[{extra}]' "
-        f"(no module named {module!r})"
-    )
+    return None
 
 
 def _extras_providing(module: str) -> list[str]:
-    """The extras of the installed modelferry whose requirements install `module`.
+    """The extras of the installed modelferry whose requirements install `module`."""
+    return list(dict.fromkeys(extra for name, extra in _requirements() if extra and name == module))
 
-    Read from the package's own metadata, so the answer follows pyproject.toml.
+
+def _requirements() -> list[tuple[str, str | None]]:
+    """(top-level module, extra or None for the core) of each requirement of modelferry.
+
+    Read from the installed package's own metadata, so the answer follows pyproject.toml.
     """
     from importlib.metadata import PackageNotFoundError, requires
 
@@ -104,15 +118,13 @@ def _extras_providing(module: str) -> list[str]:
         requirements = requires("modelferry") or []
     except PackageNotFoundError:
         return []
-    found: list[str] = []
+    found: list[tuple[str, str | None]] = []
     for requirement in requirements:
         spec, _, marker = requirement.partition(";")
         extra = re.search(r"extra\s*==\s*[\"']([\w-]+)[\"']", marker)
         distribution = re.match(r"[A-Za-z0-9._-]+", spec.strip())
-        if extra is None or distribution is None or extra[1] in found:
-            continue
-        if _import_name(distribution[0]) == module:
-            found.append(extra[1])
+        if distribution is not None:
+            found.append((_import_name(distribution[0]), extra[1] if extra else None))
     return found
 
 

@@ -8,9 +8,11 @@ its real code up to that import.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
+import modelferry.config
 from modelferry.cli import _extras_providing, main
 
 WORKSPACE = ["--subscription-id", "sub", "--resource-group", "rg", "--workspace", "ws"]
@@ -40,6 +42,34 @@ def test_a_missing_module_of_no_extra_asks_for_a_reinstall(
     assert code == 1
     assert line.startswith("modelferry: error: modelferry validate cannot import 'modelferry")
     assert "reinstall modelferry" in line
+
+
+def test_a_missing_core_requirement_asks_for_a_reinstall(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "model.yaml"
+    config.write_text("experiment_name: x\n", encoding="utf-8")
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    monkeypatch.delitem(sys.modules, "modelferry.config_files", raising=False)
+    monkeypatch.delitem(sys.modules, "modelferry.config", raising=False)
+    assert main(["validate", str(config)]) == 1
+    assert capsys.readouterr().err == (
+        "modelferry: error: modelferry validate cannot import 'yaml': reinstall modelferry "
+        "(import of yaml halted; None in sys.modules)\n"
+    )
+
+
+def test_a_module_modelferry_does_not_install_is_not_blamed_on_the_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A bug (an import of an undeclared library) keeps its traceback: no "reinstall".
+    def load_config(path: str) -> None:
+        import modelferry_test_undeclared_library  # type: ignore[import-not-found]  # noqa: F401
+
+    monkeypatch.setattr(modelferry.config, "load_config", load_config)
+    with pytest.raises(ModuleNotFoundError, match="modelferry_test_undeclared_library"):
+        main(["validate", "config/model_config.json"])
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize(
