@@ -160,6 +160,10 @@ def test_failed_deployment_never_takes_traffic(
         )
     state = backend.get_endpoint("broken")
     assert state.deployments[0].status == "failed"
+    # Its log, as `endpoints logs broken --deployment red` shows it, says why.
+    assert f"deployment=red failed to load: {state.deployments[0].detail}" in backend.get_logs(
+        "broken", "red", lines=5
+    )
     with pytest.raises(InvalidEndpointSpecError, match="not ready"):
         backend.set_traffic("broken", TrafficSplit({"red": 100}))
     backend.delete_endpoint("broken")

@@ -97,8 +97,12 @@ class EndpointServer:
                 loaded[deployment.name] = model
                 outcome[deployment.name] = "ready"
             except Exception as exc:  # reported to the backend, which marks it failed
-                log.exception("deployment=%s failed to load", deployment.name)
                 outcome[deployment.name] = f"{type(exc).__name__}: {exc}"
+                # The reason on the line itself: `endpoints logs --deployment` shows only
+                # lines naming the deployment, not the traceback below them.
+                log.exception(
+                    "deployment=%s failed to load: %s", deployment.name, outcome[deployment.name]
+                )
         self._models = {k: m for k, m in self._models.items() if loaded.get(k[0]) is m}
         traffic = record.traffic
         missing = traffic.deployments - set(loaded)
