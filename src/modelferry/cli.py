@@ -7,6 +7,7 @@ error or an invalid config. Errors print one message on stderr, never a tracebac
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import sys
@@ -45,6 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments without the program name; defaults to `sys.argv[1:]`.
     """
     opt_out_of_telemetry()
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A name stdout's encoding cannot hold (`PYTHONIOENCODING=ascii`) prints escaped,
+        # instead of failing the command after it did its work.
+        sys.stdout.reconfigure(errors="backslashreplace")
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)

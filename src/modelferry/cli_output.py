@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import textwrap
 from datetime import UTC, datetime
 from typing import Final
@@ -38,8 +39,17 @@ def add_output_option(parser: argparse.ArgumentParser, fields: str) -> None:
 
 
 def print_json(document: object) -> None:
-    """Print `document` as one JSON document on stdout."""
-    print(json.dumps(document, indent=2, ensure_ascii=False))
+    """Print `document` as one JSON document on stdout.
+
+    Non-ASCII text is written as it is, or as `\\u` escapes (the same JSON) where stdout's
+    encoding cannot hold it (`PYTHONIOENCODING=ascii`, a Latin-1 terminal).
+    """
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        text = json.dumps(document, indent=2)
+    print(text)
 
 
 def iso_utc(moment: datetime | None) -> str | None:
