@@ -7,8 +7,11 @@ Nothing here stops the recorded server: that would signal the test process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +26,7 @@ from modelferry.cli import main
 from modelferry.endpoints.local import LocalEndpointBackend, process
 from modelferry.endpoints.local.state import DeploymentRecord, EndpointRecord
 from modelferry.endpoints.spec import TrafficSplit
+from modelferry.errors import EndpointNotFoundError
 from modelferry.registry import TrackingSettings
 
 ENDPOINT = "bc"
@@ -163,3 +167,40 @@ def test_two_rollbacks_at_once_undo_one_change_each(home: Path, server: StandInS
     assert dict(backend.get_endpoint(ENDPOINT).traffic.weights) == splits[0]
     history = backend.store.traffic_history(ENDPOINT)
     assert [dict(change.replaced.weights) for change in history] == [{"blue": 100}]
+
+
+def test_deleting_an_endpoint_while_its_traffic_moves_leaves_no_history_behind(
+    home: Path, server: StandInServer
+) -> None:
+    backend = backend_at(home)
+    record_running(backend, server.port, TrafficSplit({"blue": 100}))
+    # The recorded server is a process of its own here: deleting the endpoint stops it.
+    stand_in = subprocess.Popen(["sleep", "60"])
+    try:
+        with sqlite3.connect(backend.store.path) as db:
+            db.execute(
+                "UPDATE endpoints SET pid = ?, pid_started_at = ?",
+                (stand_in.pid, psutil.Process(stand_in.pid).create_time()),
+            )
+        server.on_reload = lambda: time.sleep(0.5)
+        moving = threading.Thread(
+            target=lambda: suppress_not_found(
+                lambda: backend.set_traffic(ENDPOINT, TrafficSplit({"green": 100}))
+            )
+        )
+        moving.start()
+        time.sleep(0.2)  # the traffic change waits for its reload
+        backend_at(home).delete_endpoint(ENDPOINT)
+        moving.join(timeout=30)
+        assert stand_in.wait(timeout=10) is not None
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+    assert backend.store.get_endpoint(ENDPOINT) is None
+    assert backend.store.traffic_history(ENDPOINT) == []
+
+
+def suppress_not_found(action: Callable[[], object]) -> None:
+    """Run `action`; the endpoint may be gone by the time it answers."""
+    with contextlib.suppress(EndpointNotFoundError):
+        action()

@@ -112,12 +112,16 @@ class LocalEndpointBackend(EndpointBackend):
         return [self.get_endpoint(r.name) for r in self.store.list_endpoints()]
 
     def delete_endpoint(self, name: str) -> None:
-        """Stop the server and forget the endpoint; nothing to do if it does not exist."""
-        record = self.store.get_endpoint(name)
-        if record is None:
-            return
-        process.stop_server(self._server(record))
-        self.store.delete_endpoint(name)
+        """Stop the server and forget the endpoint; nothing to do if it does not exist.
+
+        A traffic change under way finishes first, so none of it outlives the endpoint.
+        """
+        with self._traffic_lock():
+            record = self.store.get_endpoint(name)
+            if record is None:
+                return
+            process.stop_server(self._server(record))
+            self.store.delete_endpoint(name)
 
     def ensure_running(self, name: str) -> EndpointState:
         """Start the endpoint's server if it is not running (after a reboot or crash)."""
@@ -258,9 +262,10 @@ class LocalEndpointBackend(EndpointBackend):
 
     @contextmanager
     def _traffic_lock(self) -> Iterator[None]:
-        """Hold the lock that makes traffic changes and rollbacks, from any process, one at
-        a time: each reads the split and its history, changes both, and must not be
-        interleaved with another (two rollbacks would both undo the same change)."""
+        """Hold the lock that makes traffic changes, rollbacks and deletions, from any
+        process, one at a time: each reads the split and its history, changes both, and
+        must not be interleaved with another (two rollbacks would both undo the same
+        change; a deletion would leave a change's history behind)."""
         with (self.home / "traffic.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             yield
