@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import httpx
@@ -16,7 +17,7 @@ from modelferry.endpoints.spec import TrafficSplit
 from modelferry.errors import InvalidConfigError
 from modelferry.serving.app import ScoringApp
 from modelferry.serving.model import EstimatorPredictor, FeatureSpec, ServingModel
-from modelferry.serving.request_log import request_log_sample
+from modelferry.serving.request_log import request_id, request_log_sample
 from modelferry.serving.routing import RoutingTable
 
 KEY = "k-secret-123"
@@ -115,3 +116,20 @@ def test_a_new_key_replaces_the_old_one(model: ServingModel) -> None:
     app.set_key(SecretStr("k-new"))
     assert post(app, [(body(), {})]) == [401]
     assert post(app, [(body(), {"Authorization": "Bearer k-new"})]) == [200]
+
+
+def test_a_forked_worker_makes_ids_of_its_own() -> None:
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child only reports its ids
+        os.write(write, b"".join(request_id([]) for _ in range(3)))
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    theirs = os.read(read, 96)
+    os.close(read)
+    ours = b"".join(request_id([]) for _ in range(3))
+    assert len(theirs) == len(ours) == 96
+    assert {theirs[i : i + 32] for i in range(0, 96, 32)}.isdisjoint(
+        {ours[i : i + 32] for i in range(0, 96, 32)}
+    )

@@ -105,7 +105,7 @@ class ScoringApp:
             return
         path: str = scope["path"]
         method: str = scope["method"]
-        rid = (REQUEST_ID_HEADER, request_id(scope["headers"]).encode())
+        rid = (REQUEST_ID_HEADER, request_id(scope["headers"]))
         if path == "/score" and method == "POST":
             await self._score(scope, receive, send, rid)
         elif path == "/health/live" and method in _READ:

@@ -60,7 +60,6 @@ _BOUNDS_MS = tuple(bound * 1000 for bound in LATENCY_BOUNDS_S)
 class DeploymentTelemetry:
     """What one deployment has served."""
 
-    requests: int = 0
     errors: int = 0
     client_errors: int = 0
     pinned: int = 0
@@ -119,7 +118,6 @@ class Telemetry:
             stats = self._deployments.get(deployment)
             if stats is None:
                 stats = self._deployments[deployment] = DeploymentTelemetry()
-            stats.requests += 1
             stats.rows += rows
             stats.latency_sum += seconds
             stats.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
@@ -237,7 +235,6 @@ class Telemetry:
 
 def _copy(stats: DeploymentTelemetry) -> DeploymentTelemetry:
     return DeploymentTelemetry(
-        requests=stats.requests,
         errors=stats.errors,
         client_errors=stats.client_errors,
         pinned=stats.pinned,
