@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from modelferry.cli_help import DefaultsHelpFormatter
+from modelferry.cli_help import UsageLinesHelpFormatter
 from modelferry.cli_output import add_output_option, iso_utc_text, print_json
 from modelferry.errors import PackageVerificationError
 
@@ -41,25 +41,22 @@ __all__ = ["add_agent_command", "run_agent_command"]
 _RECENT_DELIVERIES: Final = 10
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
-    """The description as written (it holds usage lines), and each option's default."""
-
-
 def add_agent_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `agent` (run by default), `agent run`, `agent rollback`, `agent status`."""
     agent = commands.add_parser(
         "agent",
         help="run the reference edge agent (or roll back / show its installed versions)",
         description=__doc__,
-        formatter_class=_HelpFormatter,
+        formatter_class=UsageLinesHelpFormatter,
     )
     _add_run_options(agent)
+    # The actions' descriptions are prose, wrapped by the parser's own formatter: only
+    # `agent`'s description holds usage lines to print as written.
     actions = agent.add_subparsers(dest="action", metavar="ACTION", title="actions (default: run)")
     run = actions.add_parser(
         "run",
         help="run the agent until SIGTERM or SIGINT (the default)",
         description="Run the reference edge agent until SIGTERM or SIGINT.",
-        formatter_class=_HelpFormatter,
     )
     _add_run_options(run)
     rollback = actions.add_parser(
@@ -70,7 +67,6 @@ def add_agent_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
             "--to, any kept version). The version rolled back from stays installed, so "
             "`rollback --to VERSION` rolls forward to it later."
         ),
-        formatter_class=_HelpFormatter,
     )
     _add_folder_options(rollback)
     rollback.add_argument(
@@ -82,7 +78,6 @@ def add_agent_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "status",
         help="show the current version, the kept ones and recent deliveries",
         description="Show an agent's current version, its kept versions and recent deliveries.",
-        formatter_class=_HelpFormatter,
     )
     _add_folder_options(status)
     add_output_option(

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelferry.cli_help import DefaultsHelpFormatter
+from modelferry.cli_help import UsageLinesHelpFormatter
 
 if TYPE_CHECKING:
     from modelferry.migrations import SchemaUpgrade
@@ -31,24 +31,20 @@ __all__ = ["add_db_command"]
 RECORDS_URL_ENV = "MODELFERRY_RECORDS_URL"
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
-    """The description as written (it holds usage lines), and each option's default."""
-
-
 def add_db_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `db upgrade` on the top-level parser."""
     db = commands.add_parser(
         "db",
         help="migrate modelferry's databases (db upgrade)",
         description=__doc__,
-        formatter_class=_HelpFormatter,
+        formatter_class=UsageLinesHelpFormatter,
     )
     actions = db.add_subparsers(dest="action", metavar="ACTION", required=True)
     upgrade = actions.add_parser(
         "upgrade",
         help="bring the delivery records and endpoint state to this release's schema",
         description=__doc__,
-        formatter_class=_HelpFormatter,
+        formatter_class=UsageLinesHelpFormatter,
     )
     upgrade.add_argument(
         "--records",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["CommandParser", "DefaultsHelpFormatter"]
+__all__ = ["CommandParser", "DefaultsHelpFormatter", "UsageLinesHelpFormatter"]
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -30,6 +30,10 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         ):
             return action.help
         return f"{text} (default: %(default)s)"
+
+
+class UsageLinesHelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
+    """The description as written (it holds usage lines), and each option's default."""
 
 
 class CommandParser(argparse.ArgumentParser):

@@ -199,6 +199,19 @@ def test_subcommand_help_is_its_own(
     assert foreign not in shown
 
 
+@pytest.mark.parametrize("action", ["run", "rollback", "status"])
+def test_subcommand_help_fits_the_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["agent", action, "--help"]) == 0
+
+    shown = capsys.readouterr().out
+    assert max(len(line) for line in shown.splitlines()) <= 80, shown
+    if action == "run":
+        assert "(default: mqtt)" in " ".join(shown.split())
+
+
 def test_agent_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["agent", "--help"]) == 0
 
