@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import traceback
 from pathlib import Path
 
@@ -279,6 +280,23 @@ def test_a_prediction_file_takes_whole_rows_and_rows_of_one_input_file(
     written = pd.read_parquet(output) if suffix == ".parquet" else pd.read_csv(output)
     assert list(written["file"]) == ["x.csv", "y.csv"] + ["z.parquet"] * 3 + ["w.parquet"]
     assert list(written[PROBA[1]]) == [0.75, 0.5, 0.875, 0.0, 1.0, 0.875]
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_among_the_inputs_is_a_bad_file_not_a_hang(
+    tmp_path: Path, inputs: Path, model: ServingModel
+) -> None:
+    # Nothing ever writes to the FIFO: opening it to read would wait forever.
+    fifo = inputs / "pipe.csv"
+    os.mkfifo(fifo)
+    files = [inputs / "a.parquet", fifo, inputs / "b.csv"]
+
+    result = run_batch(files, model, tmp_path / "p.csv", max_failed_files=1)
+
+    assert (result.rows_scored, result.files_scored) == (ROWS, 2)
+    assert result.failed_files == {
+        "pipe.csv": "not a regular file (a folder, FIFO or device); give CSV or Parquet files"
+    }
 
 
 def test_a_file_failing_part_way_adds_none_of_its_rows(

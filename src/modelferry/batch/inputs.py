@@ -80,6 +80,9 @@ def leave_out_predictions(
 
 def _column_names(path: Path) -> list[str]:
     """The file's column names, or none if it cannot be read as a CSV or Parquet file."""
+    if not path.is_file():
+        # Opening a FIFO would wait for a writer forever; scoring says why it is refused.
+        return []
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             return list(pq.read_schema(path).names)

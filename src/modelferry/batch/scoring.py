@@ -180,6 +180,11 @@ def _feature_chunks(
     chunk_rows: int,
     label: str,
 ) -> Iterator[_Chunk]:
+    if path.exists() and not path.is_file():
+        # A FIFO or a device would block the reader, or never end.
+        raise BatchScoringError(
+            f"{label}: not a regular file (a folder, FIFO or device); give CSV or Parquet files"
+        )
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
         reader = _parquet_chunks
