@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import SecretStr
-from sklearn.datasets import load_breast_cancer
-from sklearn.linear_model import LogisticRegression
 
 from modelferry.endpoints.counters import metrics_between
 from modelferry.endpoints.rollout import RolloutPolicy, judge_measured_step
 from modelferry.endpoints.spec import TrafficSplit
 from modelferry.serving.app import ScoringApp
-from modelferry.serving.model import EstimatorPredictor, FeatureSpec, ServingModel
+from modelferry.serving.model import FeatureSpec, ServingModel
 from modelferry.serving.routing import RoutingTable
+from tests.scoring_app import COLUMNS, DATA, breast_cancer_model, call
 
 KEY = "k-canary"
-DATA = load_breast_cancer(as_frame=True)
-COLUMNS = list(DATA.data.columns)
 POLICY = RolloutPolicy(min_requests=5)
 
 
@@ -31,9 +26,7 @@ class FailingPredictor:
 
 @pytest.fixture(scope="module")
 def model() -> ServingModel:
-    estimator = LogisticRegression(max_iter=5000).fit(DATA.data.to_numpy(), DATA.target)
-    features = tuple(FeatureSpec(c, "double") for c in COLUMNS)
-    return ServingModel("m", "1", features, ("malignant", "benign"), EstimatorPredictor(estimator))
+    return breast_cancer_model()
 
 
 def good() -> dict[str, Any]:
@@ -52,14 +45,8 @@ def canary(blue: ServingModel, green: ServingModel, requests: list[dict[str, Any
     app.install(
         RoutingTable.build({"blue": blue, "green": green}, TrafficSplit({"blue": 50, "green": 50}))
     )
-
-    async def run() -> list[int]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://ep") as client:
-            return [(await client.request(**r)).status_code for r in requests]
-
     start = app.telemetry.reading(["blue", "green"])
-    statuses = asyncio.run(run())
+    statuses = [response.status_code for response in call(app, requests)]
     measured = metrics_between(start, app.telemetry.reading(["blue", "green"]))
     verdict = judge_measured_step(measured, "green", "blue", POLICY)
     return statuses, measured.deployments, verdict

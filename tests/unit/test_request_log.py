@@ -2,34 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import SecretStr
-from sklearn.datasets import load_breast_cancer
-from sklearn.linear_model import LogisticRegression
 
 from modelferry.endpoints.spec import TrafficSplit
 from modelferry.errors import InvalidConfigError
 from modelferry.serving.app import ScoringApp
-from modelferry.serving.model import EstimatorPredictor, FeatureSpec, ServingModel
+from modelferry.serving.model import ServingModel
 from modelferry.serving.request_log import request_id, request_log_sample
 from modelferry.serving.routing import RoutingTable
+from tests.scoring_app import COLUMNS, DATA, breast_cancer_model, call
 
 KEY = "k-secret-123"
-DATA = load_breast_cancer(as_frame=True)
-COLUMNS = list(DATA.data.columns)
 
 
 @pytest.fixture(scope="module")
 def model() -> ServingModel:
-    estimator = LogisticRegression(max_iter=5000).fit(DATA.data.to_numpy(), DATA.target)
-    features = tuple(FeatureSpec(c, "double") for c in COLUMNS)
-    return ServingModel("m", "1", features, ("malignant", "benign"), EstimatorPredictor(estimator))
+    return breast_cancer_model()
 
 
 def app_for(model: ServingModel, log_sample: float) -> ScoringApp:
@@ -45,17 +38,12 @@ def body(rows: int = 2) -> dict[str, Any]:
 
 
 def post(app: ScoringApp, requests: list[tuple[Any, dict[str, str]]]) -> list[int]:
-    async def run() -> list[int]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://ep") as client:
-            statuses = []
-            for payload, headers in requests:
-                headers = {"Authorization": f"Bearer {KEY}", **headers}
-                response = await client.post("/score", json=payload, headers=headers)
-                statuses.append(response.status_code)
-            return statuses
-
-    return asyncio.run(run())
+    auth = {"Authorization": f"Bearer {KEY}"}
+    sent = [
+        {"method": "POST", "url": "/score", "json": payload, "headers": {**auth, **headers}}
+        for payload, headers in requests
+    ]
+    return [response.status_code for response in call(app, sent)]
 
 
 def request_lines(caplog: pytest.LogCaptureFixture) -> list[str]:

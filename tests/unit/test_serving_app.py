@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from pydantic import SecretStr
-from sklearn.datasets import load_breast_cancer
-from sklearn.linear_model import LogisticRegression
 
 from modelferry.endpoints.spec import TrafficSplit
 from modelferry.serving.app import ScoringApp
-from modelferry.serving.model import EstimatorPredictor, FeatureSpec, ServingModel
+from modelferry.serving.model import ServingModel
 from modelferry.serving.routing import RoutingTable
+from tests.scoring_app import COLUMNS, DATA, breast_cancer_model, call
 
 KEY = "k-123"
-DATA = load_breast_cancer(as_frame=True)
-COLUMNS = list(DATA.data.columns)
 
 
 class FailingPredictor:
@@ -30,9 +25,7 @@ class FailingPredictor:
 
 @pytest.fixture(scope="module")
 def model() -> ServingModel:
-    estimator = LogisticRegression(max_iter=5000).fit(DATA.data.to_numpy(), DATA.target)
-    features = tuple(FeatureSpec(c, "double") for c in COLUMNS)
-    return ServingModel("m", "1", features, ("malignant", "benign"), EstimatorPredictor(estimator))
+    return breast_cancer_model()
 
 
 def payload(rows: int = 2) -> dict[str, Any]:
@@ -44,15 +37,6 @@ def make_app(models: dict[str, ServingModel], traffic: TrafficSplit, **kw: Any) 
     app = ScoringApp("ep", SecretStr(KEY), **kw)
     app.install(RoutingTable.build(models, traffic))
     return app
-
-
-def call(app: ScoringApp, requests: list[dict[str, Any]]) -> list[httpx.Response]:
-    async def run() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://ep") as client:
-            return [await client.request(**request) for request in requests]
-
-    return asyncio.run(run())
 
 
 def score(body: Any = None, key: str | None = KEY, **headers: str) -> dict[str, Any]:

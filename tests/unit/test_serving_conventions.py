@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -20,6 +19,7 @@ from modelferry.endpoints.spec import TrafficSplit
 from modelferry.serving.app import ScoringApp
 from modelferry.serving.model import FeatureSpec, ServingModel
 from modelferry.serving.routing import RoutingTable
+from tests.scoring_app import call
 
 KEY = "k-conventions"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -41,15 +41,6 @@ def make_app(**kw: Any) -> ScoringApp:
     models = {"blue": served("churn", "3"), "green": served('odd "name"\\', "4")}
     app.install(RoutingTable.build(models, TrafficSplit({"blue": 100})))
     return app
-
-
-def call(app: ScoringApp, requests: list[dict[str, Any]]) -> list[httpx.Response]:
-    async def run() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://ep") as client:
-            return [await client.request(**request) for request in requests]
-
-    return asyncio.run(run())
 
 
 def score(**headers: str) -> dict[str, Any]:
