@@ -25,6 +25,7 @@ from modelferry.errors import (
     EndpointNotFoundError,
     InvalidEndpointSpecError,
 )
+from modelferry.registry import TrackingSettings
 from tests.model_fixtures import MODEL_NAME, register_versions, score_payload
 
 pytestmark = pytest.mark.integration
@@ -140,6 +141,30 @@ def test_deployment_with_traffic_cannot_be_deleted_or_replaced(
         backend.create_or_update_deployment(
             endpoint, DeploymentSpec("blue", ModelRef(MODEL_NAME, "2"))
         )
+
+
+def test_an_endpoint_refuses_models_of_another_mlflow_store(
+    backend: LocalEndpointBackend, endpoint: str
+) -> None:
+    # The demo's store, then the team's server: version 1 there is another model.
+    other = TrackingSettings("http://ci:s3cret-pw@mlflow.example:5000")
+    elsewhere = LocalEndpointBackend(backend.home, other)
+    before = backend.get_endpoint(endpoint)
+
+    with pytest.raises(InvalidEndpointSpecError) as refused:
+        elsewhere.create_or_update_endpoint(EndpointSpec(endpoint))
+    with pytest.raises(InvalidEndpointSpecError):
+        elsewhere.create_or_update_deployment(
+            endpoint, DeploymentSpec("red", ModelRef(MODEL_NAME, "1"))
+        )
+
+    message = str(refused.value)
+    assert backend.settings.tracking_uri in message
+    assert "http://***@mlflow.example:5000" in message
+    assert "s3cret-pw" not in message
+    assert f"modelferry endpoints delete {endpoint}" in message
+    assert backend.get_endpoint(endpoint) == before
+    assert post(backend, endpoint).status_code == 200
 
 
 def test_failed_deployment_never_takes_traffic(

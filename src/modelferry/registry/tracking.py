@@ -58,8 +58,8 @@ class TrackingSettings:
     def __repr__(self) -> str:
         # A tracking URI may embed credentials (https://user:token@host): mask them.
         return (
-            f"TrackingSettings(tracking_uri={_display_uri(self.tracking_uri)!r}, "
-            f"registry_uri={_display_uri(self.registry_uri or '')!r}, "
+            f"TrackingSettings(tracking_uri={display_uri(self.tracking_uri)!r}, "
+            f"registry_uri={display_uri(self.registry_uri or '')!r}, "
             f"username={self.username!r})"
         )
 
@@ -139,7 +139,7 @@ def tracking_errors(settings: TrackingSettings, doing: str) -> Iterator[None]:
     except (RegistryError, TrackingUnavailableError):
         raise
     except Exception as exc:
-        where = _display_uri(settings.tracking_uri)
+        where = display_uri(settings.tracking_uri)
         if is_transient(exc):
             raise TrackingUnavailableError(
                 f"MLflow at {where} did not answer while {doing}: {_first_line(exc)}. "
@@ -153,8 +153,8 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def _display_uri(uri: str) -> str:
-    # A tracking URI may embed credentials (https://user:token@host); never show them.
+def display_uri(uri: str) -> str:
+    """`uri` with any credentials it embeds (https://user:token@host) masked."""
     if "@" in uri and "://" in uri:
         scheme, rest = uri.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"

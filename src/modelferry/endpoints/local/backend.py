@@ -41,6 +41,7 @@ from modelferry.errors import (
     RegistryError,
 )
 from modelferry.registry import ModelRegistry, TrackingSettings
+from modelferry.registry.tracking import display_uri
 
 
 class LocalEndpointBackend(EndpointBackend):
@@ -86,6 +87,7 @@ class LocalEndpointBackend(EndpointBackend):
                 registry_uri=self.settings.registry_uri,
             )
         else:
+            self._check_same_store(record)
             record = _replace(record, description=spec.description, tags=dict(spec.tags))
         self.store.put_endpoint(record)
         self._ensure_server(record)
@@ -142,6 +144,7 @@ class LocalEndpointBackend(EndpointBackend):
     ) -> DeploymentState:
         """Load the model into the endpoint's server with 0% traffic and smoke-test it."""
         record = self._record(endpoint)
+        self._check_same_store(record)
         version = self._resolve(spec)
         existing = next(
             (d for d in self.store.list_deployments(endpoint) if d.name == spec.name), None
@@ -415,6 +418,26 @@ class LocalEndpointBackend(EndpointBackend):
             raise EndpointNotFoundError(f"no local endpoint {name!r}; known endpoints: {known}")
         return record
 
+    def _check_same_store(self, record: EndpointRecord) -> None:
+        """Refuse to deploy from another MLflow store than the one the endpoint loads from.
+
+        The server loads every deployment from the store recorded with the endpoint: a
+        version number resolved in another store would name a different model.
+        """
+        recorded = (record.tracking_uri, record.registry_uri or record.tracking_uri)
+        ours = (
+            self.settings.tracking_uri,
+            self.settings.registry_uri or self.settings.tracking_uri,
+        )
+        if recorded == ours:
+            return
+        raise InvalidEndpointSpecError(
+            f"endpoint {record.name!r} serves models of the MLflow store "
+            f"{_store_label(*recorded)}, not of {_store_label(*ours)}: the same version "
+            "number there is another model. Deploy under another endpoint name, or remove "
+            f"this one first: modelferry endpoints delete {record.name}"
+        )
+
     def _resolve(self, spec: DeploymentSpec) -> str:
         registry = ModelRegistry(self.settings)
         if spec.model.version is not None:
@@ -490,3 +513,9 @@ def _port_free(host: str, port: int) -> bool:
 def _nothing_counted(reading: CounterReading) -> CounterReading:
     """A reading of `reading`'s server before it counted anything."""
     return replace(reading, deployments={})
+
+
+def _store_label(tracking_uri: str, registry_uri: str) -> str:
+    if registry_uri == tracking_uri:
+        return display_uri(tracking_uri)
+    return f"{display_uri(tracking_uri)} (registry {display_uri(registry_uri)})"
