@@ -11,11 +11,8 @@ A rejected model stops the night's run there: nothing downstream ever sees it.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed
@@ -30,6 +27,7 @@ from flows.package_and_deliver import package_and_deliver
 from flows.package_model import PackagedModel
 from flows.train_and_register import DEFAULT_CONFIG, RegistrationOutcome, train_and_register
 from modelferry.config import APPROVAL_MODES
+from modelferry.console_commands import console_command
 from modelferry.delivery.outcomes import FleetResult
 from modelferry.endpoints.rollout import Strategy
 
@@ -58,7 +56,7 @@ class NightlyOutcome:
         if self.rollout is not None:
             weights = ", ".join(f"{n} {w}%" for n, w in sorted(self.rollout.traffic.items()))
             first = ", first deployment" if self.rollout.first_deployment else ""
-            cli = modelferry_command()
+            cli = console_command("modelferry", "modelferry.cli")
             lines += [
                 f"Online endpoint:   {self.rollout.scoring_uri} ({weights}{first})",
                 *(f"  {step}" for step in self.rollout.steps),
@@ -78,30 +76,6 @@ class NightlyOutcome:
                 for row in self.delivery.table()
             ]
         return "\n".join(lines)
-
-
-def modelferry_command() -> str:
-    """The `modelferry` command as the reader can run it from here.
-
-    `modelferry` when it is on PATH; else the script installed beside this Python (a
-    virtualenv that is not activated), relative to the current folder when inside it;
-    else `python -m modelferry.cli`.
-    """
-    if shutil.which("modelferry"):
-        return "modelferry"
-    script = Path(sys.executable).parent / "modelferry"
-    if script.is_file():
-        return _relative(script)
-    return f"{_relative(Path(sys.executable))} -m modelferry.cli"
-
-
-def _relative(path: Path) -> str:
-    try:
-        relative = path.relative_to(Path.cwd())
-    except ValueError:
-        return str(path)
-    # A bare name would be looked up on PATH; "./name" runs the file here.
-    return str(relative) if len(relative.parts) > 1 else f".{os.sep}{relative}"
 
 
 @flow(

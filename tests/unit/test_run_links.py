@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
+from pathlib import Path
+
 import pytest
 
 from modelferry.registry import TrackingSettings
@@ -28,9 +32,28 @@ def test_link_never_carries_credentials() -> None:
 @pytest.mark.parametrize(
     "tracking_uri", ["sqlite:///var/mlflow/mlflow.db", "file:///var/mlruns", "./mlruns"]
 )
-def test_local_store_gives_the_command_that_shows_it(tracking_uri: str) -> None:
+def test_local_store_gives_the_command_that_shows_it(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/local/bin/{name}")
     assert run_url(tracking_uri, "3", "abc") == (
         f"mlflow ui --backend-store-uri {tracking_uri} (then open #/experiments/3/runs/abc)"
+    )
+
+
+def test_the_command_runs_mlflow_beside_python_when_it_is_not_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "mlflow").write_text("#!/bin/sh\n", encoding="utf-8")
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.chdir(tmp_path)
+
+    assert run_url("sqlite:///runs.db", "3", "abc") == (
+        ".venv/bin/mlflow ui --backend-store-uri sqlite:///runs.db "
+        "(then open #/experiments/3/runs/abc)"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
+from modelferry.console_commands import console_command
 from modelferry.data.masking import mask_url
 
 #: Stores on this machine that `mlflow ui --backend-store-uri` can open as they are.
@@ -15,7 +16,8 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
 
     A `http(s)` tracking URI gives `{server}/#/experiments/{experiment}/runs/{run}`, with
     any user-info (`user:token@`) removed so that no secret reaches a report. A local
-    store (`sqlite:`, `file:` or a plain path) gives the `mlflow ui` command that shows it.
+    store (`sqlite:`, `file:` or a plain path) gives the `mlflow ui` command that shows it,
+    as the reader can run it from the current folder.
     Any other store (a database, Databricks) is named with its credentials masked, in its
     user-info and in a password query parameter.
     """
@@ -26,7 +28,8 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
         base = urlunsplit((server.scheme, server.netloc, server.path, "", ""))
         return f"{base.rstrip('/')}/{fragment}"
     if parts.scheme in _LOCAL_SCHEMES or _is_windows_path(parts.scheme):
-        return f"mlflow ui --backend-store-uri {tracking_uri} (then open {fragment})"
+        mlflow = console_command("mlflow", "mlflow")
+        return f"{mlflow} ui --backend-store-uri {tracking_uri} (then open {fragment})"
     where = _without_userinfo(tracking_uri, mask="***@")
     # mask_url also masks a password given as a query parameter (`?password=...`).
     return f"run {run_id} of experiment {experiment_id} in the MLflow store at {mask_url(where)}"
