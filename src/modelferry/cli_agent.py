@@ -212,8 +212,9 @@ def _rollback(root: Path, to: str | None) -> int:
     outcome = rollback(root, to=to)
     assert outcome.previous is not None
     left = outcome.previous
+    direction = "forward" if outcome.forward else "back"
     print(
-        f"Rolled back {root}: {left.label} -> {outcome.current.label} is current; "
+        f"Rolled {direction} {root}: {left.label} -> {outcome.current.label} is current; "
         f"{left.label} stays installed (`--to {left.version}` makes it current again)."
     )
     return 0

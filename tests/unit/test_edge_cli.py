@@ -48,7 +48,7 @@ def test_rollback_and_status(root: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "   pkg/1" in shown
 
     assert main(["agent", "rollback", "--root", str(root)]) == 0
-    assert "pkg/2 -> pkg/1 is current" in capsys.readouterr().out
+    assert f"Rolled back {root}: pkg/2 -> pkg/1 is current" in capsys.readouterr().out
     assert os.readlink(root / "current") == "versions/pkg/1"
 
     assert main(["agent", "rollback", "--root", str(root)]) == 1
@@ -150,7 +150,7 @@ def test_rollback_keeps_the_newer_version_listed_and_rolls_forward(
     assert " * pkg/1" in shown
 
     assert main(["agent", "rollback", "--root", str(root), "--to", "2"]) == 0
-    assert "pkg/1 -> pkg/2 is current" in capsys.readouterr().out
+    assert f"Rolled forward {root}: pkg/1 -> pkg/2 is current" in capsys.readouterr().out
     assert os.readlink(root / "current") == "versions/pkg/2"
 
     assert main(["agent", "rollback", "--root", str(root), "--to", "7"]) == 1

@@ -79,6 +79,8 @@ class InstallOutcome:
 
     current: InstalledVersion
     previous: InstalledVersion | None
+    #: A rollback made a version current that was installed after the one it replaced.
+    forward: bool = False
 
 
 def prepare_root(root: Path) -> None:
@@ -174,7 +176,7 @@ def rollback(root: Path, *, to: str | None = None) -> InstallOutcome:
     Nothing is deleted and the history is unchanged: the version rolled back from stays
     installed, so a later `rollback(root, to=...)` can make it current again (a roll
     forward). Returns the new current version as `current` and the one it replaced as
-    `previous`.
+    `previous`, and `forward` when `current` was installed after `previous`.
 
     Args:
         root: The agent root.
@@ -196,13 +198,19 @@ def rollback(root: Path, *, to: str | None = None) -> InstallOutcome:
             _point_current(root, target.relative_path)
         except OSError as exc:
             raise InstallError(f"cannot roll back to {target.label}: {exc}") from exc
-    return InstallOutcome(current=target, previous=current)
+    forward = _position(kept, target) > _position(kept, current)
+    return InstallOutcome(current=target, previous=current, forward=forward)
+
+
+def _position(kept: list[InstalledVersion], version: InstalledVersion) -> int:
+    """Where `version` is in install order (after every kept one if it is not kept)."""
+    return next((i for i, e in enumerate(kept) if _same(e, version)), len(kept))
 
 
 def _before(
     root: Path, current: InstalledVersion, kept: list[InstalledVersion]
 ) -> InstalledVersion:
-    index = next((i for i, e in enumerate(kept) if _same(e, current)), len(kept))
+    index = _position(kept, current)
     if index == 0:
         raise InstallError(
             f"no version before {current.label} is kept under {root}; cannot roll back"
