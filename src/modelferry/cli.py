@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final, cast
 from modelferry import __version__
 from modelferry.cli_help import CommandParser
 from modelferry.cli_output import add_output_option, iso_utc, print_json
+from modelferry.console_commands import console_command
 from modelferry.errors import InvalidConfigError, ModelferryError
 from modelferry.telemetry_opt_out import opt_out_of_telemetry
 
@@ -237,7 +238,8 @@ def _cmd_pending(args: argparse.Namespace) -> int:
     else:
         print(_format_table(waiting, now=datetime.now(UTC)))
         print()
-        print(f"Decide with: modelferry approve FLOW_RUN_ID {_APPROVE_OPTIONS}")
+        cli = console_command("modelferry", "modelferry.cli")
+        print(f"Decide with: {cli} approve FLOW_RUN_ID {_APPROVE_OPTIONS}")
     others = len(paused) - len(waiting)
     if others:
         # Shown so a paused run without a form is not mistaken for a lost approval.
