@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -49,7 +50,16 @@ class WrkResult:
 
 
 def wrk_version() -> str:
-    """wrk's version line, for the report."""
+    """wrk's version line, for the report.
+
+    Raises:
+        SystemExit: wrk is not on the PATH (the message says how to install it).
+    """
+    if shutil.which("wrk") is None:
+        raise SystemExit(
+            "bench.serving needs wrk on the PATH to load the servers: "
+            "sudo apt-get install -y wrk (Debian/Ubuntu), then run the benchmark again"
+        )
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     lines = (wrk.stdout or wrk.stderr).splitlines()
     return lines[0].split(" [")[0] if lines else "unknown"

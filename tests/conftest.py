@@ -73,3 +73,21 @@ def postgres_database() -> Iterator[str]:
     """A fresh, uniquely named PostgreSQL database; yields its SQLAlchemy URL, then drops it."""
     with fresh_postgres_database() as url:
         yield url
+
+
+@pytest.fixture
+def unactivated_venv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A virtualenv's bin folder, `tmp_path/.venv/bin`, whose Python runs this process.
+
+    Nothing is on PATH and the current folder is `tmp_path`: the printed commands must
+    name the scripts in this folder. Returns the bin folder; put scripts in it.
+    """
+    import shutil
+    import sys
+
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.chdir(tmp_path)
+    return bin_dir

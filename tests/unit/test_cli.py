@@ -7,8 +7,6 @@ these tests pin the client to the real API without starting a server.
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -348,18 +346,10 @@ def test_pending_lists_runs_waiting_for_input(
 
 
 def test_pending_gives_an_approve_command_runnable_from_here(
-    fake: FakePrefect,
-    capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    fake: FakePrefect, capsys: pytest.CaptureFixture[str], unactivated_venv: Path
 ) -> None:
-    # A virtualenv that is not activated: `modelferry` alone would not be found.
-    bin_dir = tmp_path / ".venv" / "bin"
-    bin_dir.mkdir(parents=True)
-    (bin_dir / "modelferry").write_text("#!/bin/sh\n", encoding="utf-8")
-    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    monkeypatch.chdir(tmp_path)
+    # `modelferry` alone would not be found.
+    (unactivated_venv / "modelferry").write_text("#!/bin/sh\n", encoding="utf-8")
     fake.add_run("papaya-stork")
 
     assert main(["pending"]) == 0

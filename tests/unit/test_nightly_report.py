@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -66,19 +65,14 @@ def test_each_canary_step_is_listed_with_its_verdict() -> None:
 
 
 def test_commands_are_runnable_from_here_when_modelferry_is_not_on_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    unactivated_venv: Path,
 ) -> None:
-    bin_dir = tmp_path / "venv" / "bin"
-    bin_dir.mkdir(parents=True)
-    (bin_dir / "modelferry").write_text("#!/bin/sh\n", encoding="utf-8")
-    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    monkeypatch.chdir(tmp_path)
+    (unactivated_venv / "modelferry").write_text("#!/bin/sh\n", encoding="utf-8")
 
     report = NightlyOutcome(registration(True, "1", "1", None), first_rollout()).report()
 
-    assert f"Try it:            venv/bin/modelferry endpoints show {MODEL}" in report
-    assert f"Scoring key:       venv/bin/modelferry endpoints key {MODEL}" in report
+    assert f"Try it:            .venv/bin/modelferry endpoints show {MODEL}" in report
+    assert f"Scoring key:       .venv/bin/modelferry endpoints key {MODEL}" in report
     lines = report.splitlines()
     assert lines.index(next(x for x in lines if x.startswith("Scoring key:"))) > lines.index(
         next(x for x in lines if x.startswith("Online endpoint:"))

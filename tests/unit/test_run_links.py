@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -42,14 +41,9 @@ def test_local_store_gives_the_command_that_shows_it(
 
 
 def test_the_command_runs_mlflow_beside_python_when_it_is_not_on_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    unactivated_venv: Path,
 ) -> None:
-    bin_dir = tmp_path / ".venv" / "bin"
-    bin_dir.mkdir(parents=True)
-    (bin_dir / "mlflow").write_text("#!/bin/sh\n", encoding="utf-8")
-    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    monkeypatch.chdir(tmp_path)
+    (unactivated_venv / "mlflow").write_text("#!/bin/sh\n", encoding="utf-8")
 
     assert run_url("sqlite:///runs.db", "3", "abc") == (
         ".venv/bin/mlflow ui --backend-store-uri sqlite:///runs.db "
