@@ -27,7 +27,8 @@ from modelferry.approval import (
 )
 from modelferry.config import APPROVAL_MODES, load_config, with_approval_mode
 from modelferry.errors import ApprovalRejectedError, ApprovalTimedOutError
-from modelferry.registry import lineage_tags
+from modelferry.registry import GATE_CHART_ARTIFACT, lineage_tags
+from modelferry.registry.links import artifact_link
 from tasks.data import load_data
 from tasks.registry import (
     log_gate,
@@ -141,8 +142,10 @@ def train_and_register(
     gate = evaluate_gate(
         result.test_metrics, champion.metrics, config.gate, champion.version, champion.note
     )
-    log_gate(settings, logged.run_id, gate)
-    report = publish_gate_report(name, version.version, gate, logged.url)
+    title = f"{name} v{version.version}: challenger vs champion"
+    log_gate(settings, logged.run_id, gate, title)
+    chart = artifact_link(settings.tracking_uri, logged.run_id, GATE_CHART_ARTIFACT)
+    report = publish_gate_report(title, name, version.version, gate, logged.url, chart)
 
     mode = config.approval.mode
     decision: ApprovalDecision

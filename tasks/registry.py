@@ -113,9 +113,9 @@ def score_champion(
 
 
 @task(name="log-gate-result", **_MLFLOW_RETRIES)  # type: ignore[call-overload]
-def log_gate(settings: TrackingSettings, run_id: str, gate: GateResult) -> None:
-    """Keep the gate's table and verdict in the challenger's MLflow run, next to its metrics."""
-    log_gate_result(settings, run_id, gate)
+def log_gate(settings: TrackingSettings, run_id: str, gate: GateResult, title: str) -> None:
+    """Keep the gate's table, verdict and chart in the challenger's MLflow run."""
+    log_gate_result(settings, run_id, gate, title)
 
 
 @task(name="record-decision", **_MLFLOW_RETRIES)  # type: ignore[call-overload]

@@ -134,6 +134,8 @@ def test_gate_report_is_published_as_artifact(tmp_path: Path, mlflow_uri: str) -
     assert "report-model v1: challenger vs champion" in report["data"]
     assert "| roc_auc |" in report["data"]
     assert outcome.run_id in report["data"]
+    # A SQLite store has no address for the chart: the report names it in the run.
+    assert "Gate chart: `gate/gate.png` in its artifacts" in report["data"]
 
 
 def test_the_gate_table_and_verdict_are_in_the_challengers_mlflow_run(
@@ -159,6 +161,9 @@ def test_the_gate_table_and_verdict_are_in_the_challengers_mlflow_run(
     assert verdict["passed"] is second.gate_passed
     assert verdict["champion_version"] == "1"
     assert client.get_run(second.run_id).data.tags["gate.passed"] == str(second.gate_passed).lower()
+    chart = Path(mlflow.artifacts.download_artifacts(f"runs:/{second.run_id}/gate/gate.png"))
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert chart.stat().st_size > 10_000
 
 
 def test_gate_failure_rejects_and_keeps_champion(tmp_path: Path, mlflow_uri: str) -> None:

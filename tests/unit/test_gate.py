@@ -81,7 +81,10 @@ def test_markdown_report_has_a_narrow_table_and_details_below() -> None:
         "needs at least 0.9 and an improvement of at least 0"
     ) in text
     assert "- accuracy (higher is better): improvement 0 on the champion; not gated" in text
-    assert text.endswith("MLflow run: [http://mlflow/run/1](http://mlflow/run/1)")
+    assert text.endswith(
+        "MLflow run: [http://mlflow/run/1](http://mlflow/run/1)\n\n"
+        "Gate chart: `gate/gate.png` in its artifacts"
+    )
     failed = evaluate_gate(CHALLENGER, None, gate(roc_auc=MetricGate(threshold=0.99)), None, "n")
     text = failed.to_markdown("t")
     assert "Gate **FAILED** (against no champion)." in text
@@ -130,7 +133,49 @@ def test_local_store_command_is_shown_as_code() -> None:
     command = "mlflow ui --backend-store-uri sqlite:///tmp/my_runs/mlflow.db (then open #/x)"
     text = result.to_markdown("t", command)
     # As code, Markdown keeps the path's underscores and `sqlite:///` as they are.
-    assert text.endswith(f"MLflow run: `{command}`")
+    assert f"\nMLflow run: `{command}`\n" in text
+
+
+def test_a_tracking_server_report_links_to_the_gate_chart() -> None:
+    result = evaluate_gate(CHALLENGER, None, gate(roc_auc=MetricGate()))
+    chart = "http://mlflow:5000/get-artifact?path=gate%2Fgate.png&run_uuid=r1"
+
+    text = result.to_markdown("t", "http://mlflow:5000/#/experiments/1/runs/r1", chart)
+
+    assert text.endswith(f"Gate chart: [gate/gate.png]({chart})")
+
+
+@pytest.mark.parametrize(
+    ("metric", "config", "champion", "required"),
+    [
+        # The tightest bar wins: the threshold, or the champion plus the improvement asked.
+        ("roc_auc", MetricGate(threshold=0.9, min_delta=0.01), 0.93, 0.94),
+        ("roc_auc", MetricGate(threshold=0.97, min_delta=0.01), 0.93, 0.97),
+        ("roc_auc", MetricGate(min_delta=None, min_relative_delta=0.1), 0.5, 0.55),
+        ("roc_auc", MetricGate(min_delta=-0.005), 0.93, 0.925),
+        # Lower is better: "at most", and an improvement takes the value down.
+        ("log_loss", MetricGate(threshold=0.3, min_delta=0.01), 0.2, 0.19),
+        ("log_loss", MetricGate(threshold=0.15, min_delta=0.01), 0.2, 0.15),
+        ("log_loss", MetricGate(min_delta=None, min_relative_delta=0.5), 0.2, 0.1),
+        # Without a champion only the threshold applies; without any bar nothing is asked.
+        ("roc_auc", MetricGate(threshold=0.9, min_delta=0.01), None, 0.9),
+        ("roc_auc", MetricGate(), None, None),
+        ("roc_auc", MetricGate(threshold=0.9), float("nan"), 0.9),
+    ],
+)
+def test_required_is_the_value_the_bars_come_to(
+    metric: str, config: MetricGate, champion: float | None, required: float | None
+) -> None:
+    champion_metrics = None if champion is None else {**CHALLENGER, metric: champion}
+    result = evaluate_gate(CHALLENGER, champion_metrics, gate(**{metric: config}), "1")
+
+    row = next(row for row in result.rows if row.metric == metric)
+    assert row.required == (None if required is None else pytest.approx(required))
+    assert result.to_table()["required"][result.rows.index(row)] == row.required
+    # The challenger passes exactly when it reaches the required value.
+    if required is not None and champion is not None and champion == champion:
+        reaches = row.challenger >= required if row.higher_is_better else row.challenger <= required
+        assert row.passed is reaches
 
 
 def test_gated_metric_missing_from_challenger_is_an_error() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelferry.registry import TrackingSettings
-from modelferry.registry.links import run_url
+from modelferry.registry.links import artifact_link, run_url
 
 
 @pytest.mark.parametrize(
@@ -83,3 +83,18 @@ def test_database_store_password_with_a_slash_is_masked() -> None:
     text = run_url("mysql://mlflow:pa/ss@db/mlflow", "3", "abc")
 
     assert text == "run abc of experiment 3 in the MLflow store at mysql://***@db/mlflow"
+
+
+def test_an_artifact_on_a_tracking_server_has_an_address_without_credentials() -> None:
+    link = artifact_link("https://ci:s3cret@mlflow.example.com/mlflow/", "r1", "gate/gate.png")
+
+    assert link == (
+        "https://mlflow.example.com/mlflow/get-artifact?path=gate%2Fgate.png&run_uuid=r1"
+    )
+
+
+@pytest.mark.parametrize(
+    "tracking_uri", ["sqlite:///m.db", "./mlruns", "postgresql://u:p@db/mlflow", "databricks"]
+)
+def test_an_artifact_of_a_store_without_a_server_has_no_address(tracking_uri: str) -> None:
+    assert artifact_link(tracking_uri, "r1", "gate/gate.png") is None

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from modelferry.config import GateConfig, MetricGate
 from modelferry.metrics import HIGHER_IS_BETTER
 
+#: Where the gate's chart is kept in the challenger's MLflow run.
+GATE_CHART = "gate/gate.png"
+
 
 @dataclass(frozen=True)
 class MetricComparison:
@@ -15,6 +18,8 @@ class MetricComparison:
 
     `bars` says in words what the gate asks of the metric ("at least 0.9"): the bars that
     applied, so no improvement bar without a champion; empty when the metric is not gated.
+    `required` is the value those bars come to together: the least (or, for a metric where
+    lower is better, the most) the challenger may score and pass; None without a bar.
     """
 
     metric: str
@@ -24,6 +29,7 @@ class MetricComparison:
     gated: bool
     failures: tuple[str, ...] = ()
     bars: tuple[str, ...] = ()
+    required: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -57,7 +63,8 @@ class GateResult:
         """The side-by-side table as columns (for MLflow's `log_table`), one row per metric.
 
         `champion` and `improvement` are None without a champion; `bars` are the bars that
-        applied, joined by "; " (empty when the metric is not gated).
+        applied, joined by "; " (empty when the metric is not gated), and `required` the
+        value they come to (None without a bar).
         """
         return {
             "metric": [row.metric for row in self.rows],
@@ -68,11 +75,17 @@ class GateResult:
             "gated": [row.gated for row in self.rows],
             "passed": [row.passed for row in self.rows],
             "bars": ["; ".join(row.bars) for row in self.rows],
+            "required": [row.required for row in self.rows],
             "failures": ["; ".join(row.failures) for row in self.rows],
         }
 
-    def to_markdown(self, title: str, run_link: str | None = None) -> str:
+    def to_markdown(
+        self, title: str, run_link: str | None = None, chart_link: str | None = None
+    ) -> str:
         """A Markdown report: verdict, table of metrics, details, reasons, the MLflow run.
+
+        With `run_link`, the report ends with the run and its gate chart: a link to the
+        chart when `chart_link` gives its address, else the chart's name in the run.
 
         The table keeps to four short columns so that it fits the Prefect UI's narrow
         resume dialog; each metric's improvement and bars follow it as lines. Plain text
@@ -93,6 +106,12 @@ class GateResult:
             lines += ["", "Reasons:", *[f"- {failure}" for failure in self.failures]]
         if run_link:
             lines += ["", f"MLflow run: {_markdown_run_link(run_link)}"]
+            chart = (
+                f"[{GATE_CHART}]({chart_link})"
+                if chart_link
+                else f"`{GATE_CHART}` in its artifacts"
+            )
+            lines += ["", f"Gate chart: {chart}"]
         return "\n".join(lines)
 
 
@@ -165,6 +184,7 @@ def evaluate_gate(
                 gated=gate is not None,
                 failures=failures,
                 bars=_bars(metric, gate, base is not None) if gate is not None else (),
+                required=_required(metric, gate, base) if gate is not None else None,
             )
         )
     missing = sorted(set(config.metrics) - set(challenger))
@@ -213,6 +233,21 @@ def _check(metric: str, value: float, champion: float | None, gate: MetricGate) 
                 f"the gate needs at least {_percent(gate.min_relative_delta)}"
             )
     return tuple(failures)
+
+
+def _required(metric: str, gate: MetricGate, champion: float | None) -> float | None:
+    """The tightest of the bars that apply, as a value of the metric itself."""
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    sign = 1.0 if higher else -1.0
+    bounds = [gate.threshold] if gate.threshold is not None else []
+    if champion is not None and math.isfinite(champion):
+        if gate.min_delta is not None:
+            bounds.append(champion + sign * gate.min_delta)
+        if gate.min_relative_delta is not None:
+            bounds.append(champion + sign * gate.min_relative_delta * abs(champion))
+    if not bounds:
+        return None
+    return max(bounds) if higher else min(bounds)
 
 
 def _bars(metric: str, gate: MetricGate, has_champion: bool) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from modelferry.lazy_exports import lazy_exports
 if TYPE_CHECKING:
     from modelferry.registry.lineage import git_commit, lineage_tags
     from modelferry.registry.runs import (
+        GATE_CHART_ARTIFACT,
         GATE_TABLE_ARTIFACT,
         LoggedRun,
         log_gate_result,
@@ -38,6 +39,7 @@ __all__ = [
     "CHAMPION",
     "CLASS_NAMES_TAG",
     "DEFAULT_HOME",
+    "GATE_CHART_ARTIFACT",
     "GATE_TABLE_ARTIFACT",
     "PREVIOUS_CHAMPION",
     "LoggedRun",
@@ -58,6 +60,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "git_commit": "lineage",
         "lineage_tags": "lineage",
+        "GATE_CHART_ARTIFACT": "runs",
         "GATE_TABLE_ARTIFACT": "runs",
         "LoggedRun": "runs",
         "log_gate_result": "runs",

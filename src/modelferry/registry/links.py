@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from modelferry.console_commands import console_command
 from modelferry.data.masking import mask_url
@@ -33,6 +33,20 @@ def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     where = _without_userinfo(tracking_uri, mask="***@")
     # mask_url also masks a password given as a query parameter (`?password=...`).
     return f"run {run_id} of experiment {experiment_id} in the MLflow store at {mask_url(where)}"
+
+
+def artifact_link(tracking_uri: str, run_id: str, artifact_path: str) -> str | None:
+    """The address of one artifact of a run on an MLflow tracking server, else None.
+
+    A `http(s)` tracking URI gives `{server}/get-artifact?path=...&run_uuid=...` (what the
+    MLflow UI itself fetches), without user-info. A local or database store has no address:
+    the artifact is seen in the run's Artifacts tab of `mlflow ui`.
+    """
+    if urlsplit(tracking_uri).scheme not in ("http", "https"):
+        return None
+    server = urlsplit(_without_userinfo(tracking_uri))
+    base = urlunsplit((server.scheme, server.netloc, server.path, "", "")).rstrip("/")
+    return f"{base}/get-artifact?{urlencode({'path': artifact_path, 'run_uuid': run_id})}"
 
 
 def _without_userinfo(uri: str, mask: str = "") -> str:

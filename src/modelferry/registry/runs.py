@@ -9,8 +9,10 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
-from modelferry.approval.gate import GateResult
+from modelferry.approval.gate import GATE_CHART, GateResult
+from modelferry.approval.gate_chart import save_gate_chart
 from modelferry.data import Dataset
+from modelferry.pictures import draw_picture
 from modelferry.registry.tracking import TrackingSettings, tracking_errors
 from modelferry.training import (
     DatasetSplit,
@@ -42,13 +44,16 @@ class LoggedRun:
 GATE_TABLE_ARTIFACT = "gate/gate_table.json"
 #: The gate's verdict beside it: passed, champion version, failures, note.
 GATE_VERDICT_ARTIFACT = "gate/gate_verdict.json"
+#: The gate as a picture: champion and challenger per metric, the bars drawn.
+GATE_CHART_ARTIFACT = GATE_CHART
 
 
-def log_gate_result(settings: TrackingSettings, run_id: str, gate: GateResult) -> None:
-    """Log the gate's side-by-side table and its verdict to the challenger's MLflow run.
+def log_gate_result(settings: TrackingSettings, run_id: str, gate: GateResult, title: str) -> None:
+    """Log the gate's side-by-side table, its verdict and its chart to the challenger's run.
 
     The table shows in the run's Artifacts tab and in MLflow's "Evaluation" views, and
-    `mlflow.load_table(GATE_TABLE_ARTIFACT, run_ids=[run_id])` reads it back.
+    `mlflow.load_table(GATE_TABLE_ARTIFACT, run_ids=[run_id])` reads it back. The chart
+    (`GATE_CHART_ARTIFACT`, titled `title`) is the same table drawn.
 
     Raises:
         TrackingUnavailableError: MLflow could not be reached (worth a retry).
@@ -67,6 +72,10 @@ def log_gate_result(settings: TrackingSettings, run_id: str, gate: GateResult) -
         client = MlflowClient(settings.tracking_uri, settings.registry_uri)
         client.log_table(run_id, data=gate.to_table(), artifact_file=GATE_TABLE_ARTIFACT)
         client.log_dict(run_id, verdict, GATE_VERDICT_ARTIFACT)
+        with tempfile.TemporaryDirectory(prefix="modelferry-gate-") as folder:
+            chart = Path(folder) / Path(GATE_CHART_ARTIFACT).name
+            if draw_picture(save_gate_chart, gate, title, chart):
+                client.log_artifact(run_id, str(chart), str(Path(GATE_CHART_ARTIFACT).parent))
         client.set_tag(run_id, "gate.passed", str(gate.passed).lower())
 
 

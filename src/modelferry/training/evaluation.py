@@ -11,6 +11,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from modelferry.errors import DataError
+from modelferry.pictures import new_figure, save_png
 
 
 def predict_positive_proba(estimator: Any, features: pd.DataFrame) -> np.ndarray:
@@ -70,41 +71,27 @@ def feature_importance(estimator: Any, feature_names: list[str]) -> pd.Series:
 
 def save_roc_curve(labels: pd.Series, positive_proba: np.ndarray, path: Path) -> Path:
     """Draw the ROC curve of one model to a PNG file."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fpr, tpr, _ = skm.roc_curve(np.asarray(labels), positive_proba)
     auc = skm.auc(fpr, tpr)
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    fig = new_figure(5, 5)
+    ax = fig.subplots()
     ax.plot(fpr, tpr, label=f"model (AUC = {auc:.3f})")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
     ax.set_xlabel("False positive rate")
     ax.set_ylabel("True positive rate")
     ax.set_title("ROC curve (test set)")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def save_feature_importance(importance: pd.Series, path: Path, top: int = 20) -> Path:
     """Draw the `top` most important features as a horizontal bar chart PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if importance.empty:
         raise DataError("no features to plot")
     shown = importance.head(top)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(shown) + 1.5), dpi=100)
+    fig = new_figure(7, 0.3 * len(shown) + 1.5)
+    ax = fig.subplots()
     ax.barh(list(shown.index), list(shown.values))
     ax.set_xlabel("importance")
     ax.set_title(f"Top {len(shown)} features")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

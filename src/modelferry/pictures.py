@@ -1,0 +1,60 @@
+"""What the pictures modelferry draws share: a backend without a screen, colours, saving.
+
+Pictures are PNG files logged to MLflow runs, where people would rather look than read:
+the gate, a canary rollout's steps, a fleet's delivery. Drawing needs matplotlib, which
+the orchestrator install has.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, ParamSpec
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+_log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+
+#: A bar, step or device that passed, failed, or was not judged; what it is compared with.
+PASSED: Final = "#2e7d32"
+FAILED: Final = "#c62828"
+NOT_JUDGED: Final = "#f9a825"
+BASELINE: Final = "#9e9e9e"
+#: A value that nothing judges (a metric that is not gated).
+UNJUDGED: Final = "#1565c0"
+#: A bar a value must reach (a gate threshold).
+BAR_LINE: Final = "#212121"
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of `width` x `height` inches, drawn without a display (the Agg backend)."""
+    # The object-oriented API: no pyplot state, so no backend is switched for the process
+    # and figures are freed with their last reference.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def save_png(figure: Figure, path: Path) -> Path:
+    """Write `figure` to `path` as PNG; returns `path`."""
+    figure.savefig(path, format="png")
+    return path
+
+
+def draw_picture(draw: Callable[_P, Path], *args: _P.args, **kwargs: _P.kwargs) -> bool:
+    """Call `draw`; True when it drew, False (with a warning saying why) when it failed.
+
+    A picture only shows what the run decided, so one that cannot be drawn (matplotlib
+    missing, a value it cannot place) is left out rather than undoing the run.
+    """
+    try:
+        draw(*args, **kwargs)
+    except Exception as exc:
+        _log.warning(
+            "Left out a picture: %s failed: %s: %s", draw.__name__, type(exc).__name__, exc
+        )
+        return False
+    return True
