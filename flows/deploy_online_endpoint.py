@@ -15,8 +15,10 @@ router while each step is held, so that a demo or a quiet test endpoint is judge
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -26,19 +28,28 @@ from blocks.endpoint_key import EndpointKey
 from blocks.mlflow_tracking import resolve_tracking
 from flows.notifications import notify_failure
 from modelferry.endpoints.backend import EndpointBackend
+from modelferry.endpoints.counters import StepMetrics
 from modelferry.endpoints.local import LocalEndpointBackend
 from modelferry.endpoints.rollout import (
     RolloutPolicy,
+    StepVerdict,
     Strategy,
     judge_measured_step,
     next_slot,
     split_for,
     steps_for,
 )
-from modelferry.endpoints.spec import DeploymentSpec, EndpointSpec, ModelRef
+from modelferry.endpoints.rollout_chart import RolloutStep
+from modelferry.endpoints.spec import DeploymentMetrics, DeploymentSpec, EndpointSpec, ModelRef
 from modelferry.endpoints.traffic import requests_per_second, single_row_requests
 from modelferry.errors import DeploymentFailedError, EndpointNotFoundError
-from modelferry.registry import CHAMPION, DEFAULT_HOME, ModelRegistry, TrackingSettings
+from modelferry.registry import (
+    CHAMPION,
+    DEFAULT_HOME,
+    ModelRegistry,
+    RegisteredVersion,
+    TrackingSettings,
+)
 from modelferry.serving.model import example_request
 from tasks.endpoints import (
     deploy_model,
@@ -49,6 +60,7 @@ from tasks.endpoints import (
     read_metrics,
     smoke_test_deployment,
 )
+from tasks.registry import log_rollout_chart
 
 DEFAULT_ENDPOINTS_HOME = str(DEFAULT_HOME / "endpoints")
 
@@ -61,6 +73,8 @@ class RolloutOutcome:
         steps: one line per traffic step with its verdict, e.g. "10 %: 57 requests,
             0 errors, p99 4.1 ms — passed" or "10 %: not judged (12 < 20 requests)".
         first_deployment: nothing was live before, so nothing was compared.
+        chart: the rollout chart in the MLflow run of the model version (an artifact
+            path), None when it was left out.
     """
 
     endpoint: str
@@ -71,6 +85,7 @@ class RolloutOutcome:
     traffic: dict[str, int]
     steps: tuple[str, ...]
     first_deployment: bool = False
+    chart: str | None = None
 
     def summary(self) -> str:
         """One line for logs and the final state message, with each step's verdict."""
@@ -177,6 +192,7 @@ def deploy_online_endpoint(
     replay = single_row_requests(example) if demo_traffic else None
     before = state.traffic
     log: list[str] = []
+    taken: list[RolloutStep] = []
     for step in steps_for(policy, live):
         traffic = split_for(step, slot, live)
         move_traffic(backend, name, traffic)
@@ -197,15 +213,19 @@ def deploy_online_endpoint(
         sent = hold_step(backend, name, policy.step_seconds, replay, rate)
         if sent is not None:
             logger.info("Replayed test rows through %s's router: %s", name, sent.summary())
-        verdict = judge_measured_step(read_metrics(backend, name, mark), slot, live, policy)
+        measured = read_metrics(backend, name, mark)
+        verdict = judge_measured_step(measured, slot, live, policy)
+        taken.append(_measured_step(step, mark.at, policy, measured, slot, live, verdict))
         if not verdict.passed:
             # Back to the weights before this rollout; on a first rollout that is no
             # traffic at all, so a failing model never keeps serving.
             move_traffic(backend, name, before)
             reason = verdict.reason if verdict.judged else f"not judged ({verdict.reason})"
+            chart = _chart(settings, version, name, slot, taken, policy, f"failed at {step} %")
+            seen = f" (chart: {chart} in the MLflow run of v{version.version})" if chart else ""
             raise DeploymentFailedError(
                 f"{model_name} v{version.version} on {name}/{slot} failed at {step}% of "
-                f"traffic: {reason}; traffic rolled back to {dict(before.weights)}"
+                f"traffic: {reason}; traffic rolled back to {dict(before.weights)}{seen}"
             )
         line = verdict.line(step)
         log.append(f"first deployment, {line}" if live is None else line)
@@ -217,12 +237,52 @@ def deploy_online_endpoint(
             key_block, overwrite=True
         )
         logger.info("Saved %s's scoring URI and key as block %r", name, key_block)
+    chart = _chart(settings, version, name, slot, taken, policy, "rolled out")
     outcome = RolloutOutcome(
         name, final.scoring_uri, slot, model_name, version.version,
-        dict(final.traffic.weights), tuple(log), first_deployment=live is None,
+        dict(final.traffic.weights), tuple(log), first_deployment=live is None, chart=chart,
     )  # fmt: skip
     logger.info(outcome.summary())
     return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
+
+
+def _measured_step(
+    percent: int,
+    started: datetime,
+    policy: RolloutPolicy,
+    measured: StepMetrics,
+    new: str,
+    old: str | None,
+    verdict: StepVerdict,
+) -> RolloutStep:
+    nothing = DeploymentMetrics(0, 0, None)
+    before = measured.deployments.get(old, nothing) if old is not None else None
+    return RolloutStep(
+        percent,
+        started,
+        policy.step_seconds,
+        measured.deployments.get(new, nothing),
+        before,
+        verdict,
+    )
+
+
+def _chart(
+    settings: TrackingSettings,
+    version: RegisteredVersion,
+    endpoint: str,
+    slot: str,
+    steps: list[RolloutStep],
+    policy: RolloutPolicy,
+    result: str,
+) -> str | None:
+    """Log the rollout chart to the version's run; its artifact path, or None."""
+    if version.run_id is None or not steps:
+        return None
+    stamp = steps[0].started.strftime("%Y%m%dT%H%M%SZ")
+    artifact = f"rollouts/{re.sub(r'[^A-Za-z0-9_.-]+', '-', endpoint)}-{stamp}.png"
+    title = f"{version.name} v{version.version} on {endpoint} ({slot}): {result}"
+    return log_rollout_chart(settings, version.run_id, steps, policy, title, artifact)
 
 
 def _backend(

@@ -57,9 +57,12 @@ class NightlyOutcome:
             weights = ", ".join(f"{n} {w}%" for n, w in sorted(self.rollout.traffic.items()))
             first = ", first deployment" if self.rollout.first_deployment else ""
             cli = console_command("modelferry", "modelferry.cli")
+            run = f"in the MLflow run of v{self.rollout.model_version}"
+            chart = [f"Rollout chart:     {self.rollout.chart} {run}"] if self.rollout.chart else []
             lines += [
                 f"Online endpoint:   {self.rollout.scoring_uri} ({weights}{first})",
                 *(f"  {step}" for step in self.rollout.steps),
+                *chart,
                 f"Try it:            {cli} endpoints show {self.rollout.endpoint}",
                 f"Scoring key:       {cli} endpoints key {self.rollout.endpoint}",
             ]

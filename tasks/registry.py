@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from modelferry.approval import ApprovalDecision, GateResult
 from modelferry.config import ModelConfig
 from modelferry.data import Dataset
-from modelferry.errors import DataError
+from modelferry.endpoints.rollout import RolloutPolicy
+from modelferry.endpoints.rollout_chart import RolloutStep, save_rollout_chart
+from modelferry.errors import DataError, ModelferryError
 from modelferry.registry import (
     CHALLENGER,
     CHAMPION,
@@ -22,6 +26,7 @@ from modelferry.registry import (
     RegisteredVersion,
     TrackingSettings,
     log_gate_result,
+    log_picture,
     log_training_run,
 )
 from modelferry.training import DatasetSplit, classification_metrics, predict_positive_proba
@@ -144,3 +149,26 @@ def read_champions(settings: TrackingSettings, model_name: str) -> tuple[str | N
         champion.version if champion else None,
         previous.version if previous else None,
     )
+
+
+@task(name="log-rollout-chart", cache_policy=NO_CACHE, timeout_seconds=300)
+def log_rollout_chart(
+    settings: TrackingSettings,
+    run_id: str,
+    steps: Sequence[RolloutStep],
+    policy: RolloutPolicy,
+    title: str,
+    artifact_file: str,
+) -> str | None:
+    """Draw the rollout's steps into the model version's MLflow run; returns the artifact.
+
+    Traffic has moved by then: MLflow being away leaves the picture out with a warning
+    (None) rather than failing the rollout, or hiding why a step failed.
+    """
+    draw = functools.partial(save_rollout_chart, steps, policy, title)
+    try:
+        logged = log_picture(settings, run_id, artifact_file, draw)
+    except ModelferryError as exc:
+        get_run_logger().warning("Left out the rollout chart %s: %s", artifact_file, exc)
+        return None
+    return artifact_file if logged else None

@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, ParamSpec
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _log = logging.getLogger(__name__)
-_P = ParamSpec("_P")
 
 #: A bar, step or device that passed, failed, or was not judged; what it is compared with.
 PASSED: Final = "#2e7d32"
@@ -44,17 +43,15 @@ def save_png(figure: Figure, path: Path) -> Path:
     return path
 
 
-def draw_picture(draw: Callable[_P, Path], *args: _P.args, **kwargs: _P.kwargs) -> bool:
-    """Call `draw`; True when it drew, False (with a warning saying why) when it failed.
+def draw_picture(draw: Callable[[Path], Path], path: Path) -> bool:
+    """Call `draw(path)`; True when it drew, False (with a warning saying why) when it failed.
 
     A picture only shows what the run decided, so one that cannot be drawn (matplotlib
     missing, a value it cannot place) is left out rather than undoing the run.
     """
     try:
-        draw(*args, **kwargs)
+        draw(path)
     except Exception as exc:
-        _log.warning(
-            "Left out a picture: %s failed: %s: %s", draw.__name__, type(exc).__name__, exc
-        )
+        _log.warning("Left out the picture %s: %s: %s", path.name, type(exc).__name__, exc)
         return False
     return True

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mlflow import MlflowClient
 
 from blocks.endpoint_key import EndpointKey
 from flows.deploy_online_endpoint import RolloutOutcome, deploy_online_endpoint
@@ -70,6 +71,16 @@ class ClientLoad:
             thread.join(timeout=10)
 
 
+def assert_png_in_run(settings: TrackingSettings, version: str, artifact: str) -> None:
+    """The artifact is a PNG in the MLflow run of `version` of the model."""
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    run_id = client.get_model_version(MODEL_NAME, version).run_id
+    folder, name = artifact.rsplit("/", 1)
+    assert name in [Path(a.path).name for a in client.list_artifacts(run_id, folder)]
+    local = Path(client.download_artifacts(run_id, artifact))
+    assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def rollout(home: Path, settings: TrackingSettings, version: str, **options: object) -> object:
     return deploy_online_endpoint(
         MODEL_NAME,
@@ -112,6 +123,10 @@ def test_blue_green_then_canary_then_rollback(
     assert set(load.statuses) == {200}
     served = backend.invoke(ENDPOINT, score_payload())
     assert served["model_version"] == "2"
+    # The steps as a picture, in the MLflow run of the version rolled out.
+    assert second.chart is not None  # type: ignore[attr-defined]
+    assert second.chart.startswith(f"rollouts/{ENDPOINT}-")  # type: ignore[attr-defined]
+    assert_png_in_run(settings, "2", second.chart)  # type: ignore[attr-defined]
 
     # Re-deploying what already serves is a no-op.
     again = rollout(root, settings, "2", step_seconds=0.1)
@@ -127,6 +142,11 @@ def test_blue_green_then_canary_then_rollback(
     assert "failed at 25% of traffic" in message
     assert "error rate" in message
     assert "rolled back to {'green': 100, 'blue': 0}" in message
+    # The failed step is drawn too, and the error says where.
+    chart = re.search(r"\(chart: (rollouts/\S+\.png) in the MLflow run of v(\d+)\)", message)
+    assert chart is not None, message
+    assert chart.group(2) == broken
+    assert_png_in_run(settings, broken, chart.group(1))
     state = backend.get_endpoint(ENDPOINT)
     assert dict(state.traffic.weights) == {"green": 100, "blue": 0}
     assert state.deployment("blue").model_version == broken  # type: ignore[union-attr]

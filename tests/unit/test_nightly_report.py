@@ -43,7 +43,7 @@ def canary_rollout() -> RolloutOutcome:
     )
     return RolloutOutcome(
         MODEL, "http://127.0.0.1:5001/score", "green", MODEL, "2", {"blue": 0, "green": 100},
-        steps,
+        steps, chart=f"rollouts/{MODEL}-20261207T020000Z.png",
     )  # fmt: skip
 
 
@@ -62,6 +62,18 @@ def test_each_canary_step_is_listed_with_its_verdict() -> None:
     assert lines[start + 1 : start + 4] == [f"  {step}" for step in rollout.steps]
     assert "50 %: not judged (12 < 20 requests)" in rollout.summary()
     assert "first deployment" not in rollout.summary()
+
+
+def test_the_rollout_chart_is_named_after_the_steps_when_it_was_drawn() -> None:
+    lines = (
+        NightlyOutcome(registration(True, "2", "2", "1"), canary_rollout()).report().splitlines()
+    )
+    after_steps = lines.index("  100 %: 44 requests, 0 errors, p99 2.9 ms — passed") + 1
+    assert lines[after_steps] == (
+        f"Rollout chart:     rollouts/{MODEL}-20261207T020000Z.png in the MLflow run of v2"
+    )
+    first = NightlyOutcome(registration(True, "1", "1", None), first_rollout()).report()
+    assert "Rollout chart" not in first
 
 
 def test_commands_are_runnable_from_here_when_modelferry_is_not_on_path(

@@ -16,11 +16,14 @@ from modelferry.pictures import (
     save_png,
 )
 
+#: The champion's mark: a ring, hollow, so a challenger's mark under it shows.
+_RING_EDGE = 2.0
+
 
 def save_gate_chart(gate: GateResult, title: str, path: Path) -> Path:
     """Draw `gate` to a PNG at `path`: one row per metric, values on the metric's own scale.
 
-    Each row marks the champion (grey) and the challenger (green when it clears its bars,
+    Each row marks the champion (a grey ring) and the challenger (green when it clears its bars,
     red when it fails one, blue when the metric is not gated), and draws the value the
     bars come to as a line, labelled "needs >= 0.95" ("<=" where lower is better). Each
     row is zoomed to its values, so a difference in the third decimal shows. Values that
@@ -46,7 +49,11 @@ def _legend(gate: GateResult, champion_label: str) -> list[object]:
 
     # Only what the chart shows.
     rows = gate.rows
-    handles = [marker("o", BASELINE, champion_label)] if gate.champion_version else []
+    ring = Line2D(
+        [], [], marker="o", color=BASELINE, linestyle="", markersize=11,
+        markerfacecolor="none", markeredgewidth=_RING_EDGE, label=champion_label,
+    )  # fmt: skip
+    handles = [ring] if gate.champion_version else []
     if any(row.gated and row.passed for row in rows):
         handles.append(marker("D", PASSED, "challenger: passes"))
     if any(not row.passed for row in rows):
@@ -69,7 +76,6 @@ def _draw_metric(ax: object, row: MetricComparison) -> None:
     unmeasured: list[str] = []
     if row.champion is not None:
         if math.isfinite(row.champion):
-            ax.plot([row.champion], [0], "o", color=BASELINE, markersize=9)
             values.append(row.champion)
         else:
             unmeasured.append(f"champion {row.champion}")
@@ -78,6 +84,12 @@ def _draw_metric(ax: object, row: MetricComparison) -> None:
         values.append(row.challenger)
     else:
         unmeasured.append(f"challenger {row.challenger}")
+    if row.champion is not None and math.isfinite(row.champion):
+        # A ring over the challenger's mark: both show when they score the same.
+        ax.plot(
+            [row.champion], [0], "o", color=BASELINE, markersize=15,
+            markerfacecolor="none", markeredgewidth=_RING_EDGE,
+        )  # fmt: skip
     if row.required is not None:
         sign = ">=" if row.higher_is_better else "<="
         ax.axvline(row.required, color=BAR_LINE, linestyle="--", linewidth=1.2)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         GATE_TABLE_ARTIFACT,
         LoggedRun,
         log_gate_result,
+        log_picture,
         log_training_run,
         pip_requirements,
     )
@@ -50,6 +51,7 @@ __all__ = [
     "is_transient",
     "lineage_tags",
     "log_gate_result",
+    "log_picture",
     "log_training_run",
     "pip_requirements",
     "tracking_errors",
@@ -64,6 +66,7 @@ __getattr__, __dir__ = lazy_exports(
         "GATE_TABLE_ARTIFACT": "runs",
         "LoggedRun": "runs",
         "log_gate_result": "runs",
+        "log_picture": "runs",
         "log_training_run": "runs",
         "pip_requirements": "runs",
         "DEFAULT_HOME": "tracking",

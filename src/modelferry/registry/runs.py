@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version as installed_version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelferry.approval.gate import GATE_CHART, GateResult
 from modelferry.approval.gate_chart import save_gate_chart
@@ -21,6 +23,9 @@ from modelferry.training import (
     save_feature_importance,
     save_roc_curve,
 )
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 # Explicit requirements spare MLflow from inferring them by importing the model.
 _REQUIREMENTS = {
@@ -72,11 +77,41 @@ def log_gate_result(settings: TrackingSettings, run_id: str, gate: GateResult, t
         client = MlflowClient(settings.tracking_uri, settings.registry_uri)
         client.log_table(run_id, data=gate.to_table(), artifact_file=GATE_TABLE_ARTIFACT)
         client.log_dict(run_id, verdict, GATE_VERDICT_ARTIFACT)
-        with tempfile.TemporaryDirectory(prefix="modelferry-gate-") as folder:
-            chart = Path(folder) / Path(GATE_CHART_ARTIFACT).name
-            if draw_picture(save_gate_chart, gate, title, chart):
-                client.log_artifact(run_id, str(chart), str(Path(GATE_CHART_ARTIFACT).parent))
+        _log_drawn(
+            client, run_id, GATE_CHART_ARTIFACT, functools.partial(save_gate_chart, gate, title)
+        )
         client.set_tag(run_id, "gate.passed", str(gate.passed).lower())
+
+
+def log_picture(
+    settings: TrackingSettings, run_id: str, artifact_file: str, draw: Callable[[Path], Path]
+) -> bool:
+    """Draw a picture with `draw(path)` and log it to the run as `artifact_file`
+    (`folder/name.png`). Returns False, logging nothing, when it could not be drawn (a
+    warning says why): a picture shows what was decided and never undoes it.
+
+    Raises:
+        TrackingUnavailableError: MLflow could not be reached (worth a retry).
+        RegistryError: MLflow refused the artifact.
+    """
+    from mlflow import MlflowClient
+
+    with tracking_errors(settings, f"logging {artifact_file} to run {run_id}"):
+        settings.activate()
+        client = MlflowClient(settings.tracking_uri, settings.registry_uri)
+        return _log_drawn(client, run_id, artifact_file, draw)
+
+
+def _log_drawn(
+    client: MlflowClient, run_id: str, artifact_file: str, draw: Callable[[Path], Path]
+) -> bool:
+    where = Path(artifact_file)
+    with tempfile.TemporaryDirectory(prefix="modelferry-picture-") as folder:
+        path = Path(folder) / where.name
+        if not draw_picture(draw, path):
+            return False
+        client.log_artifact(run_id, str(path), str(where.parent))
+    return True
 
 
 def pip_requirements(flavor: str) -> list[str]:
