@@ -18,11 +18,13 @@ reference agents in this process) and the local package store under
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
+from datetime import UTC, datetime
 from typing import cast
 
 from prefect import flow, get_run_logger
@@ -31,13 +33,16 @@ from prefect.states import Completed
 from pydantic import SecretStr
 
 from blocks.delivery_channel import resolve_delivery_channel
+from blocks.mlflow_tracking import resolve_tracking
 from blocks.package_store import resolve_package_store
 from blocks.signing_key import resolve_signing_key
+from modelferry.delivery.fleet_chart import save_fleet_chart
 from modelferry.delivery.local import LocalChannel, default_hub
 from modelferry.delivery.outcomes import FleetResult
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy, parse_device_ids
 from modelferry.edge.fleet import AgentThread, start_local_agents
 from modelferry.errors import DeliveryFailedError, DeliveryTimedOutError, InvalidConfigError
+from modelferry.pictures import picture_name
 from modelferry.registry.tracking import DEFAULT_HOME
 from tasks.delivery import (
     find_edge_package,
@@ -45,6 +50,7 @@ from tasks.delivery import (
     report_key,
     roll_out_package,
 )
+from tasks.registry import log_version_picture
 
 
 @flow(name="deliver-package")
@@ -70,6 +76,8 @@ def deliver_package(
     retry_backoff_seconds: float = 5.0,
     start_local_agents: bool = False,
     signing_key_block: str | None = None,
+    mlflow_block: str | None = None,
+    tracking_uri: str | None = None,
 ) -> FleetResult:
     """Deliver the package `edge_package_name` `edge_package_version` to the target devices.
 
@@ -105,6 +113,10 @@ def deliver_package(
             whole path runs on one machine (the embedded default, `make demo`).
         signing_key_block: the key whose public half the local agents trust; default the
             embedded development key (the one `package-model` signs with by default).
+        mlflow_block: a saved `MlflowTracking` block, instead of `tracking_uri`: where the
+            fleet chart goes (the MLflow run of `model_version`).
+        tracking_uri: MLflow tracking URI; default `MLFLOW_TRACKING_URI` or the embedded
+            store. Nothing is drawn without `model_version`.
 
     Returns:
         The rollout's result. The run fails, after publishing the report, when any device
@@ -152,14 +164,23 @@ def deliver_package(
         result = cast(FleetResult, rollout.result())
 
     key = report_key(deploy_env, model_name)
-    publish_delivery_report(
-        result,
-        key,
+    title = (
         f"Delivery of {package.package_id} {package.version} ({model_type} model "
-        f"{model_name}) in {deploy_env}",
+        f"{model_name}) in {deploy_env}"
     )
+    chart = None
+    if model_version is not None:
+        began = result.started_at or datetime.now(UTC)
+        artifact = picture_name("deliveries", f"{deploy_env}-{package.package_id}", began)
+        draw = functools.partial(save_fleet_chart, result, title)
+        settings = resolve_tracking(tracking_uri, mlflow_block)
+        chart = log_version_picture(settings, model_name, model_version, artifact, draw)
+    publish_delivery_report(result, key, title, chart)
     if not result.ok:
-        message = f"{result.failure_message()}\nSee the '{key}' artifact of this run."
+        seen = (
+            f"; the fleet chart is {chart} in the MLflow run of v{model_version}" if chart else ""
+        )
+        message = f"{result.failure_message()}\nSee the '{key}' artifact of this run{seen}."
         timed_out_only = not result.aborted and all(r.failure == "timeout" for r in result.failed)
         raise (DeliveryTimedOutError if timed_out_only else DeliveryFailedError)(message)
     logger.info(result.summary())

@@ -15,7 +15,7 @@ router while each step is held, so that a demo or a quiet test endpoint is judge
 from __future__ import annotations
 
 import argparse
-import re
+import functools
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,10 +39,11 @@ from modelferry.endpoints.rollout import (
     split_for,
     steps_for,
 )
-from modelferry.endpoints.rollout_chart import RolloutStep
+from modelferry.endpoints.rollout_chart import RolloutStep, save_rollout_chart
 from modelferry.endpoints.spec import DeploymentMetrics, DeploymentSpec, EndpointSpec, ModelRef
 from modelferry.endpoints.traffic import requests_per_second, single_row_requests
 from modelferry.errors import DeploymentFailedError, EndpointNotFoundError
+from modelferry.pictures import picture_name
 from modelferry.registry import (
     CHAMPION,
     DEFAULT_HOME,
@@ -60,7 +61,7 @@ from tasks.endpoints import (
     read_metrics,
     smoke_test_deployment,
 )
-from tasks.registry import log_rollout_chart
+from tasks.registry import log_version_picture
 
 DEFAULT_ENDPOINTS_HOME = str(DEFAULT_HOME / "endpoints")
 
@@ -277,12 +278,12 @@ def _chart(
     result: str,
 ) -> str | None:
     """Log the rollout chart to the version's run; its artifact path, or None."""
-    if version.run_id is None or not steps:
+    if not steps:
         return None
-    stamp = steps[0].started.strftime("%Y%m%dT%H%M%SZ")
-    artifact = f"rollouts/{re.sub(r'[^A-Za-z0-9_.-]+', '-', endpoint)}-{stamp}.png"
+    artifact = picture_name("rollouts", endpoint, steps[0].started)
     title = f"{version.name} v{version.version} on {endpoint} ({slot}): {result}"
-    return log_rollout_chart(settings, version.run_id, steps, policy, title, artifact)
+    draw = functools.partial(save_rollout_chart, steps, policy, title)
+    return log_version_picture(settings, version.name, version.version, artifact, draw)
 
 
 def _backend(

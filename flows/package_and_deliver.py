@@ -97,6 +97,8 @@ def package_and_deliver(
         delivery_retries=delivery.retries,
         start_local_agents=delivery.local_agents and channel_block is None,
         signing_key_block=signing_key_block,
+        mlflow_block=mlflow_block,
+        tracking_uri=tracking_uri,
     )
     stage = EdgeStage(package, result)
     return Completed(message=stage.summary(), data=stage)  # type: ignore[return-value]

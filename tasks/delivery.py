@@ -65,13 +65,17 @@ def report_key(deploy_env: str, model_name: str) -> str:
 
 @task(name="publish-delivery-report", cache_policy=NO_CACHE)
 def publish_delivery_report(
-    result: FleetResult, key: str, description: str
+    result: FleetResult, key: str, description: str, chart: str | None = None
 ) -> list[dict[str, str | int | float]]:
-    """Publish one row per device (state, attempts, duration, error) as a table artifact."""
+    """Publish one row per device (state, attempts, duration, error) as a table artifact.
+
+    `chart` names the fleet chart in the model version's MLflow run, when one was drawn.
+    """
     table = result.table()
+    seen = f"\n\nFleet chart: `{chart}` in the model version's MLflow run" if chart else ""
     create_table_artifact(
         table=table,
         key=key,
-        description=f"{description}\n\n{result.summary()}",
+        description=f"{description}\n\n{result.summary()}{seen}",
     )
     return table

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -13,8 +13,6 @@ from prefect.cache_policies import NO_CACHE
 from modelferry.approval import ApprovalDecision, GateResult
 from modelferry.config import ModelConfig
 from modelferry.data import Dataset
-from modelferry.endpoints.rollout import RolloutPolicy
-from modelferry.endpoints.rollout_chart import RolloutStep, save_rollout_chart
 from modelferry.errors import DataError, ModelferryError
 from modelferry.registry import (
     CHALLENGER,
@@ -151,24 +149,30 @@ def read_champions(settings: TrackingSettings, model_name: str) -> tuple[str | N
     )
 
 
-@task(name="log-rollout-chart", cache_policy=NO_CACHE, timeout_seconds=300)
-def log_rollout_chart(
+@task(name="log-picture", cache_policy=NO_CACHE, timeout_seconds=300)
+def log_version_picture(
     settings: TrackingSettings,
-    run_id: str,
-    steps: Sequence[RolloutStep],
-    policy: RolloutPolicy,
-    title: str,
+    model_name: str,
+    model_version: str,
     artifact_file: str,
+    draw: Callable[[Path], Path],
 ) -> str | None:
-    """Draw the rollout's steps into the model version's MLflow run; returns the artifact.
+    """Draw a picture into the MLflow run of a model version; returns the artifact path.
 
-    Traffic has moved by then: MLflow being away leaves the picture out with a warning
-    (None) rather than failing the rollout, or hiding why a step failed.
+    What the picture shows has happened by then (traffic moved, devices installed): a
+    version without a run, or MLflow being away, leaves the picture out with a warning
+    (None) rather than failing the run or hiding why it failed.
     """
-    draw = functools.partial(save_rollout_chart, steps, policy, title)
+    logger = get_run_logger()
     try:
+        run_id = ModelRegistry(settings).get(model_name, model_version).run_id
+        if run_id is None:
+            logger.warning(
+                "Left out %s: %s v%s has no MLflow run", artifact_file, model_name, model_version
+            )
+            return None
         logged = log_picture(settings, run_id, artifact_file, draw)
     except ModelferryError as exc:
-        get_run_logger().warning("Left out the rollout chart %s: %s", artifact_file, exc)
+        logger.warning("Left out %s: %s", artifact_file, exc)
         return None
     return artifact_file if logged else None

@@ -8,7 +8,9 @@ the orchestrator install has.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -55,3 +57,13 @@ def draw_picture(draw: Callable[[Path], Path], path: Path) -> bool:
         _log.warning("Left out the picture %s: %s: %s", path.name, type(exc).__name__, exc)
         return False
     return True
+
+
+def picture_name(folder: str, subject: str, at: datetime) -> str:
+    """An artifact path for a picture of `subject` at `at`: `folder/subject-20261207T020000Z.png`.
+
+    Characters other than letters, digits, `_`, `.` and `-` in `subject` become `-`, so a
+    name from a config or a device list stays one path segment.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", subject).strip("-.") or "picture"
+    return f"{folder}/{safe}-{at.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}.png"

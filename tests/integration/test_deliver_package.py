@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow import MlflowClient
 from prefect.blocks.core import Block
 
 from flows.deliver_package import deliver_package
@@ -23,6 +25,7 @@ from tests.fake_devices import (
     make_package,
 )
 from tests.integration.flow_helpers import api_filter
+from tests.model_fixtures import MODEL_NAME, register_versions
 
 pytestmark = pytest.mark.integration
 
@@ -55,20 +58,26 @@ def records_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'deliveries.db'}"
 
 
+@pytest.fixture(autouse=True)
+def mlflow_store(mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test's own MLflow store, where the flow looks for the version to draw into."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    return mlflow_uri
+
+
 def run_flow(store_block: str, records_url: str, devices: list[str], **options: Any) -> Any:
-    return deliver_package(
-        deploy_env="test",
-        model_type="classification",
-        model_name="bc",
-        target_device_id=",".join(devices),
-        edge_package_name="edge-bc",
-        edge_package_version="3.0.0",
-        model_version="3",
-        store_block=store_block,
-        records_url=records_url,
-        return_state=True,
-        **options,
-    )
+    parameters: dict[str, Any] = {
+        "deploy_env": "test",
+        "model_type": "classification",
+        "model_name": "bc",
+        "target_device_id": ",".join(devices),
+        "edge_package_name": "edge-bc",
+        "edge_package_version": "3.0.0",
+        "model_version": "3",
+        "store_block": store_block,
+        "records_url": records_url,
+    }
+    return deliver_package(**{**parameters, **options}, return_state=True)
 
 
 def artifact_rows(flow_run_id: str) -> list[dict[str, Any]]:
@@ -121,6 +130,47 @@ def test_the_flow_delivers_to_every_device_and_reports_it(
         assert {r.model_name for r in attempts} == {"bc"}
     finally:
         records.close()
+
+
+def test_the_fleet_chart_is_drawn_into_the_model_versions_run(
+    store_block: str, records_url: str, tmp_path: Path
+) -> None:
+    settings = register_versions(tmp_path, count=1)
+    devices = ["flow-chart-1", "flow-chart-2"]
+
+    with DevicesInThread(FakeFleet(default_hub(), devices)):
+        state = run_flow(
+            store_block, records_url, devices, model_name=MODEL_NAME, model_version="1",
+            tracking_uri=settings.tracking_uri,
+        )  # fmt: skip
+
+    assert state.is_completed(), state.message
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    run_id = client.get_model_version(MODEL_NAME, "1").run_id
+    [chart] = [a.path for a in client.list_artifacts(run_id, "deliveries")]
+    assert re.fullmatch(r"deliveries/test-edge-bc-\d{8}T\d{6}Z\.png", chart), chart
+    local = Path(client.download_artifacts(run_id, chart))
+    assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The run's delivery report names the chart.
+    [report] = api_filter(
+        "/artifacts/filter",
+        {"artifacts": {"flow_run_id": {"any_": [str(state.state_details.flow_run_id)]}}},
+    )
+    assert f"Fleet chart: `{chart}` in the model version's MLflow run" in report["description"]
+
+
+def test_a_version_without_a_run_delivers_without_a_chart(
+    store_block: str, records_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Model "bc" v3 is not in the test's MLflow store: the delivery stands, the picture is
+    # left out with a warning.
+    devices = ["flow-nochart-1"]
+
+    with DevicesInThread(FakeFleet(default_hub(), devices)):
+        state = run_flow(store_block, records_url, devices)
+
+    assert state.is_completed(), state.message
+    assert "Left out deliveries/test-edge-bc-" in caplog.text
 
 
 def test_a_failing_device_fails_the_run_and_the_report_says_why(

@@ -149,6 +149,14 @@ def packages(local_store_block: str, tmp_path_factory: pytest.TempPathFactory) -
     return Packages(model, v1, v2)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def mlflow_store(packages: Packages) -> Iterator[str]:
+    """Deliveries draw their fleet chart into the versions' runs in the module's store."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", packages.model.tracking_uri)
+        yield packages.model.tracking_uri
+
+
 @pytest.fixture(scope="module")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     with Mosquitto(tmp_path_factory.mktemp("broker")) as broker:
@@ -328,6 +336,9 @@ def test_version_2_keeps_version_1_for_rollback_and_an_offline_device_times_out(
     assert f"Delivered {PACKAGE} 2 to 5 device(s): 4 Success, 1 TimedOut" in message
     assert f"- {OFFLINE}: TimedOut after 1 attempt(s): device '{OFFLINE}' sent nothing" in message
     assert not any(f"- {device}:" in message for device in online)
+    # The failure says where to see it drawn: the fleet chart in version 2's run.
+    assert f"the fleet chart is deliveries/{ENV}-{PACKAGE}-" in message
+    assert ".png in the MLflow run of v2" in message
     rows = {r["device"]: r["state"] for r in artifact_rows(state)}
     assert rows == {**dict.fromkeys(online, SUCCESS), OFFLINE: TIMED_OUT}
     with open_records(records_url) as records:

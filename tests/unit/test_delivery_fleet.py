@@ -97,6 +97,21 @@ def test_the_canary_ring_finishes_before_the_rest_start(tmp_path: Path) -> None:
         m.device_id for _, m in done.channel.sent if m.properties["kind"] == "newDelivery"
     ]
     assert set(first_sends[:2]) == set(devices(2))
+    # Each row says its ring and when it ended, for the fleet chart.
+    rows = {row.device_id: row for row in done.result.rows}
+    assert {rows[d].ring for d in devices(2)} == {1}
+    assert {rows[d].ring for d in devices(20)[2:]} == {2}
+    started = done.result.started_at
+    assert started is not None
+    ends = [row.finished_at for row in done.result.rows]
+    assert all(end is not None and end >= started for end in ends)
+    assert (
+        max(rows[d].finished_at for d in devices(2))
+        <= min(  # type: ignore[type-var]
+            rows[d].finished_at
+            for d in devices(20)[2:]  # type: ignore[type-var]
+        )
+    )
 
 
 def test_a_failing_canary_aborts_and_skips_the_rest(tmp_path: Path) -> None:
@@ -113,7 +128,8 @@ def test_a_failing_canary_aborts_and_skips_the_rest(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert result.counts == {SUCCESS: 1, ERROR: 1, SKIPPED: 18}
     for row in result.rows[2:]:
-        assert (row.state, row.attempts) == (SKIPPED, 0)
+        assert (row.state, row.attempts, row.ring) == (SKIPPED, 0, 2)
+        assert row.finished_at is not None
         assert row.error == f"not started: rollout aborted ({result.abort_reason})"
         assert done.channel.sent_kinds(row.device_id) == []
         [record] = done.records.history(row.device_id)

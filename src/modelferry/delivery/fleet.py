@@ -91,6 +91,7 @@ class FleetRollout:
             DeliveryError: the records could not be written.
         """
         progress = _Progress(total=len(plan.devices))
+        started_at = utc_now()
         records = AsyncDeliveryRecords(self.records) if self.records is not None else None
         try:
             async with DeliveryDispatcher(self.channel, log=self.log) as hub:
@@ -98,7 +99,7 @@ class FleetRollout:
                 slots = asyncio.Semaphore(self.policy.max_parallel)
                 for number, ring in enumerate(rings, start=1):
                     if progress.aborted:
-                        await self._skip(plan, ring, progress, records)
+                        await self._skip(plan, ring, number, progress, records)
                         continue
                     self.log.info(
                         "Ring %d/%d%s: delivering %s %s to %d device(s), %d at a time",
@@ -106,7 +107,7 @@ class FleetRollout:
                         plan.package.package_id, plan.package.version, len(ring),
                         self.policy.max_parallel,
                     )  # fmt: skip
-                    await self._ring(plan, ring, hub, slots, progress, records)
+                    await self._ring(plan, ring, number, hub, slots, progress, records)
                     if number < len(rings):
                         self._judge_canary(ring, progress)
         finally:
@@ -119,6 +120,7 @@ class FleetRollout:
             rows=tuple(progress.results[device] for device in plan.devices),
             aborted=progress.aborted,
             abort_reason=progress.abort_reason,
+            started_at=started_at,
         )
         self.log.info(result.summary())
         return result
@@ -127,6 +129,7 @@ class FleetRollout:
         self,
         plan: DeliveryPlan,
         ring: Sequence[str],
+        number: int,
         hub: DeliveryDispatcher,
         slots: asyncio.Semaphore,
         progress: _Progress,
@@ -139,11 +142,12 @@ class FleetRollout:
                 _reap(tasks)
                 if progress.aborted:
                     slots.release()
-                    await self._skip(plan, ring[index:], progress, records)
+                    await self._skip(plan, ring[index:], number, progress, records)
                     break
                 tasks.add(
                     asyncio.create_task(
-                        self._device(plan, device, hub, slots, progress, records), name=device
+                        self._device(plan, device, number, hub, slots, progress, records),
+                        name=device,
                     )
                 )
             while tasks:
@@ -159,6 +163,7 @@ class FleetRollout:
         self,
         plan: DeliveryPlan,
         device: str,
+        ring: int,
         hub: DeliveryDispatcher,
         slots: asyncio.Semaphore,
         progress: _Progress,
@@ -183,7 +188,7 @@ class FleetRollout:
                 if progress.stopped():
                     break
                 outcome = await self._attempt(plan, device, outcome.attempt + 1, hub, records)
-            self._finish(plan, outcome, loop.time() - started, progress)
+            self._finish(plan, outcome, ring, loop.time() - started, progress)
         finally:
             slots.release()
 
@@ -210,7 +215,12 @@ class FleetRollout:
         return await session.run()
 
     def _finish(
-        self, plan: DeliveryPlan, outcome: DeliveryOutcome, seconds: float, progress: _Progress
+        self,
+        plan: DeliveryPlan,
+        outcome: DeliveryOutcome,
+        ring: int,
+        seconds: float,
+        progress: _Progress,
     ) -> None:
         row = DeviceResult(
             device_id=outcome.device_id,
@@ -224,6 +234,8 @@ class FleetRollout:
             model_version=plan.model_version,
             delivery_id=outcome.delivery_id,
             failure=outcome.failure,
+            ring=ring,
+            finished_at=outcome.ended_at,
         )
         progress.results[row.device_id] = row
         if not row.failed:
@@ -260,10 +272,12 @@ class FleetRollout:
         self,
         plan: DeliveryPlan,
         devices: Sequence[str],
+        ring: int,
         progress: _Progress,
         records: AsyncDeliveryRecords | None,
     ) -> None:
         reason = f"not started: rollout aborted ({progress.abort_reason})"
+        skipped_at = utc_now()
         rows = [
             DeviceResult(
                 device_id=device,
@@ -276,6 +290,8 @@ class FleetRollout:
                 model_name=plan.model_name,
                 model_version=plan.model_version,
                 delivery_id=new_delivery_id(),
+                ring=ring,
+                finished_at=skipped_at,
             )
             for device in devices
         ]

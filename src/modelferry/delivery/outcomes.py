@@ -55,6 +55,10 @@ class DeviceResult:
     model_version: str | None
     delivery_id: str | None
     failure: FailureKind | None = None
+    #: The rollout ring the device was in (1 is the canary ring when there are several).
+    ring: int = 1
+    #: When its last attempt ended, or when it was skipped (UTC).
+    finished_at: datetime | None = None
 
     @property
     def failed(self) -> bool:
@@ -72,6 +76,8 @@ class FleetResult:
     rows: tuple[DeviceResult, ...]
     aborted: bool = False
     abort_reason: str | None = None
+    #: When the rollout began (UTC).
+    started_at: datetime | None = None
 
     @property
     def counts(self) -> dict[str, int]:
