@@ -104,7 +104,13 @@ def test_auto_approval_registers_tags_and_promotes(
     assert int(run.data.params["test_rows"]) == 114
     assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [v1.tags["dataset.digest"][:32]]
     plots = {a.path for a in client.list_artifacts(v1.run_id, "plots")}
-    assert plots == {"plots/roc_curve.png", "plots/feature_importance.png"}
+    assert plots == {
+        "plots/roc_curve.png",
+        "plots/precision_recall_curve.png",
+        "plots/calibration_curve.png",
+        "plots/confusion_matrix.png",
+        "plots/feature_importance.png",
+    }
 
     (approved,) = approval_events(MODEL, "1", v1.tags["prefect.flow_run_id"])
     assert approved["payload"]["decided_by"] == "gate"

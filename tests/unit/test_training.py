@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from modelferry.config import DataConfig, ModelSpec, SplitConfig
@@ -14,7 +16,10 @@ from modelferry.training import (
     classification_metrics,
     feature_importance,
     predict_positive_proba,
+    save_calibration_curve,
+    save_confusion_matrix,
     save_feature_importance,
+    save_precision_recall_curve,
     save_roc_curve,
     split_dataset,
     train_model,
@@ -99,5 +104,30 @@ def test_plots_are_png_files(dataset: Dataset, tmp_path: Path) -> None:
     bars = save_feature_importance(
         feature_importance(trained.estimator, trained.feature_names), tmp_path / "fi.png"
     )
-    for path in (roc, bars):
+    evaluation = [
+        save_precision_recall_curve(split.y_test, proba, tmp_path / "pr.png"),
+        save_calibration_curve(split.y_test, proba, tmp_path / "calibration.png"),
+        save_confusion_matrix(split.y_test, proba, tmp_path / "confusion.png"),
+    ]
+    for path in (roc, bars, *evaluation):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    ("labels", "proba"),
+    [
+        ([1, 1, 1, 1], [0.9, 0.8, 0.7, 0.95]),  # one class only: no negatives
+        ([0, 0, 0, 0], [0.1, 0.2, 0.1, 0.3]),  # no positives
+        ([0, 1], [0.5, 0.5]),  # every probability the same
+    ],
+)
+def test_evaluation_plots_draw_for_a_test_set_that_says_little(
+    labels: list[int], proba: list[float], tmp_path: Path
+) -> None:
+    y, p = pd.Series(labels), np.asarray(proba)
+    with warnings.catch_warnings():
+        # scikit-learn warns that a curve over one class is not defined; the plot stands.
+        warnings.simplefilter("ignore", UserWarning)
+        for draw in (save_precision_recall_curve, save_calibration_curve, save_confusion_matrix):
+            path = draw(y, p, tmp_path / f"{draw.__name__}.png")
+            assert path.stat().st_size > 1000

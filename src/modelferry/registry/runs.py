@@ -20,7 +20,10 @@ from modelferry.training import (
     DatasetSplit,
     TrainedModel,
     feature_importance,
+    save_calibration_curve,
+    save_confusion_matrix,
     save_feature_importance,
+    save_precision_recall_curve,
     save_roc_curve,
 )
 
@@ -171,6 +174,11 @@ def log_training_run(
             with tempfile.TemporaryDirectory() as tmp:
                 plots = Path(tmp)
                 save_roc_curve(split.y_test, test_proba, plots / "roc_curve.png")
+                save_precision_recall_curve(
+                    split.y_test, test_proba, plots / "precision_recall_curve.png"
+                )
+                save_calibration_curve(split.y_test, test_proba, plots / "calibration_curve.png")
+                save_confusion_matrix(split.y_test, test_proba, plots / "confusion_matrix.png")
                 importance = feature_importance(trained.estimator, trained.feature_names)
                 save_feature_importance(importance, plots / "feature_importance.png")
                 mlflow.log_artifacts(str(plots), artifact_path="plots")

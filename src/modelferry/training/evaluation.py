@@ -95,3 +95,69 @@ def save_feature_importance(importance: pd.Series, path: Path, top: int = 20) ->
     ax.set_xlabel("importance")
     ax.set_title(f"Top {len(shown)} features")
     return save_png(fig, path)
+
+
+def save_precision_recall_curve(labels: pd.Series, positive_proba: np.ndarray, path: Path) -> Path:
+    """Draw precision against recall over every threshold to a PNG file.
+
+    The dashed line is the share of positives: what a model that guesses scores.
+    """
+    y = np.asarray(labels)
+    precision, recall, _ = skm.precision_recall_curve(y, positive_proba)
+    average = skm.average_precision_score(y, positive_proba)
+    fig = new_figure(5, 5)
+    ax = fig.subplots()
+    ax.step(recall, precision, where="post", label=f"model (AP = {average:.3f})")
+    ax.axhline(float(np.mean(y == 1)), linestyle="--", color="grey", label="share of positives")
+    ax.set_xlabel("Recall")
+    ax.set_ylabel("Precision")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("Precision-recall curve (test set)")
+    ax.legend(loc="lower left")
+    return save_png(fig, path)
+
+
+def save_calibration_curve(
+    labels: pd.Series, positive_proba: np.ndarray, path: Path, bins: int = 10
+) -> Path:
+    """Draw the observed share of positives against the mean predicted probability.
+
+    Bins hold equal numbers of test rows (quantiles), so a small test set still fills
+    each; a model whose probabilities can be taken at their word follows the diagonal.
+    """
+    from sklearn.calibration import calibration_curve
+
+    observed, predicted = calibration_curve(
+        np.asarray(labels), positive_proba, n_bins=bins, strategy="quantile"
+    )
+    brier = skm.brier_score_loss(np.asarray(labels), positive_proba)
+    fig = new_figure(5, 5)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    ax.plot(predicted, observed, marker="o", label=f"model (Brier = {brier:.3f})")
+    ax.set_xlabel("Mean predicted probability of class 1")
+    ax.set_ylabel("Share of class 1 observed")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"Calibration (test set, {len(predicted)} bins of equal rows)")
+    ax.legend(loc="upper left")
+    return save_png(fig, path)
+
+
+def save_confusion_matrix(labels: pd.Series, positive_proba: np.ndarray, path: Path) -> Path:
+    """Draw the test set's confusion matrix at the 0.5 threshold the metrics use."""
+    y = np.asarray(labels)
+    matrix = skm.confusion_matrix(y, (positive_proba >= 0.5).astype(int), labels=[0, 1])
+    fig = new_figure(4.5, 4)
+    ax = fig.subplots()
+    ax.imshow(matrix, cmap="Blues", vmin=0)
+    highest = matrix.max() or 1
+    for (row, column), count in np.ndenumerate(matrix):
+        colour = "white" if count > highest / 2 else "black"
+        ax.text(column, row, str(count), ha="center", va="center", color=colour, fontsize=12)
+    ax.set_xticks([0, 1], ["0", "1"])
+    ax.set_yticks([0, 1], ["0", "1"])
+    ax.set_xlabel("Predicted class (threshold 0.5)")
+    ax.set_ylabel("True class")
+    ax.set_title("Confusion matrix (test set)")
+    return save_png(fig, path)
