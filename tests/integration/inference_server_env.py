@@ -103,6 +103,9 @@ def inference_server(
 ) -> Iterator[str]:
     """Run `azmlinfsrv` on `entry_script` with `AZUREML_MODEL_DIR=model_dir`; yield its URL.
 
+    The script's folder is the app root (`AML_APP_ROOT`), as a deployment's code folder
+    is on Azure ML: API documents beside the script are served at `/swagger.json`.
+
     Waits until `GET /` answers; stops the server's whole process group (gunicorn and its
     workers) on exit.
 
@@ -113,6 +116,7 @@ def inference_server(
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
     env.update(
         AZUREML_MODEL_DIR=str(model_dir),
+        AML_APP_ROOT=str(entry_script.parent),
         VIRTUAL_ENV=str(venv),
         PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
     )

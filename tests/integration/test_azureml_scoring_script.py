@@ -8,7 +8,6 @@ uploads it), served by `azmlinfsrv` from a venv without modelferry (see
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,14 @@ import httpx
 import mlflow
 import numpy as np
 import pytest
+from openapi_spec_validator import validate
 
+from modelferry.endpoints.azureml.scoring import write_api_documents, write_code_folder
 from modelferry.registry import CLASS_NAMES_TAG, ModelRegistry
 from modelferry.serving import azureml_score
 from modelferry.serving.model import ServingModel, load_serving_model
+from modelferry.serving.openapi import openapi3
 from tests.integration.inference_server_env import (
-    REPO_ROOT,
     VenvBuildError,
     ensure_venv,
     inference_server,
@@ -32,8 +33,6 @@ from tests.model_fixtures import MODEL_NAME, register_versions, score_payload
 
 # The first test also builds the venv when it is not cached yet (one to two minutes).
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
-
-SCRIPT = REPO_ROOT / "src" / "modelferry" / "serving" / "azureml_score.py"
 
 
 @dataclass(frozen=True)
@@ -72,13 +71,33 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployed:
 def server(
     venv: Path, deployed: Deployed, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    code = tmp_path_factory.mktemp("code")
-    shutil.copy(SCRIPT, code / "score.py")  # alone: no modelferry module beside it
+    # The code folder a deployment gets: the script alone (no modelferry module beside
+    # it) and the API documents of the model.
+    code = write_code_folder(tmp_path_factory.mktemp("code"))
+    assert write_api_documents(code, deployed.model_dir, "ep/blue: bc-endpoint v1", "1")
     try:
         with inference_server(venv, code / "score.py", deployed.model_dir, code / "log") as url:
             yield url
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+def test_the_inference_server_serves_the_models_api_documents(
+    server: str, deployed: Deployed
+) -> None:
+    two = httpx.get(f"{server}/swagger.json", timeout=30)
+    three = httpx.get(f"{server}/swagger.json", params={"version": "3"}, timeout=30)
+
+    assert two.status_code == 200, two.text
+    assert three.status_code == 200, three.text
+    validate(two.json())
+    validate(three.json())
+    assert two.json()["swagger"] == "2.0"
+    # The same document a local endpoint serves for this model.
+    reference = deployed.reference
+    assert three.json() == openapi3(
+        "ep/blue: bc-endpoint v1", "1", reference.features, reference.class_names
+    )
 
 
 def score(url: str, body: dict[str, Any] | str) -> httpx.Response:

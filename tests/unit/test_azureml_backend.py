@@ -229,12 +229,20 @@ def test_default_deployment_runs_modelferrys_scoring_script(
     code = sent.code_configuration
     assert code is not None
     assert code.scoring_script == SCORING_SCRIPT
-    # The uploaded code folder holds the installed scoring script, byte for byte, alone.
+    # The uploaded code folder holds the installed scoring script, byte for byte, and the
+    # deployment's API documents, which Azure ML's inference server serves at /swagger.json.
     stored = client.deployments[(azure_name(blue), "blue")]
     uploaded = client.code_assets[stored.code_configuration.code]
     installed = Path(azureml_score.__file__).read_bytes()
-    assert [p.name for p in uploaded.iterdir()] == [SCORING_SCRIPT]
+    assert sorted(p.name for p in uploaded.iterdir()) == [
+        SCORING_SCRIPT, "swagger2.json", "swagger3.json",
+    ]  # fmt: skip
     assert (uploaded / SCORING_SCRIPT).read_bytes() == installed
+    document = json.loads((uploaded / "swagger3.json").read_text())
+    assert document["info"]["title"] == f"{blue}/blue: {model_fixtures.MODEL_NAME} v1"
+    inputs = document["components"]["schemas"]["InputData"]["example"]["input_data"]
+    assert len(inputs["columns"]) == 30
+    assert json.loads((uploaded / "swagger2.json").read_text())["swagger"] == "2.0"
     # Its environment: Azure ML's base image, conda pinning what the inference-server
     # integration test installs (this venv's model library versions).
     environment = sent.environment

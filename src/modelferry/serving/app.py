@@ -1,8 +1,10 @@
 """The scoring server: a bare ASGI app, because every microsecond per request counts.
 
-Routes: `POST /score`, `GET /health/live`, `GET /health/ready`, `GET /metrics` (it needs the
-scoring key, like `/score`); anything under `/admin/` goes to the control handler the server
-process installs.
+Routes: `POST /score`, `GET /health/live`, `GET /health/ready`, `GET /metrics`, and the
+API of one deployment as `GET /openapi.json` (OpenAPI 3.0) and `GET /swagger.json`
+(Swagger 2.0, or 3.0 with `?version=3`, as Azure ML answers); all but the health checks
+need the scoring key, like `/score`. Anything under `/admin/` goes to the control handler
+the server process installs.
 
 Each failed scoring request, and a sample of the successful ones, is logged on one line
 (see `request_log`). Every answer carries an `x-request-id` header: the client's own when it
@@ -18,6 +20,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import numpy as np
 import orjson
@@ -30,6 +33,7 @@ from modelferry.serving.large_requests import (
     LargeRequestPool,
 )
 from modelferry.serving.model import ServingModel
+from modelferry.serving.openapi import openapi3, swagger2
 from modelferry.serving.payload import PayloadError, parse_request
 from modelferry.serving.request_log import (
     REQUEST_ID_HEADER,
@@ -55,9 +59,12 @@ _PROMETHEUS = [(b"content-type", PROMETHEUS_CONTENT_TYPE.encode())]
 # request does not stall the small ones queued behind it.
 _INLINE_ROWS = 1000
 _READ = ("GET", "HEAD")
+#: The API document versions `/swagger.json?version=` takes, and the document each gives.
+_DOCUMENT_VERSIONS = {"2": "2", "2.0": "2", "3": "3", "3.0": "3"}
 # The methods each route takes, for the Allow header of a 405.
 _ALLOWED = {"/score": "POST", "/health/live": "GET, HEAD", "/health/ready": "GET, HEAD"}
 _ALLOWED["/metrics"] = "GET"
+_ALLOWED["/openapi.json"] = _ALLOWED["/swagger.json"] = "GET"
 
 
 class ScoringApp:
@@ -87,6 +94,8 @@ class ScoringApp:
         self.table = RoutingTable.build({}, TrafficSplit())
         self._random = random.random
         self.large = LargeRequestPool()
+        # API documents by deployment, model and version: built on first ask, then kept.
+        self._documents: dict[tuple[str, str, str, str], bytes] = {}
 
     def set_key(self, key: SecretStr) -> None:
         """Accept `key` from the next request on, and refuse the one it replaces."""
@@ -95,6 +104,7 @@ class ScoringApp:
     def install(self, table: RoutingTable) -> None:
         """Route new requests by `table`; requests already routed finish where they are."""
         self.table = table
+        self._documents = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
@@ -120,6 +130,8 @@ class ScoringApp:
             models = {name: (m.name, m.version) for name, m in self.table.models.items()}
             text = self.telemetry.prometheus(self.endpoint, models).encode()
             await _send(send, rid, 200, text, _PROMETHEUS)
+        elif path in ("/openapi.json", "/swagger.json") and method == "GET":
+            await self._api_document(scope, send, rid, path)
         elif path.startswith("/admin/") and self.admin is not None:
             body = await _read_body(receive, self.max_body_bytes)
             status, answer = await self.admin(scope, body or b"")
@@ -142,6 +154,34 @@ class ScoringApp:
         """Answer `status` before any deployment was chosen, and count it."""
         await _send(send, rid, status, orjson.dumps({"error": error}), [*_JSON, *headers])
         self.telemetry.record_unrouted(status)
+
+    async def _api_document(self, scope: Scope, send: Send, rid: RequestId, path: str) -> None:
+        """The OpenAPI document of the pinned deployment, else of the one with most traffic."""
+        if not self._authorised(scope):
+            await self._refuse(send, rid, 401, _AUTH_HINT)
+            return
+        table = self.table
+        pinned = _header(scope, PIN_HEADER)
+        name = pinned.decode("latin-1") if pinned is not None else _busiest(table)
+        if name is None or name not in table.models:
+            error = "no deployment is loaded yet" if name is None else f"no deployment {name!r}"
+            await self._refuse(send, rid, 503 if name is None else 404, error)
+            return
+        asked = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("version", [])
+        version = "3" if path == "/openapi.json" else (asked[0] if asked else "2")
+        if version not in _DOCUMENT_VERSIONS:
+            listed = ", ".join(sorted(_DOCUMENT_VERSIONS))
+            await self._refuse(send, rid, 404, f"no API document version {version!r}; {listed}")
+            return
+        model = table.models[name]
+        key = (name, model.name, model.version, _DOCUMENT_VERSIONS[version])
+        body = self._documents.get(key)
+        if body is None:
+            build = openapi3 if _DOCUMENT_VERSIONS[version] == "3" else swagger2
+            title = f"{self.endpoint}/{name}: {model.name} v{model.version}"
+            body = orjson.dumps(build(title, model.version, model.features, model.class_names))
+            self._documents[key] = body
+        await _send(send, rid, 200, body, [*_JSON, (PIN_HEADER, name.encode())])
 
     def _authorised(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
@@ -311,6 +351,14 @@ class ScoringApp:
             status = 500
         self.telemetry.record_mirror(name)
         self.telemetry.record(name, status, time.perf_counter() - started, features.shape[0])
+
+
+def _busiest(table: RoutingTable) -> str | None:
+    """The deployment taking the most traffic; with none, the first loaded one."""
+    weights = table.traffic.weights
+    if any(weights.get(name, 0) > 0 for name in table.models):
+        return max(sorted(table.models), key=lambda name: weights.get(name, 0))
+    return min(table.models, default=None)
 
 
 def _scored(model: ServingModel, deployment: str, proba: np.ndarray) -> dict[str, Any]:

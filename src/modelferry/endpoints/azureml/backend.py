@@ -36,6 +36,7 @@ from modelferry.endpoints.azureml.entities import (
 from modelferry.endpoints.azureml.scoring import (
     SCORING_SCRIPT,
     scoring_environment,
+    write_api_documents,
     write_code_folder,
 )
 from modelferry.endpoints.azureml.sdk import azure_errors, azure_sdk, wait_for
@@ -179,6 +180,9 @@ class AzureMLEndpointBackend(EndpointBackend):
         with tempfile.TemporaryDirectory(prefix="modelferry-azureml-") as tmp:
             environment, code_path, script = self._scoring(Path(tmp) / "code")
             model_dir = download_model(self._registry, version, Path(tmp) / "model")
+            if code_path is not None and self._code_path is None:
+                title = f"{endpoint}/{spec.name}: {version.name} v{version.version}"
+                write_api_documents(code_path, model_dir, title, version.version)
             smoke = smoke_request(model_dir)
             with azure_errors(f"registering {version.uri} as an Azure ML model"):
                 model_id = register_model(self._ml, version, model_dir)

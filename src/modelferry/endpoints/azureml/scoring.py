@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import sys
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from modelferry.endpoints.azureml.sdk import azure_sdk
 from modelferry.errors import InvalidEndpointSpecError
@@ -111,3 +114,36 @@ def folder_digest(folder: Path) -> str:
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+#: The API documents beside the scoring script, which Azure ML's inference server serves
+#: at `/swagger.json` (Swagger 2.0) and `/swagger.json?version=3` (OpenAPI 3.0).
+API_DOCUMENTS = ("swagger2.json", "swagger3.json")
+
+
+def write_api_documents(code_folder: Path, model_dir: Path, title: str, version: str) -> bool:
+    """Describe the deployment's scoring API beside its script, from the model's signature.
+
+    The documents are those a local endpoint serves for the same model. Returns False,
+    writing nothing, for a model whose signature does not name its input columns.
+    """
+    from modelferry.serving.azureml_score import find_model_folder
+    from modelferry.serving.model import FeatureSpec
+    from modelferry.serving.openapi import openapi3, swagger2
+
+    folder = find_model_folder(model_dir)
+    meta = yaml.safe_load((folder / "MLmodel").read_text(encoding="utf-8")) or {}
+    signature = meta.get("signature") or {}
+    inputs = json.loads(signature["inputs"]) if signature.get("inputs") else []
+    if not inputs or not all(isinstance(s, dict) and "name" in s for s in inputs):
+        return False
+    features = [
+        FeatureSpec(str(s["name"]), str(s.get("type", "double")), bool(s.get("required", True)))
+        for s in inputs
+    ]
+    names_file = folder / "class_names.json"
+    classes = json.loads(names_file.read_text()) if names_file.is_file() else ["0", "1"]
+    for name, build in zip(API_DOCUMENTS, (swagger2, openapi3), strict=True):
+        document = build(title, version, features, [str(c) for c in classes])
+        (code_folder / name).write_text(json.dumps(document, indent=1), encoding="utf-8")
+    return True
