@@ -136,6 +136,15 @@ def _final_state(flow_run_id: str, deadline: float) -> str:
     raise AssertionError(f"flow run {flow_run_id} did not end in time")
 
 
+def _wait_for_the_runs_last_log(flow_run_id: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        logs = asyncio.run(_read_logs(flow_run_id))
+        if any(log.task_run_id is None and "Finished in state" in log.message for log in logs):
+            return
+        time.sleep(1)
+    raise AssertionError(f"the last log line of flow run {flow_run_id} never arrived")
+
+
 def test_a_library_warning_during_a_served_run_is_in_the_runs_logs(
     prefect_harness: str, champion: Champion, tmp_path: Path
 ) -> None:
@@ -172,6 +181,9 @@ def test_a_library_warning_during_a_served_run_is_in_the_runs_logs(
             created.raise_for_status()
             flow_run_id = str(created.json()["id"])
             state = _final_state(flow_run_id, deadline)
+            # The serve process sends logs in batches: a run's last lines reach the server
+            # a moment after its final state. Stopped sooner, it would drop them.
+            _wait_for_the_runs_last_log(flow_run_id, deadline)
         finally:
             serve.terminate()
             serve.wait(timeout=30)
