@@ -164,6 +164,11 @@ def log_version_picture(
     (None) rather than failing the run or hiding why it failed.
     """
     logger = get_run_logger()
+    store = settings.tracking_uri.removeprefix("sqlite:///")
+    if store != settings.tracking_uri and not Path(store).is_file():
+        # A SQLite store that does not exist holds no version: opening it would create it.
+        logger.warning("Left out %s: no MLflow store at %s", artifact_file, store)
+        return None
     try:
         run_id = ModelRegistry(settings).get(model_name, model_version).run_id
         if run_id is None:

@@ -160,7 +160,7 @@ def test_the_fleet_chart_is_drawn_into_the_model_versions_run(
 
 
 def test_a_version_without_a_run_delivers_without_a_chart(
-    store_block: str, records_url: str, caplog: pytest.LogCaptureFixture
+    store_block: str, records_url: str, mlflow_store: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Model "bc" v3 is not in the test's MLflow store: the delivery stands, the picture is
     # left out with a warning.
@@ -171,6 +171,8 @@ def test_a_version_without_a_run_delivers_without_a_chart(
 
     assert state.is_completed(), state.message
     assert "Left out deliveries/test-edge-bc-" in caplog.text
+    # Looking for the version created no MLflow store where there was none.
+    assert not Path(mlflow_store.removeprefix("sqlite:///")).exists()
 
 
 def test_a_failing_device_fails_the_run_and_the_report_says_why(
