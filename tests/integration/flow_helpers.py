@@ -26,16 +26,26 @@ def write_config(tmp_path: Path, name: str = "model.json", **changes: Any) -> Pa
     return path
 
 
-def api_filter(path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
-    """POST a /filter query to the test server's REST API.
+# What Prefect's own client retries: the server answers 503 when its database is busy
+# (SQLite under a loaded CI machine), 429 and 502 in front of a proxy.
+_RETRIED_STATUS = frozenset({429, 502, 503})
 
-    Prefect 3.8's own client sends `null` for unset paging fields, which its server
-    rejects, so tests query the API directly.
-    """
+
+def api_post(path: str, body: dict[str, Any], attempts: int = 6) -> Any:
+    """POST to the test server's REST API, retrying busy answers as Prefect's client does."""
     url = f"{PREFECT_API_URL.value()}{path}"
-    response = httpx.post(url, json={"offset": 0, "limit": 200, **body}, timeout=10)
+    for attempt in range(1, attempts + 1):
+        response = httpx.post(url, json=body, timeout=10)
+        if response.status_code not in _RETRIED_STATUS or attempt == attempts:
+            break
+        time.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
     response.raise_for_status()
-    result: list[dict[str, Any]] = response.json()
+    return response.json()
+
+
+def api_filter(path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """POST a /filter query to the test server's REST API."""
+    result: list[dict[str, Any]] = api_post(path, {"offset": 0, "limit": 200, **body})
     return result
 
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
@@ -27,7 +26,7 @@ from sklearn.datasets import load_breast_cancer
 
 from flows.train_and_register import train_and_register
 from modelferry.serving.model import COMPILED_MODELS_ENV
-from tests.integration.flow_helpers import REPO, api_filter, write_config
+from tests.integration.flow_helpers import REPO, api_filter, api_post, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -173,13 +172,8 @@ def test_a_library_warning_during_a_served_run_is_in_the_runs_logs(
         )
         try:
             deployment_id = _deployment_id("library-logs", serve, deadline)
-            created = httpx.post(
-                f"{prefect_harness}/deployments/{deployment_id}/create_flow_run",
-                json={},
-                timeout=10,
-            )
-            created.raise_for_status()
-            flow_run_id = str(created.json()["id"])
+            created = api_post(f"/deployments/{deployment_id}/create_flow_run", {})
+            flow_run_id = str(created["id"])
             state = _final_state(flow_run_id, deadline)
             # The serve process sends logs in batches: a run's last lines reach the server
             # a moment after its final state. Stopped sooner, it would drop them.

@@ -7,18 +7,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from mlflow import MlflowClient
 from prefect.exceptions import NotPausedError
 from prefect.flow_runs import resume_flow_run
-from prefect.settings import PREFECT_API_URL
 
 from flows.retrain_and_deliver import retrain_and_deliver
 from flows.train_and_register import train_and_register
 from modelferry.endpoints.local import LocalEndpointBackend
 from modelferry.registry import GATE_TABLE_ARTIFACT, TrackingSettings
-from tests.integration.flow_helpers import api_filter, reviewer_thread, write_config
+from tests.integration.flow_helpers import api_filter, api_post, reviewer_thread, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +46,6 @@ def approval_events(
     model: str, version: str, flow_run_id: str, timeout: float = 30.0
 ) -> list[dict[str, Any]]:
     """The `modelferry.model.approved` events this flow run emitted for this version."""
-    url = f"{PREFECT_API_URL.value()}/events/filter"
     body = {
         "filter": {
             "event": {"name": ["modelferry.model.approved"]},
@@ -59,11 +56,9 @@ def approval_events(
     }
     deadline = time.monotonic() + timeout
     while True:
-        response = httpx.post(url, json=body, timeout=10)
-        response.raise_for_status()
         events: list[dict[str, Any]] = [
             event
-            for event in response.json()["events"]
+            for event in api_post("/events/filter", body)["events"]
             if f"prefect.flow-run.{flow_run_id}"
             in {r["prefect.resource.id"] for r in event["related"]}
         ]
