@@ -21,7 +21,14 @@ what to do about it.
     ├── BatchScoringError           batch inputs missing or unreadable, or no file could be scored
     ├── PackagingError              a model package cannot be built
     ├── PackageVerificationError    a package's signature, checksums or layout are wrong
-    │   └── UnsafeArchiveError        an archive entry escapes its folder, is a link or too large
+    │   ├── UnsafeArchiveError        an archive entry escapes its folder, is a link or too large
+    │   ├── UntrustedKeyError         signed by a key the device does not trust
+    │   │   ├── RevokedKeyError         ... by a key the trust file revokes
+    │   │   └── KeyRoleError            ... by a key without the package-signing role
+    │   ├── PackageExpiredError       the signed statement's expiry has passed
+    │   ├── VersionFloorError         the model version is below the anti-rollback floor
+    │   └── PackageFormatError        the device requires a newer package format
+    ├── TrustFileError              a device's trust file is missing or invalid
     ├── PackageStoreError           a package store refused an upload, link or download
     └── DeliveryError               also: the delivery record store failed
         ├── MalformedMessageError     a protocol message lacks a property or has a bad body
@@ -109,6 +116,70 @@ class PackageVerificationError(ModelferryError):
 
 class UnsafeArchiveError(PackageVerificationError):
     """An archive entry is absolute, climbs out with `..`, is a link, or unpacks too large."""
+
+
+class UntrustedKeyError(PackageVerificationError):
+    """A package is signed by a key the device does not trust; `key_id` names it."""
+
+    def __init__(self, message: str, *, key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
+class RevokedKeyError(UntrustedKeyError):
+    """A package is signed by a key the device's trust file revokes."""
+
+
+class KeyRoleError(UntrustedKeyError):
+    """A package is signed by a trusted key that lacks the role (`role`) signing needs."""
+
+    def __init__(self, message: str, *, key_id: str | None = None, role: str = "") -> None:
+        super().__init__(message, key_id=key_id)
+        self.role = role
+
+
+class PackageExpiredError(PackageVerificationError):
+    """A package's signed statement expired (`expires`, ISO-8601 UTC) before it was installed."""
+
+    def __init__(self, message: str, *, package: str = "", expires: str = "") -> None:
+        super().__init__(message)
+        self.package = package
+        self.expires = expires
+
+
+class VersionFloorError(PackageVerificationError):
+    """A model version is below the anti-rollback floor the device accepted for that model.
+
+    Attributes:
+        model_name: the model.
+        model_version: the version refused.
+        floor: the lowest version the device still accepts.
+    """
+
+    def __init__(
+        self, message: str, *, model_name: str = "", model_version: str = "", floor: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.model_name = model_name
+        self.model_version = model_version
+        self.floor = floor
+
+
+class PackageFormatError(PackageVerificationError):
+    """A package is in an older format than the device requires (`found` < `required`)."""
+
+    def __init__(self, message: str, *, found: int = 0, required: int = 0) -> None:
+        super().__init__(message)
+        self.found = found
+        self.required = required
+
+
+class TrustFileError(ModelferryError):
+    """A device's trust file (trusted keys, roles, revocations) is unreadable or invalid."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class PackageStoreError(ModelferryError):

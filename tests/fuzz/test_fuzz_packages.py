@@ -85,7 +85,9 @@ def _build(base: Path) -> dict[str, bytes]:
         class_names=("no", "yes"),
         requirements=("numpy==2.0.0",),
     )
-    built = build_package(inputs, KEY, base / "out")
+    # Format 1: its manifest is parsed before anything is authenticated, so it is the
+    # format whose parser meets hostile bytes first.
+    built = build_package(inputs, KEY, base / "out", package_format=1)
     with zipfile.ZipFile(built.path) as archive:
         return {info.filename: archive.read(info) for info in archive.infolist()}
 

@@ -18,11 +18,16 @@ from pydantic import SecretStr
 from modelferry.errors import PackageVerificationError, PackagingError
 from modelferry.packaging import (
     FORMAT,
+    FORMAT_2,
+    STATEMENT_TYPE,
     BuiltPackage,
+    Envelope,
     Manifest,
     PackageInputs,
+    PackageStatement,
     SigningKey,
     build_package,
+    default_expiry,
     read_model_folder,
     score_requirements,
 )
@@ -82,7 +87,8 @@ def test_layout_and_manifest(model_dir: Path, tmp_path: Path) -> None:
     content = entries(built)
     names = list(content)
     assert names == sorted(names)
-    assert {"manifest.json", "manifest.sig", "score.py", "requirements.txt"} <= set(names)
+    assert {"manifest.json", "manifest.dsse.json", "score.py", "requirements.txt"} <= set(names)
+    assert "manifest.sig" not in names
     assert {"model/MLmodel", "model/model.skops", "model/input_example.json"} <= set(names)
     assert json.loads(content["model/class_names.json"]) == ["malignant", "benign"]
     assert content["score.py"] == Path(azureml_score.__file__).read_bytes()
@@ -93,7 +99,7 @@ def test_layout_and_manifest(model_dir: Path, tmp_path: Path) -> None:
     assert raw.endswith(b"}\n")
     assert raw == manifest.to_bytes()  # canonical: parsing and writing again is a no-op
     assert list(json.loads(raw)) == sorted(json.loads(raw))
-    assert manifest.format == FORMAT == "modelferry-package/1"
+    assert manifest.format == FORMAT_2 == "modelferry-package/2"
     assert (manifest.package_id, manifest.version, manifest.name) == (
         "breast-cancer",
         "7",
@@ -121,16 +127,37 @@ def test_layout_and_manifest(model_dir: Path, tmp_path: Path) -> None:
 
     # Every entry but the manifest and its signature is listed, with its size and hash.
     listed = {entry.path: entry for entry in manifest.files}
-    assert sorted(listed) == [n for n in names if n not in {"manifest.json", "manifest.sig"}]
+    assert sorted(listed) == [n for n in names if n not in {"manifest.json", "manifest.dsse.json"}]
     for path, entry in listed.items():
         assert entry.size == len(content[path])
         assert entry.sha256 == hashlib.sha256(content[path]).hexdigest()
 
-    assert content["manifest.sig"].endswith(b"\n")
-    signature = base64.b64decode(content["manifest.sig"].rstrip(b"\n"), validate=True)
-    assert KEY.verify_key.is_valid_signature(raw, signature)
+    # The envelope signs a statement naming the manifest's digest, the model and an expiry.
+    envelope = Envelope.from_bytes(content["manifest.dsse.json"])
+    assert envelope.payload_type == STATEMENT_TYPE
+    assert [s.keyid for s in envelope.signatures] == [KEY.key_id]
+    assert KEY.verify_key.is_valid_signature(envelope.signed_bytes, envelope.signatures[0].sig)
+    statement = PackageStatement.from_bytes(envelope.payload)
+    assert statement == built.statement
+    assert statement.manifest_sha256 == hashlib.sha256(raw).hexdigest()
+    assert (statement.model.name, statement.model.version) == ("breast-cancer-classifier", "7")
+    assert statement.expires_at == default_expiry()
+    assert statement.min_version is None
     assert built.sha256 == hashlib.sha256(built.path.read_bytes()).hexdigest()
     assert built.size == built.path.stat().st_size
+
+
+def test_format_1_layout_signs_the_manifest_bytes(model_dir: Path, tmp_path: Path) -> None:
+    built = build_package(inputs(model_dir), KEY, tmp_path, package_format=1)
+
+    content = entries(built)
+    assert "manifest.dsse.json" not in content
+    assert built.manifest.format == FORMAT == "modelferry-package/1"
+    assert built.statement is None
+    assert content["manifest.sig"].endswith(b"\n")
+    signature = base64.b64decode(content["manifest.sig"].rstrip(b"\n"), validate=True)
+    assert KEY.verify_key.is_valid_signature(content["manifest.json"], signature)
+    assert "format 1 (no expiry)" in built.summary()
 
 
 def test_requirements_pin_what_score_py_needs(model_dir: Path, tmp_path: Path) -> None:
@@ -248,8 +275,8 @@ def test_manifest_parsing_names_what_is_wrong(model_dir: Path, tmp_path: Path) -
     manifest = build_package(inputs(model_dir), KEY, tmp_path).manifest
     document = json.loads(manifest.to_bytes())
 
-    with pytest.raises(PackageVerificationError, match="format 'modelferry-package/2'"):
-        Manifest.from_bytes(json.dumps({**document, "format": "modelferry-package/2"}).encode())
+    with pytest.raises(PackageVerificationError, match="format 'modelferry-package/3'"):
+        Manifest.from_bytes(json.dumps({**document, "format": "modelferry-package/3"}).encode())
     with pytest.raises(PackageVerificationError, match="package_id"):
         Manifest.from_bytes(json.dumps({**document, "package_id": "../x"}).encode())
     unsorted = {**document, "files": list(reversed(document["files"]))}

@@ -1,4 +1,9 @@
-"""Verification: signature first, then every file; a failed check installs nothing."""
+"""Verification: signature first, then every file; a failed check installs nothing.
+
+These tests hold for format 1 packages (a bare `manifest.sig`), which devices keep
+accepting; format 2 (the DSSE envelope, expiry, version floor) is in
+test_packaging_envelope.py.
+"""
 
 from __future__ import annotations
 
@@ -60,7 +65,7 @@ def built(tmp_path: Path) -> BuiltPackage:
         class_names=("no", "yes"),
         requirements=("numpy==2.0.0",),
     )
-    return build_package(inputs, KEY, tmp_path / "packages")
+    return build_package(inputs, KEY, tmp_path / "packages", package_format=1)
 
 
 def read_all(path: Path) -> dict[str, bytes]:

@@ -8,13 +8,16 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.util import find_spec
 from pathlib import Path
 
 from modelferry.errors import PackagingError
 from modelferry.packaging.archive import write_deterministic_zip
+from modelferry.packaging.envelope import sign_envelope
 from modelferry.packaging.manifest import (
+    ENVELOPE_NAME,
+    FORMATS,
     MANIFEST_NAME,
     SIGNATURE_NAME,
     FileEntry,
@@ -27,6 +30,14 @@ from modelferry.packaging.manifest import (
 )
 from modelferry.packaging.model_folder import read_model_folder, score_requirements
 from modelferry.packaging.signing import SigningKey
+from modelferry.packaging.statement import (
+    STATEMENT_TYPE,
+    PackageStatement,
+    StatementModel,
+    check_version_text,
+    default_expiry,
+    is_below,
+)
 from modelferry.packaging.verification import file_sha256
 
 MODEL_PREFIX = "model/"
@@ -74,31 +85,74 @@ class PackageInputs:
 
 @dataclass(frozen=True)
 class BuiltPackage:
-    """A package zip on disk and what it holds."""
+    """A package zip on disk and what it holds (`statement` is None for format 1)."""
 
     path: Path
     manifest: Manifest
     sha256: str
     size: int
+    statement: PackageStatement | None = None
 
     def summary(self) -> str:
         """The package in one line."""
-        return f"{self.manifest.summary()}; {self.size} bytes, sha256 {self.sha256[:12]}"
+        line = f"{self.manifest.summary()}; {self.size} bytes, sha256 {self.sha256[:12]}"
+        if self.statement is None:
+            return line + "; format 1 (no expiry)"
+        floor = self.statement.min_version
+        return (
+            line
+            + f"; format 2, expires {self.statement.expires}"
+            + (f", min version {floor}" if floor else "")
+        )
 
 
-def build_package(inputs: PackageInputs, signer: SigningKey, output_dir: Path) -> BuiltPackage:
+def build_package(
+    inputs: PackageInputs,
+    signer: SigningKey,
+    output_dir: Path,
+    *,
+    package_format: int = 2,
+    expires_at: datetime | None = None,
+    min_version: str | None = None,
+    co_signers: Sequence[SigningKey] = (),
+) -> BuiltPackage:
     """Write `{package_id}-{version}.zip` into `output_dir`, signed by `signer`.
 
-    The zip holds `manifest.json`, `manifest.sig`, the model folder under `model/` (with
+    The zip holds `manifest.json`, its signature, the model folder under `model/` (with
     `model/class_names.json`), `score.py` and `requirements.txt`; see
     docs/package-format.md. An existing file of that name is replaced atomically.
 
+    Args:
+        inputs: what the package is built from.
+        signer: the package-signing key; its id is the manifest's `signing_key_id`.
+        output_dir: where the zip is written.
+        package_format: 2 (a DSSE envelope with expiry and version floor) or 1 (a bare
+            signature of the manifest, for devices that predate format 2).
+        expires_at: format 2: when devices stop accepting the package; default
+            `DEFAULT_EXPIRY_DAYS` after the start of today (UTC).
+        min_version: format 2: once a device installs this package, it refuses versions
+            of this model below `min_version` (anti-rollback); default no floor.
+        co_signers: format 2: more keys signing the envelope, for devices that require
+            several signatures.
+
     Raises:
         PackagingError: a bad id or version, a model folder score.py cannot load, a
-            link or special file in the folder, or a naive `created_at`.
+            link or special file in the folder, a naive `created_at` or `expires_at`, an
+            expiry already past, a `min_version` above the model version, or format 2
+            options given for format 1.
     """
     package_id = check_package_id(inputs.package_id, "package_id")
     version = check_package_id(inputs.version, "package version")
+    if package_format not in FORMATS:
+        raise PackagingError(f"package_format must be 1 or 2, not {package_format!r}")
+    if package_format == 1 and (expires_at or min_version or co_signers):
+        raise PackagingError(
+            "a format 1 package carries no expiry, version floor or second signature: "
+            "build format 2 for expires_at, min_version or co_signers"
+        )
+    expires = _expiry(expires_at) if package_format == 2 else None
+    if min_version is not None:
+        _check_floor(inputs.model_version, min_version)
     folder = read_model_folder(inputs.model_dir)
     requirements = inputs.requirements or score_requirements(folder.flavor)
     generated = {
@@ -109,6 +163,7 @@ def build_package(inputs: PackageInputs, signer: SigningKey, output_dir: Path) -
     contents: dict[str, Path | bytes] = {**_model_files(inputs.model_dir), **generated}
     example = folder.input_example
     manifest = Manifest(
+        format=FORMATS[package_format],
         package_id=package_id,
         name=inputs.name or inputs.model_name,
         version=version,
@@ -130,12 +185,52 @@ def build_package(inputs: PackageInputs, signer: SigningKey, output_dir: Path) -
         files=tuple(_file_entry(path, contents[path]) for path in sorted(contents)),
     )
     manifest_bytes = manifest.to_bytes()
-    signature = base64.b64encode(signer.sign(manifest_bytes)) + b"\n"
+    statement = None
+    if expires is None:
+        metadata = {SIGNATURE_NAME: base64.b64encode(signer.sign(manifest_bytes)) + b"\n"}
+    else:
+        statement = PackageStatement(
+            package_id=package_id,
+            version=version,
+            model=StatementModel(name=inputs.model_name, version=inputs.model_version),
+            manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+            expires=format_created_at(expires),
+            min_version=min_version,
+        )
+        envelope = sign_envelope(STATEMENT_TYPE, statement.to_bytes(), [signer, *co_signers])
+        metadata = {ENVELOPE_NAME: envelope.to_bytes()}
     target = output_dir / package_file_name(package_id, version)
-    write_deterministic_zip(
-        target, {**contents, MANIFEST_NAME: manifest_bytes, SIGNATURE_NAME: signature}
-    )
-    return BuiltPackage(target, manifest, file_sha256(target), target.stat().st_size)
+    write_deterministic_zip(target, {**contents, MANIFEST_NAME: manifest_bytes, **metadata})
+    return BuiltPackage(target, manifest, file_sha256(target), target.stat().st_size, statement)
+
+
+def _expiry(expires_at: datetime | None) -> datetime:
+    if expires_at is None:
+        return default_expiry()
+    if expires_at.tzinfo is None:
+        raise PackagingError("expires_at must be time-zone aware (e.g. datetime.now(UTC))")
+    if expires_at <= datetime.now(UTC):
+        raise PackagingError(
+            f"expires_at {format_created_at(expires_at)} has passed: every device would "
+            "refuse the package; give a later expiry"
+        )
+    return expires_at
+
+
+def _check_floor(model_version: str, min_version: str) -> None:
+    check_version_text(min_version, "min_version")
+    below = is_below(model_version, min_version)
+    if below is None:
+        raise PackagingError(
+            f"min_version {min_version} needs a numbered model version to compare with, "
+            f"not {model_version!r}"
+        )
+    if below:
+        raise PackagingError(
+            f"min_version {min_version} is above the packaged model version {model_version}: "
+            "a device would refuse this very package; give a min_version of at most "
+            f"{model_version}"
+        )
 
 
 def score_script_source() -> bytes:

@@ -17,10 +17,18 @@ from modelferry.errors import PackageVerificationError, PackagingError
 from modelferry.json_depth import nesting_depth
 
 FORMAT: Literal["modelferry-package/1"] = "modelferry-package/1"
+#: Signed by a DSSE envelope with an expiry and a version floor (see `statement`).
+FORMAT_2: Literal["modelferry-package/2"] = "modelferry-package/2"
+ManifestFormat = Literal["modelferry-package/1", "modelferry-package/2"]
+#: Every format this reader understands, by number.
+FORMATS: dict[int, ManifestFormat] = {1: FORMAT, 2: FORMAT_2}
 MANIFEST_NAME = "manifest.json"
+#: Format 1: the Ed25519 signature of `manifest.json`.
 SIGNATURE_NAME = "manifest.sig"
+#: Format 2: the DSSE envelope of the signed statement, which names `manifest.json`.
+ENVELOPE_NAME = "manifest.dsse.json"
 #: Entries of the zip that the manifest does not list (it cannot list itself).
-METADATA_NAMES = frozenset({MANIFEST_NAME, SIGNATURE_NAME})
+METADATA_NAMES = frozenset({MANIFEST_NAME, SIGNATURE_NAME, ENVELOPE_NAME})
 
 #: Package ids and versions become file names, store keys and URL parts.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -70,11 +78,12 @@ class FileEntry(_Part):
 class Manifest(_Part):
     """The signed description of a package (`manifest.json`).
 
-    `files` lists every entry of the zip except `manifest.json` and `manifest.sig`,
-    sorted by path; `entry_point`, `requirements` and `input_example` name listed files.
+    `files` lists every entry of the zip except `manifest.json` and its signature
+    (`manifest.sig` in format 1, `manifest.dsse.json` in format 2), sorted by path;
+    `entry_point`, `requirements` and `input_example` name listed files.
     """
 
-    format: Literal["modelferry-package/1"] = FORMAT
+    format: ManifestFormat = FORMAT
     package_id: str = Field(pattern=ID_PATTERN)
     name: str
     version: str = Field(pattern=ID_PATTERN)
@@ -112,6 +121,11 @@ class Manifest(_Part):
         return self
 
     @property
+    def format_number(self) -> int:
+        """1 or 2: how the package is signed."""
+        return 2 if self.format == FORMAT_2 else 1
+
+    @property
     def file_name(self) -> str:
         """The package's zip file name, `{package_id}-{version}.zip`."""
         return package_file_name(self.package_id, self.version)
@@ -134,9 +148,10 @@ class Manifest(_Part):
         if not isinstance(document, dict):
             raise PackageVerificationError(f"{MANIFEST_NAME} must hold a JSON object")
         found = document.get("format")
-        if found != FORMAT:
+        if found not in FORMATS.values():
+            known = " and ".join(repr(name) for name in FORMATS.values())
             raise PackageVerificationError(
-                f"{MANIFEST_NAME} has format {found!r}; this reader understands {FORMAT!r}. "
+                f"{MANIFEST_NAME} has format {found!r}; this reader understands {known}. "
                 "Update the reader (edge agent) or rebuild the package in a format it knows."
             )
         try:
@@ -147,7 +162,7 @@ class Manifest(_Part):
                 for err in exc.errors()[:5]
             )
             raise PackageVerificationError(
-                f"{MANIFEST_NAME} does not follow {FORMAT}: {problems}"
+                f"{MANIFEST_NAME} does not follow {found}: {problems}"
             ) from None
 
     def summary(self) -> str:

@@ -29,6 +29,11 @@ from modelferry.errors import PackageVerificationError, PackagingError
 
 logger = logging.getLogger(__name__)
 
+#: Why a package whose signature does not verify is refused (format 1 and 2 alike).
+INVALID_SIGNATURE = (
+    "manifest signature is invalid: the package was altered or signed with another key"
+)
+
 #: File names of the development key pair under `<home>/keys/`.
 DEV_PRIVATE_KEY_FILE = "package-signing-dev.pem"
 DEV_PUBLIC_KEY_FILE = "package-signing-dev.pub"
