@@ -1,9 +1,15 @@
 """Tell people when a run needs them: waiting for approval, or failed.
 
 The webhook comes from `MODELFERRY_WEBHOOK_URL`, or from a saved `WebhookNotification`
-block named in `MODELFERRY_WEBHOOK_BLOCK`; with neither, nothing is sent. `notify_failure`
-is a Prefect state hook (`on_failure=[...]`, `on_crashed=[...]`) on every flow that runs
-unattended; `notify_approval_pending` is called once a run is paused for a reviewer.
+block named in `MODELFERRY_WEBHOOK_BLOCK`; with neither, nothing is sent.
+`notify_approval_pending` is called once a run is paused for a reviewer.
+
+A failed deployment run is announced by the server, through the automation that
+`python -m deployments.failure_notices` sets up: it also sees runs whose process was
+killed and runs that were cancelled, where no hook in the run's own process ever runs.
+`notify_failure` is the state hook (`on_failure=[...]`, `on_crashed=[...]`) for runs
+started without a deployment (`python -m flows.retrain_and_deliver` from a cron job, say);
+it stays silent for deployment runs so that one failure sends one notice.
 """
 
 from __future__ import annotations
@@ -15,11 +21,13 @@ from typing import Any
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.settings import PREFECT_API_URL
 from prefect.utilities.urls import url_for
+from pydantic import SecretStr
 
 from blocks.notifications import WebhookNotification
 from modelferry.notify import (
     APPROVAL_PENDING,
     RUN_FAILED,
+    WEBHOOK_URL_ENV,
     Notification,
     WebhookNotifier,
     notifier_from_env,
@@ -30,12 +38,29 @@ WEBHOOK_BLOCK_ENV = "MODELFERRY_WEBHOOK_BLOCK"
 log = logging.getLogger(__name__)
 
 
+def resolve_webhook_block() -> WebhookNotification | None:
+    """The `WebhookNotification` block named in MODELFERRY_WEBHOOK_BLOCK, if one is."""
+    block_name = os.environ.get(WEBHOOK_BLOCK_ENV, "").strip()
+    if not block_name:
+        return None
+    block = WebhookNotification.load(block_name)
+    assert isinstance(block, WebhookNotification)
+    return block
+
+
+def resolve_webhook_url() -> SecretStr | None:
+    """The configured webhook's URL (a secret), or None when notifications are not set up."""
+    block = resolve_webhook_block()
+    if block is not None:
+        return block.url
+    url = os.environ.get(WEBHOOK_URL_ENV, "").strip()
+    return SecretStr(url) if url else None
+
+
 def resolve_notifier() -> WebhookNotifier | None:
     """The configured webhook, or None when notifications are not set up."""
-    block_name = os.environ.get(WEBHOOK_BLOCK_ENV, "").strip()
-    if block_name:
-        block = WebhookNotification.load(block_name)
-        assert isinstance(block, WebhookNotification)
+    block = resolve_webhook_block()
+    if block is not None:
         return block.get_notifier()
     return notifier_from_env()
 
@@ -64,9 +89,10 @@ def _send(notification: Notification) -> None:
 def notify_failure(flow: Any, flow_run: FlowRun, state: State) -> None:
     """State hook: the run failed or crashed; say which, why and where to look.
 
-    A subflow's failure is left to its parent flow's hook, so one failure sends one notice.
+    A subflow's failure is left to its parent flow's hook, and a deployment run's to the
+    server's automation (`deployments.failure_notices`), so one failure sends one notice.
     """
-    if flow_run.parent_task_run_id is not None:
+    if flow_run.parent_task_run_id is not None or flow_run.deployment_id is not None:
         return
     name = getattr(flow, "name", flow_run.flow_id)
     _send(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 from prefect import flow
+from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.context import get_run_context
 
 from flows.approval import ask_reviewer
@@ -68,3 +70,17 @@ def test_waiting_for_approval_notifies_with_the_run_link(receiver: WebhookReceiv
     assert body["details"]["model_version"] == "7"
     assert body["flow_run_url"].endswith(f"/runs/flow-run/{body['details']['flow_run_id']}")
     assert "within 2 s" in body["text"]
+
+
+def test_the_state_hook_leaves_deployment_runs_to_the_servers_automation(
+    receiver: WebhookReceiver,
+) -> None:
+    failed = State(type=StateType.FAILED, name="Failed", message="boom")
+    flow_id = uuid.uuid4()
+    by_hand = FlowRun(flow_id=flow_id, name="by-hand")
+    deployed = FlowRun(flow_id=flow_id, name="deployed", deployment_id=uuid.uuid4())
+    notify_failure(fails_loudly, deployed, failed)
+    notify_failure(fails_loudly, by_hand, failed)
+    body = receiver.wait_for("run.failed")
+    assert body["details"]["flow_run_name"] == "by-hand"
+    assert [b["details"]["flow_run_name"] for b in receiver.received] == ["by-hand"]
