@@ -2,16 +2,22 @@
 
 modelferry agent --device-id ID --transport mqtt --root DIR --public-key KEY [--broker-host ...]
 modelferry agent --transport iothub --connection-string-env VAR --root DIR --public-key KEY
-modelferry agent rollback --root DIR [--device-id ID] [--to VERSION]
+modelferry agent --device-id ID --root DIR --trust-file FILE [--require-format-2] ...
+modelferry agent rollback --root DIR [--device-id ID] [--to VERSION] [--below-floor]
 modelferry agent status --root DIR [--device-id ID] [--output json]
 
 With one `--device-id` the agent keeps its files in DIR itself; with several (many agents
 in one process, sharing one event loop) each device gets DIR/{device_id}. `--public-key`
-takes a key file (PEM or base64) or the base64 text itself, and may be repeated. The agent
+takes a key file (PEM or base64) or the base64 text itself, and may be repeated; each is
+trusted to sign packages. `--trust-file` gives keys with roles, revoked key ids, a
+signature threshold and the oldest package format accepted (docs/package-format.md);
+both may be given. The agent
 runs until SIGTERM or SIGINT; a delivery under way then is abandoned cleanly and resumed
 on the next start. `rollback` and `status` act on DIR, or with `--device-id` on DIR/{ID},
 which must exist. A rollback keeps the version it leaves installed: `rollback --to VERSION`
-makes it (or any other kept version) current again.
+makes it (or any other kept version) current again. A rollback to a version below its
+model's anti-rollback floor (set by an installed package's min_version) is refused unless
+`--below-floor` is given; the floor stays, so deliveries below it are still refused.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from modelferry.cli_help import UsageLinesHelpFormatter
 from modelferry.cli_output import add_output_option, iso_utc_text, print_json
-from modelferry.errors import PackageVerificationError
+from modelferry.errors import PackageVerificationError, TrustFileError
 
 if TYPE_CHECKING:
     from modelferry.delivery.channel import DeviceTransport
@@ -74,6 +80,11 @@ def add_agent_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="VERSION",
         help="the kept version to make current, older or newer (VERSION or PACKAGE_ID/VERSION)",
     )
+    rollback.add_argument(
+        "--below-floor",
+        action="store_true",
+        help="allow a version below its model's anti-rollback floor (the floor stays)",
+    )
     status = actions.add_parser(
         "status",
         help="show the current version, the kept ones and recent deliveries",
@@ -87,7 +98,8 @@ def add_agent_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "version, model_name, model_version, delivery_id, installed_at and current, true for "
         "the current one); recent_deliveries (the last "
         f"{_RECENT_DELIVERIES}, newest first, each with delivery_id, project_id, package_id, "
-        "package_version, state, reason (why it failed, or null) and updated_at). "
+        "package_version, state, reason (why it failed, or null) and updated_at); "
+        "version_floors (model name -> the lowest version accepted, anti-rollback). "
         "Timestamps are ISO 8601 UTC.",
     )
     agent.set_defaults(handler=run_agent_command)
@@ -130,6 +142,18 @@ def _add_run_options(agent: argparse.ArgumentParser) -> None:
         default=[],
         metavar="FILE_OR_B64",
         help="a trusted package signing key (file, or base64 of the raw key); repeatable",
+    )
+    agent.add_argument(
+        "--trust-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON trust file: keys with roles, revoked key ids, threshold, minimum format",
+    )
+    agent.add_argument(
+        "--require-format-2",
+        action="store_true",
+        help="refuse format 1 packages (no signed expiry or version floor)",
     )
     mqtt = agent.add_argument_group("MQTT broker (--transport mqtt)")
     mqtt.add_argument("--broker-host", default="127.0.0.1", metavar="HOST", help="broker host")
@@ -202,14 +226,14 @@ def run_agent_command(args: argparse.Namespace) -> int:
         )
         return 1
     if args.action == "rollback":
-        return _rollback(root, args.to)
+        return _rollback(root, args.to, args.below_floor)
     return _status(root, args.output)
 
 
-def _rollback(root: Path, to: str | None) -> int:
+def _rollback(root: Path, to: str | None, below_floor: bool = False) -> int:
     from modelferry.edge import rollback
 
-    outcome = rollback(root, to=to)
+    outcome = rollback(root, to=to, allow_below_floor=below_floor)
     assert outcome.previous is not None
     left = outcome.previous
     direction = "forward" if outcome.forward else "back"
@@ -237,6 +261,7 @@ def _status(root: Path, output: str = "text") -> int:
                     for entry in reversed(state.history)
                 ],
                 "recent_deliveries": [_delivery_json(record) for record in reversed(recent)],
+                "version_floors": dict(state.version_floors),
             }
         )
         return 0
@@ -245,6 +270,8 @@ def _status(root: Path, output: str = "text") -> int:
         marker = "*" if current and entry.label == current.label else " "
         model = f"{entry.model_name} v{entry.model_version}" if entry.model_name else "-"
         print(f" {marker} {entry.label:<32} {model:<32} {entry.installed_at}")
+    for model_name, floor in sorted(state.version_floors.items()):
+        print(f"anti-rollback floor: {model_name} >= {floor}")
     if recent:
         print("recent deliveries:")
     for record in reversed(recent):
@@ -289,6 +316,7 @@ def _run(args: argparse.Namespace) -> int:
         create_agents,
         load_public_keys,
     )
+    from modelferry.packaging.trust import TrustPolicy
 
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -296,14 +324,25 @@ def _run(args: argparse.Namespace) -> int:
     if args.root is None:
         print(_usage("give --root, the agent's folder"), file=sys.stderr)
         return 2
-    if not args.public_key:
-        print(_usage("give at least one --public-key to trust"), file=sys.stderr)
+    if not args.public_key and args.trust_file is None:
+        message = "give at least one --public-key (or a --trust-file) to trust"
+        print(_usage(message), file=sys.stderr)
         return 2
     try:
-        keys = load_public_keys(args.public_key)
+        policy = TrustPolicy.load(args.trust_file) if args.trust_file else TrustPolicy()
+    except TrustFileError as exc:
+        print(_usage(f"--trust-file: {exc}"), file=sys.stderr)
+        return 2
+    try:
+        keys = policy.with_keys(load_public_keys(args.public_key))
     except PackageVerificationError as exc:
         print(_usage(f"--public-key: {exc}"), file=sys.stderr)
         return 2
+    if not keys:
+        print(_usage("no unrevoked package-signing key is trusted"), file=sys.stderr)
+        return 2
+    if args.require_format_2:
+        keys = keys.requiring_format(2)
     settings = AgentSettings(
         keep_versions=max(args.keep_versions, 1),
         link_timeout=args.link_timeout,

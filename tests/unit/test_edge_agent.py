@@ -47,8 +47,15 @@ from modelferry.edge import (
 )
 from modelferry.edge.fleet import wait_connected
 from modelferry.edge.state import StateStore
-from modelferry.errors import ChannelError
-from modelferry.packaging import INVALID_SIGNATURE, PackageInputs, SigningKey, build_package
+from modelferry.errors import ChannelError, VersionFloorError
+from modelferry.packaging import (
+    INVALID_SIGNATURE,
+    PackageInputs,
+    SigningKey,
+    TrustPolicy,
+    VerifyKey,
+    build_package,
+)
 from modelferry.stores.local import LocalPackageStore
 from tests.model_fixtures import save_small_lightgbm_model
 
@@ -77,7 +84,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _build(model_dir: Path, out: Path, version: str, signer: SigningKey = KEY) -> Path:
+def _build(
+    model_dir: Path, out: Path, version: str, signer: SigningKey = KEY, **signing: Any
+) -> Path:
     inputs = PackageInputs(
         package_id=PACKAGE_ID,
         version=version,
@@ -89,7 +98,7 @@ def _build(model_dir: Path, out: Path, version: str, signer: SigningKey = KEY) -
         created_at=datetime(2026, 5, 1, tzinfo=UTC),
         class_names=("malignant", "benign"),
     )
-    return build_package(inputs, signer, out).path
+    return build_package(inputs, signer, out, **signing).path
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +118,8 @@ def packages(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     built["stranger"] = _build(model_dir, out / "stranger", "5", STRANGER)
     built["flipped"] = _rewrite(built["2"], out / "flipped", "score.py", _flip_byte)
     built["tampered"] = _rewrite(built["2"], out / "tampered", "manifest.json", _bump_model)
+    built["2-floor"] = _build(model_dir, out / "floor", "2", min_version="2")
+    built["2-format1"] = _build(model_dir, out / "format1", "2", package_format=1)
     return built
 
 
@@ -225,11 +236,12 @@ async def running_agent(
     settings: AgentSettings = FAST,
     transport: DeviceTransport | None = None,
     smoke: SmokeRunner = SMOKE,
+    keys: list[VerifyKey] | TrustPolicy | None = None,
 ) -> AsyncIterator[EdgeAgent]:
     agent = EdgeAgent(
         transport or LocalDeviceTransport(DEVICE, hub),
         root,
-        [KEY.verify_key],
+        [KEY.verify_key] if keys is None else keys,
         settings,
         smoke_runner=smoke,
     )
@@ -266,10 +278,14 @@ async def deliver(
     link: Callable[[m.UrlRequest, int], str | None],
     *deliveries: tuple[str, str],
     settings: AgentSettings = FAST,
+    keys: list[VerifyKey] | TrustPolicy | None = None,
 ) -> ScriptedCloud:
     """Run an agent on `root` and the cloud script until each delivery ended."""
     hub = LocalHub()
-    async with ScriptedCloud(LocalChannel(hub), link) as cloud, running_agent(hub, root, settings):
+    async with (
+        ScriptedCloud(LocalChannel(hub), link) as cloud,
+        running_agent(hub, root, settings, keys=keys),
+    ):
         for delivery_id, version in deliveries:
             await cloud.deliver(delivery_id, version)
             await cloud.wait_terminal(delivery_id)
@@ -305,7 +321,7 @@ def test_a_delivery_reports_each_state_and_installs_atomically(
     }
     assert (root / "current").is_symlink()
     assert str((root / "current").readlink()) == f"versions/{PACKAGE_ID}/1"
-    for name in ("manifest.json", "manifest.sig", "score.py", "model/MLmodel"):
+    for name in ("manifest.json", "manifest.dsse.json", "score.py", "model/MLmodel"):
         assert (root / "current" / name).is_file()
     assert not list((root / "current").rglob("__pycache__"))  # left as verified
     assert leftovers(root) == []
@@ -868,7 +884,8 @@ def test_a_deeply_nested_manifest_is_a_verify_error_naming_the_manifest(
     def nest(data: bytes) -> bytes:
         return data.rstrip()[:-1] + b', "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
 
-    nested = _rewrite(packages["2"], tmp_path / "nested", "manifest.json", nest)
+    # Format 1, whose manifest is read (bounded) before its signature is checked.
+    nested = _rewrite(packages["2-format1"], tmp_path / "nested", "manifest.json", nest)
     root = tmp_path / "edge"
     cloud = asyncio.run(deliver(root, link_to(nested), ("d-1", "2")))
 
@@ -877,3 +894,76 @@ def test_a_deeply_nested_manifest_is_a_verify_error_naming_the_manifest(
     assert error.attributes["reason"].startswith("manifest.json nests deeper than 32 levels")
     assert installed(root) is None
     assert leftovers(root) == []
+
+
+# ------------------------------------------------------------- trust and anti-rollback
+
+
+def test_an_installed_min_version_refuses_older_versions_after_a_restart(
+    packages: dict[str, Path], tmp_path: Path
+) -> None:
+    root = tmp_path / "edge"
+    first = asyncio.run(deliver(root, link_to(packages["2-floor"]), ("d-2", "2")))
+    assert first.reports[-1].state == "Success"
+    assert StateStore(root).read().version_floors == {"bc-classifier": "2"}
+
+    # A new agent on the same root: the floor was kept in state.json.
+    cloud = asyncio.run(deliver(root, link_to(packages["1"]), ("d-1", "1")))
+
+    error = cloud.reports[-1]
+    assert (error.state, error.attributes["stage"]) == ("Error", "verify")
+    reason = error.attributes["reason"]
+    assert "bc-classifier version 1 is below 2, the lowest version" in reason
+    assert "deliver version 2 or newer" in reason
+    assert installed(root) == (PACKAGE_ID, "2")
+    assert leftovers(root) == []
+
+
+def test_a_rollback_below_the_floor_needs_asking_for(
+    packages: dict[str, Path], tmp_path: Path
+) -> None:
+    root = tmp_path / "edge"
+    asyncio.run(deliver(root, link_to(packages["1"]), ("d-1", "1")))
+    asyncio.run(deliver(root, link_to(packages["2-floor"]), ("d-2", "2")))
+    assert installed(root) == (PACKAGE_ID, "2")
+
+    with pytest.raises(VersionFloorError) as caught:
+        rollback(root)
+    assert (caught.value.floor, caught.value.model_version) == ("2", "1")
+    assert "--below-floor" in str(caught.value)
+    assert installed(root) == (PACKAGE_ID, "2")
+
+    outcome = rollback(root, allow_below_floor=True)
+    assert outcome.current.version == "1"
+    assert StateStore(root).read().version_floors == {"bc-classifier": "2"}  # the floor stays
+
+
+def test_a_device_requiring_format_2_refuses_format_1(
+    packages: dict[str, Path], tmp_path: Path
+) -> None:
+    root = tmp_path / "edge"
+    policy = TrustPolicy.from_keys([KEY.verify_key]).requiring_format(2)
+    cloud = asyncio.run(deliver(root, link_to(packages["2-format1"]), ("d-1", "2"), keys=policy))
+
+    error = cloud.reports[-1]
+    assert (error.state, error.attributes["stage"]) == ("Error", "verify")
+    assert "this device requires format 2" in error.attributes["reason"]
+    assert installed(root) is None
+    # Without the requirement the same package installs: format 1 stays readable.
+    ok = asyncio.run(deliver(root, link_to(packages["2-format1"]), ("d-2", "2")))
+    assert ok.reports[-1].state == "Success"
+
+
+def test_a_revoked_key_is_an_error_naming_it(packages: dict[str, Path], tmp_path: Path) -> None:
+    root = tmp_path / "edge"
+    policy = TrustPolicy.from_keys([KEY.verify_key, STRANGER.verify_key])
+    policy = TrustPolicy(policy.keys, revoked=frozenset({KEY.key_id}))
+    cloud = asyncio.run(deliver(root, link_to(packages["1"]), ("d-1", "1"), keys=policy))
+
+    error = cloud.reports[-1]
+    assert error.state == "Error"
+    assert (
+        f"signed with key {KEY.key_id}, which this device's trust file revokes"
+        in (error.attributes["reason"])
+    )
+    assert installed(root) is None

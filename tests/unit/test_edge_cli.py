@@ -23,11 +23,12 @@ from modelferry.packaging.signing import VerifyKey
 KEY = SigningKey.generate().verify_key
 
 
-def install(root: Path, version: str) -> None:
+def install(root: Path, version: str, min_version: str | None = None) -> None:
     folder = staging_folder(root) / "package"
     folder.mkdir()
     (folder / "manifest.json").write_text(json.dumps({"model": {"name": "m", "version": version}}))
-    install_version(root, folder, InstalledVersion("pkg", version, "m", version, f"d-{version}"))
+    entry = InstalledVersion("pkg", version, "m", version, f"d-{version}")
+    install_version(root, folder, entry, min_version=min_version)
 
 
 @pytest.fixture
@@ -111,6 +112,7 @@ def test_status_json_with_nothing_installed(root: Path, capsys: pytest.CaptureFi
         "current": None,
         "installed": [],
         "recent_deliveries": [],
+        "version_floors": {},
     }
 
 
@@ -237,6 +239,7 @@ def test_device_id_selects_a_folder_of_a_multi_agent_root(
     ("extra", "message"),
     [
         ([], "give at least one --public-key"),
+        (["--trust-file", "/nonexistent/trust.json"], "--trust-file: cannot read the trust file"),
         (["--public-key", "not-a-key"], "--public-key: a public key must be"),
         (["--public-key", KEY.public_base64, "--transport", "mqtt"], "give --device-id"),
         (
@@ -333,3 +336,58 @@ def test_secrets_are_taken_out_of_the_environment(monkeypatch: pytest.MonkeyPatc
     transport = transport_for("d")
     assert transport.device_id == "d"
     assert "s3cret" not in repr(transport)
+
+
+def test_a_rollback_below_the_floor_is_refused_unless_asked_for(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    install(root, "1")
+    install(root, "2", min_version="2")
+    install(root, "3")  # a package without min_version never lowers the floor
+
+    assert main(["agent", "status", "--root", str(root)]) == 0
+    assert "anti-rollback floor: m >= 2" in capsys.readouterr().out
+    assert main(["agent", "rollback", "--root", str(root), "--to", "2"]) == 0
+    capsys.readouterr()
+
+    assert main(["agent", "rollback", "--root", str(root), "--to", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "pkg/1 holds m version 1, below 2, the lowest version of m" in err
+    assert "--below-floor" in err
+    assert os.readlink(root / "current") == "versions/pkg/2"
+
+    assert main(["agent", "rollback", "--root", str(root), "--to", "1", "--below-floor"]) == 0
+    assert os.readlink(root / "current") == "versions/pkg/1"
+    capsys.readouterr()
+    assert main(["agent", "status", "--root", str(root), "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["version_floors"] == {"m": "2"}  # it stays
+
+
+def test_the_floor_survives_a_new_state_object(root: Path) -> None:
+    install(root, "5", min_version="4")
+    install(root, "6", min_version="3")  # lower: the floor only rises
+
+    assert StateStore(root).read().version_floors == {"m": "4"}
+    with StateStore(root).update() as state:
+        state.raise_floor("m", "10")
+    assert StateStore(root).read().version_floors == {"m": "10"}
+
+
+def test_a_bad_trust_file_is_a_usage_error(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trust = tmp_path / "trust.json"
+    trust.write_text('{"format": "modelferry-trust/1", "keys": [], "revoked": []}')
+
+    assert main(["agent", "--root", str(root), "--trust-file", str(trust)]) == 2
+    err = capsys.readouterr().err
+    assert f"--trust-file: {trust} is not a valid trust file" in err
+
+    revoked = {"public_key": KEY.public_base64, "roles": ["package-signing"]}
+    trust.write_text(
+        json.dumps(
+            {"format": "modelferry-trust/1", "keys": [revoked], "revoked_key_ids": [KEY.key_id]}
+        )
+    )
+    assert main(["agent", "--root", str(root), "--trust-file", str(trust)]) == 2
+    assert "no unrevoked package-signing key is trusted" in capsys.readouterr().err

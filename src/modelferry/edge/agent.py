@@ -51,6 +51,7 @@ from modelferry.edge.smoke import SmokeRunner
 from modelferry.edge.state import DeliveryRecord, StateStore
 from modelferry.errors import ChannelError, MalformedMessageError
 from modelferry.packaging.signing import VerifyKey
+from modelferry.packaging.trust import TrustPolicy, trust_policy
 
 __all__ = ["EdgeAgent"]
 
@@ -66,7 +67,7 @@ class EdgeAgent:
         self,
         transport: DeviceTransport,
         root: Path,
-        public_keys: Iterable[VerifyKey],
+        public_keys: Iterable[VerifyKey] | TrustPolicy,
         settings: AgentSettings | None = None,
         *,
         smoke_runner: SmokeRunner | None = None,
@@ -77,7 +78,8 @@ class EdgeAgent:
         Args:
             transport: The device's transport (local, MQTT or IoT Hub), not yet open.
             root: The agent's folder: versions, `current`, state, downloads.
-            public_keys: The keys a package's manifest must be signed with (one of them).
+            public_keys: The keys a package must be signed with (one of them), or a
+                `TrustPolicy` (key roles, revocations, threshold, required format).
             settings: Behaviour; defaults suit a real device.
             smoke_runner: Shared between agents of one process to bound concurrent smoke
                 tests; by default the agent has its own.
@@ -87,7 +89,7 @@ class EdgeAgent:
         self.transport = transport
         # Absolute: the smoke child runs in another working directory.
         self.root = Path(root).absolute()
-        self.public_keys = list(public_keys)
+        self.public_keys = trust_policy(public_keys)
         if not self.public_keys:
             raise ValueError("an edge agent needs at least one trusted public key")
         self.settings = settings or AgentSettings()

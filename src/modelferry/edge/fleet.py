@@ -29,6 +29,7 @@ from modelferry.edge.settings import AgentSettings
 from modelferry.edge.smoke import SmokeRunner
 from modelferry.errors import DeliveryError
 from modelferry.packaging.signing import VerifyKey
+from modelferry.packaging.trust import TrustPolicy, trust_policy
 
 __all__ = [
     "AgentThread",
@@ -53,12 +54,12 @@ def create_agents(
     device_ids: Iterable[str],
     transport_for: Callable[[str], DeviceTransport],
     root: Path,
-    public_keys: Iterable[VerifyKey],
+    public_keys: Iterable[VerifyKey] | TrustPolicy,
     settings: AgentSettings | None = None,
 ) -> list[EdgeAgent]:
     """One agent per device, with `transport_for(device_id)`, sharing one smoke runner."""
     settings = settings or AgentSettings()
-    keys = list(public_keys)
+    keys = trust_policy(public_keys)
     runner = SmokeRunner(settings.smoke)
     return [
         EdgeAgent(
@@ -76,7 +77,7 @@ def create_local_agents(
     device_ids: Iterable[str],
     hub: LocalHub,
     root: Path,
-    public_keys: Iterable[VerifyKey],
+    public_keys: Iterable[VerifyKey] | TrustPolicy,
     settings: AgentSettings | None = None,
 ) -> list[EdgeAgent]:
     """Agents on an in-process `LocalHub`."""
@@ -113,7 +114,7 @@ async def run_local_agents(
     device_ids: Iterable[str],
     hub: LocalHub,
     root: Path,
-    public_keys: Iterable[VerifyKey],
+    public_keys: Iterable[VerifyKey] | TrustPolicy,
     settings: AgentSettings | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -208,11 +209,11 @@ def start_local_agents(
     device_ids: Iterable[str],
     hub: LocalHub,
     root: Path,
-    public_keys: Iterable[VerifyKey],
+    public_keys: Iterable[VerifyKey] | TrustPolicy,
     settings: AgentSettings | None = None,
     timeout: float = 30.0,
 ) -> AgentThread:
     """Start one agent per device on `hub` on a background thread; stop it when done."""
     ids = list(device_ids)
-    keys = list(public_keys)
+    keys = trust_policy(public_keys)
     return AgentThread(lambda: create_local_agents(ids, hub, root, keys, settings)).start(timeout)

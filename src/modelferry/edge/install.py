@@ -29,6 +29,12 @@ and in the history, so `rollback(root, to=...)` makes it current again without a
 download (a redelivery of it installs it afresh). Only the newest `keep` versions are
 kept, and `current` always.
 
+Anti-rollback: an install of a package that sets `min_version` raises its model's floor
+in `state.json` in the same write that lists the version. A rollback to a kept version
+below its model's floor is refused unless asked for explicitly (`allow_below_floor`,
+`modelferry agent rollback --below-floor`): the operator at the device may go back, a
+delivery may not. The floor stays where it is either way.
+
 Every function here blocks (file system work under the root's lock): call them from async
 code with `asyncio.to_thread`.
 """
@@ -47,7 +53,8 @@ from typing import Final
 
 from modelferry.delivery.messages import format_timestamp, utc_now
 from modelferry.edge.state import AgentState, InstalledVersion, StateStore, fsync_directory
-from modelferry.errors import DeliveryError
+from modelferry.errors import DeliveryError, VersionFloorError
+from modelferry.packaging.statement import check_version_floor
 
 __all__ = [
     "CURRENT_LINK",
@@ -125,7 +132,12 @@ def current_version(root: Path) -> InstalledVersion | None:
 
 
 def install_version(
-    root: Path, staged: Path, version: InstalledVersion, *, keep: int = 3
+    root: Path,
+    staged: Path,
+    version: InstalledVersion,
+    *,
+    keep: int = 3,
+    min_version: str | None = None,
 ) -> InstallOutcome:
     """Move a verified, smoke-tested `staged` folder into place and make it current.
 
@@ -135,6 +147,8 @@ def install_version(
         version: Which version it is (package id, version, model, delivery).
         keep: How many installed versions to keep, the current one included (at least 2
             so that there is something to roll back to).
+        min_version: The package's anti-rollback floor for its model, raised with the
+            install (never lowered).
 
     Raises:
         InstallError: the version is already current, or a file system step failed (the
@@ -161,6 +175,8 @@ def install_version(
             fsync_directory(destination.parent)
             # Listed before it becomes current, so the history always holds the current one.
             state.history = [e for e in state.history if not _same(e, entry)] + [entry]
+            if min_version is not None and version.model_name:
+                state.raise_floor(version.model_name, min_version)
             store.write(state)
             _point_current(root, version.relative_path)
         except OSError as exc:
@@ -170,7 +186,9 @@ def install_version(
     return InstallOutcome(current=entry, previous=previous)
 
 
-def rollback(root: Path, *, to: str | None = None) -> InstallOutcome:
+def rollback(
+    root: Path, *, to: str | None = None, allow_below_floor: bool = False
+) -> InstallOutcome:
     """Make another kept version current: the one installed before the current one, or `to`.
 
     Nothing is deleted and the history is unchanged: the version rolled back from stays
@@ -182,10 +200,12 @@ def rollback(root: Path, *, to: str | None = None) -> InstallOutcome:
         root: The agent root.
         to: The version to make current (`version`, or `package_id/version` when several
             packages are kept); it must be kept under `root`, older or newer than current.
+        allow_below_floor: Go to a version below its model's anti-rollback floor too.
 
     Raises:
         InstallError: nothing is installed, no earlier version is kept, or `to` is not kept
             or already current.
+        VersionFloorError: the target is below its model's floor (and not allowed).
     """
     store = StateStore(root)
     with store.update() as state:
@@ -194,12 +214,37 @@ def rollback(root: Path, *, to: str | None = None) -> InstallOutcome:
             raise InstallError(f"nothing is installed under {root}; there is nothing to roll back")
         kept = [e for e in state.history if (root / e.relative_path).is_dir()]
         target = _chosen(root, current, kept, to) if to else _before(root, current, kept)
+        if not allow_below_floor:
+            _check_floor(target, state)
+        elif target.model_name in state.version_floors:
+            logger.warning(
+                "%s: rolling back to %s below the anti-rollback floor %s of %s, as asked",
+                root,
+                target.label,
+                state.version_floors[target.model_name],
+                target.model_name,
+            )
         try:
             _point_current(root, target.relative_path)
         except OSError as exc:
             raise InstallError(f"cannot roll back to {target.label}: {exc}") from exc
     forward = _position(kept, target) > _position(kept, current)
     return InstallOutcome(current=target, previous=current, forward=forward)
+
+
+def _check_floor(target: InstalledVersion, state: AgentState) -> None:
+    try:
+        check_version_floor(target.model_name, target.model_version, state.version_floors)
+    except VersionFloorError as exc:
+        raise VersionFloorError(
+            f"{target.label} holds {target.model_name} version {target.model_version or '?'}, "
+            f"below {exc.floor}, the lowest version of {target.model_name} this device "
+            "accepts (anti-rollback); roll back to it anyway with --below-floor "
+            "(allow_below_floor=True) if you mean to, the floor stays",
+            model_name=exc.model_name,
+            model_version=exc.model_version,
+            floor=exc.floor,
+        ) from None
 
 
 def _position(kept: list[InstalledVersion], version: InstalledVersion) -> int:

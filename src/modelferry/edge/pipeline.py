@@ -2,6 +2,10 @@
 
     download (asking for fresh links) -> verify -> unpack into staging -> smoke -> install
 
+Verification applies the device's trust policy (key roles, revocations, the format it
+requires), the package's expiry and the anti-rollback floors kept in `state.json`; an
+install raises its model's floor to the package's `min_version`.
+
 Each step that fails raises `StepFailed` with the step's name and a reason the agent
 reports as `Error`; whatever fails, the staging folder and the downloaded zip are removed,
 nothing new is installed and the previous version stays current. A partial download
@@ -38,12 +42,17 @@ from modelferry.edge.install import (
 )
 from modelferry.edge.settings import AgentSettings
 from modelferry.edge.smoke import SmokeRunner, SmokeSpec, SmokeTestError
-from modelferry.edge.state import InstalledVersion
+from modelferry.edge.state import InstalledVersion, StateStore
 from modelferry.errors import PackageVerificationError
 from modelferry.packaging.extraction import safe_extract
 from modelferry.packaging.manifest import ID_PATTERN, Manifest
 from modelferry.packaging.signing import VerifyKey
-from modelferry.packaging.verification import verify_package, verify_tree
+from modelferry.packaging.trust import TrustPolicy
+from modelferry.packaging.verification import (
+    VerifiedPackage,
+    verify_signed_package,
+    verify_tree,
+)
 
 __all__ = ["DeliveryJob", "PackagePipeline", "StepFailed"]
 
@@ -95,7 +104,7 @@ class PackagePipeline:
     """
 
     root: Path
-    public_keys: Sequence[VerifyKey]
+    public_keys: Sequence[VerifyKey] | TrustPolicy
     settings: AgentSettings
     smoke_runner: SmokeRunner
     http_client: httpx.AsyncClient | None
@@ -121,7 +130,8 @@ class PackagePipeline:
         try:
             await self._download(target)
             await self.report(STATE_VERIFYING)
-            manifest = await self._verify(job, target)
+            verified = await self._verify(job, target)
+            manifest = verified.manifest
             await self.report(STATE_INSTALLING)
             staged, digest = await self._stage(target, manifest)
             if self.settings.smoke_test:
@@ -133,7 +143,7 @@ class PackagePipeline:
                 model_version=manifest.model.version,
                 delivery_id=job.delivery_id,
             )
-            outcome = await self._commit(staged, version)
+            outcome = await self._commit(staged, version, verified.min_version)
         finally:
             if staged is not None:
                 await asyncio.to_thread(discard, staged.parent)
@@ -188,20 +198,26 @@ class PackagePipeline:
             except OSError as exc:
                 raise StepFailed("download", f"cannot write the package: {exc}") from None
 
-    async def _verify(self, job: DeliveryJob, target: Path) -> Manifest:
-        try:
-            manifest = await asyncio.to_thread(
-                verify_package, target, self.public_keys, self.settings.extraction_limits
+    async def _verify(self, job: DeliveryJob, target: Path) -> VerifiedPackage:
+        def verify() -> VerifiedPackage:
+            # Read just before: a rollback floor raised by an earlier install applies.
+            floors = StateStore(self.root).read().version_floors
+            return verify_signed_package(
+                target, self.public_keys, self.settings.extraction_limits, version_floors=floors
             )
+
+        try:
+            verified = await asyncio.to_thread(verify)
         except PackageVerificationError as exc:
             raise StepFailed("verify", str(exc)) from None
+        manifest = verified.manifest
         if (manifest.package_id, manifest.version) != (job.package_id, job.package_version):
             raise StepFailed(
                 "verify",
                 f"the link delivered {manifest.package_id}/{manifest.version}, "
                 f"not the announced {job.label}",
             )
-        return manifest
+        return verified
 
     async def _stage(self, target: Path, manifest: Manifest) -> tuple[Path, str]:
         def unpack() -> tuple[Path, str]:
@@ -253,10 +269,17 @@ class PackagePipeline:
             if not smoke.done():
                 smoke.cancel()
 
-    async def _commit(self, staged: Path, version: InstalledVersion) -> InstallOutcome:
+    async def _commit(
+        self, staged: Path, version: InstalledVersion, min_version: str | None
+    ) -> InstallOutcome:
         commit = asyncio.ensure_future(
             asyncio.to_thread(
-                install_version, self.root, staged, version, keep=self.settings.keep_versions
+                install_version,
+                self.root,
+                staged,
+                version,
+                keep=self.settings.keep_versions,
+                min_version=min_version,
             )
         )
         try:

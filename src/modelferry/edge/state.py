@@ -3,7 +3,9 @@
 The file holds the deliveries the agent has handled (so a repeated `deliveryId` is answered
 from memory, and one cut short by a restart is resumed) and the installed versions in
 install order, oldest first (so a rollback knows where to go back to, and a version rolled
-back from stays listed for a roll forward). It is written
+back from stays listed for a roll forward), and the anti-rollback floor of each model: the
+highest `min_version` of an installed package, below which no version of that model is
+installed again (see `version_floors`). It is written
 atomically (a temporary file, fsync, `os.replace`) under an advisory lock on `ROOT/.lock`,
 so an agent and a `modelferry agent rollback` on the same root never interleave.
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from modelferry.delivery.messages import TERMINAL_STATES, format_timestamp, utc_now
+from modelferry.packaging.statement import is_below
 
 __all__ = [
     "STATE_FILE",
@@ -140,6 +143,15 @@ class AgentState:
     than the current one stay listed (and on disk) until pruning drops them."""
     installing: InstalledVersion | None = None
     """The install under way (the journal): set before its folder is moved into place."""
+    version_floors: dict[str, str] = field(default_factory=dict)
+    """Model name -> the lowest version still accepted: the highest `min_version` of any
+    package installed here. It only ever rises."""
+
+    def raise_floor(self, model_name: str, min_version: str) -> None:
+        """Make `min_version` the floor of `model_name` unless the floor is higher already."""
+        current = self.version_floors.get(model_name)
+        if current is None or is_below(current, min_version):
+            self.version_floors[model_name] = min_version
 
     def record(self, record: DeliveryRecord) -> None:
         """Remember `record` (stamped now), forgetting the oldest terminal ones past the cap."""
@@ -168,6 +180,7 @@ class AgentState:
             "deliveries": [record.to_json() for record in self.deliveries.values()],
             "history": [entry.to_json() for entry in self.history],
             "installing": self.installing.to_json() if self.installing else None,
+            "versionFloors": dict(self.version_floors),
         }
 
     @classmethod
@@ -178,6 +191,9 @@ class AgentState:
             deliveries={record.delivery_id: record for record in deliveries},
             history=[InstalledVersion.from_json(item) for item in data.get("history", [])],
             installing=InstalledVersion.from_json(installing) if installing else None,
+            version_floors={
+                str(name): str(floor) for name, floor in (data.get("versionFloors") or {}).items()
+            },
         )
 
 
