@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -19,6 +20,7 @@ from blocks.mlflow_tracking import resolve_tracking
 from blocks.package_store import resolve_package_store
 from blocks.signing_key import resolve_signing_key
 from modelferry.errors import PackagingError
+from modelferry.packaging import DEFAULT_EXPIRY_DAYS, default_expiry
 from modelferry.registry import CHAMPION
 from modelferry.registry.tracking import DEFAULT_HOME
 from tasks.packaging import (
@@ -50,13 +52,22 @@ class PackagedModel:
     artifact_path: str
     store: str
     store_key: str
+    package_format: int = 2
+    expires: str | None = None
+    min_version: str | None = None
 
     def summary(self) -> str:
         """The package in one line."""
+        terms = f"format {self.package_format}"
+        if self.expires:
+            terms += f", expires {self.expires}"
+        if self.min_version:
+            terms += f", min version {self.min_version}"
         return (
             f"Packaged {self.model_name} v{self.model_version} as {self.package_id} "
             f"{self.package_version}: {self.path} ({self.size} bytes, sha256 {self.sha256[:12]}, "
-            f"signed by key {self.signing_key_id}); in the {self.store} store as {self.store_key}"
+            f"signed by key {self.signing_key_id}, {terms}); in the {self.store} store as "
+            f"{self.store_key}"
         )
 
 
@@ -72,6 +83,10 @@ def package_model(
     tracking_uri: str | None = None,
     output_dir: str | None = None,
     store_block: str | None = None,
+    expires_in_days: int = DEFAULT_EXPIRY_DAYS,
+    expires_at: datetime | None = None,
+    min_version: str | None = None,
+    package_format: int = 2,
 ) -> PackagedModel:
     """Package a registered model version, sign it, verify it and record it on the version.
 
@@ -90,13 +105,27 @@ def package_model(
         store_block: a saved package store block, as ``block-type-slug/name`` (e.g. Blob
             Storage), the package is put in for devices; default the local store under
             `.modelferry/packages`.
+        expires_in_days: devices refuse the package this many days after the start of
+            today (UTC); whole days, so rebuilding the same day gives the same bytes.
+        expires_at: an exact, time-zone-aware expiry instead (e.g. to rebuild a package
+            byte for byte on another day).
+        min_version: once a device installs this package it refuses versions of this model
+            below `min_version` (anti-rollback); default no floor.
+        package_format: 2 (signed statement with expiry and floor) or 1, for devices that
+            predate format 2 (`expires_*` and `min_version` then do not apply).
 
     Returns:
-        The package built. Rebuilding the same version gives the same bytes.
+        The package built. Rebuilding the same version on the same day (or with the same
+        `expires_at`) gives the same bytes.
     """
     logger = get_run_logger()
     settings = resolve_tracking(tracking_uri, mlflow_block)
     signer = resolve_signing_key(signing_key_block)
+    if expires_in_days < 1:
+        raise PackagingError(f"expires_in_days must be at least 1, not {expires_in_days}")
+    expires = None
+    if package_format != 1:
+        expires = expires_at or default_expiry(days=expires_in_days)
 
     source = find_model_version(settings, model_name, model_version, model_alias)
     built = build_signed_package(
@@ -106,6 +135,9 @@ def package_model(
         package_version or source.version,
         signer,
         Path(output_dir) if output_dir else DEFAULT_OUTPUT_DIR,
+        package_format,
+        expires,
+        min_version,
     )
     manifest = verify_built_package(built.path, [signer.verify_key])
     if manifest != built.manifest:
@@ -129,6 +161,9 @@ def package_model(
         artifact_path=artifact,
         store=store.name,
         store_key=stored.key,
+        package_format=manifest.format_number,
+        expires=built.statement.expires if built.statement else None,
+        min_version=built.statement.min_version if built.statement else None,
     )
     return Completed(message=packaged.summary(), data=packaged)  # type: ignore[return-value]
 
@@ -146,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-uri")
     parser.add_argument("--output-dir")
     parser.add_argument("--store-block")
+    parser.add_argument("--expires-in-days", type=int, default=DEFAULT_EXPIRY_DAYS)
+    parser.add_argument("--expires-at", type=_aware_time, help="ISO-8601 with a time zone")
+    parser.add_argument("--min-version")
+    parser.add_argument("--package-format", type=int, choices=(1, 2), default=2)
     args = parser.parse_args(argv)
     packaged = package_model(
         args.model_name,
@@ -158,9 +197,20 @@ def main(argv: list[str] | None = None) -> int:
         args.tracking_uri,
         args.output_dir,
         args.store_block,
+        args.expires_in_days,
+        args.expires_at,
+        args.min_version,
+        args.package_format,
     )
     print(packaged.summary())
     return 0
+
+
+def _aware_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone; add Z or +00:00")
+    return moment
 
 
 if __name__ == "__main__":

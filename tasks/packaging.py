@@ -6,6 +6,7 @@ Nothing is cached: a package is cheap to rebuild and rebuilding gives the same b
 from __future__ import annotations
 
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 from prefect import task
@@ -64,8 +65,15 @@ def build_signed_package(
     package_version: str,
     signer: SigningKey,
     output_dir: Path,
+    package_format: int = 2,
+    expires_at: datetime | None = None,
+    min_version: str | None = None,
 ) -> BuiltPackage:
-    """Download the version's model and build its signed package into `output_dir`."""
+    """Download the version's model and build its signed package into `output_dir`.
+
+    `package_format`, `expires_at` and `min_version` are `build_package`'s: format 2 by
+    default, expiring `DEFAULT_EXPIRY_DAYS` after the start of today (UTC), no floor.
+    """
     with tempfile.TemporaryDirectory(prefix="modelferry-package-") as tmp:
         model_dir = download_model_folder(settings, source, Path(tmp))
         inputs = PackageInputs(
@@ -79,7 +87,14 @@ def build_signed_package(
             created_at=source.created_at,
             class_names=source.class_names,
         )
-        return build_package(inputs, signer, output_dir)
+        return build_package(
+            inputs,
+            signer,
+            output_dir,
+            package_format=package_format,
+            expires_at=expires_at,
+            min_version=min_version,
+        )
 
 
 @task(name="verify-package", cache_policy=NO_CACHE, timeout_seconds=900)
