@@ -105,8 +105,10 @@ def package_model(
         store_block: a saved package store block, as ``block-type-slug/name`` (e.g. Blob
             Storage), the package is put in for devices; default the local store under
             `.modelferry/packages`.
-        expires_in_days: devices refuse the package this many days after the start of
-            today (UTC); whole days, so rebuilding the same day gives the same bytes.
+        expires_in_days: the length of the package's validity periods, counted from the
+            model version's creation: devices refuse it at the end of the first period
+            that leaves a third of it ahead, so rebuilding on another day gives the same
+            bytes.
         expires_at: an exact, time-zone-aware expiry instead (e.g. to rebuild a package
             byte for byte on another day).
         min_version: once a device installs this package it refuses versions of this model
@@ -115,19 +117,18 @@ def package_model(
             predate format 2 (`expires_*` and `min_version` then do not apply).
 
     Returns:
-        The package built. Rebuilding the same version on the same day (or with the same
-        `expires_at`) gives the same bytes.
+        The package built. Rebuilding the same version gives the same bytes, on any day
+        of its expiry period (see `modelferry.packaging.default_expiry`).
     """
     logger = get_run_logger()
     settings = resolve_tracking(tracking_uri, mlflow_block)
     signer = resolve_signing_key(signing_key_block)
     if expires_in_days < 1:
         raise PackagingError(f"expires_in_days must be at least 1, not {expires_in_days}")
+    source = find_model_version(settings, model_name, model_version, model_alias)
     expires = None
     if package_format != 1:
-        expires = expires_at or default_expiry(days=expires_in_days)
-
-    source = find_model_version(settings, model_name, model_version, model_alias)
+        expires = expires_at or default_expiry(source.created_at, days=expires_in_days)
     built = build_signed_package(
         settings,
         source,

@@ -37,6 +37,7 @@ from modelferry.packaging import (
     TrustPolicy,
     VerifyKey,
     build_package,
+    default_expiry,
     pae,
     sign_envelope,
     unpack_package,
@@ -163,14 +164,33 @@ def test_unpack_package_takes_a_policy(built: BuiltPackage, tmp_path: Path) -> N
     assert (dest / "model" / "MLmodel").is_file()
 
 
-def test_the_default_expiry_is_90_days_from_the_start_of_today(tmp_path: Path) -> None:
-    built = build_package(make_inputs(tmp_path / "model"), KEY, tmp_path / "out")
+def test_the_default_expiry_counts_periods_from_the_model_versions_creation(
+    tmp_path: Path,
+) -> None:
+    inputs = make_inputs(tmp_path / "model")
+    built = build_package(inputs, KEY, tmp_path / "out")
     again = build_package(make_inputs(tmp_path / "model"), KEY, tmp_path / "again")
 
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     assert built.statement is not None
-    assert built.statement.expires_at == today + timedelta(days=90)
-    assert again.sha256 == built.sha256  # the same day, the same bytes
+    assert built.statement.expires_at == default_expiry(inputs.created_at)
+    assert again.sha256 == built.sha256  # rebuilt, the same bytes
+
+
+def test_the_default_expiry_is_the_same_on_any_day_of_a_period_and_never_about_to_end() -> None:
+    created = datetime(2026, 1, 10, 8, 30, 15, 123456, tzinfo=UTC)
+    first = created.replace(microsecond=0) + timedelta(days=90)
+    assert default_expiry(created, now=created) == first
+    assert default_expiry(created, now=created + timedelta(days=59)) == first
+    # With less than 30 days left, the next period: a rebuild never ships a dying package.
+    assert default_expiry(created, now=created + timedelta(days=61)) == first + timedelta(days=90)
+    assert default_expiry(created, now=created + timedelta(days=400)) == created.replace(
+        microsecond=0
+    ) + timedelta(days=450)
+    for day in range(0, 1000, 7):
+        now = created + timedelta(days=day)
+        expiry = default_expiry(created, now=now)
+        assert expiry - now >= timedelta(days=30)
+        assert expiry - now <= timedelta(days=120)
 
 
 # --------------------------------------------------------------------------- tampering

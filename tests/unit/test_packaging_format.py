@@ -141,7 +141,7 @@ def test_layout_and_manifest(model_dir: Path, tmp_path: Path) -> None:
     assert statement == built.statement
     assert statement.manifest_sha256 == hashlib.sha256(raw).hexdigest()
     assert (statement.model.name, statement.model.version) == ("breast-cancer-classifier", "7")
-    assert statement.expires_at == default_expiry()
+    assert statement.expires_at == default_expiry(CREATED)
     assert statement.min_version is None
     assert built.sha256 == hashlib.sha256(built.path.read_bytes()).hexdigest()
     assert built.size == built.path.stat().st_size

@@ -129,7 +129,8 @@ def build_package(
         package_format: 2 (a DSSE envelope with expiry and version floor) or 1 (a bare
             signature of the manifest, for devices that predate format 2).
         expires_at: format 2: when devices stop accepting the package; default
-            `DEFAULT_EXPIRY_DAYS` after the start of today (UTC).
+            the end of the first `DEFAULT_EXPIRY_DAYS` period from `created_at` that
+            leaves a third of it ahead (see `default_expiry`).
         min_version: format 2: once a device installs this package, it refuses versions
             of this model below `min_version` (anti-rollback); default no floor.
         co_signers: format 2: more keys signing the envelope, for devices that require
@@ -150,7 +151,7 @@ def build_package(
             "a format 1 package carries no expiry, version floor or second signature: "
             "build format 2 for expires_at, min_version or co_signers"
         )
-    expires = _expiry(expires_at) if package_format == 2 else None
+    expires = _expiry(expires_at, inputs.created_at) if package_format == 2 else None
     if min_version is not None:
         _check_floor(inputs.model_version, min_version)
     folder = read_model_folder(inputs.model_dir)
@@ -204,9 +205,11 @@ def build_package(
     return BuiltPackage(target, manifest, file_sha256(target), target.stat().st_size, statement)
 
 
-def _expiry(expires_at: datetime | None) -> datetime:
+def _expiry(expires_at: datetime | None, created_at: datetime) -> datetime:
     if expires_at is None:
-        return default_expiry()
+        if created_at.tzinfo is None:
+            raise PackagingError("created_at must be time-zone aware (e.g. datetime.now(UTC))")
+        return default_expiry(created_at)
     if expires_at.tzinfo is None:
         raise PackagingError("expires_at must be time-zone aware (e.g. datetime.now(UTC))")
     if expires_at <= datetime.now(UTC):

@@ -11,6 +11,7 @@ specification.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -124,13 +125,22 @@ class PackageStatement(BaseModel):
             raise PackageVerificationError(INVALID_SIGNATURE)
 
 
-def default_expiry(now: datetime | None = None, days: int = DEFAULT_EXPIRY_DAYS) -> datetime:
-    """`days` after the start of the UTC day of `now`.
+def default_expiry(
+    anchor: datetime, now: datetime | None = None, days: int = DEFAULT_EXPIRY_DAYS
+) -> datetime:
+    """The end of the first `days`-long period from `anchor` that ends a third of it after `now`.
 
-    Whole days, so that rebuilding a package on the same day gives the same bytes.
+    The periods are counted from `anchor`, the model version's creation time, so a package
+    rebuilt on another day (a delivery run again, a CI job repeated) gets the same expiry,
+    hence the same bytes, which a package store requires of a published version. Building a
+    long-lived champion again after its period runs out gives the next period, never one
+    that is about to end.
     """
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=days)
+    period = timedelta(days=days)
+    start = anchor.astimezone(UTC).replace(microsecond=0)
+    ahead = (now or datetime.now(UTC)) + period / 3 - start
+    periods = max(1, math.ceil(ahead / period))
+    return start + periods * period
 
 
 def parse_utc(text: str) -> datetime:
