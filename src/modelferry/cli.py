@@ -24,7 +24,7 @@ from modelferry.telemetry_opt_out import opt_out_of_telemetry
 
 if TYPE_CHECKING:
     from modelferry.config import ModelConfig
-    from modelferry.prefect_api import PausedRun
+    from modelferry_prefect.approvals import PausedRun
 
 __all__ = ["main"]
 
@@ -34,6 +34,13 @@ EXIT_USAGE: Final = 2
 #: 128 + SIGPIPE, what a shell reports for a command whose reader closed the pipe.
 EXIT_BROKEN_PIPE: Final = 141
 
+# The extras to name first when a command's module is missing: the agent runs on devices,
+# a reviewer needs only Prefect's client; everything else runs on the orchestrator side.
+_PREFERRED_EXTRAS: Final = {
+    "agent": ["edge", "orchestrator"],
+    "pending": ["approval", "orchestrator"],
+    "approve": ["approval", "orchestrator"],
+}
 # Import names of the distributions whose name does not say it.
 _IMPORT_NAMES: Final = {"scikit_learn": "sklearn", "pyyaml": "yaml", "paho_mqtt": "paho"}
 _NO_PENDING: Final = "No flow runs are waiting for approval."
@@ -95,15 +102,14 @@ def _missing_extra(args: argparse.Namespace, exc: ModuleNotFoundError) -> str | 
     command = " ".join(["modelferry", args.command, *filter(None, [getattr(args, "action", None)])])
     module = (exc.name or "").partition(".")[0]
     extras = _extras_providing(module)
-    # The agent runs on devices (the edge extra); everything else on the orchestrator side.
-    preferred = ["edge", "orchestrator"] if args.command == "agent" else ["orchestrator", "edge"]
+    preferred = _PREFERRED_EXTRAS.get(args.command, ["orchestrator", "edge"])
     extra = next((name for name in [*preferred, *extras] if name in extras), None)
     if extra is not None:
         return (
             f"{command} needs the {extra!r} extra: pip install 'modelferry[{extra}]' "
             f"(no module named {module!r})"
         )
-    if module == "modelferry" or (module, None) in _requirements():
+    if module in {"modelferry", "modelferry_prefect"} or (module, None) in _requirements():
         return f"{command} cannot import {exc.name!r}: reinstall modelferry ({exc})"
     return None
 
@@ -167,7 +173,8 @@ def _build_parser() -> argparse.ArgumentParser:
     api.add_argument(
         "--api-url",
         metavar="URL",
-        help="Prefect API URL (default: $PREFECT_API_URL), e.g. http://127.0.0.1:4200/api",
+        help="Prefect API URL (default: PREFECT_API_URL from the environment or the active "
+        "Prefect profile), e.g. http://127.0.0.1:4200/api",
     )
 
     pending = commands.add_parser(
@@ -225,10 +232,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_pending(args: argparse.Namespace) -> int:
-    from modelferry.prefect_api import PrefectApi
+    # Prefect's client, imported here only: every other command runs without Prefect.
+    from modelferry_prefect.approvals import connect
 
-    with PrefectApi.from_environment(api_url=args.api_url) as api:
-        paused = api.list_paused_runs()
+    with connect(api_url=args.api_url) as approvals:
+        paused = approvals.list_paused_runs()
     waiting = [run for run in paused if run.waits_for_input]
     if args.output == "json":
         print_json([_pending_json(run) for run in waiting])
@@ -252,14 +260,14 @@ def _cmd_approve(args: argparse.Namespace) -> int:
     if not reviewer:
         _error("--reviewer must name who decides; got an empty name")
         return EXIT_USAGE
-    from modelferry.prefect_api import PrefectApi
+    from modelferry_prefect.approvals import connect
 
     approve = not args.reject
     # The fields of the paused run's approval form (`ApprovalInput`): an explicit choice.
     decision = "approve" if approve else "reject"
     run_input = {"decision": decision, "reviewer": reviewer, "comment": args.comment}
-    with PrefectApi.from_environment(api_url=args.api_url) as api:
-        api.resume(args.flow_run_id, run_input)
+    with connect(api_url=args.api_url) as approvals:
+        approvals.resume(args.flow_run_id, run_input)
     verb = "Approved" if approve else "Rejected"
     note = f" ({args.comment})" if args.comment else ""
     print(f"{verb} flow run {args.flow_run_id.strip()} as {reviewer}{note}; the flow resumes now.")

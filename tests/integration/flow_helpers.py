@@ -12,7 +12,7 @@ import httpx
 from prefect.settings import PREFECT_API_URL
 
 from modelferry import cli
-from modelferry.prefect_api import PrefectApi
+from modelferry_prefect.approvals import connect
 
 REPO = Path(__file__).parents[2]
 
@@ -59,10 +59,10 @@ def reviewer_thread(run_name: str, answer: dict[str, Any]) -> tuple[threading.Th
 
     def review() -> None:
         try:
-            with PrefectApi(str(PREFECT_API_URL.value()), timeout=10) as api:
+            with connect(str(PREFECT_API_URL.value())) as approvals:
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:
-                    runs = [r for r in api.list_paused_runs() if r.run_name == run_name]
+                    runs = [r for r in approvals.list_paused_runs() if r.run_name == run_name]
                     if runs and runs[0].waits_for_input:
                         argv = [
                             "approve", runs[0].id,

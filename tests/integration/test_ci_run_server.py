@@ -28,7 +28,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.input import RunInput
 from prefect.runtime import flow_run
 
-from modelferry.prefect_api import PrefectApi
+from modelferry_prefect.approvals import connect
 
 pytestmark = pytest.mark.integration
 
@@ -319,8 +319,8 @@ def test_a_run_paused_for_approval_is_handed_over_and_watched_to_the_end(
     assert f"modelferry approve {flow_run_id} --reviewer NAME" in waited.stdout
 
     # Promote stage: answer the form, then watch the run finish.
-    with PrefectApi(prefect_env["PREFECT_API_URL"]) as api:
-        api.resume(flow_run_id, {"approve": True}, schema_timeout=30)
+    with connect(prefect_env["PREFECT_API_URL"]) as approvals:
+        approvals.resume(flow_run_id, {"approve": True}, schema_timeout=30)
     finished = ci_run(prefect_env, "--flow-run-id", flow_run_id, "--watch-timeout", "120")
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert "approved=True" in finished.stdout

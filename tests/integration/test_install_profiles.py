@@ -137,6 +137,19 @@ def test_core_command_that_needs_an_extra_names_it_in_one_line(
     assert "pip install 'modelferry[azure]'" in line
 
 
+@pytest.mark.parametrize("argv", [["pending"], ["approve", "0d4c", "--reviewer", "alice"]])
+def test_core_approval_commands_name_the_approval_extra(
+    core_venv: Path, tmp_path: Path, argv: list[str]
+) -> None:
+    api_url = f"http://127.0.0.1:{_closed_port()}/api"
+    done = _modelferry(core_venv, tmp_path, *argv, "--api-url", api_url)
+    assert done.returncode == EXIT_CLI_FAILED
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"modelferry: error: modelferry {argv[0]} needs the 'approval' extra")
+    assert "pip install 'modelferry[approval]'" in line
+
+
 # -- the Azure DevOps pipelines ----------------------------------------------------------
 
 

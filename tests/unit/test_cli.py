@@ -1,28 +1,36 @@
-"""The `modelferry` command line, against config files and a fake of the Prefect REST API.
+"""The `modelferry` command line, against config files and a fake of the approvals client.
 
-The fake answers with the shapes a Prefect 3.8 server sends (recorded from a real one), so
-these tests pin the client to the real API without starting a server.
+The fake keeps the signatures of `modelferry_prefect.approvals`; the real client is
+tested against a real Prefect server in tests/integration.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import subprocess
+import sys
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from modelferry.approval.pause import APPROVAL_PAUSE_KEY
 from modelferry.cli import main
-from modelferry.errors import FlowRunNotFoundError, OrchestratorError
-from modelferry.prefect_api import PrefectApi
+from modelferry.errors import (
+    FlowRunNotFoundError,
+    FlowRunNotPausedError,
+    ModelferryError,
+    OrchestratorError,
+)
+from modelferry_prefect import approvals
+from modelferry_prefect.approvals import PausedRun
 
 API_URL = "http://prefect.test/api"
-API_KEY = "pnu_super-secret-key-1234"
+PAUSED_SINCE = datetime(2026, 11, 22, 1, 57, 8, 515798, tzinfo=UTC)
+TIMES_OUT = datetime(2126, 11, 22, 1, 58, 8, 506109, tzinfo=UTC)
 MINIMAL_CONFIG = {
     "experiment_name": "demo",
     "registered_model_name": "demo-model",
@@ -144,192 +152,135 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
 
 
 def test_pending_without_api_url_explains_how_to_start_a_server(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-
-    assert main(["pending"]) == 1
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert main(["pending"]) == 1
 
     err = capsys.readouterr().err
     assert "PREFECT_API_URL" in err
     assert "prefect server start" in err
+    assert "prefect config set PREFECT_API_URL=" in err
     assert "Traceback" not in err
 
 
-# --------------------------------------------------------------------------- fake API
+# Blocks `import prefect`, as on the core install, before modelferry's CLI runs.
+_WITHOUT_PREFECT = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class NoPrefect(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "prefect" or name.startswith("prefect."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoPrefect())
+from modelferry.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
-@dataclass
-class FakeRun:
-    """One flow run held by the fake server."""
+@pytest.mark.parametrize(
+    "argv",
+    [["pending"], ["approve", str(uuid.uuid4()), "--reviewer", "alice"]],
+    ids=["pending", "approve"],
+)
+def test_without_prefect_the_approval_commands_name_the_approval_extra(argv: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_PREFECT, *argv, "--api-url", API_URL],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
 
-    name: str
-    flow_id: str
-    state_type: str = "PAUSED"
-    state_name: str = "Paused"
-    waits_for_input: bool = True
-    schema_saved: bool = True
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    resumed_with: dict[str, Any] | None = None
-    pause_key: str = "1"
-    pause_timeout: str = "2126-11-22T01:58:08.506109Z"
-
-    def as_json(self) -> dict[str, Any]:
-        """The flow run as GET /flow_runs/{id} returns it (abridged, same shape)."""
-        paused = self.state_type == "PAUSED"
-        keyset = (
-            {
-                "description": "paused-1-description",
-                "response": "paused-1-response",
-                "schema": "paused-1-schema",
-            }
-            if paused and self.waits_for_input
-            else None
-        )
-        return {
-            "id": self.id,
-            "created": "2026-11-22T01:57:08.339704Z",
-            "updated": "2026-11-22T01:57:08.548000Z",
-            "name": self.name,
-            "flow_id": self.flow_id,
-            "deployment_id": None,
-            "parameters": {},
-            "tags": [],
-            "state_type": self.state_type,
-            "state_name": self.state_name,
-            "start_time": "2026-11-22T01:57:08.386146Z",
-            "state": {
-                "id": str(uuid.uuid4()),
-                "type": self.state_type,
-                "name": self.state_name,
-                "timestamp": "2026-11-22T01:57:08.515798Z",
-                "message": None,
-                "data": None,
-                "state_details": {
-                    "flow_run_id": self.id,
-                    "task_run_id": None,
-                    "pause_timeout": self.pause_timeout if paused else None,
-                    "pause_reschedule": False,
-                    "pause_key": self.pause_key if paused else None,
-                    "run_input_keyset": keyset,
-                    "untrackable_result": False,
-                },
-            },
-        }
+    assert done.returncode == 1
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"modelferry: error: modelferry {argv[0]} needs the 'approval' extra")
+    assert "pip install 'modelferry[approval]'" in line
 
 
-class FakePrefect:
-    """The few Prefect 3.8 endpoints the client uses, behind an `httpx.MockTransport`."""
+# ---------------------------------------------------------------- fake approvals client
+
+
+def _paused(
+    name: str, *, waits_for_input: bool = True, times_out: datetime | None = TIMES_OUT
+) -> PausedRun:
+    return PausedRun(
+        id=str(uuid.uuid4()),
+        flow_name="train-and-register",
+        run_name=name,
+        paused_since=PAUSED_SINCE,
+        pause_timeout=times_out,
+        waits_for_input=waits_for_input,
+    )
+
+
+class FakeApprovals:
+    """Stands in for `PrefectApprovals`: holds paused runs, records resumes, fails on demand.
+
+    Its `connect` replaces `modelferry_prefect.approvals.connect`; the real client is
+    tested against a real Prefect server in tests/integration/test_approval_cli.py.
+    """
 
     def __init__(self) -> None:
-        self.flows = {str(uuid.uuid4()): "train-and-register"}
-        self.runs: dict[str, FakeRun] = {}
-        self.requests: list[httpx.Request] = []
-        self.transport = httpx.MockTransport(self._handle)
-        # Replaces the resume endpoint's answer, for orchestration refusals.
-        self.resume_answer: dict[str, Any] | None = None
+        self.runs: list[PausedRun] = []
+        self.api_urls: list[str | None] = []
+        self.resumed: list[tuple[str, dict[str, Any]]] = []
+        self.error: ModelferryError | None = None
 
-    def add_run(self, name: str, **kwargs: Any) -> FakeRun:
-        run = FakeRun(name=name, flow_id=next(iter(self.flows)), **kwargs)
-        self.runs[run.id] = run
-        return run
+    def connect(self, api_url: str | None = None) -> FakeApprovals:
+        self.api_urls.append(api_url)
+        return self
 
-    def _handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        path = request.url.path.removeprefix("/api")
-        parts = path.strip("/").split("/")
-        body = json.loads(request.content) if request.content else {}
-        if request.method == "POST" and path == "/flow_runs/filter":
-            wanted = body["flow_runs"]["state"]["type"]["any_"]
-            runs = [r.as_json() for r in self.runs.values() if r.state_type in wanted]
-            return httpx.Response(200, json=runs[body.get("offset", 0) :][: body["limit"]])
-        if request.method == "POST" and path == "/flows/filter":
-            ids = body["flows"]["id"]["any_"]
-            flows = [{"id": i, "name": n, "tags": [], "labels": {}} for i, n in self.flows.items()]
-            return httpx.Response(200, json=[f for f in flows if f["id"] in ids])
-        if parts[0] == "flow_runs" and len(parts) >= 2:
-            return self._handle_run(request, parts, body)
-        return httpx.Response(404, json={"detail": "Not Found"})
+    def __enter__(self) -> FakeApprovals:
+        return self
 
-    def _handle_run(
-        self, request: httpx.Request, parts: list[str], body: dict[str, Any]
-    ) -> httpx.Response:
-        try:
-            uuid.UUID(parts[1])
-        except ValueError:
-            return httpx.Response(404, json={"detail": "Not Found"})  # no route matches
-        run = self.runs.get(parts[1])
-        if run is None:
-            if request.method == "GET":
-                return httpx.Response(404, json={"detail": "Flow run not found"})
-            return httpx.Response(500, json={"exception_message": "Internal Server Error"})
-        if request.method == "GET" and len(parts) == 2:
-            return httpx.Response(200, json=run.as_json())
-        if request.method == "GET" and parts[2] == "input":
-            if run.schema_saved and parts[3] == "paused-1-schema":
-                return httpx.Response(200, text='{"type": "object"}')
-            return httpx.Response(404, json={"detail": "Flow run input not found"})
-        if request.method == "POST" and parts[2] == "resume":
-            return self._resume(run, body)
-        return httpx.Response(404, json={"detail": "Not Found"})
+    def __exit__(self, *exc_info: object) -> None:
+        pass
 
-    def _resume(self, run: FakeRun, body: dict[str, Any]) -> httpx.Response:
-        if run.state_type != "PAUSED":
-            return httpx.Response(
-                200,
-                json={
-                    "state": None,
-                    "status": "ABORT",
-                    "details": {
-                        "type": "abort_details",
-                        "reason": "Cannot resume a flow run that is not paused.",
-                    },
-                },
-            )
-        if self.resume_answer is not None:
-            return httpx.Response(200, json=self.resume_answer)
-        run.resumed_with = body["run_input"]
-        run.state_type, run.state_name = "RUNNING", "Running"
-        return httpx.Response(
-            201,
-            json={
-                "state": run.as_json()["state"],
-                "status": "ACCEPT",
-                "details": {"type": "accept_details"},
-            },
-        )
+    def list_paused_runs(self) -> list[PausedRun]:
+        if self.error is not None:
+            raise self.error
+        return list(self.runs)
+
+    def resume(
+        self,
+        flow_run_id: str,
+        run_input: dict[str, Any],
+        *,
+        schema_timeout: float = 10.0,
+        poll_interval: float = 0.25,
+    ) -> None:
+        if self.error is not None:
+            raise self.error
+        self.resumed.append((flow_run_id, run_input))
+
+
+def test_the_fake_keeps_the_real_clients_signatures() -> None:
+    assert inspect.signature(FakeApprovals.connect).parameters.keys() - {"self"} == (
+        inspect.signature(approvals.connect).parameters.keys()
+    )
+    for name in ("list_paused_runs", "resume"):
+        fake, real = getattr(FakeApprovals, name), getattr(approvals.PrefectApprovals, name)
+        assert inspect.signature(fake) == inspect.signature(real), name
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakePrefect]:
-    """A fake Prefect API that every `PrefectApi.from_environment` call talks to."""
-    fake = FakePrefect()
-    monkeypatch.setenv("PREFECT_API_URL", API_URL)
-    monkeypatch.setenv("PREFECT_API_KEY", API_KEY)
-    real: Callable[..., PrefectApi] = PrefectApi.from_environment
-
-    def from_environment(api_url: str | None = None, timeout: float = 10.0, **_: Any) -> PrefectApi:
-        return real(api_url=api_url, timeout=timeout, transport=fake.transport)
-
-    monkeypatch.setattr(PrefectApi, "from_environment", from_environment)
-    yield fake
-    for request in fake.requests:
-        assert request.headers["Authorization"] == f"Bearer {API_KEY}"
-
-
-def _assert_no_secret(*texts: str) -> None:
-    for text in texts:
-        assert API_KEY not in text
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeApprovals:
+    """A fake that every `connect()` of the approval commands returns."""
+    fake = FakeApprovals()
+    monkeypatch.setattr(approvals, "connect", fake.connect)
+    return fake
 
 
 # --------------------------------------------------------------------------- pending
 
 
 def test_pending_lists_runs_waiting_for_input(
-    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
+    fake: FakeApprovals, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    waiting = fake.add_run("papaya-stork")
-    fake.add_run("no-form", waits_for_input=False)
+    waiting = _paused("papaya-stork")
+    fake.runs += [waiting, _paused("no-form", waits_for_input=False)]
 
     assert main(["pending"]) == 0
 
@@ -342,58 +293,52 @@ def test_pending_lists_runs_waiting_for_input(
     assert "no-form" not in out
     assert "1 other paused run(s)" in out
     assert err == ""
-    _assert_no_secret(out, err)
 
 
 def test_pending_gives_an_approve_command_runnable_from_here(
-    fake: FakePrefect, capsys: pytest.CaptureFixture[str], unactivated_venv: Path
+    fake: FakeApprovals, capsys: pytest.CaptureFixture[str], unactivated_venv: Path
 ) -> None:
     # `modelferry` alone would not be found.
     (unactivated_venv / "modelferry").write_text("#!/bin/sh\n", encoding="utf-8")
-    fake.add_run("papaya-stork")
+    fake.runs.append(_paused("papaya-stork"))
 
     assert main(["pending"]) == 0
 
     assert "Decide with: .venv/bin/modelferry approve FLOW_RUN_ID" in capsys.readouterr().out
 
 
-def test_pending_shows_the_deadline_an_approval_run_logged(
-    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
+def test_pending_without_a_deadline_says_never(
+    fake: FakeApprovals, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The flow gives the server a deadline SERVER_GRACE_SECONDS past the reviewer's own.
-    fake.add_run(
-        "approval", pause_key=APPROVAL_PAUSE_KEY, pause_timeout="2126-11-22T02:02:00.000000Z"
-    )
+    fake.runs.append(_paused("patient", times_out=None))
 
     assert main(["pending"]) == 0
 
-    out, _ = capsys.readouterr()
-    assert "2126-11-22 02:00:00 UTC" in out
-    assert "02:02:00" not in out
+    line = next(line for line in capsys.readouterr().out.splitlines() if "patient" in line)
+    assert line.endswith("never")
 
 
-def test_pending_with_none_waiting(fake: FakePrefect, capsys: pytest.CaptureFixture[str]) -> None:
-    fake.add_run("done-already", state_type="COMPLETED", state_name="Completed")
-
+def test_pending_with_none_waiting(fake: FakeApprovals, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pending"]) == 0
 
     assert capsys.readouterr().out.strip() == "No flow runs are waiting for approval."
 
 
-def test_pending_api_url_option_overrides_environment(
-    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
+def test_pending_passes_the_api_url_option_on(
+    fake: FakeApprovals, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["pending", "--api-url", "http://other.test:4200/api"]) == 0
+    assert main(["pending"]) == 0
 
-    assert {r.url.host for r in fake.requests} == {"other.test"}
-    assert "No flow runs" in capsys.readouterr().out
+    # Without the option, Prefect's settings (environment or profile) decide.
+    assert fake.api_urls == ["http://other.test:4200/api", None]
 
 
 def test_pending_json_lists_the_waiting_runs_for_scripts(
-    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
+    fake: FakeApprovals, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    waiting = fake.add_run("papaya-stork")
-    fake.add_run("no-form", waits_for_input=False)
+    waiting = _paused("papaya-stork")
+    fake.runs += [waiting, _paused("no-form", waits_for_input=False)]
 
     assert main(["pending", "--output", "json"]) == 0
 
@@ -408,13 +353,12 @@ def test_pending_json_lists_the_waiting_runs_for_scripts(
         }
     ]
     assert err == ""
-    _assert_no_secret(out, err)
 
 
 def test_pending_json_with_none_waiting_is_an_empty_list(
-    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
+    fake: FakeApprovals, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fake.add_run("done-already", state_type="COMPLETED", state_name="Completed")
+    fake.runs.append(_paused("no-form", waits_for_input=False))
 
     assert main(["pending", "-o", "json"]) == 0
 
@@ -422,16 +366,15 @@ def test_pending_json_with_none_waiting_is_an_empty_list(
 
 
 def test_pending_json_keeps_the_exit_code_and_one_line_error(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    fake: FakeApprovals, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    fake.error = OrchestratorError("cannot reach the Prefect API at http://prefect.test/api")
 
     assert main(["pending", "--output", "json"]) == 1
 
     out, err = capsys.readouterr()
     assert out == ""
-    assert len(err.strip().splitlines()) == 1
-    assert "PREFECT_API_URL" in err
+    assert err == "modelferry: error: cannot reach the Prefect API at http://prefect.test/api\n"
 
 
 def test_pending_refuses_an_unknown_output_format(capsys: pytest.CaptureFixture[str]) -> None:
@@ -443,165 +386,50 @@ def test_pending_refuses_an_unknown_output_format(capsys: pytest.CaptureFixture[
 
 
 def test_approve_resumes_with_the_decision(
-    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
+    fake: FakeApprovals, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = fake.add_run("papaya-stork")
+    run_id = str(uuid.uuid4())
 
-    code = main(["approve", run.id, "--reviewer", "alice", "--comment", "looks good"])
+    code = main(["approve", f" {run_id} ", "--reviewer", " alice ", "--comment", "looks good"])
 
     out, err = capsys.readouterr()
     assert code == 0, err
-    assert run.resumed_with == {
-        "decision": "approve",
-        "reviewer": "alice",
-        "comment": "looks good",
-    }
-    assert "Approved" in out
-    assert run.id in out
-    assert "alice" in out
-    _assert_no_secret(out, err)
+    assert fake.resumed == [
+        (f" {run_id} ", {"decision": "approve", "reviewer": "alice", "comment": "looks good"})
+    ]
+    assert out == f"Approved flow run {run_id} as alice (looks good); the flow resumes now.\n"
 
 
 def test_reject_sends_the_reject_choice_and_empty_comment(
-    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
+    fake: FakeApprovals, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = fake.add_run("papaya-stork")
+    run_id = str(uuid.uuid4())
 
-    assert main(["approve", run.id, "--reviewer", "bob", "--reject"]) == 0
+    assert main(["approve", run_id, "--reviewer", "bob", "--reject"]) == 0
 
-    assert run.resumed_with == {"decision": "reject", "reviewer": "bob", "comment": ""}
+    assert fake.resumed == [(run_id, {"decision": "reject", "reviewer": "bob", "comment": ""})]
     assert "Rejected" in capsys.readouterr().out
 
 
-def test_approve_unknown_id_exits_1_suggesting_pending(
-    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "error",
+    [
+        FlowRunNotFoundError("flow run x not found; run `modelferry pending`"),
+        FlowRunNotPausedError("flow run x is not paused: its state is Completed"),
+        OrchestratorError("Prefect did not resume flow run x: REJECT: 'decision' is required"),
+    ],
+    ids=type,
+)
+def test_approve_failures_exit_1_with_one_line(
+    fake: FakeApprovals, error: ModelferryError, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    unknown = str(uuid.uuid4())
+    fake.error = error
 
-    assert main(["approve", unknown, "--reviewer", "alice"]) == 1
+    assert main(["approve", str(uuid.uuid4()), "--reviewer", "alice"]) == 1
 
     out, err = capsys.readouterr()
     assert out == ""
-    assert unknown in err
-    assert "not found" in err
-    assert "modelferry pending" in err
-    assert "Traceback" not in err
-    _assert_no_secret(out, err)
-
-
-def test_approve_malformed_id_exits_1_without_calling_the_api(
-    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["approve", "not-a-uuid", "--reviewer", "alice"]) == 1
-
-    err = capsys.readouterr().err
-    assert "'not-a-uuid'" in err
-    assert "modelferry pending" in err
-    assert fake.requests == []
-
-
-def test_approve_run_not_paused_exits_1_naming_its_state(
-    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run = fake.add_run("finished", state_type="COMPLETED", state_name="Completed")
-
-    assert main(["approve", run.id, "--reviewer", "alice"]) == 1
-
-    err = capsys.readouterr().err
-    assert "not paused" in err
-    assert "Completed" in err
-    assert run.resumed_with is None
-    assert not any(r.url.path.endswith("/resume") for r in fake.requests)
-
-
-def test_approve_paused_run_without_form_is_refused(
-    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run = fake.add_run("plain-pause", waits_for_input=False)
-
-    assert main(["approve", run.id, "--reviewer", "alice"]) == 1
-
-    assert "not waiting for approval" in capsys.readouterr().err
-    assert run.resumed_with is None
-
-
-def test_approve_reports_the_servers_rejection_reason(
-    fake: FakePrefect, capsys: pytest.CaptureFixture[str]
-) -> None:
-    run = fake.add_run("papaya-stork")
-    fake.resume_answer = {
-        "state": None,
-        "status": "REJECT",
-        "details": {"type": "abort_details", "reason": "Reason: 'x' is too long"},
-    }
-
-    assert main(["approve", run.id, "--reviewer", "alice"]) == 1
-
-    err = capsys.readouterr().err
-    assert "REJECT" in err
-    assert "'x' is too long" in err
-
-
-def test_api_errors_never_show_the_key() -> None:
-    def unauthorised(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(401, json={"detail": "Unauthorized"})
-
-    api = PrefectApi(API_URL, api_key=API_KEY, transport=httpx.MockTransport(unauthorised))
-
-    with pytest.raises(OrchestratorError) as caught:
-        api.list_paused_runs()
-
-    assert "PREFECT_API_KEY" in str(caught.value)
-    _assert_no_secret(str(caught.value), repr(api))
-
-
-def test_connection_error_names_the_url() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
-    api = PrefectApi(API_URL, transport=httpx.MockTransport(refuse))
-
-    with pytest.raises(OrchestratorError, match="cannot reach the Prefect API at") as caught:
-        api.resume(str(uuid.uuid4()), {})
-    assert API_URL in str(caught.value)
-    assert "server is running" in str(caught.value)
-
-
-def test_resume_waits_for_the_input_schema_then_gives_up(fake: FakePrefect) -> None:
-    run = fake.add_run("pausing", schema_saved=False)
-    api = PrefectApi(API_URL, api_key=API_KEY, transport=fake.transport)
-
-    with pytest.raises(OrchestratorError, match="has not saved its approval form"):
-        api.resume(run.id, {"reviewer": "alice"}, schema_timeout=0.2, poll_interval=0.05)
-
-    schema_reads = [r for r in fake.requests if "/input/" in r.url.path]
-    assert len(schema_reads) >= 2  # it polled rather than failing at once
-    assert run.resumed_with is None
-
-
-def test_resume_unknown_id_raises_not_found(fake: FakePrefect) -> None:
-    api = PrefectApi(API_URL, api_key=API_KEY, transport=fake.transport)
-
-    with pytest.raises(FlowRunNotFoundError, match="modelferry pending"):
-        api.resume(str(uuid.uuid4()), {})
-
-
-def test_from_environment_requires_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-
-    with pytest.raises(OrchestratorError, match="prefect server start"):
-        PrefectApi.from_environment()
-
-
-def test_url_without_api_root_is_explained_not_reported_as_missing_run() -> None:
-    def no_such_route(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(404, json={"detail": "Not Found"})
-
-    api = PrefectApi("http://prefect.test:4200", transport=httpx.MockTransport(no_such_route))
-
-    with pytest.raises(OrchestratorError, match="ending in /api") as caught:
-        api.resume(str(uuid.uuid4()), {})
-    assert not isinstance(caught.value, FlowRunNotFoundError)
+    assert err == f"modelferry: error: {error}\n"
 
 
 # ------------------------------------------------------------------- validate: hostile files

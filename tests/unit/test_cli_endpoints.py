@@ -1,7 +1,7 @@
 """`modelferry endpoints` with `--backend azureml`, on `FakeMLClient` instead of a workspace,
 and what the local backend answers without starting a server.
 
-`WorkspaceRef.ml_client` is replaced, as test_cli.py replaces `PrefectApi.from_environment`:
+`WorkspaceRef.ml_client` is replaced, as test_cli.py replaces the approvals `connect`:
 the command resolves the workspace from its options and environment as it would for real,
 then talks to the fake.
 """
