@@ -29,6 +29,8 @@ from modelferry.batch import DEFAULT_CHUNK_ROWS, DEFAULT_SQL_TABLE, BatchResult
 from modelferry.registry import CHAMPION, TrackingSettings
 from modelferry.registry.tracking import DEFAULT_HOME
 from tasks.batch import find_batch_inputs, load_batch_model, publish_batch_report, score_batch
+from tasks.mlflow_links import publish_mlflow_links
+from tasks.progress import LiveProgressArtifact, artifact_key
 
 
 @flow(
@@ -93,19 +95,26 @@ def batch_score(
         chunk_rows,
         max_workers,
     )
+    publish_mlflow_links(settings, model.name, model.version, f"batch-{model_name}")
     target = output or str(default_output(model_name, flow_run_id))
-    result = score_batch(
-        files,
-        model,
-        target,
-        chunk_rows,
-        max_workers,
-        secret,
-        sql_table,
-        flow_run_id,
-        max_failed_files,
-        id_column,
-    )
+    with LiveProgressArtifact(
+        artifact_key(f"batch-progress-{model_name}"),
+        f"Batch scoring of {input} with {model.name} v{model.version}",
+        "rows done",
+    ) as progress:
+        result = score_batch(
+            files,
+            model,
+            target,
+            chunk_rows,
+            max_workers,
+            secret,
+            sql_table,
+            flow_run_id,
+            max_failed_files,
+            id_column,
+            progress,
+        )
     publish_batch_report(result)
     # The summary is the run's message, which Prefect logs as the run ends: said once.
     if not result.written:

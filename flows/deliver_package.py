@@ -3,8 +3,10 @@
 The package must already be in the package store (the `package-model` flow builds it).
 Devices get it over the delivery protocol (PROTOCOL.md): a canary ring first, then the
 rest, at most `max_parallel` at a time, retried after timeouts and transport errors.
-Every attempt is recorded in the delivery records; a table artifact shows each device's
-outcome, and the run fails when any device did not install the package.
+Every attempt is recorded in the delivery records; a progress artifact shows the devices
+done as the rollout goes, a table artifact each device's outcome, and the run fails when
+any device did not install the package. With a model version, link artifacts lead to its
+MLflow run and registry page.
 
     python -m flows.deliver_package --deploy-env dev --model-type classification \\
         --model-name breast-cancer-classifier --target-device-id edge-01,edge-02 \\
@@ -50,6 +52,8 @@ from tasks.delivery import (
     report_key,
     roll_out_package,
 )
+from tasks.mlflow_links import publish_mlflow_links
+from tasks.progress import LiveProgressArtifact, artifact_key
 from tasks.registry import log_version_picture
 
 
@@ -157,10 +161,20 @@ def deliver_package(
         package.package_id, package.version, model_type, model_name, len(devices),
         deploy_env, channel.name,
     )  # fmt: skip
+    progress = LiveProgressArtifact(
+        artifact_key(f"delivery-progress-{deploy_env}-{model_name}"),
+        f"Fleet delivery of {package.package_id} {package.version} to {deploy_env}",
+        "devices done",
+    )
     # Submitted, the async task runs on the task runner's own event loop; `.result()` is
     # its value (Prefect's type hints say coroutine).
-    with _local_agents(devices, signing_key_block) if start_local_agents else nullcontext():
-        rollout = roll_out_package.submit(plan, policy, channel, store, secret, flow_run_id)
+    with (
+        _local_agents(devices, signing_key_block) if start_local_agents else nullcontext(),
+        progress,
+    ):
+        rollout = roll_out_package.submit(
+            plan, policy, channel, store, secret, flow_run_id, progress
+        )
         result = cast(FleetResult, rollout.result())
 
     key = report_key(deploy_env, model_name)
@@ -175,6 +189,7 @@ def deliver_package(
         draw = functools.partial(save_fleet_chart, result, title)
         settings = resolve_tracking(tracking_uri, mlflow_block)
         chart = log_version_picture(settings, model_name, model_version, artifact, draw)
+        publish_mlflow_links(settings, model_name, model_version, key)
     publish_delivery_report(result, key, title, chart)
     if not result.ok:
         seen = (

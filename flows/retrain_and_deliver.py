@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 
+from blocks.mlflow_tracking import resolve_tracking
 from flows.deploy_online_endpoint import (
     DEFAULT_ENDPOINTS_HOME,
     RolloutOutcome,
@@ -30,6 +31,7 @@ from modelferry.config import APPROVAL_MODES
 from modelferry.console_commands import console_command
 from modelferry.delivery.outcomes import FleetResult
 from modelferry.endpoints.rollout import Strategy
+from tasks.mlflow_links import publish_mlflow_links
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,13 @@ def retrain_and_deliver(
         approval_poll_seconds=approval_poll_seconds,
         fail_on_reject=fail_on_reject,
         mlflow_block=mlflow_block,
+    )
+    # Whatever was decided, the night's run leads to the run and version it registered.
+    publish_mlflow_links(
+        resolve_tracking(tracking_uri, mlflow_block),
+        registration.model_name,
+        registration.version,
+        f"nightly-{registration.model_name}",
     )
     rollout = None
     if not registration.approved:

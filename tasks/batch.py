@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from modelferry.batch import BatchResult, resolve_inputs, run_batch
 from modelferry.errors import BatchScoringError
+from modelferry.progress import ProgressCallback
 from modelferry.registry import ModelRegistry, TrackingSettings
 from modelferry.serving.model import ServingModel, load_serving_model, with_compiled_trees
 from tasks.retry_policy import TRANSIENT_RETRIES, TRANSIENT_RETRY_DELAYS, retry_on_transient
@@ -81,11 +82,13 @@ def score_batch(
     run_id: str,
     max_failed_files: int,
     id_column: str | None,
+    on_progress: ProgressCallback | None = None,
 ) -> BatchResult:
     """Score `files` into `output` (and the SQL table when `sql_url` is given).
 
     Bad files do not fail the task: the result names them, and the flow decides the run's
-    state from it, so each reason is reported once.
+    state from it, so each reason is reported once. `on_progress` is told (rows done,
+    rows) from the worker threads: it must not block.
     """
     return run_batch(
         files,
@@ -98,6 +101,7 @@ def score_batch(
         run_id=run_id,
         max_failed_files=max_failed_files,
         id_column=id_column,
+        on_progress=on_progress,
     )
 
 

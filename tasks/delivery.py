@@ -19,6 +19,7 @@ from modelferry.delivery.fleet import roll_out
 from modelferry.delivery.outcomes import FleetResult
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy, require_package
 from modelferry.delivery.records import DEFAULT_RECORDS_URL, DeliveryRecords
+from modelferry.progress import ProgressCallback
 from modelferry.stores.base import PackageStore, StoredPackage
 
 
@@ -36,11 +37,13 @@ async def roll_out_package(
     store: PackageStore,
     records_url: SecretStr | None,
     rollout_id: str,
+    on_progress: ProgressCallback | None = None,
 ) -> FleetResult:
     """Deliver the plan's package to its devices; every attempt goes to the records.
 
     The rollout's own clocks bound it (inactivity, deadline, retries), so the task has no
-    timeout of its own.
+    timeout of its own. `on_progress` is told (devices finished, devices) on the event
+    loop: it must not block (see `tasks.progress.LiveProgressArtifact`).
     """
     url = records_url.get_secret_value() if records_url else DEFAULT_RECORDS_URL
     records = await asyncio.to_thread(DeliveryRecords, url)
@@ -53,6 +56,7 @@ async def roll_out_package(
             policy=policy,
             log=get_run_logger(),
             rollout_id=rollout_id,
+            on_progress=on_progress,
         )
     finally:
         records.close()

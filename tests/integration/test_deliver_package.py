@@ -154,7 +154,12 @@ def test_the_fleet_chart_is_drawn_into_the_model_versions_run(
     # The run's delivery report names the chart.
     [report] = api_filter(
         "/artifacts/filter",
-        {"artifacts": {"flow_run_id": {"any_": [str(state.state_details.flow_run_id)]}}},
+        {
+            "artifacts": {
+                "key": {"any_": [f"delivery-test-{MODEL_NAME}"]},
+                "flow_run_id": {"any_": [str(state.state_details.flow_run_id)]},
+            }
+        },
     )
     assert f"Fleet chart: `{chart}` in the model version's MLflow run" in report["description"]
 

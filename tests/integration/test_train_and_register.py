@@ -294,6 +294,19 @@ def test_nightly_flow_registers_rolls_out_and_delivers_to_the_edge(
         assert outcome.rollout.traffic == {"blue": 100}
         assert "approved by the gate" in str(state.message)
         assert "serves on endpoint breast-cancer-classifier" in str(state.message)
+        # A SQLite store has no web page: the run says how to open the version and its run.
+        run_id = str(state.state_details.flow_run_id)
+        [links] = api_filter(
+            "/artifacts/filter",
+            {
+                "artifacts": {
+                    "key": {"any_": [f"nightly-{MODEL}-mlflow"]},
+                    "flow_run_id": {"any_": [run_id]},
+                }
+            },
+        )
+        assert f"(then open #/models/{MODEL}/versions/1)" in links["data"]
+        assert outcome.registration.run_id in links["data"]
         answer = backend.invoke(MODEL, {"input_data": _rows()})
         assert answer["model_version"] == "1"
         assert answer["classes"] == ["malignant", "benign"]

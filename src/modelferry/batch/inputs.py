@@ -10,7 +10,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from modelferry.batch.scoring import FILE_COLUMN, PARQUET_SUFFIXES, prediction_columns
+from modelferry.batch.scoring import (
+    CSV_SUFFIXES,
+    FILE_COLUMN,
+    PARQUET_SUFFIXES,
+    prediction_columns,
+)
 from modelferry.errors import BatchScoringError
 
 #: File types a folder is searched for; anything else in it is left alone.
@@ -91,3 +96,36 @@ def _column_names(path: Path) -> list[str]:
     # Unreadable here means unreadable when scored, where the reason is reported.
     except (OSError, ValueError, csv.Error, pa.ArrowException):
         return []
+
+
+# Read a CSV this much at a time when counting its lines.
+_COUNT_BLOCK_BYTES = 1 << 20
+
+
+def estimate_rows(path: Path) -> int:
+    """About how many rows a file holds, found cheaply: what progress is measured in.
+
+    Exact for Parquet (its footer says). A CSV's lines are counted, less the header, at
+    disk speed (several times faster than parsing, let alone scoring, them): a quoted
+    value spanning lines or a blank line makes it an estimate. A file that cannot be read
+    (scoring reports why) or is not a regular file is 0.
+    """
+    if not path.is_file():
+        return 0
+    try:
+        suffix = path.suffix.lower()
+        if suffix in PARQUET_SUFFIXES:
+            with pq.ParquetFile(path) as parquet:
+                return int(parquet.metadata.num_rows)
+        if suffix not in CSV_SUFFIXES:
+            return 0
+        lines = 0
+        last = b"\n"
+        with path.open("rb") as stream:
+            while block := stream.read(_COUNT_BLOCK_BYTES):
+                lines += block.count(b"\n")
+                last = block[-1:]
+        # A last line without a newline is a row too; the first line is the header.
+        return max(0, lines + (last != b"\n") - 1)
+    except (OSError, ValueError, pa.ArrowException):
+        return 0

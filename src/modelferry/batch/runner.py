@@ -28,8 +28,9 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 from pydantic import SecretStr
 
-from modelferry.batch.inputs import leave_out_predictions, resolve_inputs
+from modelferry.batch.inputs import estimate_rows, leave_out_predictions, resolve_inputs
 from modelferry.batch.outputs import PredictionFile, SqlPredictionTable
+from modelferry.batch.progress import FileProgress, RowProgress
 from modelferry.batch.scoring import (
     DEFAULT_CHUNK_ROWS,
     FILE_COLUMN,
@@ -39,10 +40,14 @@ from modelferry.batch.scoring import (
     score_probabilities,
 )
 from modelferry.errors import BatchScoringError
+from modelferry.progress import ProgressCallback, ProgressReporter
 from modelferry.serving.model import ServingModel
 
 #: Table appended to when a SQL URL is given without a table name.
 DEFAULT_SQL_TABLE = "predictions"
+
+# Why a file the run stopped early has no rows; it is neither scored nor bad.
+_CANCELLED = "cancelled: the batch run stopped"
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,8 @@ def run_batch(
     run_id: str | None = None,
     max_failed_files: int = 0,
     id_column: str | None = None,
+    *,
+    on_progress: ProgressCallback | None = None,
 ) -> BatchResult:
     """Score every input file into one predictions file, and optionally a SQL table.
 
@@ -146,6 +153,10 @@ def run_batch(
             written; one more stops the run, and nothing is written.
         id_column: a column of every file passed through, as text, after ``file``; a
             file without it fails.
+        on_progress: told ``(rows done, rows in the inputs)`` as chunks are scored, at
+            most once per percent, from the worker threads; a file counts as done once
+            scored or found bad. The total is counted before scoring starts (see
+            `estimate_rows`), only when a callback is given. See `modelferry.progress`.
 
     Returns:
         Counts, the output path and each failed file with its reason; `written` is False
@@ -174,6 +185,9 @@ def run_batch(
     }
     schema = prediction_schema(model.class_names, id_column)
     spooled = probability_schema(model.class_names, id_column)
+    estimates = [estimate_rows(path) for path in files] if on_progress else [0] * len(files)
+    reporter = ProgressReporter(on_progress, sum(estimates), what="batch")
+    progress = RowProgress(reporter, estimates)
     # Connect before scoring, so a wrong URL fails in seconds rather than after the first file.
     sql = _open_sql(sql_url, table, extra)
     file: PredictionFile | None = None
@@ -184,8 +198,9 @@ def run_batch(
         # Spools live beside the output, not in /tmp, which is often a RAM-backed tmpfs.
         with tempfile.TemporaryDirectory(prefix=".modelferry-batch-", dir=output.parent) as tmp:
             spools = [Path(tmp, f"{i}.arrow") for i in range(len(files))]
+            reporter.start()
             results = _score_all(
-                files, labels, spools, model, chunk_rows, spooled, max_workers, id_column
+                files, labels, spools, model, chunk_rows, spooled, max_workers, id_column, progress
             )
             # closing(): on an error, or when too many files failed, the workers stop
             # before their spool folder is removed.
@@ -215,6 +230,7 @@ def run_batch(
         if sql is not None:
             sql.commit()
         file.commit()
+        reporter.finish()
     except BaseException:
         if file is not None:
             file.abort()
@@ -236,6 +252,7 @@ def _score_all(
     schema: pa.Schema,
     max_workers: int,
     id_column: str | None,
+    progress: RowProgress,
 ) -> Generator[tuple[str, Path, int | str], None, None]:
     """Score files in worker threads; yield (label, spool, rows or reason) in input order.
 
@@ -248,9 +265,19 @@ def _score_all(
     with ThreadPoolExecutor(max_workers, thread_name_prefix="batch-score") as pool:
         futures = [
             pool.submit(
-                _spool_file, path, label, model, chunk_rows, threads, schema, spool, stop, id_column
+                _spool_file,
+                path,
+                label,
+                model,
+                chunk_rows,
+                threads,
+                schema,
+                spool,
+                stop,
+                id_column,
+                progress.file(index),
             )
-            for path, label, spool in zip(files, labels, spools, strict=True)
+            for index, (path, label, spool) in enumerate(zip(files, labels, spools, strict=True))
         ]
         try:
             for label, spool, future in zip(labels, spools, futures, strict=True):
@@ -300,10 +327,35 @@ def _spool_file(
     spool: Path,
     stop: threading.Event,
     id_column: str | None,
+    progress: FileProgress,
 ) -> int | str:
-    """Score one file into `spool`; returns its row count, or why it failed."""
+    """Score one file into `spool`; returns its row count, or why it failed.
+
+    Its chunks count towards the run's progress as they are spooled, and the whole file
+    once it ended, scored or bad (not when the run stopped it).
+    """
     if stop.is_set():
-        return "cancelled: the batch run stopped"
+        return _CANCELLED
+    outcome = _spool_rows(
+        path, label, model, chunk_rows, threads, schema, spool, stop, id_column, progress
+    )
+    if outcome != _CANCELLED:
+        progress.ended()
+    return outcome
+
+
+def _spool_rows(
+    path: Path,
+    label: str,
+    model: ServingModel,
+    chunk_rows: int,
+    threads: int,
+    schema: pa.Schema,
+    spool: Path,
+    stop: threading.Event,
+    id_column: str | None,
+    progress: FileProgress,
+) -> int | str:
     rows = 0
     try:
         with ipc.new_file(spool, schema) as writer:
@@ -312,9 +364,10 @@ def _spool_file(
             )
             for batch in chunks:
                 if stop.is_set():
-                    return "cancelled: the batch run stopped"
+                    return _CANCELLED
                 writer.write_batch(batch)
                 rows += batch.num_rows
+                progress.scored(batch.num_rows)
     except BatchScoringError as exc:
         # The result is keyed by the file already; its name need not open the reason too.
         return str(exc).removeprefix(f"{label}: ")

@@ -31,6 +31,7 @@ from modelferry.delivery.record_writer import AsyncDeliveryRecords
 from modelferry.delivery.records import DeliveryRecords
 from modelferry.delivery.session import DeliveryRequest, DeliverySession, new_delivery_id
 from modelferry.delivery.states import SKIPPED
+from modelferry.progress import ProgressCallback, ProgressReporter
 from modelferry.stores.base import PackageStore
 
 _log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ Sleep = Callable[[float], Awaitable[Any]]
 @dataclass
 class _Progress:
     total: int
+    reporter: ProgressReporter
     failed: int = 0
     aborted: bool = False
     abort_reason: str | None = None
@@ -62,6 +64,8 @@ class FleetRollout:
         log: where progress is logged; default the delivery logger.
         rollout_id: groups this rollout's records; default a fresh id.
         sleep: waits out a retry backoff (tests pass a recorder).
+        on_progress: told ``(devices finished, devices in the plan)`` as devices end
+            (skipped ones included), at most once per percent; see `modelferry.progress`.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class FleetRollout:
         log: Log | None = None,
         rollout_id: str | None = None,
         sleep: Sleep = asyncio.sleep,
+        on_progress: ProgressCallback | None = None,
     ) -> None:
         self.channel = channel
         self.store = store
@@ -82,6 +87,7 @@ class FleetRollout:
         self.log: Log = log or _log
         self.rollout_id = rollout_id or str(uuid.uuid4())
         self._sleep = sleep
+        self._on_progress = on_progress
 
     async def run(self, plan: DeliveryPlan) -> FleetResult:
         """Roll `plan` out; returns one row per device.
@@ -90,7 +96,11 @@ class FleetRollout:
             ChannelError: the channel could not be opened, or stopped delivering messages.
             DeliveryError: the records could not be written.
         """
-        progress = _Progress(total=len(plan.devices))
+        reporter = ProgressReporter(
+            self._on_progress, len(plan.devices), what="delivery", log=self.log
+        )
+        progress = _Progress(total=len(plan.devices), reporter=reporter)
+        reporter.start()
         started_at = utc_now()
         records = AsyncDeliveryRecords(self.records) if self.records is not None else None
         try:
@@ -122,6 +132,7 @@ class FleetRollout:
             abort_reason=progress.abort_reason,
             started_at=started_at,
         )
+        reporter.finish()
         self.log.info(result.summary())
         return result
 
@@ -238,6 +249,7 @@ class FleetRollout:
             finished_at=outcome.ended_at,
         )
         progress.results[row.device_id] = row
+        progress.reporter.advance()
         if not row.failed:
             self.log.debug("device %s: %s", row.device_id, row.state)
             return
@@ -319,6 +331,7 @@ class FleetRollout:
             )
         for row in rows:
             progress.results[row.device_id] = row
+        progress.reporter.advance(len(rows))
 
 
 def _reap(tasks: set[asyncio.Task[None]]) -> None:
@@ -338,9 +351,16 @@ async def roll_out(
     policy: FleetPolicy | None = None,
     log: Log | None = None,
     rollout_id: str | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> FleetResult:
     """Deliver `plan` with a `FleetRollout`; see its arguments."""
     rollout = FleetRollout(
-        channel, store, records=records, policy=policy, log=log, rollout_id=rollout_id
+        channel,
+        store,
+        records=records,
+        policy=policy,
+        log=log,
+        rollout_id=rollout_id,
+        on_progress=on_progress,
     )
     return await rollout.run(plan)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from modelferry.console_commands import console_command
 from modelferry.data.masking import mask_url
@@ -47,6 +47,48 @@ def artifact_link(tracking_uri: str, run_id: str, artifact_path: str) -> str | N
     server = urlsplit(_without_userinfo(tracking_uri))
     base = urlunsplit((server.scheme, server.netloc, server.path, "", "")).rstrip("/")
     return f"{base}/get-artifact?{urlencode({'path': artifact_path, 'run_uuid': run_id})}"
+
+
+def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str | None:
+    """The run's page in the MLflow UI when MLflow is a `http(s)` server, else None.
+
+    The address `run_url` gives for a server; a local or database store has no page to
+    link to (`run_url` says how to open it instead).
+    """
+    if urlsplit(tracking_uri).scheme not in ("http", "https"):
+        return None
+    return run_url(tracking_uri, experiment_id, run_id)
+
+
+def model_version_url(tracking_uri: str, model_name: str, version: str) -> str:
+    """Where a registered model version is seen: its MLflow UI page, or how to open it.
+
+    A `http(s)` tracking URI gives `{server}/#/models/{name}/versions/{version}` without
+    user-info; a local store gives the `mlflow ui` command and the page to open in it;
+    any other store is named with its credentials masked.
+    """
+    fragment = f"#/models/{quote(model_name, safe='')}/versions/{quote(version, safe='')}"
+    parts = urlsplit(tracking_uri)
+    if parts.scheme in ("http", "https"):
+        return f"{_server_base(tracking_uri)}/{fragment}"
+    if parts.scheme in _LOCAL_SCHEMES or _is_windows_path(parts.scheme):
+        mlflow = console_command("mlflow", "mlflow")
+        return f"{mlflow} ui --backend-store-uri {tracking_uri} (then open {fragment})"
+    where = mask_url(_without_userinfo(tracking_uri, mask="***@"))
+    return f"{model_name} version {version} in the MLflow registry at {where}"
+
+
+def model_version_link(tracking_uri: str, model_name: str, version: str) -> str | None:
+    """The version's page in the MLflow UI when MLflow is a `http(s)` server, else None."""
+    if urlsplit(tracking_uri).scheme not in ("http", "https"):
+        return None
+    return model_version_url(tracking_uri, model_name, version)
+
+
+def _server_base(tracking_uri: str) -> str:
+    """The server's address without user-info, query or fragment, and no trailing "/"."""
+    server = urlsplit(_without_userinfo(tracking_uri))
+    return urlunsplit((server.scheme, server.netloc, server.path, "", "")).rstrip("/")
 
 
 def _without_userinfo(uri: str, mask: str = "") -> str:

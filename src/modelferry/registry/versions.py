@@ -82,6 +82,11 @@ class ModelRegistry:
         with tracking_errors(self.settings, f"reading {name!r} version {version}"):
             return _to_version(self._client.get_model_version(name, version))
 
+    def experiment_of(self, run_id: str) -> str:
+        """The id of the experiment run `run_id` belongs to (for a link to the run)."""
+        with tracking_errors(self.settings, f"reading run {run_id}"):
+            return str(self._client.get_run(run_id).info.experiment_id)
+
     def get_by_alias(self, name: str, alias: str) -> RegisteredVersion | None:
         """The version `alias` points at, or None when the alias (or model) does not exist."""
         with tracking_errors(self.settings, f"reading {name!r}@{alias}"):
