@@ -8,9 +8,10 @@ show) and structured fields for tools that route on them:
      "flow_run_url": "http://.../runs/flow-run/<id>", "details": {...}, "sent_at": "..."}
 
 Webhook URLs often embed a token, so the URL is a secret: it never appears in a log line,
-an exception or a repr; only its scheme and host are ever shown. A notification that cannot
-be delivered is logged as a warning and reported as False; it never fails the run that
-sent it.
+an exception or a repr; only its scheme and host are ever shown. Connection errors, HTTP
+5xx and 429 are retried with exponential backoff and jitter (`modelferry.retrying`); other
+answers are final. A notification that cannot be delivered is logged as a warning and
+reported as False; it never fails the run that sent it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ import httpx
 from pydantic import SecretStr
 
 from modelferry.errors import InvalidConfigError
+from modelferry.retrying import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,19 @@ class WebhookNotifier:
         attempts: int = 3,
         backoff_seconds: float = 1.0,
         transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """Post to `url` (kept secret).
+
+        Args:
+            url: The webhook; it often embeds a token.
+            timeout_seconds: Per request.
+            attempts: Tries in all, the first included.
+            backoff_seconds: Longest wait before the second try; it doubles for each
+                further one, and each wait is drawn at random below it (jitter).
+            transport: httpx's transport; tests pass a `MockTransport`.
+            sleep: Waits between tries; tests pass their own.
+        """
         secret = url if isinstance(url, SecretStr) else SecretStr(url)
         parsed = httpx.URL(secret.get_secret_value().strip())
         if parsed.scheme not in {"http", "https"} or not parsed.host:
@@ -85,6 +99,7 @@ class WebhookNotifier:
         self.attempts = max(1, attempts)
         self.backoff_seconds = backoff_seconds
         self._transport = transport
+        self._sleep = sleep
 
     def __repr__(self) -> str:
         return f"WebhookNotifier(target={self.target!r})"
@@ -92,22 +107,25 @@ class WebhookNotifier:
     def send(self, notification: Notification) -> bool:
         """Post the notification; True when the webhook answered 2xx."""
         problem = ""
+        backoff = Backoff.uncapped(max(self.backoff_seconds, 0.0), self.attempts)
+        retrying = backoff.retrying((httpx.HTTPError, _Unavailable), sleep=self._sleep)
         with httpx.Client(timeout=self.timeout_seconds, transport=self._transport) as client:
-            for attempt in range(1, self.attempts + 1):
-                try:
-                    response = client.post(
-                        self._url.get_secret_value().strip(), json=notification.payload()
-                    )
-                except httpx.HTTPError as exc:
-                    problem = type(exc).__name__
-                else:
-                    if response.is_success:
-                        return True
-                    problem = f"HTTP {response.status_code}"
-                    if response.status_code < 500 and response.status_code != 429:
-                        break  # the webhook refuses this request; asking again will not help
-                if attempt < self.attempts:
-                    time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
+            try:
+                for attempt in retrying:
+                    with attempt:
+                        response = client.post(
+                            self._url.get_secret_value().strip(), json=notification.payload()
+                        )
+                        if response.is_success:
+                            return True
+                        problem = f"HTTP {response.status_code}"
+                        if response.status_code < 500 and response.status_code != 429:
+                            break  # the webhook refuses this request; asking again will not help
+                        raise _Unavailable(problem)
+            except _Unavailable as exc:
+                problem = str(exc)
+            except httpx.HTTPError as exc:
+                problem = type(exc).__name__
         log.warning(
             "could not deliver the %r notification to the webhook at %s (%s); "
             "check the webhook URL and that the receiver is up",
@@ -116,6 +134,10 @@ class WebhookNotifier:
             problem,
         )
         return False
+
+
+class _Unavailable(Exception):
+    """The webhook answered 5xx or 429: worth asking again."""
 
 
 def notifier_from_env() -> WebhookNotifier | None:

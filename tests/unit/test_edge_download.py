@@ -289,3 +289,74 @@ def test_a_file_link_to_a_missing_file_asks_for_a_fresh_link(tmp_path: Path) -> 
 def test_unusable_links_fail(tmp_path: Path, url: str, message: str) -> None:
     with pytest.raises(DownloadFailedError, match=message):
         asyncio.run(download_package(url, tmp_path / "out.zip"))
+
+
+async def fetch_recording_waits(
+    handler: Callable[[httpx.Request], httpx.Response], target: Path, settings: DownloadSettings
+) -> tuple[int | None, list[float], Exception | None]:
+    """Download through `handler` with an injected sleep: (size, waits, error raised)."""
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(float(seconds))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        try:
+            size = await download_package(
+                URL, target, client=client, settings=settings, sleep=record
+            )
+        except DownloadFailedError as exc:
+            return None, waits, exc
+    return size, waits, None
+
+
+def test_retries_wait_within_a_doubling_capped_window_with_jitter(tmp_path: Path) -> None:
+    statuses = iter([503, 500, 503, 429, 503, 500])
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        status = next(statuses, 200)
+        return httpx.Response(status, stream=Chunks(DATA if status == 200 else b"busy"))
+
+    settings = DownloadSettings(attempts=7, backoff=0.5, max_backoff=3.0, progress_seconds=0.0)
+    size, waits, error = asyncio.run(fetch_recording_waits(handle, tmp_path / "p.zip", settings))
+
+    assert error is None
+    assert size == len(DATA)
+    windows = [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+    assert len(waits) == len(windows)
+    assert all(0.0 <= wait <= window for wait, window in zip(waits, windows, strict=True))
+    assert waits != windows  # drawn at random below each window, not the window itself
+
+
+def test_giving_up_waits_between_attempts_only(tmp_path: Path) -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    settings = DownloadSettings(attempts=3, backoff=0.5, max_backoff=15.0)
+    _, waits, error = asyncio.run(fetch_recording_waits(handle, tmp_path / "p.zip", settings))
+
+    assert isinstance(error, DownloadFailedError)
+    assert not isinstance(error, LinkExpiredError)
+    assert "after 3 attempt(s)" in str(error)
+    assert "ConnectError: connection refused" in str(error)
+    assert len(waits) == 2
+    assert 0.0 <= waits[0] <= 0.5
+    assert 0.0 <= waits[1] <= 1.0
+
+
+@pytest.mark.parametrize("status", [400, 403, 410])
+def test_a_final_answer_is_not_waited_on(tmp_path: Path, status: int) -> None:
+    calls = 0
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(status)
+
+    settings = DownloadSettings(attempts=5, backoff=0.5)
+    _, waits, error = asyncio.run(fetch_recording_waits(handle, tmp_path / "p.zip", settings))
+
+    assert isinstance(error, DownloadFailedError)
+    assert isinstance(error, LinkExpiredError) == (status != 400)
+    assert calls == 1
+    assert waits == []

@@ -85,3 +85,54 @@ def test_bad_url_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch) 
     notifier = notifier_from_env()
     assert notifier is not None
     assert notifier.target == "https://hooks.example.com"
+
+
+def test_retries_wait_a_jittered_doubling_window_between_tries() -> None:
+    answers = iter([503, 429, 502])
+    waits: list[float] = []
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(next(answers, 200))
+
+    notifier = WebhookNotifier(
+        "https://hooks.example.com/x",
+        attempts=4,
+        backoff_seconds=1.0,
+        transport=httpx.MockTransport(busy),
+        sleep=lambda seconds: waits.append(float(seconds)),
+    )
+    assert notifier.send(NOTICE) is True
+    assert len(waits) == 3
+    assert all(0.0 <= w <= window for w, window in zip(waits, [1.0, 2.0, 4.0], strict=True))
+    assert waits != [1.0, 2.0, 4.0]
+
+
+def test_a_connection_error_is_retried_and_named_when_it_persists(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    waits: list[float] = []
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    notifier = WebhookNotifier(
+        "https://hooks.example.com/x",
+        attempts=3,
+        transport=httpx.MockTransport(unreachable),
+        sleep=lambda seconds: waits.append(float(seconds)),
+    )
+    with caplog.at_level(logging.WARNING):
+        assert notifier.send(NOTICE) is False
+    assert len(waits) == 2
+    assert "(ConnectError)" in caplog.text
+
+
+def test_a_refusal_waits_for_nothing() -> None:
+    waits: list[float] = []
+    notifier = WebhookNotifier(
+        "https://hooks.example.com/x",
+        transport=httpx.MockTransport(lambda request: httpx.Response(400)),
+        sleep=lambda seconds: waits.append(float(seconds)),
+    )
+    assert notifier.send(NOTICE) is False
+    assert waits == []

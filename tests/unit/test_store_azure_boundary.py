@@ -472,3 +472,45 @@ def test_a_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "azure.storage.blob", None)
     with pytest.raises(ImportError, match=r"modelferry\[azure\]"):
         AzureBlobPackageStore.from_connection_string("x", "packages")
+
+
+def test_upload_retries_wait_a_jittered_doubling_window(
+    package: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = FakeBlobService(account_key_credential())
+    service.containers["packages"] = {}
+    service.upload_failures = [
+        ServiceResponseError("connection reset"),
+        _http_error(HttpResponseError, 503, "ServerBusy", "busy"),
+        ServiceRequestError("unreachable"),
+    ]
+    waits: list[float] = []
+    store = make_store(
+        service,
+        retry=UploadRetry(attempts=4, backoff_s=2.0),
+        sleep=lambda seconds: waits.append(float(seconds)),
+    )
+    with caplog.at_level(logging.WARNING):
+        store.put(package, package_id="churn", version="3")
+    assert service.uploads == 4
+    assert len(waits) == 3
+    assert all(0.0 <= w <= window for w, window in zip(waits, [2.0, 4.0, 8.0], strict=True))
+    assert waits != [2.0, 4.0, 8.0]
+    assert "attempt 3 of 4" in caplog.text
+    assert f"retrying in {waits[2]:.1f} s" in caplog.text
+
+
+def test_a_refused_or_final_upload_waits_for_nothing(package: Path) -> None:
+    waits: list[float] = []
+    service = FakeBlobService(account_key_credential())
+    service.upload_failures = [_http_error(HttpResponseError, 403, "AuthorizationFailure", "no")]
+    store = make_store(service, sleep=lambda seconds: waits.append(float(seconds)))
+    with pytest.raises(PackageStoreError):
+        store.put(package, package_id="churn", version="3")
+    assert service.uploads == 1
+    assert waits == []
+
+
+def test_a_negative_upload_backoff_is_refused() -> None:
+    with pytest.raises(PackageStoreError, match="backoff_s not negative"):
+        make_store(FakeBlobService(account_key_credential()), retry=UploadRetry(backoff_s=-1))

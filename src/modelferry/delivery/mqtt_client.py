@@ -3,8 +3,10 @@
 The client runs on the event loop without a thread of its own (`mqtt_loop`). Delivery:
 QoS 1 with a persistent session (MQTT 5: clean start off and a session expiry; 3.1.1: clean
 session off). A message published while the connection is down stays in paho's queue and
-goes out after the automatic reconnect (exponential backoff with jitter); paho resends any
-publish whose PUBACK was lost. Received messages are acknowledged by paho as they are read.
+goes out after the automatic reconnect (exponential backoff with full jitter,
+`modelferry.retrying`: clients that lost the same broker do not come back in lockstep);
+paho resends any publish whose PUBACK was lost. Received messages are acknowledged by paho
+as they are read.
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from modelferry.delivery.mqtt_loop import PahoLoopAdapter
 from modelferry.errors import ChannelError
+from modelferry.retrying import Backoff, RetryNotice
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +66,17 @@ class _Refused(Exception):
         self.reason = reason
 
 
+class _Lost(Exception):
+    """The connection was lost: the first failure of a reconnect."""
+
+
 class AsyncMqttClient:
     """One MQTT connection on the running event loop; see the module docstring.
 
     `on_message` is called on the loop thread for every message received; it must not raise.
     `subscription`, when given, is subscribed at QoS 1 on the first connection and again
-    whenever the broker has no session for the client.
+    whenever the broker has no session for the client. `sleep` waits between reconnect
+    attempts; tests pass one that records the waits.
     """
 
     def __init__(
@@ -77,8 +84,11 @@ class AsyncMqttClient:
         settings: ClientSettings,
         on_message: Callable[[paho.MQTTMessage], None],
         subscription: str | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.settings = settings
+        self._sleep = sleep
         self._on_message_cb = on_message
         self._subscription = subscription
         self._loop = asyncio.get_running_loop()
@@ -182,22 +192,35 @@ class AsyncMqttClient:
 
     async def _reconnect(self) -> None:
         s = self.settings
-        delay = s.reconnect_min_s
-        while not self._closing:
-            # Jitter spreads out a fleet of clients that lost the same broker.
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            try:
+
+        def log(retry: RetryNotice) -> None:
+            if isinstance(retry.error, _Lost):
+                return  # _on_disconnect has said so
+            if isinstance(retry.error, _Refused):
+                logger.warning(
+                    "the MQTT broker at %s refused to reconnect: %s", s.where, retry.error
+                )
+            else:
+                logger.info(
+                    "reconnecting to the MQTT broker at %s: %s", s.where, _describe(retry.error)
+                )
+
+        backoff = Backoff(s.reconnect_min_s, s.reconnect_max_s)
+        retrying = backoff.async_retrying(
+            (_Lost, _Refused, OSError, TimeoutError, ChannelError), on_retry=log, sleep=self._sleep
+        )
+        async for attempt in retrying:
+            with attempt:
+                if self._closing:
+                    return
+                if attempt.retry_state.attempt_number == 1:
+                    # The loss is the first failure, so even the first try waits: a fleet
+                    # that lost the same broker must not all knock at once.
+                    raise _Lost
                 session_present = await self._attempt()
                 if not session_present and self._subscription is not None:
                     await self._subscribe(self._subscription)
-            except _Refused as exc:
-                logger.warning("the MQTT broker at %s refused to reconnect: %s", s.where, exc)
-            except (OSError, TimeoutError, ChannelError) as exc:
-                logger.info("reconnecting to the MQTT broker at %s: %s", s.where, _describe(exc))
-            else:
-                logger.info("reconnected to the MQTT broker at %s", s.where)
-                return
-            delay = min(delay * 2, s.reconnect_max_s)
+        logger.info("reconnected to the MQTT broker at %s", s.where)
 
     # -- publishing and subscribing ------------------------------------------------------
 

@@ -19,15 +19,16 @@ Guarantees:
 - A delivery of the version already current reports `Success` without reinstalling.
 - Deliveries cut short by a restart are resumed (a fresh link, the partial download).
 - Malformed C2D messages are logged and skipped.
-- A `ChannelError` from a send is retried with backoff; it never ends the agent.
+- A `ChannelError` from a send, a connect or the receiving stream is retried with
+  exponential backoff and full jitter (`modelferry.retrying`), so a fleet that lost the
+  same broker does not come back in lockstep; it never ends the agent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -52,6 +53,7 @@ from modelferry.edge.state import DeliveryRecord, StateStore
 from modelferry.errors import ChannelError, MalformedMessageError
 from modelferry.packaging.signing import VerifyKey
 from modelferry.packaging.trust import TrustPolicy, trust_policy
+from modelferry.retrying import Backoff, RetryNotice, restart
 
 __all__ = ["EdgeAgent"]
 
@@ -72,6 +74,7 @@ class EdgeAgent:
         *,
         smoke_runner: SmokeRunner | None = None,
         http_client: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """Set up an agent; nothing happens until `run()`.
 
@@ -85,6 +88,7 @@ class EdgeAgent:
                 tests; by default the agent has its own.
             http_client: Shared between agents of one process; by default each download
                 opens its own.
+            sleep: How the agent waits before a retry; tests pass one that records the waits.
         """
         self.transport = transport
         # Absolute: the smoke child runs in another working directory.
@@ -95,6 +99,7 @@ class EdgeAgent:
         self.settings = settings or AgentSettings()
         self.smoke_runner = smoke_runner or SmokeRunner(self.settings.smoke)
         self.http_client = http_client
+        self._pause = sleep
         self.connected = asyncio.Event()
         self._store = StateStore(self.root)
         self._queue: asyncio.Queue[DeliveryJob] = asyncio.Queue()
@@ -155,47 +160,65 @@ class EdgeAgent:
 
     # ------------------------------------------------------------------------ transport
 
+    def _backoff(self, attempts: int | None = None) -> Backoff:
+        return Backoff(self.settings.send_backoff, self.settings.send_max_backoff, attempts)
+
     async def _open(self) -> bool:
-        delay = self.settings.send_backoff
-        while not self._stopped:
-            try:
+        """Open the transport, retrying until it opens (True) or the agent stops (False)."""
+
+        def log(retry: RetryNotice) -> None:
+            logger.warning(
+                "%s: cannot connect (%s); retrying in %.1f s",
+                self.device_id,
+                retry.error,
+                retry.delay,
+            )
+
+        retrying = self._backoff().async_retrying(ChannelError, on_retry=log, sleep=self._sleep)
+        async for attempt in retrying:
+            with attempt:
+                if self._stopped:
+                    return False
                 await self.transport.open()
                 return True
-            except ChannelError as exc:
-                logger.warning(
-                    "%s: cannot connect (%s); retrying in %.1f s", self.device_id, exc, delay
-                )
-                await self._sleep(delay)
-                delay = min(delay * 2, self.settings.send_max_backoff)
-        return False
+        raise AssertionError("unreachable: with no limit an attempt returns or raises")
 
     @property
     def _stopped(self) -> bool:
         return self._stop is not None and self._stop.is_set()
 
     async def _sleep(self, seconds: float) -> None:
+        """Wait before a retry; a stop cuts the wait short."""
         assert self._stop is not None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        waits = (
+            asyncio.ensure_future(self._pause(seconds)),
+            asyncio.create_task(self._stop.wait()),
+        )
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def _send(self, message: Message, attempts: int | None = None) -> bool:
         """Send, retrying a refused message with backoff; False when `attempts` ran out."""
-        delay = self.settings.send_backoff
-        attempt = 0
-        while True:
-            try:
-                await self.transport.send(message)
-                return True
-            except ChannelError as exc:
-                attempt += 1
-                if attempts is not None and attempt >= attempts:
-                    logger.warning("%s: dropped a message: %s", self.device_id, exc)
-                    return False
-                logger.warning(
-                    "%s: send failed (%s); retrying in %.1f s", self.device_id, exc, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.send_max_backoff)
+
+        def log(retry: RetryNotice) -> None:
+            logger.warning(
+                "%s: send failed (%s); retrying in %.1f s", self.device_id, retry.error, retry.delay
+            )
+
+        backoff = self._backoff(None if attempts is None else max(attempts, 1))
+        try:
+            async for attempt in backoff.async_retrying(
+                ChannelError, on_retry=log, sleep=self._pause
+            ):
+                with attempt:
+                    await self.transport.send(message)
+        except ChannelError as exc:
+            logger.warning("%s: dropped a message: %s", self.device_id, exc)
+            return False
+        return True
 
     async def _report(
         self,
@@ -216,24 +239,32 @@ class EdgeAgent:
     # ------------------------------------------------------------------------ reading
 
     async def _read(self) -> None:
-        delay = self.settings.send_backoff
-        while True:
-            try:
+        """Read until the transport closes; a broken stream is reopened with backoff."""
+
+        def log(retry: RetryNotice) -> None:
+            logger.warning(
+                "%s: receiving failed (%s); reconnecting in %.1f s",
+                self.device_id,
+                retry.error,
+                retry.delay,
+            )
+
+        reopen = False  # run() opened the transport for the first read
+        retrying = self._backoff().async_retrying(ChannelError, on_retry=log, sleep=self._sleep)
+        async for attempt in retrying:
+            with attempt:
+                if reopen and (self._stopped or not await self._open()):
+                    return
+                reopen = True
                 async for message in self.transport.receive():
-                    delay = self.settings.send_backoff
+                    # A stream that delivered starts a fresh backoff: only failures in a
+                    # row wait longer and longer.
+                    restart(attempt.retry_state)
                     try:
                         await self._dispatch(message)
                     except Exception:  # one bad message must not end the reader
                         logger.exception("%s: could not handle a message", self.device_id)
                 return  # the transport was closed
-            except ChannelError as exc:
-                logger.warning(
-                    "%s: receiving failed (%s); reconnecting in %.1f s", self.device_id, exc, delay
-                )
-                await self._sleep(delay)
-                delay = min(delay * 2, self.settings.send_max_backoff)
-                if self._stopped or not await self._open():
-                    return
 
     async def _dispatch(self, message: Message) -> None:
         try:

@@ -4,11 +4,12 @@ Bytes go to `TARGET.part` beside the target and the part is renamed to the targe
 complete, so a download cut short (a dropped connection, a restart of the agent) resumes
 where it stopped: over HTTP with a `Range` request, from a file by seeking. Transient
 failures (connection errors, timeouts, HTTP 5xx/408/429, a short body) are retried with
-exponential backoff. A link the server refuses (HTTP 401/403/404/410: Blob Storage answers
-403 once a SAS has expired) or a `file://` link whose file is gone or whose `expires`
-query value has passed raises `LinkExpiredError`: the caller asks for a fresh link and
-calls `download_package` again, which resumes from the part already fetched. (The local
-package store states each link's expiry as `?expires=<ISO-8601 UTC>`.)
+exponential backoff and full jitter (`modelferry.retrying`), so devices that lost the same
+store do not all retry at once. A link the server refuses (HTTP 401/403/404/410: Blob
+Storage answers 403 once a SAS has expired) or a `file://` link whose file is gone or whose
+`expires` query value has passed raises `LinkExpiredError`: the caller asks for a fresh
+link and calls `download_package` again, which resumes from the part already fetched. (The
+local package store states each link's expiry as `?expires=<ISO-8601 UTC>`.)
 
 Progress is reported through a callback at most every `progress_percent` percent and
 `progress_seconds` seconds (both must have passed), plus once at the start and once at
@@ -33,6 +34,7 @@ from urllib.request import url2pathname
 import httpx
 
 from modelferry.errors import DeliveryError
+from modelferry.retrying import Backoff
 
 __all__ = [
     "DownloadFailedError",
@@ -64,8 +66,10 @@ class DownloadSettings:
     attempts: int = 5
     """Tries per link; each one resumes from the bytes already fetched."""
     backoff: float = 0.5
-    """Seconds before the first retry; doubled for each further one."""
+    """Longest wait in seconds before the first retry; it doubles for each further one, and
+    each wait is drawn at random below it (jitter)."""
     max_backoff: float = 15.0
+    """Seconds: the cap of that doubling."""
     timeout: float = 30.0
     """Seconds to wait for a connection or for the next bytes."""
     chunk_size: int = 1024 * 1024
@@ -139,8 +143,11 @@ async def download_package(
     client: httpx.AsyncClient | None = None,
     settings: DownloadSettings | None = None,
     on_progress: ProgressCallback | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> int:
     """Fetch `url` into `target`, resuming a `.part` left by an earlier try; returns the size.
+
+    `sleep` waits between HTTP attempts; tests pass one that records the waits.
 
     Raises:
         LinkExpiredError: the link was refused or has expired; get a fresh one and call again.
@@ -161,9 +168,9 @@ async def download_package(
     elif scheme in {"http", "https"}:
         if client is None:
             async with _new_client(settings) as own:
-                size = await _fetch_http(url, target, own, settings, report)
+                size = await _fetch_http(url, target, own, settings, report, sleep)
         else:
-            size = await _fetch_http(url, target, client, settings, report)
+            size = await _fetch_http(url, target, client, settings, report, sleep)
     else:
         raise DownloadFailedError(f"cannot download from a {scheme or 'schemeless'} link")
     return size
@@ -263,27 +270,24 @@ async def _fetch_http(
     client: httpx.AsyncClient,
     settings: DownloadSettings,
     report: _Report,
+    sleep: Callable[[float], Awaitable[None]],
 ) -> int:
     part = partial_path(target)
-    problem = ""
-    for attempt in range(max(settings.attempts, 1)):
-        if attempt:
-            delay = min(settings.backoff * 2 ** (attempt - 1), settings.max_backoff)
-            await asyncio.sleep(delay)
-        try:
-            size = await _http_attempt(url, part, client, settings, report)
-        except _Retry as exc:
-            problem = str(exc)
-            continue
-        except httpx.TransportError as exc:
-            problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            continue
-        os.replace(part, target)
-        await report(Progress(size, size), True)
-        return size
-    raise DownloadFailedError(
-        f"download failed after {settings.attempts} attempt(s) from {_redact(url)}: {problem}"
-    )
+    backoff = Backoff(settings.backoff, settings.max_backoff, max(settings.attempts, 1))
+    try:
+        async for attempt in backoff.async_retrying((_Retry, httpx.TransportError), sleep=sleep):
+            with attempt:
+                size = await _http_attempt(url, part, client, settings, report)
+    except (_Retry, httpx.TransportError) as exc:
+        problem = str(exc)
+        if isinstance(exc, httpx.TransportError):
+            problem = f"{type(exc).__name__}: {exc}" if problem else type(exc).__name__
+        raise DownloadFailedError(
+            f"download failed after {settings.attempts} attempt(s) from {_redact(url)}: {problem}"
+        ) from None
+    os.replace(part, target)
+    await report(Progress(size, size), True)
+    return size
 
 
 async def _http_attempt(

@@ -25,8 +25,11 @@ class AgentSettings:
     link_requests: int = 5
     """Links asked for per delivery (the first and the re-asks after expiry or silence)."""
     send_backoff: float = 0.5
-    """Seconds before re-sending a message the transport refused; doubled each time."""
+    """Longest wait in seconds before re-sending a message the transport refused (or
+    reconnecting); it doubles for each failure in a row, and each wait is drawn at random
+    below it (jitter), so devices that failed together do not retry together."""
     send_max_backoff: float = 30.0
+    """Seconds: the cap of that doubling."""
     progress_send_attempts: int = 3
     """Tries for a `Downloading` report (others are retried until sent or stopped)."""
     download: DownloadSettings = field(default_factory=DownloadSettings)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from modelferry.errors import PackageStoreError
+from modelferry.retrying import Backoff, RetryNotice
 from modelferry.stores.azure_sas import BlobSasSigner, LinkSettings, signer_for
 from modelferry.stores.azure_sdk import blob_sdk, is_transient, safe_cause, store_error
 from modelferry.stores.base import PackageStore, StoredPackage
@@ -56,7 +57,8 @@ class UploadRetry:
 
     attempts: int = 3
     backoff_s: float = 2.0
-    """Wait before the second attempt; it doubles for each further one."""
+    """Longest wait in seconds before the second attempt; it doubles for each further one,
+    and each wait is drawn at random below it (jitter)."""
 
 
 DEFAULT_LINKS = LinkSettings()
@@ -90,6 +92,7 @@ class AzureBlobPackageStore(PackageStore):
         links: LinkSettings = DEFAULT_LINKS,
         retry: UploadRetry = DEFAULT_RETRY,
         clock: Callable[[], datetime] = _utc_now,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """Use `service`, whose credential decides how links are signed.
 
@@ -100,6 +103,7 @@ class AzureBlobPackageStore(PackageStore):
             links: link expiry, clock skew and delegation key lifetime.
             retry: retries of whole uploads.
             clock: the current time (UTC); tests pass their own.
+            sleep: waits between upload attempts; tests pass their own.
 
         Raises:
             PackageStoreError: the container name is invalid or the credential cannot
@@ -110,8 +114,10 @@ class AzureBlobPackageStore(PackageStore):
                 f"container name {container!r} is invalid: use 3-63 lowercase letters, "
                 "digits and single hyphens, starting and ending with a letter or digit"
             )
-        if retry.attempts < 1:
-            raise PackageStoreError("UploadRetry.attempts must be at least 1")
+        if retry.attempts < 1 or retry.backoff_s < 0:
+            raise PackageStoreError(
+                "UploadRetry.attempts must be at least 1 and backoff_s not negative"
+            )
         if links.expiry <= timedelta(0) or links.clock_skew < timedelta(0):
             raise PackageStoreError(
                 "LinkSettings.expiry must be positive and clock_skew not negative"
@@ -121,6 +127,7 @@ class AzureBlobPackageStore(PackageStore):
         self.links = links
         self.retry = retry
         self._clock = clock
+        self._sleep = sleep
         self._containers = service.get_container_client(container)
         self._signer, self._redact = signer_for(service, links)
 
@@ -205,8 +212,8 @@ class AzureBlobPackageStore(PackageStore):
     def put(self, path: Path, *, package_id: str, version: str) -> StoredPackage:
         """Upload the package file; idempotent for the same bytes.
 
-        Transient failures are retried for the whole put (`UploadRetry`), on top of the
-        SDK's retries of each request.
+        Transient failures are retried for the whole put (`UploadRetry`, exponential
+        backoff with jitter), on top of the SDK's retries of each request.
 
         Raises:
             PackageStoreError: the file is unreadable, the names are unsafe, the version
@@ -219,24 +226,26 @@ class AzureBlobPackageStore(PackageStore):
         digest = file_digest(path)
         record = StoredPackage(package_id, version, key, digest.size, digest.sha256)
         doing = f"uploading package {package_id} version {version}"
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                return self._put_once(path, record, digest)
-            except (AzureError, OSError) as exc:
-                if attempt == self.retry.attempts or not is_transient(exc):
-                    raise self._error(exc, doing, key) from self._cause(exc)
-                delay = self.retry.backoff_s * 2 ** (attempt - 1)
-                logger.warning(
-                    "%s to %s failed (attempt %d of %d): %s; retrying in %.1f s",
-                    doing,
-                    self._where(key),
-                    attempt,
-                    self.retry.attempts,
-                    self._redact(f"{type(exc).__name__}: {exc}".splitlines()[0]),
-                    delay,
-                )
-                time.sleep(delay)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+
+        def log(retry: RetryNotice) -> None:
+            logger.warning(
+                "%s to %s failed (attempt %d of %d): %s; retrying in %.1f s",
+                doing,
+                self._where(key),
+                retry.attempt,
+                self.retry.attempts,
+                self._redact(f"{type(retry.error).__name__}: {retry.error}".splitlines()[0]),
+                retry.delay,
+            )
+
+        backoff = Backoff.uncapped(self.retry.backoff_s, self.retry.attempts)
+        retrying = backoff.retrying(
+            (AzureError, OSError), when=is_transient, on_retry=log, sleep=self._sleep
+        )
+        try:
+            return retrying(self._put_once, path, record, digest)
+        except (AzureError, OSError) as exc:
+            raise self._error(exc, doing, key) from self._cause(exc)
 
     def get(self, package_id: str, version: str) -> StoredPackage | None:
         """The stored package (SHA-256 from its metadata), or None.
