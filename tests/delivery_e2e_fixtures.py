@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import re
 import signal
 import subprocess
@@ -36,7 +37,16 @@ from prefect.blocks.core import Block
 
 from modelferry.delivery.records import DeliveryRecords
 from modelferry.delivery.states import FINAL_STATES
-from modelferry.packaging import MANIFEST_NAME, SIGNATURE_NAME, Manifest, VerifyKey, verify_tree
+from modelferry.packaging import (
+    ENVELOPE_NAME,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    Envelope,
+    Manifest,
+    PackageStatement,
+    VerifyKey,
+    verify_tree,
+)
 from modelferry.stores.base import StoredPackage
 from modelferry.stores.local import LocalPackageStore
 from tests.mosquitto import Mosquitto
@@ -162,16 +172,26 @@ class AgentFleet:
 
 
 def verify_installed(folder: Path, public_key: VerifyKey) -> Manifest:
-    """Check an installed package folder as a device would trust it: the manifest's
-    signature with `public_key`, then every file against the manifest. Returns the manifest.
+    """Check an installed package folder as a device would trust it: the signature with
+    `public_key` (format 2's envelope, or format 1's `manifest.sig`), then every file
+    against the manifest. Returns the manifest.
 
     Raises:
         AssertionError: the signature does not verify.
         PackageVerificationError: a file is missing, extra, or altered.
     """
     manifest_bytes = (folder / MANIFEST_NAME).read_bytes()
-    signature = base64.b64decode((folder / SIGNATURE_NAME).read_bytes().strip(), validate=True)
-    assert public_key.is_valid_signature(manifest_bytes, signature), f"{folder}: bad signature"
+    if (folder / ENVELOPE_NAME).exists():  # format 2: a DSSE envelope over a statement
+        envelope = Envelope.from_bytes((folder / ENVELOPE_NAME).read_bytes())
+        assert any(
+            public_key.is_valid_signature(envelope.signed_bytes, signature.sig)
+            for signature in envelope.signatures
+        ), f"{folder}: bad signature"
+        statement = PackageStatement.from_bytes(envelope.payload)
+        assert statement.manifest_sha256 == hashlib.sha256(manifest_bytes).hexdigest()
+    else:
+        signature = base64.b64decode((folder / SIGNATURE_NAME).read_bytes().strip(), validate=True)
+        assert public_key.is_valid_signature(manifest_bytes, signature), f"{folder}: bad signature"
     manifest = Manifest.from_bytes(manifest_bytes)
     verify_tree(folder, manifest)
     return manifest
