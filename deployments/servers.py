@@ -36,6 +36,8 @@ from types import FrameType
 
 import httpx
 
+from modelferry.settings import load_settings
+
 HOST_ENV = "MODELFERRY_SERVER_HOST"
 # The name printed in URLs and given to the Prefect UI, when the bind address is not it.
 PUBLIC_HOST_ENV = "MODELFERRY_SERVER_PUBLIC_HOST"
@@ -64,9 +66,10 @@ def _bin(name: str) -> str:
 
 def public_host(host: str) -> str:
     """The name other machines reach a server on: the machine's name for a wildcard bind."""
+    named = load_settings().server_public_host
     if host in _WILDCARD_HOSTS:
-        return os.environ.get(PUBLIC_HOST_ENV) or socket.getfqdn()
-    return os.environ.get(PUBLIC_HOST_ENV) or host
+        return named or socket.getfqdn()
+    return named or host
 
 
 def plan(host: str, prefect_port: int, mlflow_port: int, state_dir: Path) -> list[Server]:
@@ -79,8 +82,14 @@ def plan(host: str, prefect_port: int, mlflow_port: int, state_dir: Path) -> lis
     state_dir.mkdir(parents=True, exist_ok=True)
     local = "127.0.0.1" if host in _WILDCARD_HOSTS else host
     public = public_host(host)
-    store = os.environ.get(MLFLOW_STORE_ENV) or f"sqlite:///{(state_dir / 'mlflow.db').resolve()}"
-    artifacts = Path(os.environ.get(MLFLOW_ARTIFACTS_ENV) or state_dir / "mlartifacts").resolve()
+    settings = load_settings()
+    configured_store = settings.mlflow_backend_store_uri
+    store = (
+        configured_store.get_secret_value()
+        if configured_store is not None
+        else f"sqlite:///{(state_dir / 'mlflow.db').resolve()}"
+    )
+    artifacts = Path(settings.mlflow_artifacts or state_dir / "mlartifacts").resolve()
     prefect_env = {
         **os.environ,
         "PREFECT_SERVER_API_HOST": host,
@@ -189,13 +198,12 @@ def run(servers: Sequence[Server], state_dir: Path, startup_timeout: float) -> i
 def main(argv: list[str] | None = None) -> int:
     """Command line: start both servers in the foreground."""
     parser = argparse.ArgumentParser(prog="python -m deployments.servers")
-    parser.add_argument("--host", default=os.environ.get(HOST_ENV, "127.0.0.1"))
+    settings = load_settings()
+    parser.add_argument("--host", default=settings.server_host)
     parser.add_argument(
         "--prefect-port", type=int, default=int(os.environ.get("PREFECT_SERVER_API_PORT", 4200))
     )
-    parser.add_argument(
-        "--mlflow-port", type=int, default=int(os.environ.get(MLFLOW_PORT_ENV, 5000))
-    )
+    parser.add_argument("--mlflow-port", type=int, default=settings.mlflow_port)
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR)
     parser.add_argument("--startup-timeout", type=float, default=120.0)
     args = parser.parse_args(argv)

@@ -14,7 +14,6 @@ URL and its password never sit in the deployment's parameters.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from flows.notifications import notify_failure
 from modelferry.batch import DEFAULT_CHUNK_ROWS, DEFAULT_SQL_TABLE, BatchResult
 from modelferry.registry import CHAMPION, TrackingSettings
 from modelferry.registry.tracking import DEFAULT_HOME
+from modelferry.settings import load_settings
 from tasks.batch import find_batch_inputs, load_batch_model, publish_batch_report, score_batch
 from tasks.mlflow_links import publish_mlflow_links
 from tasks.progress import LiveProgressArtifact, artifact_key
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--id-column", help="column passed through to join predictions to rows")
     args = parser.parse_args(argv)
     # The SQL URL comes from the environment: a command line is visible to every user.
-    sql_url = os.environ.get("MODELFERRY_SQL_URL")
+    sql_url = load_settings().sql_url
     state = batch_score(
         args.input,
         args.model_name,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import re
 import sys
 from collections.abc import Sequence
@@ -102,8 +101,9 @@ def deliver_package(
             Storage); default the local store under `.modelferry/packages`.
         records_secret_block: name of a Prefect `Secret` block holding the records URL;
             use it for any URL with a password (PostgreSQL in production).
-        records_url: SQLAlchemy URL of the delivery records; default SQLite at
-            `.modelferry/deliveries.db`. Holds a password in production: pass a
+        records_url: SQLAlchemy URL of the delivery records; default
+            `MODELFERRY_RECORDS_URL`, else SQLite at `.modelferry/deliveries.db`. Holds a
+            password in production: set the variable on the worker, or pass a
             `SecretStr` or a Secret block reference.
         inactivity_timeout_seconds: a device silent this long times out.
         deadline_seconds: the longest one delivery attempt may take.
@@ -258,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         "--local-agents", action="store_true", help="run reference agents in this process"
     )
     args = parser.parse_args(argv)
-    # A URL with a password comes from a Secret block, never the command line.
-    records_url = os.environ.get("MODELFERRY_DELIVERY_RECORDS_URL")
+    # A URL with a password comes from a Secret block or MODELFERRY_RECORDS_URL (read by
+    # the delivery task), never the command line.
     state = deliver_package(
         args.deploy_env,
         args.model_type,
@@ -271,7 +271,6 @@ def main(argv: list[str] | None = None) -> int:
         project_id=args.project_id,
         channel_block=args.channel_block,
         store_block=args.store_block,
-        records_url=records_url,
         records_secret_block=args.records_secret_block,
         max_parallel=args.max_parallel,
         start_local_agents=args.local_agents,

@@ -15,7 +15,6 @@ it stays silent for deployment runs so that one failure sends one notice.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from prefect.client.schemas.objects import FlowRun, State
@@ -27,11 +26,11 @@ from blocks.notifications import WebhookNotification
 from modelferry.notify import (
     APPROVAL_PENDING,
     RUN_FAILED,
-    WEBHOOK_URL_ENV,
     Notification,
     WebhookNotifier,
     notifier_from_env,
 )
+from modelferry.settings import load_settings
 
 WEBHOOK_BLOCK_ENV = "MODELFERRY_WEBHOOK_BLOCK"
 
@@ -40,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def resolve_webhook_block() -> WebhookNotification | None:
     """The `WebhookNotification` block named in MODELFERRY_WEBHOOK_BLOCK, if one is."""
-    block_name = os.environ.get(WEBHOOK_BLOCK_ENV, "").strip()
+    block_name = (load_settings().webhook_block or "").strip()
     if not block_name:
         return None
     block = WebhookNotification.load(block_name)
@@ -53,8 +52,8 @@ def resolve_webhook_url() -> SecretStr | None:
     block = resolve_webhook_block()
     if block is not None:
         return block.url
-    url = os.environ.get(WEBHOOK_URL_ENV, "").strip()
-    return SecretStr(url) if url else None
+    url = load_settings().webhook_url
+    return SecretStr(url.get_secret_value().strip()) if url is not None else None
 
 
 def resolve_notifier() -> WebhookNotifier | None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import platform
 from collections.abc import Iterable
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from modelferry.settings import load_settings
 
 #: Environment variable naming the folder of cached task results.
 TASK_RESULTS_ENV = "MODELFERRY_TASK_RESULTS"
@@ -34,7 +35,7 @@ def task_results_path() -> Path:
     A relative path stays relative: Prefect resolves it against the working directory at
     each run, so results land in the project the flow runs in.
     """
-    return Path(os.environ.get(TASK_RESULTS_ENV) or DEFAULT_TASK_RESULTS)
+    return load_settings().task_results or DEFAULT_TASK_RESULTS
 
 
 def fingerprint_sources(paths: Iterable[Path]) -> str:

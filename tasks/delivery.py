@@ -20,6 +20,7 @@ from modelferry.delivery.outcomes import FleetResult
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy, require_package
 from modelferry.delivery.records import DEFAULT_RECORDS_URL, DeliveryRecords
 from modelferry.progress import ProgressCallback
+from modelferry.settings import load_settings
 from modelferry.stores.base import PackageStore, StoredPackage
 
 
@@ -45,7 +46,9 @@ async def roll_out_package(
     timeout of its own. `on_progress` is told (devices finished, devices) on the event
     loop: it must not block (see `tasks.progress.LiveProgressArtifact`).
     """
-    url = records_url.get_secret_value() if records_url else DEFAULT_RECORDS_URL
+    # Not given: MODELFERRY_RECORDS_URL, as `modelferry db upgrade` reads it, else SQLite.
+    secret = records_url or load_settings().records_url
+    url = secret.get_secret_value() if secret else DEFAULT_RECORDS_URL
     records = await asyncio.to_thread(DeliveryRecords, url)
     try:
         return await roll_out(

@@ -15,12 +15,12 @@ created when missing. Each store prints its schema revision before -> after.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelferry.cli_help import UsageLinesHelpFormatter
+from modelferry.settings import load_settings
 
 if TYPE_CHECKING:
     from modelferry.migrations import SchemaUpgrade
@@ -68,8 +68,10 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
 
     named = args.records is not None or args.endpoints is not None
     if args.records is not None or not named:
-        url = _records_url(args.records or os.environ.get(RECORDS_URL_ENV) or DEFAULT_RECORDS_URL)
-        required = args.records is not None or RECORDS_URL_ENV in os.environ
+        configured = load_settings().records_url
+        from_env = configured.get_secret_value() if configured is not None else None
+        url = _records_url(args.records or from_env or DEFAULT_RECORDS_URL)
+        required = args.records is not None or from_env is not None
         if not _upgrade_records(url, required=required):
             return 2
     if args.endpoints is not None or not named:

@@ -17,7 +17,6 @@ reported as False; it never fails the run that sent it.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pydantic import SecretStr
 
 from modelferry.errors import InvalidConfigError
 from modelferry.retrying import Backoff
+from modelferry.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -142,5 +142,6 @@ class _Unavailable(Exception):
 
 def notifier_from_env() -> WebhookNotifier | None:
     """The webhook named by `MODELFERRY_WEBHOOK_URL`, or None when it is unset."""
-    url = os.environ.get(WEBHOOK_URL_ENV, "").strip()
-    return WebhookNotifier(SecretStr(url)) if url else None
+    url = load_settings().webhook_url
+    text = url.get_secret_value().strip() if url is not None else ""
+    return WebhookNotifier(SecretStr(text)) if text else None

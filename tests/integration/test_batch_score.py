@@ -21,8 +21,8 @@ from flows.train_and_register import train_and_register
 from modelferry.batch import run_batch
 from modelferry.errors import BatchScoringError
 from modelferry.registry import ModelRegistry, TrackingSettings
+from modelferry.serving.compiled import COMPILED_MODELS_ENV
 from modelferry.serving.model import (
-    COMPILED_MODELS_ENV,
     BoosterPredictor,
     FeatureSpec,
     ServingModel,

@@ -65,7 +65,7 @@ def mlflow_store(mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return mlflow_uri
 
 
-def run_flow(store_block: str, records_url: str, devices: list[str], **options: Any) -> Any:
+def run_flow(store_block: str, records_url: str | None, devices: list[str], **options: Any) -> Any:
     parameters: dict[str, Any] = {
         "deploy_env": "test",
         "model_type": "classification",
@@ -292,3 +292,21 @@ def test_with_no_blocks_the_embedded_default_delivers_from_the_local_store(
         "dev-bc",
         None,
     )
+
+
+def test_without_a_records_url_the_records_go_where_modelferry_records_url_says(
+    store_block: str, records_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same variable `modelferry db upgrade` migrates, so both mean one database."""
+    monkeypatch.setenv("MODELFERRY_RECORDS_URL", records_url)
+    devices = ["flow-env-1"]
+    with DevicesInThread(FakeFleet(default_hub(), devices)):
+        state = run_flow(store_block, None, devices)
+
+    assert state.is_completed(), state.message
+    records = DeliveryRecords(records_url)
+    try:
+        installed = [i.device_id for i in records.installed(project_id="test-bc")]
+        assert installed == devices
+    finally:
+        records.close()

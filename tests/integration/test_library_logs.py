@@ -25,7 +25,7 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from sklearn.datasets import load_breast_cancer
 
 from flows.train_and_register import train_and_register
-from modelferry.serving.model import COMPILED_MODELS_ENV
+from modelferry.serving.compiled import COMPILED_MODELS_ENV
 from tests.integration.flow_helpers import REPO, api_filter, api_post, write_config
 
 pytestmark = pytest.mark.integration

@@ -75,7 +75,7 @@ def test_a_module_modelferry_does_not_install_is_not_blamed_on_the_install(
 @pytest.mark.parametrize(
     ("module", "extras"),
     [
-        ("prefect", ["orchestrator"]),
+        ("prefect", ["orchestrator", "approval"]),
         ("sklearn", ["orchestrator", "edge"]),
         ("psycopg", ["orchestrator"]),
         ("azure", ["azure"]),

@@ -5,18 +5,23 @@ from __future__ import annotations
 import pytest
 
 from modelferry.endpoints.local.connections import ConnectionLimits
+from modelferry.errors import InvalidConfigError
+
+LIMIT_VARIABLES = (
+    "MODELFERRY_HEADER_TIMEOUT_S",
+    "MODELFERRY_BODY_TIMEOUT_S",
+    "MODELFERRY_MAX_CONNECTIONS",
+)
 
 
-def test_defaults_and_overrides_from_the_environment() -> None:
-    assert ConnectionLimits.from_env({}) == ConnectionLimits(10.0, 30.0, 1000)
-    limits = ConnectionLimits.from_env(
-        {
-            "MODELFERRY_HEADER_TIMEOUT_S": "2.5",
-            "MODELFERRY_BODY_TIMEOUT_S": "4",
-            "MODELFERRY_MAX_CONNECTIONS": "50",
-        }
-    )
-    assert limits == ConnectionLimits(2.5, 4.0, 50)
+def test_defaults_and_overrides_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in LIMIT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert ConnectionLimits.from_env() == ConnectionLimits(10.0, 30.0, 1000)
+    monkeypatch.setenv("MODELFERRY_HEADER_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("MODELFERRY_BODY_TIMEOUT_S", "4")
+    monkeypatch.setenv("MODELFERRY_MAX_CONNECTIONS", "50")
+    assert ConnectionLimits.from_env() == ConnectionLimits(2.5, 4.0, 50)
 
 
 @pytest.mark.parametrize(
@@ -30,10 +35,15 @@ def test_defaults_and_overrides_from_the_environment() -> None:
         ("MODELFERRY_MAX_CONNECTIONS", "0"),
     ],
 )
-def test_a_bad_value_names_the_variables_to_fix(name: str, value: str) -> None:
-    with pytest.raises(ValueError, match="MODELFERRY_MAX_CONNECTIONS") as caught:
-        ConnectionLimits.from_env({name: value})
-    assert "MODELFERRY_HEADER_TIMEOUT_S" in str(caught.value)
+def test_a_bad_value_names_the_variable_to_fix(
+    name: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(InvalidConfigError, match=f"{name}: set it to ") as caught:
+        ConnectionLimits.from_env()
+    assert "above 0" in str(caught.value)
+    others = set(LIMIT_VARIABLES) - {name}
+    assert not any(other in str(caught.value) for other in others)
 
 
 def test_the_cap_leaves_descriptors_for_the_server() -> None:

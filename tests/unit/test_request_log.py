@@ -91,12 +91,16 @@ def test_a_forged_request_id_is_replaced(
     assert line.count("status=") == 1
 
 
-def test_the_sample_rate_comes_from_the_environment() -> None:
-    assert request_log_sample({}) == 0.1
-    assert request_log_sample({"MODELFERRY_REQUEST_LOG_SAMPLE": "0.25"}) == 0.25
+def test_the_sample_rate_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODELFERRY_REQUEST_LOG_SAMPLE", raising=False)
+    assert request_log_sample() == 0.1
+    monkeypatch.setenv("MODELFERRY_REQUEST_LOG_SAMPLE", "0.25")
+    assert request_log_sample() == 0.25
     for bad in ("1.5", "-0.1", "nan", "lots"):
-        with pytest.raises(InvalidConfigError, match="MODELFERRY_REQUEST_LOG_SAMPLE"):
-            request_log_sample({"MODELFERRY_REQUEST_LOG_SAMPLE": bad})
+        monkeypatch.setenv("MODELFERRY_REQUEST_LOG_SAMPLE", bad)
+        with pytest.raises(InvalidConfigError, match="MODELFERRY_REQUEST_LOG_SAMPLE") as caught:
+            request_log_sample()
+        assert "from 0 (none) to 1 (all)" in str(caught.value)
 
 
 def test_a_new_key_replaces_the_old_one(model: ServingModel) -> None:

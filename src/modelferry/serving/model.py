@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -17,13 +16,13 @@ import numpy as np
 from modelferry.registry import CLASS_NAMES_TAG, ModelRegistry, RegisteredVersion
 from modelferry.registry.versions import native_flavor
 from modelferry.serving.compiled import (
-    COMPILED_MODELS_ENV,
     CompilationUnavailable,
     both_classes,
     compile_booster,
     last_iteration,
 )
 from modelferry.serving.pyfunc import PYFUNC_FLAVOR, PyfuncPredictor
+from modelferry.settings import load_settings
 
 if TYPE_CHECKING:
     from modelferry.serving.payload import InputSchema
@@ -238,7 +237,7 @@ def with_compiled_trees(model: ServingModel, cache_dir: Path | None = None) -> S
     """
     if not isinstance(model.predictor, BoosterPredictor):
         return model
-    folder = cache_dir or Path(os.environ.get(COMPILED_MODELS_ENV, DEFAULT_COMPILED_MODELS))
+    folder = cache_dir or load_settings().compiled_models or DEFAULT_COMPILED_MODELS
     try:
         predictor = compile_booster(model.predictor.booster, folder)
     except CompilationUnavailable as exc:

@@ -9,42 +9,25 @@ from __future__ import annotations
 
 import binascii
 import logging
-import math
-import os
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-from modelferry.errors import InvalidConfigError
+from modelferry.settings import load_settings
 
-#: The environment variable with the share of successful requests logged, from 0 to 1.
-REQUEST_LOG_SAMPLE_ENV = "MODELFERRY_REQUEST_LOG_SAMPLE"
-DEFAULT_REQUEST_LOG_SAMPLE = 0.1
 REQUEST_ID_HEADER = b"x-request-id"
 # A client's request id is logged only if it cannot forge or break a log line.
 _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 request_log = logging.getLogger("modelferry.requests")
 
 
-def request_log_sample(environ: Mapping[str, str] = os.environ) -> float:
+def request_log_sample() -> float:
     """The share of successful requests to log, from `MODELFERRY_REQUEST_LOG_SAMPLE`.
 
     Raises:
         InvalidConfigError: the variable is set to something other than a number in [0, 1].
     """
-    raw = environ.get(REQUEST_LOG_SAMPLE_ENV, "").strip()
-    if not raw:
-        return DEFAULT_REQUEST_LOG_SAMPLE
-    try:
-        rate = float(raw)
-    except ValueError:
-        rate = math.nan
-    if not 0.0 <= rate <= 1.0:
-        raise InvalidConfigError(
-            f"{REQUEST_LOG_SAMPLE_ENV}={raw!r:.40}: set the share of successful requests "
-            "to log, from 0 (none) to 1 (all), e.g. 0.1; failed requests are always logged"
-        )
-    return rate
+    return load_settings().request_log_sample
 
 
 def request_id(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
@@ -78,4 +61,11 @@ def log_request(request_id: str, deployment: str, status: int, rows: int, second
         rows,
         seconds * 1000,
         request_id,
+        extra={
+            "request_id": request_id,
+            "deployment": deployment,
+            "status": status,
+            "rows": rows,
+            "latency_ms": round(seconds * 1000, 2),
+        },
     )

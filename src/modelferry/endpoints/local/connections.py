@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import resource
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from modelferry.settings import load_settings
 
 # Descriptors kept free of client connections: the listening socket, the state
 # database, model files, logs, the worker pool's pipes.
@@ -60,22 +60,14 @@ class ConnectionLimits:
             raise ValueError("max_connections must be at least 1")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> ConnectionLimits:
-        """The defaults, overridden by the `MODELFERRY_*` variables set in `env`."""
-        env = os.environ if env is None else env
-        default = cls()
-        try:
-            return cls(
-                float(env.get("MODELFERRY_HEADER_TIMEOUT_S", default.header_timeout_s)),
-                float(env.get("MODELFERRY_BODY_TIMEOUT_S", default.body_timeout_s)),
-                int(env.get("MODELFERRY_MAX_CONNECTIONS", default.max_connections)),
-            )
-        except ValueError as exc:
-            raise ValueError(
-                f"bad connection limit in the environment ({exc}); set "
-                "MODELFERRY_HEADER_TIMEOUT_S / MODELFERRY_BODY_TIMEOUT_S to seconds above 0 "
-                "and MODELFERRY_MAX_CONNECTIONS to a whole number above 0"
-            ) from None
+    def from_env(cls) -> ConnectionLimits:
+        """The defaults, overridden by the `MODELFERRY_*` variables of the environment.
+
+        Raises:
+            InvalidConfigError: a variable is not a number above 0 (see `load_settings`).
+        """
+        settings = load_settings()
+        return cls(settings.header_timeout_s, settings.body_timeout_s, settings.max_connections)
 
     def within_descriptors(self) -> ConnectionLimits:
         """These limits after raising the descriptor soft limit to the hard one.
