@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 from modelferry.cli_help import UsageLinesHelpFormatter
 from modelferry.cli_output import add_output_option, iso_utc_text, print_json
-from modelferry.errors import PackageVerificationError, TrustFileError
+from modelferry.errors import InvalidConfigError, PackageVerificationError, TrustFileError
+from modelferry.settings import load_settings
+from modelferry.structured_logging import LOG_FORMATS, configure_logging
 
 if TYPE_CHECKING:
     from modelferry.delivery.channel import DeviceTransport
@@ -204,6 +206,13 @@ def _add_run_options(agent: argparse.ArgumentParser) -> None:
     tuning.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"), help="log detail"
     )
+    tuning.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="text for people, json (one object per line, with device_id and delivery_id) "
+        "for log pipelines; default $MODELFERRY_LOG_FORMAT, else text",
+    )
 
 
 def run_agent_command(args: argparse.Namespace) -> int:
@@ -318,9 +327,12 @@ def _run(args: argparse.Namespace) -> int:
     )
     from modelferry.packaging.trust import TrustPolicy
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        log_format = args.log_format or load_settings().log_format
+    except InvalidConfigError as exc:
+        print(_usage(str(exc)), file=sys.stderr)
+        return 2
+    configure_logging(args.log_level, log_format)
     if args.root is None:
         print(_usage("give --root, the agent's folder"), file=sys.stderr)
         return 2

@@ -14,7 +14,9 @@ import base64
 import contextlib
 import dataclasses
 import http.server
+import io
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -57,6 +59,7 @@ from modelferry.packaging import (
     build_package,
 )
 from modelferry.stores.local import LocalPackageStore
+from modelferry.structured_logging import JsonLogFormatter
 from tests.model_fixtures import save_small_lightgbm_model
 
 KEY = SigningKey.from_base64(SecretStr(base64.b64encode(bytes(range(32))).decode()))
@@ -967,3 +970,29 @@ def test_a_revoked_key_is_an_error_naming_it(packages: dict[str, Path], tmp_path
         in (error.attributes["reason"])
     )
     assert installed(root) is None
+
+
+def test_every_record_of_a_delivery_carries_the_device_and_delivery_ids(
+    packages: dict[str, Path], tmp_path: Path
+) -> None:
+    """What `--log-format json` prints: each line of the delivery names both ids."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLogFormatter())
+    edge = logging.getLogger("modelferry.edge")
+    edge.addHandler(handler)
+    level = edge.level
+    edge.setLevel(logging.INFO)
+    try:
+        asyncio.run(deliver(tmp_path / "edge", link_to(packages["1"]), ("d-log-1", "1")))
+    finally:
+        edge.removeHandler(handler)
+        edge.setLevel(level)
+
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    of_delivery = [r for r in records if "d-log-1" in r["message"]]
+    assert of_delivery, records
+    for record in of_delivery:
+        assert record["device_id"] == DEVICE
+        assert record["delivery_id"] == "d-log-1"
+    assert all(record["device_id"] == DEVICE for record in records)

@@ -391,3 +391,21 @@ def test_a_bad_trust_file_is_a_usage_error(
     )
     assert main(["agent", "--root", str(root), "--trust-file", str(trust)]) == 2
     assert "no unrevoked package-signing key is trusted" in capsys.readouterr().err
+
+
+def test_run_refuses_a_bad_log_format_setting_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELFERRY_LOG_FORMAT", "xml")
+    argv = ["agent", "run", "--root", str(tmp_path / "edge"), "--public-key", "x"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "MODELFERRY_LOG_FORMAT: set it to text, or json" in err
+    assert "Traceback" not in err
+
+
+def test_run_refuses_an_unknown_log_format_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["agent", "run", "--root", str(tmp_path), "--log-format", "xml"]) == 2
+    assert "invalid choice: 'xml'" in capsys.readouterr().err

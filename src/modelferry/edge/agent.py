@@ -54,6 +54,7 @@ from modelferry.errors import ChannelError, MalformedMessageError
 from modelferry.packaging.signing import VerifyKey
 from modelferry.packaging.trust import TrustPolicy, trust_policy
 from modelferry.retrying import Backoff, RetryNotice, restart
+from modelferry.structured_logging import log_context
 
 __all__ = ["EdgeAgent"]
 
@@ -121,8 +122,13 @@ class EdgeAgent:
         """Open the transport and handle deliveries until `stop` is set or it closes.
 
         On stop, a delivery under way is abandoned cleanly (nothing installed, the partial
-        download kept) and resumed by the next run.
+        download kept) and resumed by the next run. Every record logged meanwhile, in
+        this agent's tasks, carries its `device_id` (see `modelferry.structured_logging`).
         """
+        with log_context(device_id=self.device_id):
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event | None) -> None:
         self._stop = stop or asyncio.Event()
         await asyncio.to_thread(prepare_root, self.root)
         if not await self._open():
@@ -346,7 +352,8 @@ class EdgeAgent:
         while True:
             job = await self._queue.get()
             try:
-                await self._deliver(job)
+                with log_context(delivery_id=job.delivery_id, package=job.label):
+                    await self._deliver(job)
             finally:
                 self._active.discard(job.delivery_id)
 

@@ -27,6 +27,8 @@ from modelferry.registry import ModelRegistry, TrackingSettings
 from modelferry.serving.app import Scope, ScoringApp
 from modelferry.serving.model import ServingModel, load_serving_model
 from modelferry.serving.routing import RoutingTable
+from modelferry.settings import load_settings
+from modelferry.structured_logging import configure_logging
 
 log = logging.getLogger("modelferry.endpoint")
 
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(logging.INFO, load_settings().log_format)
     store = EndpointStateStore(args.state_db)
     record = store.get_endpoint(args.endpoint)
     if record is None:
