@@ -6,9 +6,11 @@ import asyncio
 import logging
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import lightgbm as lgb
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer
@@ -22,6 +24,7 @@ from modelferry.delivery.plan import DeliveryPlan, FleetPolicy
 from modelferry.delivery.states import ERROR, SKIPPED, SUCCESS
 from modelferry.progress import ProgressCallback, ProgressReporter
 from modelferry.serving.model import BoosterPredictor, FeatureSpec, ServingModel
+from modelferry.structured_logging import bound_ids, log_context
 from tests.fake_devices import DeviceScript, FakeFleet, make_package
 
 ROWS = 569  # the breast-cancer dataset
@@ -287,3 +290,35 @@ def test_a_raising_callback_does_not_break_the_batch(
     assert result.written
     assert result.rows_scored == ROWS
     assert caplog.text.count("Progress of batch is not shown") == 1
+
+
+class ContextRecordingPredictor:
+    """Scores with `inner` and records, per call, the thread and the log ids bound in it."""
+
+    def __init__(self, inner: BoosterPredictor) -> None:
+        self.inner = inner
+        self.seen: list[tuple[str, dict[str, str]]] = []
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        self.seen.append((threading.current_thread().name, dict(bound_ids())))
+        return self.inner.predict_proba(features)
+
+
+def test_worker_threads_score_in_the_callers_context(
+    features: pd.DataFrame, model: ServingModel, tmp_path: Path
+) -> None:
+    assert isinstance(model.predictor, BoosterPredictor)
+    recording = ContextRecordingPredictor(model.predictor)
+    folder = inputs(features, tmp_path / "in")
+
+    with log_context(delivery_id="nightly-42", model_name="bc"):
+        result = run_batch(
+            folder, replace(model, predictor=recording), tmp_path / "out.parquet", chunk_rows=100
+        )
+
+    assert result.rows_scored == ROWS
+    threads = {thread for thread, _ in recording.seen}
+    assert all(thread.startswith("batch-score") for thread in threads), threads
+    assert {frozenset(ids.items()) for _, ids in recording.seen} == {
+        frozenset({"delivery_id": "nightly-42", "model_name": "bc"}.items())
+    }

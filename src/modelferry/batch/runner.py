@@ -13,6 +13,7 @@ files then appends no row twice.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import tempfile
 import threading
@@ -263,8 +264,12 @@ def _score_all(
     threads = max(1, (os.cpu_count() or 1) // min(max_workers, len(files)))
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers, thread_name_prefix="batch-score") as pool:
+        # Each worker runs in a copy of the caller's context: an orchestrator's run context
+        # and the bound log ids travel with it, so a library warning logged while a file
+        # is scored lands in the run's logs like one logged by the caller.
         futures = [
             pool.submit(
+                contextvars.copy_context().run,
                 _spool_file,
                 path,
                 label,
