@@ -9,53 +9,27 @@ from typing import Any
 
 import pytest
 from mlflow import MlflowClient
-from prefect.blocks.core import Block
 
 from flows.deliver_package import deliver_package
 from modelferry.delivery.local import default_hub
 from modelferry.delivery.records import DeliveryRecords
 from modelferry.delivery.states import ERROR, SKIPPED, SUCCESS, TIMED_OUT
-from modelferry.stores.base import PackageStore
 from modelferry.stores.local import LocalPackageStore
 from tests.fake_devices import (
     DeviceScript,
     DevicesInThread,
     FakeFleet,
-    FolderPackageStore,
-    make_package,
 )
+from tests.integration import deliver_flow
+from tests.integration.deliver_flow import run_flow
 from tests.integration.flow_helpers import api_filter
 from tests.model_fixtures import MODEL_NAME, register_versions
 
 pytestmark = pytest.mark.integration
 
-STORE_SLUG = "test-folder-package-store"
-
-
-class FolderStoreBlock(Block):
-    """A block giving the in-test folder store, as a Blob Storage block gives its store."""
-
-    _block_type_name = "Test Folder Package Store"
-    _block_type_slug = STORE_SLUG
-    root: str
-
-    def get_store(self) -> PackageStore:
-        return FolderPackageStore(Path(self.root))
-
-
-@pytest.fixture
-def store_block(prefect_harness: str, tmp_path: Path) -> str:
-    """A saved store block holding package edge-bc 3.0.0; yields its `slug/name`."""
-    store, _ = make_package(tmp_path, "edge-bc", "3.0.0")
-    name = f"store-{tmp_path.name.lower().replace('_', '-')}"[:60].strip("-")
-    FolderStoreBlock(root=str(store.root)).save(name, overwrite=True)
-    return f"{STORE_SLUG}/{name}"
-
-
-@pytest.fixture
-def records_url(tmp_path: Path) -> str:
-    """Delivery records of this test, on SQLite."""
-    return f"sqlite:///{tmp_path / 'deliveries.db'}"
+# The folder store block and the records of each test (fixtures).
+store_block = deliver_flow.store_block
+records_url = deliver_flow.records_url
 
 
 @pytest.fixture(autouse=True)
@@ -63,21 +37,6 @@ def mlflow_store(mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """The test's own MLflow store, where the flow looks for the version to draw into."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     return mlflow_uri
-
-
-def run_flow(store_block: str, records_url: str | None, devices: list[str], **options: Any) -> Any:
-    parameters: dict[str, Any] = {
-        "deploy_env": "test",
-        "model_type": "classification",
-        "model_name": "bc",
-        "target_device_id": ",".join(devices),
-        "edge_package_name": "edge-bc",
-        "edge_package_version": "3.0.0",
-        "model_version": "3",
-        "store_block": store_block,
-        "records_url": records_url,
-    }
-    return deliver_package(**{**parameters, **options}, return_state=True)
 
 
 def artifact_rows(flow_run_id: str) -> list[dict[str, Any]]:

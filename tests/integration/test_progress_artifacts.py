@@ -16,7 +16,7 @@ from modelferry.delivery.local import default_hub
 from modelferry.registry import TrackingSettings
 from tasks.mlflow_links import publish_mlflow_links
 from tests.fake_devices import DevicesInThread, FakeFleet
-from tests.integration import test_deliver_package as delivery
+from tests.integration import deliver_flow as delivery
 from tests.integration.flow_helpers import api_filter
 from tests.integration.test_failures import free_port, mlflow_server
 from tests.model_fixtures import MODEL_NAME, register_versions
