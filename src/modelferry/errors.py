@@ -4,6 +4,7 @@ Every failure a user must act on has its own class; each message says what was w
 what to do about it.
 
     ModelferryError
+    ├── MissingExtraError           an optional extra is not installed (also an ImportError)
     ├── InvalidConfigError          the model config file is missing or invalid
     ├── DataError                   the data cannot be loaded or is unfit for training
     ├── TrackingUnavailableError    the MLflow tracking server cannot be reached (transient)
@@ -44,6 +45,17 @@ from __future__ import annotations
 
 class ModelferryError(Exception):
     """Base class of every error modelferry raises on purpose."""
+
+
+class MissingExtraError(ModelferryError, ImportError):
+    """A feature needs an optional extra that is not installed; `extra` names it.
+
+    Also an `ImportError`, so code that guards an optional import keeps working.
+    """
+
+    def __init__(self, message: str, *, extra: str = "") -> None:
+        super().__init__(message)
+        self.extra = extra
 
 
 class InvalidConfigError(ModelferryError):

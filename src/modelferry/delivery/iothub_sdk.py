@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from modelferry.delivery.messages import Message
+from modelferry.extras import install_hint, requires_extra
 
 if TYPE_CHECKING:
     from azure.eventhub import EventData
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'modelferry[azure]'"
+INSTALL_HINT = install_hint("azure")
 DEVICE_ID_PROPERTY = b"iothub-connection-device-id"
 MESSAGE_SOURCE_PROPERTY = b"iothub-message-source"
 
@@ -34,12 +35,8 @@ OnError = Callable[["PartitionContext | None", Exception], Awaitable[None]]
 @contextmanager
 def azure_sdk(purpose: str = "IoT Hub delivery") -> Iterator[None]:
     """Wrap imports of the optional Azure SDKs: when missing, the error names the extra."""
-    try:
+    with requires_extra("azure", purpose, "the Azure SDKs"):
         yield
-    except ImportError as exc:
-        raise ImportError(
-            f"{purpose} needs the Azure SDKs: {INSTALL_HINT} ({type(exc).__name__}: {exc})"
-        ) from exc
 
 
 def first_line(error: BaseException) -> str:

@@ -12,8 +12,9 @@ from contextlib import contextmanager
 from urllib.parse import quote
 
 from modelferry.errors import PackageStoreError
+from modelferry.extras import install_hint, requires_extra
 
-INSTALL_HINT = "pip install 'modelferry[azure]'"
+INSTALL_HINT = install_hint("azure")
 REDACTED = "***"
 
 _SAS_SIGNATURE = re.compile(r"(?i)\bsig=[^&\s'\"<>]+")
@@ -22,14 +23,9 @@ _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 @contextmanager
 def blob_sdk() -> Iterator[None]:
-    """Wrap imports of `azure.*`: a missing SDK raises an ImportError naming the extra."""
-    try:
+    """Wrap imports of `azure.*`: a missing SDK raises a `MissingExtraError` naming the extra."""
+    with requires_extra("azure", "AzureBlobPackageStore", "the Azure SDKs"):
         yield
-    except ImportError as exc:
-        raise ImportError(
-            f"AzureBlobPackageStore needs the Azure SDKs: {INSTALL_HINT} "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
 
 
 class Redactor:

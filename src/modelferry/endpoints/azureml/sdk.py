@@ -9,11 +9,12 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 from modelferry.errors import EndpointError, EndpointNotFoundError
+from modelferry.extras import install_hint, requires_extra
 
 if TYPE_CHECKING:
     from azure.core.polling import LROPoller
 
-INSTALL_HINT = "pip install 'modelferry[azure]'"
+INSTALL_HINT = install_hint("azure")
 
 _T = TypeVar("_T")
 logger = logging.getLogger(__name__)
@@ -27,14 +28,8 @@ def azure_sdk(purpose: str = "Azure ML endpoints") -> Iterator[None]:
         with azure_sdk():
             from azure.ai.ml.entities import ManagedOnlineEndpoint
     """
-    try:
+    with requires_extra("azure", purpose, "the Azure SDKs"):
         yield
-    except ImportError as exc:
-        # The original message stays: an installed but broken SDK (a dependency at a
-        # version it cannot import) needs a different fix than a missing one.
-        raise ImportError(
-            f"{purpose} need the Azure SDKs: {INSTALL_HINT} ({type(exc).__name__}: {exc})"
-        ) from exc
 
 
 @contextmanager
