@@ -112,15 +112,41 @@ class _TextWithIds(logging.Formatter):
         return line + " " + " ".join(f"{key}={value}" for key, value in ids.items())
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to what `sys.stderr` is when a record comes, not when it was configured.
+
+    A command run in-process (tests, an embedding program) may swap `sys.stderr` and close
+    the old one afterwards; a handler holding that stream would then fail on every record.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        return  # always the current sys.stderr
+
+
 def configure_logging(level: int | str = logging.INFO, log_format: LogFormat = "text") -> None:
-    """Send the root logger's records to stderr in `log_format`, replacing its handlers."""
+    """Send the root logger's records to stderr in `log_format`, as `logging.basicConfig`.
+
+    Like `basicConfig`, it leaves a root logger that something else configured alone (a
+    program embedding the command, a test runner); calling it again replaces what an
+    earlier call installed.
+    """
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format {log_format!r}: use one of {', '.join(LOG_FORMATS)}")
-    handler = logging.StreamHandler(sys.stderr)
-    formatter = JsonLogFormatter() if log_format == "json" else _TextWithIds(TEXT_FORMAT)
-    handler.setFormatter(formatter)
     root = logging.getLogger()
+    if any(not isinstance(handler, _StderrHandler) for handler in root.handlers):
+        return
     for old in list(root.handlers):
         root.removeHandler(old)
+    handler = _StderrHandler()
+    formatter = JsonLogFormatter() if log_format == "json" else _TextWithIds(TEXT_FORMAT)
+    handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(level)

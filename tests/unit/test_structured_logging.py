@@ -108,6 +108,7 @@ def test_configure_logging_sets_the_format_on_the_root_logger(
 ) -> None:
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
+    root.handlers.clear()  # as in a fresh process
     try:
         configure_logging(logging.INFO, "json")
         with log_context(device_id="dev-9"):
@@ -123,3 +124,17 @@ def test_configure_logging_sets_the_format_on_the_root_logger(
     json_line, text_line = capsys.readouterr().err.splitlines()[-2:]
     assert json.loads(json_line)["device_id"] == "dev-9"
     assert text_line.endswith("text line device_id=dev-9")
+
+
+def test_a_root_logger_configured_elsewhere_is_left_alone() -> None:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    theirs = logging.NullHandler()
+    root.handlers[:] = [theirs]
+    try:
+        configure_logging(logging.DEBUG, "json")
+        assert root.handlers == [theirs]
+        assert root.level == saved[1]
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
