@@ -10,10 +10,11 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
 
+from modelferry.redaction import MASK
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-MASK = "***"
 
 # libpq and some drivers also accept the password as a query parameter.
 _PASSWORD_PARAMS = frozenset({"password", "passwd", "pwd"})

@@ -55,6 +55,7 @@ from modelferry.delivery.mqtt import MqttBroker, MqttDeviceTransport, MqttOption
 from modelferry.delivery.mqtt_client import ClientSettings
 from modelferry.delivery.mqtt_topics import CONTENT_ENCODING
 from modelferry.errors import ChannelError
+from modelferry.redaction import Redactor
 
 if TYPE_CHECKING:
     from azure.eventhub import EventData
@@ -97,8 +98,8 @@ class IoTHubChannel(DeliveryChannel):
         service = parse_connection_string(self._service.get_secret_value())
         events = parse_connection_string(self._events.get_secret_value())
         self.hostname = service.get("HostName", "IoT Hub")
-        # What error messages must never show, longest first.
-        self._secrets = sorted(
+        # What error messages must never show.
+        self._redactor = Redactor(
             {
                 self._service.get_secret_value(),
                 self._events.get_secret_value(),
@@ -107,9 +108,7 @@ class IoTHubChannel(DeliveryChannel):
                     for pairs in (service, events)
                     if pairs.get("SharedAccessKey")
                 ),
-            },
-            key=len,
-            reverse=True,
+            }
         )
         self.consumer_group = consumer_group
         self.eventhub_name = eventhub_name
@@ -296,10 +295,7 @@ class IoTHubChannel(DeliveryChannel):
             self._inbox.put_nowait(failure)  # wakes a waiting reader
 
     def _redact(self, error: BaseException) -> str:
-        text = first_line(error)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return self._redactor(first_line(error))
 
 
 def _secret(value: str | SecretStr) -> SecretStr:

@@ -34,6 +34,7 @@ from urllib.request import url2pathname
 import httpx
 
 from modelferry.errors import DeliveryError
+from modelferry.redaction import without_query
 from modelferry.retrying import Backoff
 
 __all__ = [
@@ -283,7 +284,8 @@ async def _fetch_http(
         if isinstance(exc, httpx.TransportError):
             problem = f"{type(exc).__name__}: {exc}" if problem else type(exc).__name__
         raise DownloadFailedError(
-            f"download failed after {settings.attempts} attempt(s) from {_redact(url)}: {problem}"
+            f"download failed after {settings.attempts} attempt(s) "
+            f"from {without_query(url)}: {problem}"
         ) from None
     os.replace(part, target)
     await report(Progress(size, size), True)
@@ -318,7 +320,7 @@ async def _http_attempt(
             length = response.headers.get("content-length")
             total = int(length) if length and length.isdigit() else None
         else:
-            raise DownloadFailedError(f"HTTP {status} from {_redact(url)}")
+            raise DownloadFailedError(f"HTTP {status} from {without_query(url)}")
         if total is not None:
             _check_size(total, settings)
         done = offset
@@ -362,9 +364,3 @@ def _sync(writer: BinaryIO) -> None:
     writer.flush()
     with contextlib.suppress(OSError):
         os.fsync(writer.fileno())
-
-
-def _redact(url: str) -> str:
-    """The URL without its query: a SAS token is a credential, even a short-lived one."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}" + ("?…" if parts.query else "")

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from modelferry.errors import PackageStoreError
-from modelferry.stores.azure_sdk import Redactor, blob_sdk
+from modelferry.redaction import Redactor
+from modelferry.stores.azure_sdk import blob_sdk
 from modelferry.stores.base import DEFAULT_LINK_EXPIRY
 
 if TYPE_CHECKING:

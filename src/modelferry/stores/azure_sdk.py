@@ -6,18 +6,16 @@ everything that reaches an exception or a log line.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import quote
 
 from modelferry.errors import PackageStoreError
 from modelferry.extras import install_hint, requires_extra
+from modelferry.redaction import MASK, Redactor
 
 INSTALL_HINT = install_hint("azure")
-REDACTED = "***"
-
-_SAS_SIGNATURE = re.compile(r"(?i)\bsig=[^&\s'\"<>]+")
+#: What a secret is replaced with (`modelferry.redaction.MASK`).
+REDACTED = MASK
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -26,20 +24,6 @@ def blob_sdk() -> Iterator[None]:
     """Wrap imports of `azure.*`: a missing SDK raises a `MissingExtraError` naming the extra."""
     with requires_extra("azure", "AzureBlobPackageStore", "the Azure SDKs"):
         yield
-
-
-class Redactor:
-    """Cuts secrets (and every SAS signature) out of text."""
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        variants = {v for s in secrets if s for v in (s, quote(s, safe=""), quote(s))}
-        # Longest first, so an encoded form is not half-replaced by a shorter one.
-        self._secrets = sorted(variants, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return _SAS_SIGNATURE.sub(f"sig={REDACTED}", text)
 
 
 def is_transient(exc: BaseException) -> bool:
