@@ -1,7 +1,7 @@
 """`deliver-package`: deliver a model package to edge devices, on its own.
 
 The package must already be in the package store (the `package-model` flow builds it).
-Devices get it over the delivery protocol (PROTOCOL.md): a canary ring first, then the
+Devices get it over the delivery protocol (docs/protocol.md): a canary ring first, then the
 rest, at most `max_parallel` at a time, retried after timeouts and transport errors.
 Every attempt is recorded in the delivery records; a progress artifact shows the devices
 done as the rollout goes, a table artifact each device's outcome, and the run fails when

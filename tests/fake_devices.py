@@ -1,6 +1,6 @@
 """Test doubles of the edge delivery protocol: scripted devices, a channel and a store.
 
-`FakeDevice` speaks the device side of PROTOCOL.md over a `LocalHub`, following a
+`FakeDevice` speaks the device side of docs/protocol.md over a `LocalHub`, following a
 `DeviceScript`: it can succeed, fail, stay silent, go quiet half way, send malformed
 messages, repeat or contradict its terminal state, ask twice for the link (as after an
 expiry) or report for deliveries that are not its own. `FakeFleet` runs many of them on

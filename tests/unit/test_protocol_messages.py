@@ -1,4 +1,4 @@
-"""Protocol messages: the wire shape of PROTOCOL.md, and clear errors for anything else."""
+"""Protocol messages: the wire shape of docs/protocol.md, and clear errors for anything else."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 A `Message` is what crosses a transport: string application properties, a UTF-8 JSON body
 and the device it goes to (cloud-to-device) or came from (device-to-cloud). The builders
 below make each message kind with exactly the property names and body fields of
-PROTOCOL.md; `parse` turns a received message back into a typed event, raising
+docs/protocol.md; `parse` turns a received message back into a typed event, raising
 `MalformedMessageError` (naming what is wrong) for anything that is not one.
 
     C2D newDelivery            type=event  kind=newDelivery

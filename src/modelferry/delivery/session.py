@@ -9,7 +9,7 @@ fresh link from the package store. Two clocks run: the inactivity timeout (nothi
 heard from the device for N seconds) and the overall deadline; when either runs out the
 delivery ends `TimedOut`, a recorded outcome rather than an exception.
 
-What the session tolerates (PROTOCOL.md): duplicates (skipped), reordering (a report
+What the session tolerates (docs/protocol.md): duplicates (skipped), reordering (a report
 older than the current state is recorded as ignored), malformed messages (logged and
 skipped; they do not count as activity), events of other deliveries (never routed here by
 the dispatcher). A failure to send is a *transport* failure and a failure to make a link

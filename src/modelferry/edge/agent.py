@@ -1,4 +1,4 @@
-"""The reference edge agent: the device side of the delivery protocol (PROTOCOL.md).
+"""The reference edge agent: the device side of the delivery protocol (docs/protocol.md).
 
 For each C2D `newDelivery` the agent reports `Received`, asks for a link
 (`presignedUrlRequest`), downloads the package when the `presignedUrlResponse` comes
