@@ -32,8 +32,6 @@ from modelferry.notify import (
 )
 from modelferry.settings import load_settings
 
-WEBHOOK_BLOCK_ENV = "MODELFERRY_WEBHOOK_BLOCK"
-
 log = logging.getLogger(__name__)
 
 

@@ -157,12 +157,8 @@ class Manifest(_Part):
         try:
             return cls.model_validate(document)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'manifest'}: {err['msg']}"
-                for err in exc.errors()[:5]
-            )
             raise PackageVerificationError(
-                f"{MANIFEST_NAME} does not follow {found}: {problems}"
+                f"{MANIFEST_NAME} does not follow {found}: {validation_problems(exc, 'manifest')}"
             ) from None
 
     def summary(self) -> str:
@@ -253,3 +249,11 @@ def entry_name_problem(name: str) -> str | None:
     if any(part in {"", ".", ".."} for part in parts):
         return "has an empty, '.' or '..' component"
     return None
+
+
+def validation_problems(exc: ValidationError, document: str) -> str:
+    """The first five problems of a signed document's validation, as `field: message`."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or document}: {err['msg']}"
+        for err in exc.errors()[:5]
+    )

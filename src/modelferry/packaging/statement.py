@@ -20,7 +20,7 @@ from typing import Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelferry.errors import PackageVerificationError, PackagingError, VersionFloorError
-from modelferry.packaging.manifest import ID_PATTERN
+from modelferry.packaging.manifest import ID_PATTERN, validation_problems
 from modelferry.packaging.signing import INVALID_SIGNATURE
 
 __all__ = [
@@ -110,12 +110,9 @@ class PackageStatement(BaseModel):
         try:
             return cls.model_validate(document)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'statement'}: {err['msg']}"
-                for err in exc.errors()[:5]
-            )
             raise PackageVerificationError(
-                f"the signed statement is not a modelferry-package-statement/1: {problems}"
+                "the signed statement is not a modelferry-package-statement/1: "
+                + validation_problems(exc, "statement")
             ) from None
 
     def check_manifest(self, manifest_sha256: str) -> None:
