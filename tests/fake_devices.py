@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import shutil
 import threading
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -58,6 +59,8 @@ class DeviceScript:
         malformed: send malformed messages (not JSON, wrong shapes, 100,000-deep nesting,
             NaN) before reporting anything, and again after its terminal state.
         foreign: also report for another delivery, and without a deliveryId.
+        minimal: send only what the reference agent must: no `projectId` property, no
+            `timestamp`, and a link request without `eventId` or `packageId`.
         duplicate_terminal: send the terminal state twice, then a contradicting one.
         late_states: states sent after the terminal one.
         stale_state: after `Installing`, report this state with an older timestamp.
@@ -74,6 +77,7 @@ class DeviceScript:
     stop_after: str | None = None
     malformed: bool = False
     foreign: bool = False
+    minimal: bool = False
     duplicate_terminal: bool = False
     late_states: Sequence[str] = ()
     stale_state: str | None = None
@@ -150,6 +154,8 @@ class FakeDevice:
                 task.cancel()
 
     async def send(self, message: Message) -> None:
+        if self.script.minimal:
+            message = _minimal(message)
         await self._transport.send(message)
 
     async def _state(self, event: NewDelivery, state: str, **attributes: Any) -> None:
@@ -261,8 +267,7 @@ class FakeDevice:
         )
         for body in hostile:
             await self.send(Message(self.device_id, props, body))
-        no_project = {"type": "state", "deliveryId": event.delivery_id}
-        await self.send(Message(self.device_id, no_project, b'{"state": "Success"}'))
+        await self.send(Message(self.device_id, props, b'{"state": "Success", "timestamp": 5}'))
         wrong_kind = {**props, "type": "event", "kind": "somethingElse"}
         await self.send(Message(self.device_id, wrong_kind, b"{}"))
 
@@ -280,6 +285,17 @@ class FakeDevice:
         )
         properties = {k: v for k, v in anonymous.properties.items() if k != "deliveryId"}
         await self.send(replace(anonymous, properties=properties))
+
+
+def _minimal(message: Message) -> Message:
+    """The message without the fields a device may leave out (docs/protocol.md)."""
+    properties = {k: v for k, v in message.properties.items() if k != "projectId"}
+    body = {
+        k: v
+        for k, v in json.loads(message.body).items()
+        if k not in ("timestamp", "eventId", "packageId")
+    }
+    return replace(message, properties=properties, body=json.dumps(body).encode())
 
 
 class FakeFleet:

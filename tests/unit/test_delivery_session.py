@@ -189,7 +189,22 @@ def test_malformed_messages_are_logged_and_skipped(
     assert any("not UTF-8 JSON" in message for message in skipped)
     assert any("nested deeper than 32 levels" in message for message in skipped)
     assert any("NaN is not a JSON value" in message for message in skipped)
-    assert any("lacks the 'projectId' property" in message for message in skipped)
+    assert any("no valid 'timestamp'" in message for message in skipped)
+
+
+def test_a_device_that_leaves_out_the_optional_fields_is_served(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The reference agent may omit projectId, timestamp, eventId and packageId.
+    caplog.set_level(logging.DEBUG, logger="modelferry.delivery")
+
+    done = deliver(tmp_path, DeviceScript(minimal=True))
+
+    assert done.outcome.state == SUCCESS
+    assert done.applied() == [PENDING, NOTIFIED, "Received", "Downloading", "Downloading",
+                              "Verifying", "Installing", SUCCESS]  # fmt: skip
+    assert not [r for r in caplog.records if "malformed" in r.getMessage()]
+    assert not [r for r in caplog.records if "answers for project" in r.getMessage()]
 
 
 def test_events_of_other_deliveries_and_without_a_delivery_id_are_ignored(

@@ -104,6 +104,16 @@ def test_properties_cannot_be_changed_after_building() -> None:
             "presignedUrl",
         ),
         ({"type": "state", "deliveryId": "d", "projectId": "p"}, b"\xff\xfe", "not UTF-8"),
+        (
+            {"type": "event", "kind": "presignedUrlRequest", "deliveryId": "d"},
+            b'{"packageId": 7}',
+            "'packageId'",
+        ),
+        (
+            {"type": "event", "kind": "newDelivery", "deliveryId": "d"},
+            b'{"packageId":"p","packageVersion":"1","eventId":"e","timestamp":"2026-01-01T00:00:00Z"}',
+            "projectId",
+        ),
     ],
 )
 def test_malformed_messages_are_rejected_with_the_reason(
@@ -178,3 +188,30 @@ def test_a_device_timestamp_in_the_future_is_clamped_to_the_receive_time() -> No
     after = datetime.now(UTC)
     assert before <= event.timestamp <= after + m.CLOCK_SKEW
     assert event.timestamp <= after + m.CLOCK_SKEW
+
+
+def test_device_messages_may_leave_out_project_timestamp_event_and_package() -> None:
+    # Liberal in what we accept from devices (docs/protocol.md, "What a receiver accepts").
+    received = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    request = m.parse(
+        m.Message(
+            device_id="edge-9",
+            properties={"type": "event", "kind": "presignedUrlRequest", "deliveryId": "d"},
+            body=b"{}",
+            enqueued_at=received,
+        )
+    )
+    assert isinstance(request, m.UrlRequest)
+    assert (request.project_id, request.package_id, request.event_id) == (None, None, None)
+    assert request.timestamp == received
+
+    state = m.parse(
+        m.Message(
+            device_id="edge-9",
+            properties={"type": "state", "deliveryId": "d", "projectId": ""},
+            body=b'{"state": "Received"}',
+            enqueued_at=received,
+        )
+    )
+    assert isinstance(state, m.StateReport)
+    assert (state.project_id, state.state, state.timestamp) == (None, "Received", received)

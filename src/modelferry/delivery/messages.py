@@ -229,13 +229,17 @@ class NewDelivery:
 
 @dataclass(frozen=True)
 class UrlRequest:
-    """A parsed D2C presignedUrlRequest."""
+    """A parsed D2C presignedUrlRequest.
+
+    `project_id`, `package_id` and `event_id` are None when the device left them out (the
+    reference agent may); the request is then taken as one for the delivery's package.
+    """
 
     device_id: str
     delivery_id: str
-    project_id: str
-    package_id: str
-    event_id: str
+    project_id: str | None
+    package_id: str | None
+    event_id: str | None
     timestamp: datetime
 
 
@@ -252,11 +256,11 @@ class UrlResponse:
 
 @dataclass(frozen=True)
 class StateReport:
-    """A parsed D2C state report."""
+    """A parsed D2C state report (`project_id` is None when the device left it out)."""
 
     device_id: str
     delivery_id: str
-    project_id: str
+    project_id: str | None
     state: str
     attributes: Mapping[str, Any]
     timestamp: datetime
@@ -280,6 +284,19 @@ def _prop(message: Message, name: str) -> str:
     return value
 
 
+def _optional_prop(message: Message, name: str) -> str | None:
+    """A property a device may leave out: None when missing or empty, else a string."""
+    value = message.properties.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _optional_field(message: Message, body: Mapping[str, Any], name: str) -> str | None:
+    """A body string a device may leave out; present but not a string is malformed."""
+    if body.get(name) in (None, ""):
+        return None
+    return str(_field(message, body, name, str))
+
+
 def _field(message: Message, body: Mapping[str, Any], name: str, kind: type) -> Any:
     value = body.get(name)
     if not isinstance(value, kind) or (kind is str and not value):
@@ -291,7 +308,10 @@ def _field(message: Message, body: Mapping[str, Any], name: str, kind: type) -> 
     return value
 
 
-def _timestamp(message: Message, body: Mapping[str, Any]) -> datetime:
+def _timestamp(message: Message, body: Mapping[str, Any], *, required: bool = True) -> datetime:
+    received = message.enqueued_at or utc_now()
+    if not required and body.get("timestamp") in (None, ""):
+        return received
     text = _field(message, body, "timestamp", str)
     try:
         moment = parse_timestamp(text)
@@ -300,15 +320,20 @@ def _timestamp(message: Message, body: Mapping[str, Any]) -> datetime:
             f"message from/to {message.device_id!r} has a timestamp that is not ISO-8601: "
             f"{text[:64]!r}"
         ) from None
-    received = message.enqueued_at or utc_now()
     return received if moment > received + CLOCK_SKEW else moment
 
 
 def parse(message: Message) -> Event:
-    """The typed event a message carries; `MalformedMessageError` naming what is wrong."""
+    """The typed event a message carries; `MalformedMessageError` naming what is wrong.
+
+    Strict for what the cloud sends (newDelivery, presignedUrlResponse); liberal for what
+    devices send, as the reference agent does: a state report or presignedUrlRequest
+    without `projectId` or `timestamp` (taken as the receive time), or a request without
+    `eventId` or `packageId`, is still read.
+    """
     message_type = _prop(message, "type")
     delivery_id = _prop(message, "deliveryId")
-    project_id = _prop(message, "projectId")
+    device_project_id = _optional_prop(message, "projectId")
     body = message.json()
     if message_type == TYPE_STATE:
         attributes = body.get("attributes", {})
@@ -319,12 +344,22 @@ def parse(message: Message) -> Event:
         return StateReport(
             device_id=message.device_id,
             delivery_id=delivery_id,
-            project_id=project_id,
+            project_id=device_project_id,
             state=_field(message, body, "state", str),
             attributes=bounded_attributes(attributes),
-            timestamp=_timestamp(message, body),
+            timestamp=_timestamp(message, body, required=False),
         )
     kind = _prop(message, "kind")
+    if message_type == TYPE_EVENT and kind == KIND_PRESIGNED_URL_REQUEST:
+        return UrlRequest(
+            device_id=message.device_id,
+            delivery_id=delivery_id,
+            project_id=device_project_id,
+            package_id=_optional_field(message, body, "packageId"),
+            event_id=_optional_field(message, body, "eventId"),
+            timestamp=_timestamp(message, body, required=False),
+        )
+    project_id = _prop(message, "projectId")
     if message_type == TYPE_EVENT and kind == KIND_NEW_DELIVERY:
         return NewDelivery(
             device_id=message.device_id,
@@ -332,15 +367,6 @@ def parse(message: Message) -> Event:
             project_id=project_id,
             package_id=_field(message, body, "packageId", str),
             package_version=_field(message, body, "packageVersion", str),
-            event_id=_field(message, body, "eventId", str),
-            timestamp=_timestamp(message, body),
-        )
-    if message_type == TYPE_EVENT and kind == KIND_PRESIGNED_URL_REQUEST:
-        return UrlRequest(
-            device_id=message.device_id,
-            delivery_id=delivery_id,
-            project_id=project_id,
-            package_id=_field(message, body, "packageId", str),
             event_id=_field(message, body, "eventId", str),
             timestamp=_timestamp(message, body),
         )

@@ -269,7 +269,7 @@ class DeliverySession:
                 str(exc)[:200],
             )
             return None, False
-        if event.project_id != self.request.project_id:
+        if event.project_id is not None and event.project_id != self.request.project_id:
             self.log.warning(
                 "delivery %s: device %r answers for project %r, expected %r",
                 self.delivery_id,
@@ -294,7 +294,7 @@ class DeliverySession:
 
     async def _issue_link(self, event: UrlRequest) -> DeliveryOutcome | None:
         package = self.request.package
-        if event.package_id != package.package_id:
+        if event.package_id is not None and event.package_id != package.package_id:
             self.log.warning(
                 "delivery %s: device %r asked for a link to package %r, but %r is delivered; "
                 "no link sent",
