@@ -4,12 +4,19 @@ nothing is installed and each missing thing is one line naming the command that 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -103,3 +110,73 @@ def test_check_only_reports_even_as_root() -> None:
         "missing nats-server (the NATS server the streaming tests start): as root, "
         "apt-get install -y nats-server"
     ]
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("test_services_script", SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextmanager
+def _fake_postgres(reply: bytes) -> Iterator[tuple[str, int]]:
+    """A listener that reads a startup message and answers `reply`, like a server would."""
+    server = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def answer() -> None:
+        connection, _ = server.accept()
+        with connection:
+            received.append(connection.recv(1024))
+            connection.sendall(reply)
+            # The client's Terminate, or its close (a reset when it left bytes unread).
+            with suppress(OSError):
+                connection.recv(16)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()
+    finally:
+        thread.join(timeout=5)
+        server.close()
+    # The tests log in as user postgres to database postgres, protocol 3.0.
+    assert received[0][4:8] == struct.pack("!i", 196608)
+    assert b"user\0postgres\0database\0postgres\0\0" in received[0]
+
+
+@pytest.mark.parametrize(
+    ("reply", "state"),
+    [
+        (b"R" + struct.pack("!ii", 8, 0), "ok"),
+        (
+            b"R" + struct.pack("!ii", 8, 10) + b"SCRAM-SHA-256\0\0",
+            "asks user postgres for a password; the tests need trust auth for 127.0.0.1",
+        ),
+        (b"E" + struct.pack("!i", 4), "refused the login of user postgres"),
+        (b"HTTP/1.1 400", "answered b'H', not PostgreSQL's login reply"),
+    ],
+)
+def test_postgres_is_asked_for_a_passwordless_login(
+    reply: bytes, state: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = _load_script()
+    with _fake_postgres(reply) as address:
+        monkeypatch.setattr(script, "POSTGRES_ADDRESS", address)
+        assert script.postgres_state() == state
+
+
+def test_postgres_not_listening_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    script = _load_script()
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        address = probe.getsockname()  # free once closed
+    monkeypatch.setattr(script, "POSTGRES_ADDRESS", address)
+
+    assert script.postgres_state() == "down"
+    [line] = script.problems([], postgres="down", azurite=True)
+    assert line.startswith("missing PostgreSQL on 127.0.0.1:5432 (nothing answers): as root, ")
+    assert "pg_ctlcluster --skip-systemctl-redirect " in line
