@@ -245,14 +245,18 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return 1
     packages = sorted({package for r in missing for package in r.packages})
-    if packages:
-        _apt_install(packages)
-    if postgres_state() == "down":
-        _start_postgres()
-    # Azurite installs under the checkout with npm: no root needed.
-    if not _azurite_present() and shutil.which("npm"):
-        _say(f"installing Azurite {AZURITE.AZURITE_VERSION} with npm")
-        AZURITE.install()
+    try:
+        if packages:
+            _apt_install(packages)
+        if postgres_state() == "down":
+            _start_postgres()
+        # Azurite installs under the checkout with npm: no root needed.
+        if not _azurite_present() and shutil.which("npm"):
+            _say(f"installing Azurite {AZURITE.AZURITE_VERSION} with npm")
+            AZURITE.install()
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        # What is still missing is listed below; this says why it is.
+        _say(f"failed: {exc}")
     remaining = problems(
         missing_requirements(), postgres=postgres_state(), azurite=_azurite_ready()
     )
