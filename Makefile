@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= modelferry
 export PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW ?= ignore
 
-.PHONY: demo test lint typecheck install install-dev serve server blocks clean
+.PHONY: demo test services lint typecheck install install-dev serve server blocks clean
 
 # Core install: what the flows need. Versions come from constraints.txt (tested together).
 $(VENV)/.core: pyproject.toml constraints.txt
@@ -35,8 +35,14 @@ demo: $(VENV)/.core
 	$(PY) -m flows.retrain_and_deliver --config $(CONFIG) --rollout-step-seconds 2 --demo-traffic
 
 ## Lint, type-check and run the whole test suite (unit, integration, e2e).
-test: $(VENV)/.dev lint typecheck
+# `services` comes first: a machine without what the tests need stops before the install.
+test: services $(VENV)/.dev lint typecheck
 	$(PY) -m pytest
+
+## Check what the tests talk to (PostgreSQL, Chromium, Mosquitto, NATS, Node.js, Azurite);
+## as root install or start what is missing, otherwise name the commands that would.
+services:
+	$(PYTHON) scripts/test_services.py
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -1,9 +1,9 @@
 """Azurite, the Blob Storage emulator, for tests: installed once, started per test module.
 
 Azurite is installed with npm under `.modelferry/tools` (git-ignored) the first time it
-is needed, and found there afterwards. CI installs it up front with
-`python3 tests/azurite.py`; the fixtures do the same when it is missing. Needs Node.js
-and npm.
+is needed, and found there afterwards. `scripts/test_services.py` (the first step of
+`make test` and `.ci/run`) installs it up front; the fixtures do the same when it is
+missing. Needs Node.js and npm.
 
 This module imports only the standard library at load time, so the system Python can
 run it before the project's virtualenv exists.

@@ -444,14 +444,63 @@ PRINCIPAL = {"client_id": "app-1", "tenant_id": "tenant-1", "client_secret": "s3
 
 
 @pytest.mark.parametrize(
-    "auth",
-    [{}, PRINCIPAL, {"managed_identity_client_id": "mi-1"}, {"environment": "azureml:env:1"}],
+    ("auth", "credential", "arguments"),
+    [
+        ({}, "DefaultAzureCredential", {"managed_identity_client_id": None}),
+        (
+            PRINCIPAL,
+            "ClientSecretCredential",
+            {"tenant_id": "tenant-1", "client_id": "app-1", "client_secret": "s3cret-value"},
+        ),
+        (
+            {"managed_identity_client_id": "mi-1"},
+            "DefaultAzureCredential",
+            {"managed_identity_client_id": "mi-1"},
+        ),
+        (
+            {"environment": "azureml:env:1"},
+            "DefaultAzureCredential",
+            {"managed_identity_client_id": None},
+        ),
+    ],
     ids=["default", "service-principal", "managed-identity", "environment-alone"],
 )
-def test_workspace_block_sign_in_options(auth: dict[str, str]) -> None:
+def test_workspace_block_signs_in_as_its_options_say(
+    auth: dict[str, str],
+    credential: str,
+    arguments: dict[str, str | None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import azure.identity
+
     from blocks.azureml_workspace import AzureMLWorkspace
 
-    AzureMLWorkspace(**WORKSPACE, **auth)
+    built: list[tuple[str, dict[str, Any]]] = []
+
+    def recording(real: type) -> type:
+        class Recording(real):  # type: ignore[misc, valid-type]
+            def __init__(self, **kwargs: Any) -> None:
+                built.append((real.__name__, kwargs))
+                super().__init__(**kwargs)
+
+        return Recording
+
+    for name in ("ClientSecretCredential", "DefaultAzureCredential"):
+        monkeypatch.setattr(azure.identity, name, recording(getattr(azure.identity, name)))
+    block = AzureMLWorkspace(**WORKSPACE, **auth)
+
+    client = block.get_client()  # builds the credential; no call to Azure is made
+
+    # One credential, of the kind the options ask for; the secret unwrapped only into it.
+    assert built == [(credential, arguments)]
+    assert (client.subscription_id, client.resource_group_name, client.workspace_name) == (
+        "sub-1",
+        "rg",
+        "ws",
+    )
+    # The block stores what it was given (a saved block loads back the same sign-in).
+    AzureMLWorkspace.model_validate(block.model_dump()).get_client()
+    assert built == [(credential, arguments)] * 2
 
 
 @pytest.mark.parametrize(

@@ -271,3 +271,45 @@ def test_the_cache_folder_comes_from_the_environment(
     monkeypatch.setenv("MODELFERRY_COMPILED_MODELS", str(tmp_path / "compiled"))
     with_compiled_trees(_serving(BoosterPredictor(booster)))
     assert len(list((tmp_path / "compiled").glob("*.o"))) == 1
+
+
+@pytest.mark.parametrize("version", ["1.4.0", "1.2.9", "2.0.0", "1.3.0rc1", "1.3.1.dev0"])
+def test_an_untested_lleaves_release_keeps_lightgbm_and_says_why(
+    version: str,
+    booster: lightgbm.Booster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from lleaves.compiler import tree_compiler
+    from lleaves.compiler.codegen import codegen
+
+    from modelferry.serving import tree_codegen
+
+    monkeypatch.setattr(tree_codegen, "installed_lleaves", lambda: version)
+    hooked = (codegen._gen_decision_node, tree_compiler.gen_forest)
+    original = _serving(BoosterPredictor(booster))
+
+    with caplog.at_level(logging.WARNING, logger="modelferry.serving.model"):
+        model = with_compiled_trees(original, tmp_path)
+
+    assert model is original
+    assert isinstance(model.predictor, BoosterPredictor)
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.getMessage() == (
+        f"Scoring m v1 with LightGBM's own predictor: lleaves {version} is installed, but "
+        "modelferry's code generator hooks lleaves' internals and supports only "
+        "lleaves >=1.3.0,<1.4"
+    )
+    # Nothing was hooked or compiled.
+    assert (codegen._gen_decision_node, tree_compiler.gen_forest) == hooked
+    assert list(tmp_path.iterdir()) == []
+    rows = _rows(booster, 10)
+    np.testing.assert_array_equal(model.predictor.predict_proba(rows)[:, 1], booster.predict(rows))
+
+
+@pytest.mark.parametrize("version", ["1.3.0", "1.3.7", "1.3.0.post1"])
+def test_the_tested_lleaves_releases_are_hooked(version: str) -> None:
+    from modelferry.serving.tree_codegen import unsupported_lleaves
+
+    assert unsupported_lleaves(version) is None

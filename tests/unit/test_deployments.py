@@ -1,15 +1,25 @@
-"""prefect.yaml and the serve script describe deployments that load and validate."""
+"""prefect.yaml's deployments run the flows they name, with parameters those flows take.
+
+The checks are derived from the flows themselves (their names, signatures and schemas),
+not from the values written in prefect.yaml, so a flow's parameters can change and these
+tests say which deployment no longer fits.
+"""
 
 from __future__ import annotations
 
+import importlib
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from prefect.client.schemas.schedules import CronSchedule
+from prefect import Flow
+from prefect.client.schemas.objects import ConcurrencyLimitConfig
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
 from prefect.flows import load_flow_from_entrypoint
+from prefect.utilities.schema_tools import validate
 
 REPO = Path(__file__).parents[2]
 
@@ -25,51 +35,126 @@ def deployments() -> dict[str, dict[str, Any]]:
     return found
 
 
-EXPECTED = {
-    "retrain-and-deliver/nightly": "flows/retrain_and_deliver.py:retrain_and_deliver",
-    "train-and-register/ci": "flows/train_and_register.py:train_and_register",
-    "package-model/ci": "flows/package_model.py:package_model",
-    "batch-score/daily": "flows/batch_score.py:batch_score",
-    "deploy-online-endpoint/manual": "flows/deploy_online_endpoint.py:deploy_online_endpoint",
-    "deploy-online-endpoint/on-approval": "flows/deploy_online_endpoint.py:deploy_online_endpoint",
-    "deliver-package/standalone-delivery": "flows/deliver_package.py:deliver_package",
-    "package-and-deliver/on-approval": "flows/package_and_deliver.py:package_and_deliver",
-}
+def _flow_modules() -> list[str]:
+    return sorted(
+        f"flows.{path.stem}" for path in (REPO / "flows").glob("*.py") if path.stem != "__init__"
+    )
 
 
-def test_expected_deployments_exist() -> None:
-    assert {name: d["entrypoint"] for name, d in deployments().items()} == EXPECTED
+def _flows_defined_in_flows() -> dict[str, Flow[Any, Any]]:
+    """Every flow object the `flows` package defines, by `file.py:function` entrypoint."""
+    found = {}
+    for module_name in _flow_modules():
+        module = importlib.import_module(module_name)
+        for attribute, value in vars(module).items():
+            if isinstance(value, Flow) and value.fn.__module__ == module_name:
+                found[f"flows/{module_name.split('.')[1]}.py:{attribute}"] = value
+    return found
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_entrypoints_load_and_parameters_validate(
+def test_every_flow_has_a_deployment_named_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`flow/deployment` names (as `prefect deployment run` and ci_run take them) resolve:
+    each deployment's flow part is the name of the flow its entrypoint loads."""
+    monkeypatch.chdir(REPO)
+    declared = deployments()
+    flows = _flows_defined_in_flows()
+    assert flows
+    assert {d["entrypoint"] for d in declared.values()} == set(flows)
+    for name, deployment in declared.items():
+        flow = load_flow_from_entrypoint(deployment["entrypoint"])
+        assert name.split("/")[0] == flow.name
+        assert flow.name == flows[deployment["entrypoint"]].name
+
+
+@pytest.mark.parametrize("name", sorted(deployments()))
+def test_parameters_validate_against_the_flows_schema(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Scheduled deployments carry every parameter they need; the others only known ones
-    (the rest is given at run time, by hand, by a pipeline or by a trigger)."""
+    """What a deployment supplies is what its flow takes, with the types the flow's
+    signature gives; runs that start unattended (a schedule, or an event with the trigger's
+    parameters) lack no required one, while the others may leave them to the person or
+    pipeline that starts them."""
     monkeypatch.chdir(REPO)
     deployment = deployments()[name]
     flow = load_flow_from_entrypoint(deployment["entrypoint"])
+    schema = flow.parameters.model_dump_for_openapi()
     parameters = deployment.get("parameters") or {}
-    accepted = set(flow.parameters.properties)
-    assert set(parameters) <= accepted, sorted(set(parameters) - accepted)
-    supplied = set(parameters) | {
-        key for trigger in deployment.get("triggers") or [] for key in trigger["parameters"]
-    }
-    if deployment.get("schedules") or deployment.get("triggers"):
-        missing = set(flow.parameters.required or []) - supplied
-        assert not missing, f"{name} runs unattended but lacks {sorted(missing)}"
+    for trigger in deployment.get("triggers") or []:
+        # The templates render to strings from the event: they must fit the parameter.
+        supplied = {**parameters, **trigger["parameters"]}
+        errors = validate(supplied, schema, ignore_required=False)
+        assert not errors, [error.message for error in errors]
+    # A scheduled run gets only these; the others get the rest from whoever starts them.
+    errors = validate(parameters, schema, ignore_required=not deployment.get("schedules"))
+    assert not errors, [error.message for error in errors]
+    unknown = set(parameters) - set(schema["properties"])
+    assert not unknown, f"{name} sets parameters its flow does not take: {sorted(unknown)}"
     if deployment.get("schedules"):
+        # As a scheduled run binds them: pydantic coercion, defaults filled in.
         flow.validate_parameters(parameters)
-    config = parameters.get("config_path")
-    assert config is None or Path(REPO / config).is_file()
 
 
-def test_nightly_schedule_is_two_am_with_timezone() -> None:
-    (schedule,) = deployments()["retrain-and-deliver/nightly"]["schedules"]
-    cron = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
-    assert cron.cron == "0 2 * * *"
-    assert cron.timezone == "Europe/Amsterdam"
+@pytest.mark.parametrize("name", sorted(deployments()))
+def test_files_a_deployment_names_are_in_the_repository(name: str) -> None:
+    """A value naming a config file (relative to the repository, the runs' working
+    directory) points at a file that is there."""
+    for value in (deployments()[name].get("parameters") or {}).values():
+        if isinstance(value, str) and Path(value).suffix in {".json", ".yaml", ".yml"}:
+            assert (REPO / value).is_file(), f"{name}: {value} is not in the repository"
+
+
+def test_schedules_parse_as_prefect_schedules() -> None:
+    """Each schedule is one Prefect understands, with a real time zone, on or off."""
+    schedules = [
+        (name, schedule)
+        for name, deployment in deployments().items()
+        for schedule in deployment.get("schedules") or []
+    ]
+    assert schedules
+    kinds = {"cron": CronSchedule, "interval": IntervalSchedule, "rrule": RRuleSchedule}
+    for name, schedule in schedules:
+        [kind] = [key for key in kinds if key in schedule]
+        fields = {k: v for k, v in schedule.items() if k not in {"active", "max_scheduled_runs"}}
+        parsed = kinds[kind].model_validate(fields)
+        assert parsed.timezone in zoneinfo.available_timezones(), name
+        assert isinstance(schedule.get("active", True), bool), name
+
+
+def test_concurrency_limits_parse_as_prefect_limits() -> None:
+    limits = {
+        name: d["concurrency_limit"]
+        for name, d in deployments().items()
+        if d.get("concurrency_limit") is not None
+    }
+    for name, limit in limits.items():
+        parsed = ConcurrencyLimitConfig.model_validate(limit)
+        assert parsed.limit >= 1, name
+
+
+def test_the_work_pools_named_are_the_ones_the_readme_creates() -> None:
+    """A reader following the README creates every pool the deployments run on, and
+    starts a worker on it."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    pools = {d["work_pool"]["name"] for d in deployments().values()}
+    assert pools
+    for pool in pools:
+        assert f"prefect work-pool create {pool} " in readme
+        assert f"prefect worker start --pool {pool}" in readme
+
+
+def test_the_readme_and_pipelines_name_only_declared_deployments() -> None:
+    declared = deployments()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for name in declared:
+        flow, deployment = name.split("/")
+        assert f"`{name}`" in readme or (f"`{flow}`" in readme and f"`{deployment}`" in readme)
+    started = {
+        found
+        for path in (REPO / ".devops" / "pipelines").glob("*.yml")
+        for found in re.findall(r"deployments\.ci_run '([^']+)'", path.read_text(encoding="utf-8"))
+    }
+    assert started
+    assert started <= set(declared), sorted(started - set(declared))
 
 
 def test_serve_script_builds_every_prefect_yaml_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,11 +175,6 @@ def test_serve_script_builds_every_prefect_yaml_deployment(monkeypatch: pytest.M
         assert [t.enabled for t in deployment.triggers] == [  # type: ignore[union-attr]
             t.get("enabled", True) for t in spec.get("triggers") or []
         ]
-
-
-def test_nightly_runs_never_overlap() -> None:
-    limit = deployments()["retrain-and-deliver/nightly"]["concurrency_limit"]
-    assert limit == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,21 @@ def test_every_failing_bar_is_reported() -> None:
         accuracy=MetricGate(min_delta=0.0),
     )
     result = evaluate_gate(CHALLENGER, {"roc_auc": 0.96, "accuracy": 0.95, "log_loss": 0.1}, config)
-    assert len(result.failures) == 3
+
+    assert not result.passed
+    # Both of roc_auc's bars fail and both are named; each message carries the numbers.
+    assert result.failures == [
+        "accuracy improves on the champion by -0.0500; the gate needs at least 0",
+        "roc_auc 0.9500 must be at least 0.99",
+        "roc_auc improves on the champion by -0.0100; the gate needs at least 0",
+    ]
+    by_metric = {row.metric: row for row in result.rows}
+    assert by_metric["roc_auc"].failures == tuple(result.failures[1:])
+    assert by_metric["accuracy"].failures == (result.failures[0],)
+    # log_loss got worse too, but it is not gated: shown, never a failure.
+    assert not by_metric["log_loss"].gated
+    assert by_metric["log_loss"].failures == ()
+    assert "| log_loss | 0.2000 | 0.1000 | not gated |" in result.to_markdown("t")
 
 
 def test_markdown_report_has_a_narrow_table_and_details_below() -> None:

@@ -21,22 +21,38 @@ def booster() -> object:
     return trained.estimator.booster_  # type: ignore[attr-defined]
 
 
-def test_single_row_fast_path_matches_booster_predict(booster: object) -> None:
+def test_single_row_fast_path_matches_booster_predict(
+    booster: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
     predictor = BoosterPredictor(booster)
-    assert predictor._single_row is not None  # the fast path is really in use here
     rows = load_breast_cancer().data.astype(np.float64)
     expected = booster.predict(rows)  # type: ignore[attr-defined]
-    single = np.array([predictor.predict_proba(rows[i : i + 1])[0, 1] for i in range(len(rows))])
-    np.testing.assert_allclose(single, expected, rtol=0, atol=1e-12)
     batch = predictor.predict_proba(rows)
     np.testing.assert_allclose(batch[:, 1], expected, rtol=0, atol=1e-12)
     np.testing.assert_allclose(batch.sum(axis=1), 1.0)
 
+    # One-row requests never reach Booster.predict (which rebuilds its predictor per call):
+    # with it refusing, every row still scores, and as Booster.predict would have.
+    batches: list[int] = []
 
-def test_single_row_checks_width(booster: object) -> None:
+    def refuse(features: np.ndarray, **kwargs: object) -> np.ndarray:
+        batches.append(len(features))
+        raise AssertionError("Booster.predict called")
+
+    monkeypatch.setattr(booster, "predict", refuse)
+    single = np.array([predictor.predict_proba(rows[i : i + 1])[0, 1] for i in range(len(rows))])
+    np.testing.assert_allclose(single, expected, rtol=0, atol=1e-12)
+    assert batches == []
+    with pytest.raises(AssertionError, match=r"Booster\.predict called"):
+        predictor.predict_proba(rows[:2])  # two rows take Booster.predict
+    assert batches == [2]
+
+
+def test_a_single_row_of_the_wrong_width_is_refused(booster: object) -> None:
     predictor = BoosterPredictor(booster)
-    with pytest.raises(ValueError, match="expected 30 features"):
-        predictor._single_row(np.zeros((1, 29)))  # type: ignore[misc]
+    for width in (29, 31):
+        with pytest.raises(ValueError, match=f"expected 30 features, got {width}"):
+            predictor.predict_proba(np.zeros((1, width)))
 
 
 @pytest.mark.parametrize(

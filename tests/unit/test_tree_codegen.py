@@ -193,6 +193,17 @@ def test_lleaves_code_generator_is_restored_after_compiling_even_on_error() -> N
     assert (codegen._gen_decision_node, tree_compiler.gen_forest) == (decision_node, gen_forest)
 
 
+def test_an_untested_lleaves_release_is_not_hooked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelferry.serving import tree_codegen
+
+    monkeypatch.setattr(tree_codegen, "installed_lleaves", lambda: "1.4.0")
+    decision_node, gen_forest = codegen._gen_decision_node, tree_compiler.gen_forest
+    refused = r"lleaves 1\.4\.0 is installed.*>=1\.3\.0,<1\.4"
+    with pytest.raises(RuntimeError, match=refused), hooked_codegen({}):
+        pytest.fail("hooked an untested lleaves")
+    assert (codegen._gen_decision_node, tree_compiler.gen_forest) == (decision_node, gen_forest)
+
+
 def test_changing_the_generated_code_changes_the_cache_key(
     booster: lightgbm.Booster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,6 +39,7 @@ from modelferry.serving.tree_codegen import (
     hooked_codegen,
     left_shares,
     split_nodes,
+    unsupported_lleaves,
 )
 
 logger = logging.getLogger(__name__)
@@ -152,7 +153,8 @@ def compile_booster(
         threads: threads per large batch; default every core.
 
     Raises:
-        CompilationUnavailable: lleaves is not installed, the model is not binary, the
+        CompilationUnavailable: lleaves is not installed or is a release outside the
+            tested range (`SUPPORTED_LLEAVES`), the model is not binary, the
             compiler failed, or the compiled model disagrees with LightGBM on the probe
             rows, or `cache_dir` cannot be created. The message says which; LightGBM's own
             predictor still works.
@@ -161,6 +163,9 @@ def compile_booster(
         import lleaves
     except ImportError as exc:
         raise CompilationUnavailable("lleaves is not installed") from exc
+    refused = unsupported_lleaves()
+    if refused is not None:
+        raise CompilationUnavailable(refused)
     if booster.num_model_per_iteration() != 1:
         raise CompilationUnavailable("only binary models are compiled")
     iterations = last_iteration(booster)

@@ -21,16 +21,20 @@ extra entry point `COLUMNS_ENTRY` takes the column arrays as they are and copies
 then scores the tile with lleaves' own entry point. No matrix of the whole chunk is built,
 written to memory and read back.
 
-Both changes hook lleaves' code generator (version 1.3), and only while modelferry
-compiles: `hooked_codegen` swaps two of its functions and restores them on exit. The
-compiled model is checked against LightGBM before use (see `compiled.py`).
+Both changes hook lleaves' code generator, and only while modelferry compiles:
+`hooked_codegen` swaps two of its private functions and restores them on exit. Those
+internals are only known for the tested releases (`SUPPORTED_LLEAVES`); with any other
+lleaves installed, `unsupported_lleaves` says so and nothing is hooked. The compiled model
+is checked against LightGBM before use (see `compiled.py`).
 """
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from importlib import metadata
 from typing import Any
 
 #: What a mispredicted branch costs, in units of one comparison and select.
@@ -47,6 +51,11 @@ CODEGEN_TAG = f"modelferry-codegen-2:mispredict-{MISPREDICT_COST:g}:tile-{TILE_R
 
 #: The share of training rows sent left, by (tree index, split index); see `left_shares`.
 LeftShares = Mapping[tuple[int, int], float]
+
+#: The lleaves releases whose private code generator `hooked_codegen` is tested against:
+#: at least the first, below the second (the `lleaves~=1.3.0` pin in pyproject.toml).
+SUPPORTED_LLEAVES = ((1, 3, 0), (1, 4))
+SUPPORTED_LLEAVES_TEXT = ">=1.3.0,<1.4"
 
 # lleaves' code generator is module state; one compilation at a time may hook it.
 _HOOK_LOCK = threading.Lock()
@@ -80,10 +89,52 @@ def _count(node: Mapping[str, Any]) -> float:
     return float(node.get("internal_count", node.get("leaf_count", 0)) or 0)
 
 
+def unsupported_lleaves(version: str | None = None) -> str | None:
+    """Why the installed lleaves (or `version`) must not be hooked; None when it may be.
+
+    A release outside `SUPPORTED_LLEAVES` may have renamed or changed the private
+    functions `hooked_codegen` replaces, so it is not hooked at all.
+    """
+    if version is None:
+        version = installed_lleaves()
+        if version is None:
+            return "lleaves is not installed"
+    release = _release(version)
+    low, high = SUPPORTED_LLEAVES
+    if release is not None and low <= release < high:
+        return None
+    return (
+        f"lleaves {version} is installed, but modelferry's code generator hooks lleaves' "
+        f"internals and supports only lleaves {SUPPORTED_LLEAVES_TEXT}"
+    )
+
+
+def installed_lleaves() -> str | None:
+    """The installed lleaves version, or None."""
+    try:
+        return metadata.version("lleaves")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _release(version: str) -> tuple[int, ...] | None:
+    """The numbers of a final release (`1.3.0`, `1.3.0.post1`); None for anything else,
+    pre-releases and development builds included."""
+    found = re.fullmatch(r"(\d+(?:\.\d+)*)(?:\.post\d+)?", version.strip())
+    return tuple(int(part) for part in found.group(1).split(".")) if found else None
+
+
 @contextmanager
 def hooked_codegen(shares: LeftShares) -> Iterator[None]:
     """While inside, lleaves compiles with the cost model's branch-free subtrees, given the
-    model's `left_shares`, and adds the columnar entry point."""
+    model's `left_shares`, and adds the columnar entry point.
+
+    Raises:
+        RuntimeError: the installed lleaves is outside `SUPPORTED_LLEAVES` (nothing is hooked).
+    """
+    refused = unsupported_lleaves()
+    if refused is not None:
+        raise RuntimeError(refused)
     from lleaves.compiler import tree_compiler
     from lleaves.compiler.codegen import codegen
 
