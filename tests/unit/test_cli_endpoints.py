@@ -19,7 +19,7 @@ from azure.core.credentials import TokenCredential
 from pydantic import SecretStr
 
 from modelferry.cli import main
-from modelferry.cli_endpoints import format_rollback
+from modelferry.cli.endpoints import format_rollback
 from modelferry.endpoints.azureml import AzureMLEndpointBackend, WorkspaceRef
 from modelferry.endpoints.azureml.fake import FakeMLClient
 from modelferry.endpoints.backend import TrafficRollback
@@ -353,7 +353,7 @@ def test_local_delete_of_an_unknown_endpoint_fails(
 
 def test_cli_module_imports_no_heavy_library() -> None:
     code = (
-        "import sys, modelferry.cli_endpoints; "
+        "import sys, modelferry.cli.endpoints; "
         "print(sorted(m for m in ('pandas', 'mlflow', 'numpy', 'lightgbm', 'fastapi') "
         "if m in sys.modules))"
     )

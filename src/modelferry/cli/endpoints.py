@@ -26,7 +26,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from modelferry.cli_output import add_output_option, print_json
+from modelferry.cli.output import add_output_option, print_json
 from modelferry.endpoints.backend import EndpointBackend, TrafficRollback
 from modelferry.endpoints.spec import EndpointState, TrafficSplit
 from modelferry.errors import (
