@@ -18,7 +18,8 @@ what to do about it.
     ├── EndpointError
     │   ├── InvalidEndpointSpecError  a name, traffic split or model reference is invalid
     │   ├── EndpointNotFoundError     no endpoint or deployment has that name
-    │   └── DeploymentFailedError     a deployment did not start or failed its smoke test
+    │   ├── DeploymentFailedError     a deployment did not start or failed its smoke test
+    │   └── OperationNotSupportedError  the backend does not offer an optional operation
     ├── BatchScoringError           batch inputs missing or unreadable, or no file could be scored
     ├── PackagingError              a model package cannot be built
     ├── PackageVerificationError    a package's signature, checksums or layout are wrong
@@ -112,6 +113,20 @@ class EndpointNotFoundError(EndpointError):
 
 class DeploymentFailedError(EndpointError):
     """A deployment did not become ready, or failed its smoke request."""
+
+
+class OperationNotSupportedError(EndpointError):
+    """An endpoint backend does not offer an optional operation (e.g. traffic rollback).
+
+    Attributes:
+        backend: the backend, as messages name it (e.g. "Azure ML").
+        operation: what was asked of it (e.g. "rollback_traffic").
+    """
+
+    def __init__(self, message: str, *, backend: str = "", operation: str = "") -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.operation = operation
 
 
 class BatchScoringError(ModelferryError):

@@ -145,24 +145,27 @@ def test_delete_then_show_is_not_found(
     assert "endpoint 'churn' does not exist in Azure ML" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["rollback", "churn"], "rollback needs --backend local"),
-        (["logs", "churn"], "add --deployment NAME"),
-    ],
-)
-def test_what_azure_ml_cannot_do_fails_before_signing_in(
-    opened: list[WorkspaceRef],
-    capsys: pytest.CaptureFixture[str],
-    argv: list[str],
-    message: str,
+def test_logs_without_a_deployment_fails_before_signing_in(
+    opened: list[WorkspaceRef], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert azureml(*argv) == 2
+    assert azureml("logs", "churn") == 2
     err = capsys.readouterr().err
-    assert message in err
+    assert "add --deployment NAME" in err
     assert "Traceback" not in err
     assert opened == []
+
+
+def test_rollback_on_azure_ml_is_not_supported_and_changes_nothing(
+    opened: list[WorkspaceRef], client: FakeMLClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("rollback", "churn") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "modelferry: error: the Azure ML endpoint backend does not support rolling back traffic"
+    )
+    assert "`modelferry endpoints traffic churn DEPLOYMENT=PERCENT ...`" in err
+    assert "Traceback" not in err
+    assert client.endpoints["churn"].traffic == {"blue": 100}
 
 
 def test_unnamed_workspace_names_what_is_missing(

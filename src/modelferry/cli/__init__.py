@@ -5,7 +5,8 @@
 a command loads only what it needs.
 
 Exit codes: 0 success; 1 the Prefect API (or another modelferry step) failed; 2 a usage
-error or an invalid config. Errors print one message on stderr, never a traceback.
+error, an invalid config, or an operation the chosen backend does not offer. Errors print
+one message on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from modelferry.cli.exit_codes import (
 )
 from modelferry.cli.help import CommandParser
 from modelferry.cli.output import print_error
-from modelferry.errors import InvalidConfigError, ModelferryError
+from modelferry.errors import InvalidConfigError, ModelferryError, OperationNotSupportedError
 from modelferry.telemetry_opt_out import opt_out_of_telemetry
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         code: int = args.handler(args)
-    except InvalidConfigError as exc:
+    except (InvalidConfigError, OperationNotSupportedError) as exc:
         print_error(str(exc))
         return EXIT_USAGE
     except ModelferryError as exc:

@@ -135,7 +135,9 @@ def run_endpoint_command(args: argparse.Namespace) -> int:
     """Carry out one `endpoints` action; returns the exit code.
 
     Raises:
-        InvalidConfigError: options that do not fit the backend, or an action it lacks.
+        InvalidConfigError: options that do not fit the backend.
+        OperationNotSupportedError: an optional action the backend does not offer
+            (`rollback` on Azure ML).
     """
     check_supported(args)
     backend = create_backend(args)
@@ -186,7 +188,7 @@ def check_supported(args: argparse.Namespace) -> None:
 
     Raises:
         InvalidConfigError: workspace options without `--backend azureml`; on Azure ML,
-            `rollback`, or `logs` without `--deployment`.
+            `key --rotate`, or `logs` without `--deployment`.
     """
     if args.backend == "local":
         given = [flag for key, flag in _WORKSPACE_OPTIONS.items() if getattr(args, key)]
@@ -196,8 +198,6 @@ def check_supported(args: argparse.Namespace) -> None:
                 "leave them out for local endpoints"
             )
         return
-    if args.action == "rollback":
-        raise InvalidConfigError(_NO_ROLLBACK)
     if args.action == "key" and args.rotate:
         raise InvalidConfigError(
             "--rotate needs --backend local; on Azure ML regenerate the key with `az ml "
@@ -234,13 +234,6 @@ def create_backend(args: argparse.Namespace) -> EndpointBackend:
     except ImportError as exc:
         raise ModelferryError(str(exc)) from exc
     return AzureMLEndpointBackend(client, ModelRegistry(settings))
-
-
-_NO_ROLLBACK = (
-    "rollback needs --backend local, which remembers the releases and splits it replaced; "
-    "Azure ML keeps no earlier split: set the one you want with `modelferry endpoints "
-    "traffic NAME blue=100 --backend azureml`"
-)
 
 
 def _command(args: argparse.Namespace, action: str, with_name: bool = True) -> str:

@@ -9,7 +9,7 @@ __all__ = ["EXIT_BROKEN_PIPE", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EX
 EXIT_OK: Final = 0
 #: The Prefect API, a backend or another modelferry step failed.
 EXIT_FAILED: Final = 1
-#: A usage error or an invalid config.
+#: A usage error, an invalid config, or an operation the chosen backend does not offer.
 EXIT_USAGE: Final = 2
 #: 128 + SIGINT, what a shell reports for a command stopped with Ctrl-C.
 EXIT_INTERRUPTED: Final = 130

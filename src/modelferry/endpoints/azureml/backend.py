@@ -98,6 +98,8 @@ class AzureMLEndpointBackend(EndpointBackend):
         InvalidEndpointSpecError: `no_code_mlflow` together with an environment or code.
     """
 
+    display_name = "Azure ML"
+
     def __init__(
         self,
         ml_client: MLClient,

@@ -52,6 +52,8 @@ class LocalEndpointBackend(EndpointBackend):
     reboot or crash took away.
     """
 
+    display_name = "local"
+
     def __init__(
         self,
         home: Path,
