@@ -172,7 +172,8 @@ def run_endpoint_command(args: argparse.Namespace) -> int:
         except EndpointNotFoundError as exc:
             raise EndpointNotFoundError(
                 f"cannot delete endpoint {args.name!r}: it does not exist ({exc}); "
-                f"`{_command(args, 'list', with_name=False)}` lists the endpoints"
+                f"`{_command(args, 'list', with_name=False)}` lists the endpoints",
+                endpoint=args.name,
             ) from exc
         backend.delete_endpoint(args.name)
         print(f"Deleted endpoint {args.name!r}.")

@@ -129,6 +129,7 @@ class EndpointBackend(ABC):
             OperationNotSupportedError: the backend keeps no traffic history.
         """
         raise self._not_supported(
+            endpoint,
             "rollback_traffic",
             "rolling back traffic",
             f"it keeps no earlier traffic split of endpoint {endpoint!r} to go back to; set "
@@ -151,6 +152,7 @@ class EndpointBackend(ABC):
             OperationNotSupportedError: the backend cannot rotate keys.
         """
         raise self._not_supported(
+            endpoint,
             "rotate_key",
             "rotating scoring keys",
             f"endpoint {endpoint!r} keeps the key it has; replace it with the tools of the "
@@ -158,12 +160,13 @@ class EndpointBackend(ABC):
         )
 
     def _not_supported(
-        self, operation: str, doing: str, instead: str
+        self, endpoint: str, operation: str, doing: str, instead: str
     ) -> OperationNotSupportedError:
         """The error of an optional operation this backend does not offer."""
         backend = self.display_name or type(self).__name__
         return OperationNotSupportedError(
             f"the {backend} endpoint backend does not support {doing}: {instead}",
+            endpoint=endpoint,
             backend=backend,
             operation=operation,
         )
