@@ -145,6 +145,15 @@ def test_delete_then_show_is_not_found(
     assert "endpoint 'churn' does not exist in Azure ML" in capsys.readouterr().err
 
 
+def test_an_empty_workspace_says_so(
+    opened: list[WorkspaceRef], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("delete", "churn") == 0
+    capsys.readouterr()
+    assert azureml("list") == 0
+    assert capsys.readouterr().out == "No Azure ML endpoints.\n"
+
+
 def test_logs_without_a_deployment_fails_before_signing_in(
     opened: list[WorkspaceRef], capsys: pytest.CaptureFixture[str]
 ) -> None:

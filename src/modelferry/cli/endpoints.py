@@ -147,7 +147,7 @@ def run_endpoint_command(args: argparse.Namespace) -> int:
             print_json([endpoint_json(state) for state in states])
             return 0
         if not states:
-            print(f"No {'local' if args.backend == 'local' else 'Azure ML'} endpoints.")
+            print(f"No {backend.display_name} endpoints.")
         for state in states:
             print(format_endpoint(state, brief=True))
     elif args.action == "show":
