@@ -305,10 +305,13 @@ def test_rotating_an_azure_ml_key_names_the_azure_command(
     opened: list[WorkspaceRef], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert azureml("key", "churn", "--rotate") == 2
-    err = capsys.readouterr().err
-    assert "--rotate needs --backend local" in err
-    assert "az ml online-endpoint regenerate-keys --name churn" in err
-    assert opened == []
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no key printed
+    assert captured.err.startswith(
+        "modelferry: error: the Azure ML endpoint backend does not support rotating scoring keys"
+    )
+    assert "az ml online-endpoint regenerate-keys --name churn --key-type primary" in captured.err
+    assert "`modelferry endpoints key churn --backend azureml`" in captured.err
 
 
 def test_deleting_an_unknown_endpoint_says_so(

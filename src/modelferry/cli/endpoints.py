@@ -137,7 +137,7 @@ def run_endpoint_command(args: argparse.Namespace) -> int:
     Raises:
         InvalidConfigError: options that do not fit the backend.
         OperationNotSupportedError: an optional action the backend does not offer
-            (`rollback` on Azure ML).
+            (`rollback` and `key --rotate` on Azure ML).
     """
     check_supported(args)
     backend = create_backend(args)
@@ -189,7 +189,7 @@ def check_supported(args: argparse.Namespace) -> None:
 
     Raises:
         InvalidConfigError: workspace options without `--backend azureml`; on Azure ML,
-            `key --rotate`, or `logs` without `--deployment`.
+            `logs` without `--deployment`.
     """
     if args.backend == "local":
         given = [flag for key, flag in _WORKSPACE_OPTIONS.items() if getattr(args, key)]
@@ -199,12 +199,6 @@ def check_supported(args: argparse.Namespace) -> None:
                 "leave them out for local endpoints"
             )
         return
-    if args.action == "key" and args.rotate:
-        raise InvalidConfigError(
-            "--rotate needs --backend local; on Azure ML regenerate the key with `az ml "
-            f"online-endpoint regenerate-keys --name {args.name} --key-type primary`, then "
-            f"read it with `modelferry endpoints key {args.name} --backend azureml`"
-        )
     if args.action == "logs" and not args.deployment:
         raise InvalidConfigError(
             "on Azure ML each deployment has its own log: add --deployment NAME "

@@ -287,6 +287,21 @@ class AzureMLEndpointBackend(EndpointBackend):
             raise EndpointError(f"endpoint {endpoint!r} does not use key auth; it has no keys")
         return SecretStr(primary)
 
+    def rotate_key(self, endpoint: str) -> SecretStr:
+        """Not offered: Azure ML regenerates keys itself (`az ml online-endpoint ...`).
+
+        Raises:
+            OperationNotSupportedError: always, naming the Azure CLI command to use.
+        """
+        raise self._not_supported(
+            endpoint,
+            "rotate_key",
+            "rotating scoring keys",
+            "regenerate the key with `az ml online-endpoint regenerate-keys --name "
+            f"{azure_name(endpoint)} --key-type primary`, then read it with `get_keys` (from a "
+            f"shell: `modelferry endpoints key {endpoint} --backend azureml`)",
+        )
+
     def invoke(
         self, endpoint: str, payload: Mapping[str, Any], deployment: str | None = None
     ) -> Any:
