@@ -23,6 +23,7 @@ Running the command again updates the block and the automation in place.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from dataclasses import dataclass
 from typing import Final
@@ -109,21 +110,33 @@ def failure_notice_automation(webhook_block_id: UUID) -> Automation:
 
 def set_up_failure_notices(url: SecretStr) -> FailureNotices:
     """Save the webhook block and create, or update in place, the failure automation."""
+    # The async API, run here: Prefect types the sync `Automation.read` as a coroutine.
+    return asyncio.run(_set_up_failure_notices(url))
+
+
+async def _set_up_failure_notices(url: SecretStr) -> FailureNotices:
     webhook = Webhook(
         method="POST",
         url=url,
         headers=SecretDict({"Content-Type": "application/json"}),
     )
-    block_id = webhook.save(WEBHOOK_BLOCK_NAME, overwrite=True)
+    block_id = await webhook.asave(WEBHOOK_BLOCK_NAME, overwrite=True)
     wanted = failure_notice_automation(block_id)
     try:
-        existing = Automation.read(name=AUTOMATION_NAME)
+        existing = await Automation.aread(name=AUTOMATION_NAME)
     except (ValueError, ObjectNotFound):  # read() raises ValueError for an unknown name
-        created = wanted.create()
-        return FailureNotices(created.id, block_id, created=True)
-    wanted.id = existing.id
-    wanted.update()
-    return FailureNotices(existing.id, block_id, created=False)
+        created = await wanted.acreate()
+        return FailureNotices(_saved_id(created), block_id, created=True)
+    wanted.id = _saved_id(existing)
+    await wanted.aupdate()
+    return FailureNotices(wanted.id, block_id, created=False)
+
+
+def _saved_id(automation: Automation) -> UUID:
+    """The id of an automation the server returned (only an unsaved one has none)."""
+    if automation.id is None:
+        raise RuntimeError(f"the Prefect API returned automation {automation.name!r} without an id")
+    return automation.id
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,8 +21,10 @@ from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule
 from prefect.deployments.runner import RunnerDeployment
-from prefect.events import DeploymentEventTrigger
-from prefect.flows import load_flow_from_entrypoint
+from prefect.events import DeploymentEventTrigger, DeploymentTriggerTypes, TriggerTypes
+from prefect.flows import Flow, load_flow_from_entrypoint
+
+from deployments.dispatch import sync_result
 
 PREFECT_YAML = Path(__file__).parents[1] / "prefect.yaml"
 
@@ -53,13 +55,15 @@ def _concurrency(value: Any) -> int | ConcurrencyLimitConfig | None:
 
 def build_deployments(path: Path = PREFECT_YAML) -> list[RunnerDeployment]:
     """One runner deployment per prefect.yaml deployment, as declared there."""
-    built = []
+    built: list[RunnerDeployment] = []
     for entry in read_spec(path):
-        flow = load_flow_from_entrypoint(entry["entrypoint"])
+        flow: Flow[..., Any] = load_flow_from_entrypoint(entry["entrypoint"])
         schedules = [_schedule(s) for s in entry.get("schedules") or [] if s.get("active", True)]
         # Disabled triggers are registered disabled, as `prefect deploy` does.
-        triggers = [DeploymentEventTrigger(**t) for t in entry.get("triggers") or []]
-        built.append(
+        triggers: list[DeploymentTriggerTypes | TriggerTypes] = [
+            DeploymentEventTrigger(**t) for t in entry.get("triggers") or []
+        ]
+        deployment = sync_result(
             flow.to_deployment(
                 name=entry["name"],
                 description=entry.get("description"),
@@ -70,6 +74,7 @@ def build_deployments(path: Path = PREFECT_YAML) -> list[RunnerDeployment]:
                 triggers=triggers or None,
             )
         )
+        built.append(deployment)
     return built
 
 

@@ -42,7 +42,7 @@ from modelferry.delivery.local import LocalChannel, default_hub
 from modelferry.delivery.outcomes import FleetResult
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy, parse_device_ids
 from modelferry.edge.fleet import AgentThread, start_local_agents
-from modelferry.errors import DeliveryFailedError, DeliveryTimedOutError, InvalidConfigError
+from modelferry.errors import InvalidConfigError
 from modelferry.pictures import picture_name
 from modelferry.registry.tracking import DEFAULT_HOME
 from tasks.delivery import (
@@ -196,8 +196,7 @@ def deliver_package(
             f"; the fleet chart is {chart} in the MLflow run of v{model_version}" if chart else ""
         )
         message = f"{result.failure_message()}\nSee the '{key}' artifact of this run{seen}."
-        timed_out_only = not result.aborted and all(r.failure == "timeout" for r in result.failed)
-        raise (DeliveryTimedOutError if timed_out_only else DeliveryFailedError)(message)
+        raise result.failure_error(message)
     logger.info(result.summary())
     return Completed(message=result.summary(), data=result)  # type: ignore[return-value]
 

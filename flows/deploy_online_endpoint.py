@@ -226,7 +226,11 @@ def deploy_online_endpoint(
             seen = f" (chart: {chart} in the MLflow run of v{version.version})" if chart else ""
             raise DeploymentFailedError(
                 f"{model_name} v{version.version} on {name}/{slot} failed at {step}% of "
-                f"traffic: {reason}; traffic rolled back to {dict(before.weights)}{seen}"
+                f"traffic: {reason}; traffic rolled back to {dict(before.weights)}{seen}",
+                endpoint=name,
+                deployment=slot,
+                model_name=model_name,
+                model_version=version.version,
             )
         line = verdict.line(step)
         log.append(f"first deployment, {line}" if live is None else line)

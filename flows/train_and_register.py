@@ -190,7 +190,7 @@ def train_and_register(
     logger.info(outcome.summary())
     if not decision.approved and fail_on_reject:
         error = ApprovalTimedOutError if decision.status == "timed_out" else ApprovalRejectedError
-        raise error(outcome.summary())
+        raise error(outcome.summary(), model_name=name, model_version=version.version)
     return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
 
 

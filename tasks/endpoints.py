@@ -51,14 +51,18 @@ def smoke_test_deployment(
         answer = backend.invoke(endpoint, payload, deployment=deployment)
     except Exception as exc:
         raise DeploymentFailedError(
-            f"smoke request to {endpoint}/{deployment} failed: {exc}"
+            f"smoke request to {endpoint}/{deployment} failed: {exc}",
+            endpoint=endpoint,
+            deployment=deployment,
         ) from exc
     rows = len(payload["input_data"]["data"])
     proba = np.asarray(answer.get("predictions") if isinstance(answer, dict) else answer)
     if proba.ndim != 2 or proba.shape[0] != rows or not np.allclose(proba.sum(axis=1), 1.0):
         raise DeploymentFailedError(
             f"smoke request to {endpoint}/{deployment} gave {str(answer)[:200]}; expected "
-            f"{rows} rows of class probabilities"
+            f"{rows} rows of class probabilities",
+            endpoint=endpoint,
+            deployment=deployment,
         )
 
 

@@ -273,14 +273,17 @@ def load_config(path: str | Path) -> ModelConfig:
     path = Path(path)
     raw = read_mapping(path)
     problem: str | None = None
+    key = ""
     try:
         config = ModelConfig.model_validate(raw)
     except ValidationError as exc:
         problem = format_validation_error(path, exc)
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        key = _display_location(errors[0]["loc"]) if errors else ""
     if problem is not None:
         # Raised outside the `except` block, so no ValidationError (whose text repeats
         # the input, passwords included) rides along as __context__.
-        raise InvalidConfigError(problem)
+        raise InvalidConfigError(problem, key=key, path=str(path))
     source = config.data.source
     if isinstance(source, FileDataSource) and not source.path.is_absolute():
         resolved = source.model_copy(update={"path": (path.parent / source.path).resolve()})
@@ -300,7 +303,7 @@ def with_approval_mode(config: ModelConfig, mode: str | None) -> ModelConfig:
         return config
     if mode not in APPROVAL_MODES:
         allowed = ", ".join(repr(m) for m in APPROVAL_MODES)
-        raise InvalidConfigError(f"approval: got {mode!r}; allowed: {allowed}")
+        raise InvalidConfigError(f"approval: got {mode!r}; allowed: {allowed}", key="approval")
     approval = config.approval.model_copy(update={"mode": mode})
     return config.model_copy(update={"approval": approval})
 

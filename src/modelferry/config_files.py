@@ -37,11 +37,13 @@ def read_mapping(path: Path) -> dict[str, Any]:
         data = _parse_yaml(path, text)
     else:
         raise InvalidConfigError(
-            f"config file {str(path)!r} has suffix {suffix!r}; use .json, .yaml or .yml"
+            f"config file {str(path)!r} has suffix {suffix!r}; use .json, .yaml or .yml",
+            path=str(path),
         )
     if not isinstance(data, dict):
         raise InvalidConfigError(
-            f"{path}: the top level must be a mapping of fields, got {type(data).__name__}"
+            f"{path}: the top level must be a mapping of fields, got {type(data).__name__}",
+            path=str(path),
         )
     return data
 
@@ -50,26 +52,30 @@ def _read_text(path: Path) -> str:
     if not path.is_file():
         raise InvalidConfigError(
             f"config file {str(path)!r} does not exist; pass the path of a model config "
-            "(JSON or YAML), e.g. config/model_config.json"
+            "(JSON or YAML), e.g. config/model_config.json",
+            path=str(path),
         )
     try:
         with path.open("rb") as file:
             raw = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise InvalidConfigError(
-            f"config file {str(path)!r} cannot be read: {exc.strerror or type(exc).__name__}"
+            f"config file {str(path)!r} cannot be read: {exc.strerror or type(exc).__name__}",
+            path=str(path),
         ) from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise InvalidConfigError(
             f"{path}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB; a model config "
-            "is a few hundred bytes, check that this is the right file"
+            "is a few hundred bytes, check that this is the right file",
+            path=str(path),
         )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidConfigError(
             f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-            "save the config as UTF-8"
+            "save the config as UTF-8",
+            path=str(path),
         ) from None
 
 
@@ -87,10 +93,11 @@ def _parse_json(path: Path, text: str) -> Any:
         return json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise InvalidConfigError(
-            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+            path=str(path),
         ) from None
     except ValueError as exc:
-        raise InvalidConfigError(f"{path}: not valid JSON: {exc}") from None
+        raise InvalidConfigError(f"{path}: not valid JSON: {exc}", path=str(path)) from None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -107,7 +114,8 @@ def _parse_yaml(path: Path, text: str) -> Any:
                 line = event.start_mark.line + 1 if event.start_mark else "?"
                 raise InvalidConfigError(
                     f"{path}: YAML anchors and aliases (&name, *name) are not allowed "
-                    f"(line {line}); write each value out in full"
+                    f"(line {line}); write each value out in full",
+                    path=str(path),
                 )
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1

@@ -204,19 +204,22 @@ class PrefectApprovals:
             state = run.state.name if run.state is not None else "no state"
             raise FlowRunNotPausedError(
                 f"{label} is not paused: its state is {state}; only paused runs can be "
-                f"approved; {PENDING_HINT}"
+                f"approved; {PENDING_HINT}",
+                flow_run_id=str(run.id),
             )
         keyset = run.state.state_details.run_input_keyset
         if keyset is None:
             raise FlowRunNotPausedError(
                 f"{label} is paused but not waiting for approval input, so an approval "
-                "would be lost; resume it from the Prefect UI instead"
+                "would be lost; resume it from the Prefect UI instead",
+                flow_run_id=str(run.id),
             )
         schema_key = keyset.get("schema")
         if schema_key is None:
             raise OrchestratorError(
                 f"{label} waits for input without a form schema; is {self.api_url} a "
-                "Prefect 3 server?"
+                "Prefect 3 server?",
+                flow_run_id=str(run.id),
             )
         wait_for_input_schema(
             lambda: self._input_saved(run.id, schema_key),
@@ -244,7 +247,8 @@ class PrefectApprovals:
                 if isinstance(cause, httpx.HTTPStatusError) and is_missing_route(cause.response):
                     raise not_api_root(self.api_url, cause.request.url.path) from None
                 raise FlowRunNotFoundError(
-                    f"flow run {run_id} not found on {self.api_url}; {PENDING_HINT}"
+                    f"flow run {run_id} not found on {self.api_url}; {PENDING_HINT}",
+                    flow_run_id=str(run_id),
                 ) from None
 
     def _input_saved(self, flow_run_id: uuid.UUID, key: str) -> bool:
@@ -351,5 +355,6 @@ def _flow_run_uuid(flow_run_id: str) -> uuid.UUID:
     except ValueError:
         raise FlowRunNotFoundError(
             f"flow run {flow_run_id!r} not found: a flow run id is a UUID such as "
-            f"'{uuid.UUID(int=0)}'; {PENDING_HINT}"
+            f"'{uuid.UUID(int=0)}'; {PENDING_HINT}",
+            flow_run_id=flow_run_id,
         ) from None

@@ -158,6 +158,8 @@ def test_failed_provisioning_raises_with_logs_and_takes_no_traffic(
         backend.create_or_update_deployment(blue, DeploymentSpec("green", V2))
     assert "container crashed" in str(info.value)
     assert str(info.value).endswith("OOM")
+    assert (info.value.endpoint, info.value.deployment) == (blue, "green")
+    assert (info.value.model_name, info.value.model_version) == (V2.name, "2")
     state = backend.get_endpoint(blue).deployment("green")
     assert state is not None
     assert state.status == "failed"
@@ -177,8 +179,10 @@ def test_failed_smoke_request_marks_the_deployment_failed(
     backend: AzureMLEndpointBackend, client: FakeMLClient, blue: str
 ) -> None:
     client.fail_scoring(azure_name(blue), "green", "ModuleNotFoundError: skops")
-    with pytest.raises(DeploymentFailedError, match=r"smoke request failed.*skops"):
+    with pytest.raises(DeploymentFailedError, match=r"smoke request failed.*skops") as info:
         backend.create_or_update_deployment(blue, DeploymentSpec("green", V2))
+    assert (info.value.endpoint, info.value.deployment) == (blue, "green")
+    assert (info.value.model_name, info.value.model_version) == (V2.name, "2")
     state = backend.get_endpoint(blue).deployment("green")
     assert state is not None
     assert state.status == "failed"
@@ -199,10 +203,12 @@ def test_invoke_errors(backend: AzureMLEndpointBackend, blue: str) -> None:
     payload = model_fixtures.score_payload()
     with pytest.raises(EndpointError, match="No valid deployments"):
         backend.invoke(blue, payload)  # no traffic set yet
-    with pytest.raises(EndpointNotFoundError, match="'green'"):
+    with pytest.raises(EndpointNotFoundError, match="'green'") as info:
         backend.invoke(blue, payload, deployment="green")
-    with pytest.raises(EndpointNotFoundError):
+    assert (info.value.endpoint, info.value.deployment) == (blue, "green")
+    with pytest.raises(EndpointNotFoundError) as info:
         backend.invoke("ct-no-such-endpoint", payload)
+    assert info.value.endpoint == "ct-no-such-endpoint"
 
 
 def test_get_metrics_needs_a_source(

@@ -19,7 +19,7 @@ from azure.core.credentials import TokenCredential
 from pydantic import SecretStr
 
 from modelferry.cli import main
-from modelferry.cli_endpoints import format_rollback
+from modelferry.cli.endpoints import format_rollback
 from modelferry.endpoints.azureml import AzureMLEndpointBackend, WorkspaceRef
 from modelferry.endpoints.azureml.fake import FakeMLClient
 from modelferry.endpoints.backend import TrafficRollback
@@ -145,24 +145,36 @@ def test_delete_then_show_is_not_found(
     assert "endpoint 'churn' does not exist in Azure ML" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["rollback", "churn"], "rollback needs --backend local"),
-        (["logs", "churn"], "add --deployment NAME"),
-    ],
-)
-def test_what_azure_ml_cannot_do_fails_before_signing_in(
-    opened: list[WorkspaceRef],
-    capsys: pytest.CaptureFixture[str],
-    argv: list[str],
-    message: str,
+def test_an_empty_workspace_says_so(
+    opened: list[WorkspaceRef], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert azureml(*argv) == 2
+    assert azureml("delete", "churn") == 0
+    capsys.readouterr()
+    assert azureml("list") == 0
+    assert capsys.readouterr().out == "No Azure ML endpoints.\n"
+
+
+def test_logs_without_a_deployment_fails_before_signing_in(
+    opened: list[WorkspaceRef], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("logs", "churn") == 2
     err = capsys.readouterr().err
-    assert message in err
+    assert "add --deployment NAME" in err
     assert "Traceback" not in err
     assert opened == []
+
+
+def test_rollback_on_azure_ml_is_not_supported_and_changes_nothing(
+    opened: list[WorkspaceRef], client: FakeMLClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert azureml("rollback", "churn") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "modelferry: error: the Azure ML endpoint backend does not support rolling back traffic"
+    )
+    assert "`modelferry endpoints traffic churn DEPLOYMENT=PERCENT ...`" in err
+    assert "Traceback" not in err
+    assert client.endpoints["churn"].traffic == {"blue": 100}
 
 
 def test_unnamed_workspace_names_what_is_missing(
@@ -293,10 +305,13 @@ def test_rotating_an_azure_ml_key_names_the_azure_command(
     opened: list[WorkspaceRef], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert azureml("key", "churn", "--rotate") == 2
-    err = capsys.readouterr().err
-    assert "--rotate needs --backend local" in err
-    assert "az ml online-endpoint regenerate-keys --name churn" in err
-    assert opened == []
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no key printed
+    assert captured.err.startswith(
+        "modelferry: error: the Azure ML endpoint backend does not support rotating scoring keys"
+    )
+    assert "az ml online-endpoint regenerate-keys --name churn --key-type primary" in captured.err
+    assert "`modelferry endpoints key churn --backend azureml`" in captured.err
 
 
 def test_deleting_an_unknown_endpoint_says_so(
@@ -353,7 +368,7 @@ def test_local_delete_of_an_unknown_endpoint_fails(
 
 def test_cli_module_imports_no_heavy_library() -> None:
     code = (
-        "import sys, modelferry.cli_endpoints; "
+        "import sys, modelferry.cli.endpoints; "
         "print(sorted(m for m in ('pandas', 'mlflow', 'numpy', 'lightgbm', 'fastapi') "
         "if m in sys.modules))"
     )

@@ -870,7 +870,7 @@ def test_the_agent_imports_no_orchestrator_mlflow_or_training_stack() -> None:
     code = (
         "import sys, json\n"
         "import modelferry.edge, modelferry.edge.agent, modelferry.edge.fleet\n"
-        "import modelferry.cli, modelferry.cli_agent\n"
+        "import modelferry.cli, modelferry.cli.agent\n"
         "modelferry.cli._build_parser()  # every subcommand registered, as `modelferry agent`\n"
         "heavy = ['prefect', 'mlflow', 'pandas', 'lightgbm', 'sklearn']\n"
         "print(json.dumps([name for name in heavy if name in sys.modules]))\n"

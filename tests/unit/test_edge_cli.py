@@ -322,7 +322,7 @@ def test_the_agent_runs_until_sigterm(tmp_path: Path) -> None:
 
 def test_secrets_are_taken_out_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from modelferry.cli import _build_parser
-    from modelferry.cli_agent import _transports
+    from modelferry.cli.agent import _transports
 
     monkeypatch.setenv("BROKER_PASSWORD", "s3cret")
     args = _build_parser().parse_args(

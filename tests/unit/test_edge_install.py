@@ -248,7 +248,7 @@ def test_a_current_version_deleted_by_hand_counts_as_nothing_installed(root: Pat
 
 def _status_of(root: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, list[str], str]:
     """What `modelferry agent status` prints: current, the listed versions, the starred one."""
-    from modelferry.cli_agent import _status
+    from modelferry.cli.agent import _status
 
     capsys.readouterr()
     assert _status(root) == 0

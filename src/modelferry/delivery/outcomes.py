@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from modelferry.delivery.states import FAILED_STATES, SUCCESS
+from modelferry.errors import DeliveryFailedError, DeliveryTimedOutError
 
 #: Why a delivery failed: the device said so, a clock ran out, the transport or the store
 #: failed.
@@ -115,6 +116,21 @@ class FleetResult:
         if len(self.failed) > limit:
             lines.append(f"- and {len(self.failed) - limit} more")
         return "\n".join(lines)
+
+    def failure_error(self, message: str) -> DeliveryFailedError | DeliveryTimedOutError:
+        """The error to raise for this rollout when it is not `ok`, carrying `message`.
+
+        `DeliveryTimedOutError` when every failure was a timeout and the rollout ran to its
+        end, else `DeliveryFailedError`; either names the package and the failed devices.
+        """
+        timed_out_only = not self.aborted and all(r.failure == "timeout" for r in self.failed)
+        error = DeliveryTimedOutError if timed_out_only else DeliveryFailedError
+        return error(
+            message,
+            package=self.package_id,
+            package_version=self.package_version,
+            devices=[row.device_id for row in self.failed],
+        )
 
     def table(self) -> list[dict[str, str | int | float]]:
         """One row per device, for a report: device, state, attempts, duration, error, ..."""

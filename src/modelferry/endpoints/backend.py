@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
@@ -19,7 +19,7 @@ from modelferry.endpoints.spec import (
     EndpointState,
     TrafficSplit,
 )
-from modelferry.errors import EndpointError
+from modelferry.errors import OperationNotSupportedError
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,13 @@ class EndpointBackend(ABC):
     - Unknown endpoints or deployments raise `EndpointNotFoundError`; invalid requests raise
       `InvalidEndpointSpecError`; a deployment that does not become ready raises
       `DeploymentFailedError` and is left in state "failed", never taking traffic.
+    - Optional operations (`rollback_traffic`, `rotate_key`) that a backend does not offer
+      raise `OperationNotSupportedError`, naming the backend, the operation and what to do
+      instead; nothing is changed.
     """
+
+    #: How messages name this backend ("local", "Azure ML"); the class name when empty.
+    display_name: ClassVar[str] = ""
 
     @abstractmethod
     def create_or_update_endpoint(self, spec: EndpointSpec) -> EndpointState:
@@ -115,15 +121,20 @@ class EndpointBackend(ABC):
         A release begins with the first traffic change that gives a newly deployed model
         version traffic; undoing it restores the split in force before that change, in one
         step, however many canary steps followed. Optional: backends that keep no traffic
-        history raise `EndpointError` (this default).
+        history raise `OperationNotSupportedError` (this default).
 
         Raises:
             EndpointNotFoundError: the endpoint does not exist.
             InvalidEndpointSpecError: nothing (or fewer than `steps` changes) to undo.
+            OperationNotSupportedError: the backend keeps no traffic history.
         """
-        raise EndpointError(
-            f"{type(self).__name__} keeps no traffic history to roll back; set the split "
-            "you want with `set_traffic`"
+        raise self._not_supported(
+            endpoint,
+            "rollback_traffic",
+            "rolling back traffic",
+            f"it keeps no earlier traffic split of endpoint {endpoint!r} to go back to; set "
+            "the split you want instead with `set_traffic` (from a shell: `modelferry "
+            f"endpoints traffic {endpoint} DEPLOYMENT=PERCENT ...`)",
         )
 
     @abstractmethod
@@ -134,12 +145,31 @@ class EndpointBackend(ABC):
         """Replace the endpoint's primary key and return the new one.
 
         The new key is accepted once this returns; the old one is refused. Optional:
-        backends that cannot rotate keys raise `EndpointError` (this default).
+        backends that cannot rotate keys raise `OperationNotSupportedError` (this default).
 
         Raises:
             EndpointNotFoundError: the endpoint does not exist.
+            OperationNotSupportedError: the backend cannot rotate keys.
         """
-        raise EndpointError(f"{type(self).__name__} cannot rotate scoring keys")
+        raise self._not_supported(
+            endpoint,
+            "rotate_key",
+            "rotating scoring keys",
+            f"endpoint {endpoint!r} keeps the key it has; replace it with the tools of the "
+            "service that runs the endpoint",
+        )
+
+    def _not_supported(
+        self, endpoint: str, operation: str, doing: str, instead: str
+    ) -> OperationNotSupportedError:
+        """The error of an optional operation this backend does not offer."""
+        backend = self.display_name or type(self).__name__
+        return OperationNotSupportedError(
+            f"the {backend} endpoint backend does not support {doing}: {instead}",
+            endpoint=endpoint,
+            backend=backend,
+            operation=operation,
+        )
 
     @abstractmethod
     def invoke(

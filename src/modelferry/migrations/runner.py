@@ -86,7 +86,8 @@ def upgrade_schema(connection: Connection, store: Store, where: str) -> SchemaUp
             raise DatabaseSchemaError(
                 f"the {store} database at {where} is at schema revision {before!r}, which "
                 "this modelferry does not know: it was created by a newer modelferry; "
-                "upgrade modelferry (pip install -U modelferry)"
+                "upgrade modelferry (pip install -U modelferry)",
+                url=where,
             )
         if before != head:
             command.upgrade(config, "head")

@@ -143,7 +143,8 @@ def tracking_errors(settings: TrackingSettings, doing: str) -> Iterator[None]:
         if is_transient(exc):
             raise TrackingUnavailableError(
                 f"MLflow at {where} did not answer while {doing}: {_first_line(exc)}. "
-                "Check the tracking server is running and reachable; the step is retried."
+                "Check the tracking server is running and reachable; the step is retried.",
+                tracking_uri=where,
             ) from exc
         raise RegistryError(f"MLflow at {where} refused {doing}: {_first_line(exc)}") from exc
 

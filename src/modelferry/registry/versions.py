@@ -156,7 +156,9 @@ class ModelRegistry:
             raise RegistryError(
                 f"{version.uri} has flavors {found}; loading it natively needs a lightgbm "
                 "or sklearn flavor. Load it with mlflow.pyfunc, or log it with "
-                "mlflow.lightgbm or mlflow.sklearn."
+                "mlflow.lightgbm or mlflow.sklearn.",
+                model_name=version.name,
+                model_version=version.version,
             )
         with tracking_errors(self.settings, f"loading {version.uri}"):
             self.settings.activate()

@@ -283,13 +283,19 @@ class AzureBlobPackageStore(PackageStore):
                 raise PackageStoreError(
                     f"{self._where(package.key)} holds other bytes than this record of "
                     f"package {package.package_id} version {package.version}; get() the "
-                    "current record"
+                    "current record",
+                    package=package.package_id,
+                    package_version=package.version,
+                    store_url=self._blob_url(package.key),
                 )
             query = self._signer.sign(self.container, package.key, self._clock(), expiry)
         except ResourceNotFoundError:
             raise PackageStoreError(
                 f"package {package.package_id} version {package.version} is not in "
-                f"{self._where(package.key)}; put it before asking for a link"
+                f"{self._where(package.key)}; put it before asking for a link",
+                package=package.package_id,
+                package_version=package.version,
+                store_url=self._blob_url(package.key),
             ) from None
         except AzureError as exc:
             raise self._error(exc, doing, package.key) from self._cause(exc)
@@ -338,7 +344,10 @@ class AzureBlobPackageStore(PackageStore):
             if raced is None:
                 raise PackageStoreError(
                     f"package {record.package_id} version {record.version} changed in "
-                    f"{self._where(record.key)} while it was being put; put it again"
+                    f"{self._where(record.key)} while it was being put; put it again",
+                    package=record.package_id,
+                    package_version=record.version,
+                    store_url=self._blob_url(record.key),
                 ) from None
             return existing_or_refuse(raced, record.sha256, self._where())
         return record
@@ -392,6 +401,10 @@ class AzureBlobPackageStore(PackageStore):
         with suppress(ResourceExistsError):  # created meanwhile by another upload
             self._containers.create_container()
             logger.info("created container %r at %s", self.container, self.account_url)
+
+    def _blob_url(self, blob: str) -> str:
+        # `account_url` may carry a SAS token as its query: never part of an error.
+        return f"{self.account_url.partition('?')[0]}/{self.container}/{blob}"
 
     def _where(self, blob: str | None = None) -> str:
         container = f"container {self.container!r}"

@@ -64,7 +64,12 @@ class LocalPackageStore(PackageStore):
         if existing is not None:
             return existing_or_refuse(existing, file_digest(path).sha256, self._where)
         if not path.is_file():
-            raise PackageStoreError(f"package file {path} does not exist; build the package first")
+            raise PackageStoreError(
+                f"package file {path} does not exist; build the package first",
+                package=package_id,
+                package_version=version,
+                store_url=str(self.root),
+            )
         folder = self.root / package_id / version
         temp = folder / f".{path.name}.{uuid.uuid4().hex}.tmp"
         try:
@@ -78,14 +83,20 @@ class LocalPackageStore(PackageStore):
                 if raced is None:  # deleted again in between
                     raise PackageStoreError(
                         f"package {package_id} version {version} changed in {self._where} "
-                        "while it was being put; put it again"
+                        "while it was being put; put it again",
+                        package=package_id,
+                        package_version=version,
+                        store_url=str(self.root),
                     ) from None
                 return existing_or_refuse(raced, sha256, self._where)
             _sync_folder(folder)
         except OSError as exc:
             raise PackageStoreError(
                 f"cannot write package {package_id} version {version} to {self._where}: "
-                f"{exc.strerror or exc}; check that the folder is writable and has space"
+                f"{exc.strerror or exc}; check that the folder is writable and has space",
+                package=package_id,
+                package_version=version,
+                store_url=str(self.root),
             ) from exc
         finally:
             with suppress(OSError):  # never made, or a hidden leftover get() ignores
@@ -122,7 +133,10 @@ class LocalPackageStore(PackageStore):
         if size != package.size:
             raise PackageStoreError(
                 f"package {package.package_id} version {package.version} is not in "
-                f"{self._where} as {package.key}; put it before asking for a link"
+                f"{self._where} as {package.key}; put it before asking for a link",
+                package=package.package_id,
+                package_version=package.version,
+                store_url=str(self.root),
             )
         with self._lock:
             # Each link is issued strictly after the last, so two calls never give one URL.
@@ -145,7 +159,10 @@ class LocalPackageStore(PackageStore):
         except OSError as exc:
             raise PackageStoreError(
                 f"cannot delete package {package_id} version {version} from {self._where}: "
-                f"{exc.strerror or exc}"
+                f"{exc.strerror or exc}",
+                package=package_id,
+                package_version=version,
+                store_url=str(self.root),
             ) from exc
         with suppress(OSError):  # the id's folder goes once its last version is gone
             folder.parent.rmdir()

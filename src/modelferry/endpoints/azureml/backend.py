@@ -98,6 +98,8 @@ class AzureMLEndpointBackend(EndpointBackend):
         InvalidEndpointSpecError: `no_code_mlflow` together with an environment or code.
     """
 
+    display_name = "Azure ML"
+
     def __init__(
         self,
         ml_client: MLClient,
@@ -160,7 +162,9 @@ class AzureMLEndpointBackend(EndpointBackend):
     def delete_endpoint(self, name: str) -> None:
         """Delete the endpoint and its deployments; succeeds if it does not exist."""
         try:
-            with azure_errors(f"deleting endpoint {name!r}", missing=f"endpoint {name!r}"):
+            with azure_errors(
+                f"deleting endpoint {name!r}", missing=f"endpoint {name!r}", endpoint=name
+            ):
                 poller = self._ml.online_endpoints.begin_delete(name=azure_name(name))
                 self._wait(poller, f"deleting endpoint {name!r}", self.timeout_s)
         except EndpointNotFoundError:
@@ -206,7 +210,13 @@ class AzureMLEndpointBackend(EndpointBackend):
                 mark_failed(self._ml, current, deadline, self.poll_interval_s)
                 reason = f"its smoke request failed: {exc}"
                 message = failure_message(self._ml, endpoint, spec.name, reason)
-                raise DeploymentFailedError(message) from exc
+                raise DeploymentFailedError(
+                    message,
+                    endpoint=endpoint,
+                    deployment=spec.name,
+                    model_name=version.name,
+                    model_version=version.version,
+                ) from exc
         return deployment_state(current)
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
@@ -220,7 +230,12 @@ class AzureMLEndpointBackend(EndpointBackend):
                     f"deployment {name!r} of endpoint {endpoint!r} takes {shares[azure]}% of "
                     "traffic; move its traffic (set_traffic) before deleting it"
                 )
-            with azure_errors(f"deleting deployment {name!r}", missing=f"deployment {name!r}"):
+            with azure_errors(
+                f"deleting deployment {name!r}",
+                missing=f"deployment {name!r}",
+                endpoint=endpoint,
+                deployment=name,
+            ):
                 poller = self._ml.online_deployments.begin_delete(
                     name=azure, endpoint_name=azure_name(endpoint)
                 )
@@ -236,7 +251,9 @@ class AzureMLEndpointBackend(EndpointBackend):
             if azure_name(name) not in by_azure:
                 known = sorted(given_names(deployments).values())
                 raise EndpointNotFoundError(
-                    f"endpoint {endpoint!r} has no deployment {name!r}; it has {known}"
+                    f"endpoint {endpoint!r} has no deployment {name!r}; it has {known}",
+                    endpoint=endpoint,
+                    deployment=name,
                 )
         for name in traffic.deployments:
             state = deployment_state(by_azure[azure_name(name)])
@@ -249,7 +266,9 @@ class AzureMLEndpointBackend(EndpointBackend):
         current.traffic = {azure: weights.get(azure, 0) for azure in by_azure}
         current.mirror_traffic = {azure_name(n): p for n, p in traffic.mirror.items() if p > 0}
         with azure_errors(
-            f"setting traffic of endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}"
+            f"setting traffic of endpoint {endpoint!r}",
+            missing=f"endpoint {endpoint!r}",
+            endpoint=endpoint,
         ):
             poller = self._ml.online_endpoints.begin_create_or_update(current)
             self._wait(poller, f"traffic of endpoint {endpoint!r}", self.timeout_s)
@@ -258,13 +277,30 @@ class AzureMLEndpointBackend(EndpointBackend):
     def get_keys(self, endpoint: str) -> SecretStr:
         """The endpoint's primary key."""
         with azure_errors(
-            f"reading keys of endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}"
+            f"reading keys of endpoint {endpoint!r}",
+            missing=f"endpoint {endpoint!r}",
+            endpoint=endpoint,
         ):
             keys = self._ml.online_endpoints.get_keys(name=azure_name(endpoint))
         primary = getattr(keys, "primary_key", None)
         if not primary:
             raise EndpointError(f"endpoint {endpoint!r} does not use key auth; it has no keys")
         return SecretStr(primary)
+
+    def rotate_key(self, endpoint: str) -> SecretStr:
+        """Not offered: Azure ML regenerates keys itself (`az ml online-endpoint ...`).
+
+        Raises:
+            OperationNotSupportedError: always, naming the Azure CLI command to use.
+        """
+        raise self._not_supported(
+            endpoint,
+            "rotate_key",
+            "rotating scoring keys",
+            "regenerate the key with `az ml online-endpoint regenerate-keys --name "
+            f"{azure_name(endpoint)} --key-type primary`, then read it with `get_keys` (from a "
+            f"shell: `modelferry endpoints key {endpoint} --backend azureml`)",
+        )
 
     def invoke(
         self, endpoint: str, payload: Mapping[str, Any], deployment: str | None = None
@@ -276,7 +312,12 @@ class AzureMLEndpointBackend(EndpointBackend):
         with tempfile.TemporaryDirectory(prefix="modelferry-request-") as tmp:
             request = Path(tmp) / "request.json"
             request.write_text(json.dumps(payload))
-            with azure_errors(f"invoking endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}"):
+            with azure_errors(
+                f"invoking endpoint {endpoint!r}",
+                missing=f"endpoint {endpoint!r}",
+                endpoint=endpoint,
+                deployment=deployment or "",
+            ):
                 try:
                     text = self._ml.online_endpoints.invoke(
                         endpoint_name=azure_name(endpoint),
@@ -287,7 +328,9 @@ class AzureMLEndpointBackend(EndpointBackend):
                     if exc.error_type != ValidationErrorType.RESOURCE_NOT_FOUND:
                         raise
                     raise EndpointNotFoundError(
-                        f"endpoint {endpoint!r} has no deployment {deployment!r}"
+                        f"endpoint {endpoint!r} has no deployment {deployment!r}",
+                        endpoint=endpoint,
+                        deployment=deployment or "",
                     ) from exc
         try:
             answer = json.loads(text)
@@ -316,7 +359,12 @@ class AzureMLEndpointBackend(EndpointBackend):
 
     def get_logs(self, endpoint: str, deployment: str, lines: int = 100) -> str:
         """The last `lines` lines of the deployment's inference-server log."""
-        with azure_errors(f"reading logs of {deployment!r}", missing=f"deployment {deployment!r}"):
+        with azure_errors(
+            f"reading logs of {deployment!r}",
+            missing=f"deployment {deployment!r}",
+            endpoint=endpoint,
+            deployment=deployment,
+        ):
             logs = self._ml.online_deployments.get_logs(
                 name=azure_name(deployment), endpoint_name=azure_name(endpoint), lines=lines
             )
@@ -341,7 +389,9 @@ class AzureMLEndpointBackend(EndpointBackend):
 
     def _read(self, endpoint: str) -> tuple[OnlineEndpoint, list[OnlineDeployment]]:
         azure = azure_name(endpoint)
-        with azure_errors(f"reading endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}"):
+        with azure_errors(
+            f"reading endpoint {endpoint!r}", missing=f"endpoint {endpoint!r}", endpoint=endpoint
+        ):
             found = self._ml.online_endpoints.get(name=azure)
             return found, list(self._ml.online_deployments.list(endpoint_name=azure))
 

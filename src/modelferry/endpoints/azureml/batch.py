@@ -222,13 +222,24 @@ class AzureMLBatchEndpoints:
         }
         what = f"batch deployment {deployment_name!r} of {endpoint!r}"
         try:
-            with azure_errors(f"deploying {what}", missing=f"batch endpoint {endpoint!r}"):
+            with azure_errors(
+                f"deploying {what}",
+                missing=f"batch endpoint {endpoint!r}",
+                endpoint=endpoint,
+                deployment=deployment_name,
+            ):
                 poller = self._ml.batch_deployments.begin_create_or_update(wanted)
                 deployed = wait_for(poller, what, deadline - time.monotonic(), self.poll_interval_s)
         except EndpointNotFoundError:
             raise
         except EndpointError as exc:
-            raise DeploymentFailedError(f"{what} failed: {exc}") from exc
+            raise DeploymentFailedError(
+                f"{what} failed: {exc}",
+                endpoint=endpoint,
+                deployment=deployment_name,
+                model_name=version.name,
+                model_version=version.version,
+            ) from exc
         if make_default and _default_deployment(current) != wanted.name:
             _set_default_deployment(current, str(wanted.name))
             with azure_errors(f"making {what} the default", missing=f"batch endpoint {endpoint!r}"):
@@ -263,7 +274,9 @@ class AzureMLBatchEndpoints:
         if isinstance(input_path_or_uri, Path) or Path(path).exists():
             path = str(Path(path).resolve())
         kind = input_type or _guess_input_type(path)
-        with azure_errors(f"invoking {endpoint!r}", missing=f"batch endpoint {endpoint!r}"):
+        with azure_errors(
+            f"invoking {endpoint!r}", missing=f"batch endpoint {endpoint!r}", endpoint=endpoint
+        ):
             try:
                 job = self._ml.batch_endpoints.invoke(
                     endpoint_name=azure_name(endpoint),
@@ -274,7 +287,9 @@ class AzureMLBatchEndpoints:
                 if exc.error_type != ValidationErrorType.RESOURCE_NOT_FOUND:
                     raise
                 raise EndpointNotFoundError(
-                    f"batch endpoint {endpoint!r} has no deployment {deployment!r}"
+                    f"batch endpoint {endpoint!r} has no deployment {deployment!r}",
+                    endpoint=endpoint,
+                    deployment=deployment or "",
                 ) from exc
         return str(job.name)
 

@@ -6,7 +6,12 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from modelferry.endpoints.azureml.entities import TAG_NAME, TAG_STATUS
+from modelferry.endpoints.azureml.entities import (
+    TAG_MODEL_NAME,
+    TAG_MODEL_VERSION,
+    TAG_NAME,
+    TAG_STATUS,
+)
 from modelferry.endpoints.azureml.sdk import azure_errors, wait_for
 from modelferry.endpoints.naming import azure_name
 from modelferry.errors import DeploymentFailedError, EndpointError, EndpointNotFoundError
@@ -32,10 +37,13 @@ def provision(
         EndpointNotFoundError: the endpoint does not exist.
         DeploymentFailedError: it failed or timed out; the message ends with its log.
     """
-    name = str((deployment.tags or {}).get(TAG_NAME, deployment.name))
+    tags = deployment.tags or {}
+    name = str(tags.get(TAG_NAME, deployment.name))
     failure = None
     try:
-        with azure_errors(f"deploying {name!r}", missing=f"endpoint {endpoint!r}"):
+        with azure_errors(
+            f"deploying {name!r}", missing=f"endpoint {endpoint!r}", endpoint=endpoint
+        ):
             poller = ml_client.online_deployments.begin_create_or_update(deployment)
             wait_for(poller, f"deployment {name!r}", deadline - time.monotonic(), poll_interval_s)
     except EndpointNotFoundError:
@@ -47,7 +55,13 @@ def provision(
         state = current.provisioning_state if current is not None else "missing"
         failure = f"provisioning ended {state!r}"
     if failure is not None or current is None:
-        raise DeploymentFailedError(failure_message(ml_client, endpoint, name, str(failure)))
+        raise DeploymentFailedError(
+            failure_message(ml_client, endpoint, name, str(failure)),
+            endpoint=endpoint,
+            deployment=name,
+            model_name=str(tags.get(TAG_MODEL_NAME, "")),
+            model_version=str(tags.get(TAG_MODEL_VERSION, "")),
+        )
     return current
 
 

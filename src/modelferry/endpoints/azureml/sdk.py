@@ -33,24 +33,29 @@ def azure_sdk(purpose: str = "Azure ML endpoints") -> Iterator[None]:
 
 
 @contextmanager
-def azure_errors(doing: str, missing: str | None = None) -> Iterator[None]:
+def azure_errors(
+    doing: str, missing: str | None = None, *, endpoint: str = "", deployment: str = ""
+) -> Iterator[None]:
     """Re-raise Azure's errors as modelferry's.
 
     Args:
         doing: what was being done, e.g. "deleting endpoint 'churn'".
         missing: what a "not found" answer means, e.g. "endpoint 'churn'"; with it, such
             an answer raises `EndpointNotFoundError`, without it `EndpointError`.
+        endpoint: the endpoint concerned, set on the error raised.
+        deployment: the deployment concerned, set on the error raised.
     """
+    context = {"endpoint": endpoint, "deployment": deployment}
     with azure_sdk():
         from azure.core.exceptions import AzureError, ResourceNotFoundError
     try:
         yield
     except ResourceNotFoundError as exc:
         if missing is None:
-            raise EndpointError(f"Azure ML refused {doing}: {first_line(exc)}") from exc
-        raise EndpointNotFoundError(f"{missing} does not exist in Azure ML") from exc
+            raise EndpointError(f"Azure ML refused {doing}: {first_line(exc)}", **context) from exc
+        raise EndpointNotFoundError(f"{missing} does not exist in Azure ML", **context) from exc
     except AzureError as exc:
-        raise EndpointError(f"Azure ML refused {doing}: {first_line(exc)}") from exc
+        raise EndpointError(f"Azure ML refused {doing}: {first_line(exc)}", **context) from exc
 
 
 def wait_for(poller: LROPoller[_T], what: str, timeout_s: float, poll_interval_s: float) -> _T:

@@ -52,6 +52,8 @@ class LocalEndpointBackend(EndpointBackend):
     reboot or crash took away.
     """
 
+    display_name = "local"
+
     def __init__(
         self,
         home: Path,
@@ -180,7 +182,11 @@ class LocalEndpointBackend(EndpointBackend):
             raise DeploymentFailedError(
                 f"deployment {spec.name!r} of endpoint {endpoint!r} ({spec.model.name} "
                 f"v{version}) failed: {detail}; it takes no traffic. Logs: "
-                f"modelferry endpoints logs {endpoint}"
+                f"modelferry endpoints logs {endpoint}",
+                endpoint=endpoint,
+                deployment=spec.name,
+                model_name=spec.model.name,
+                model_version=version,
             )
         return DeploymentState(spec.name, spec.model.name, version, "ready")
 
@@ -281,7 +287,9 @@ class LocalEndpointBackend(EndpointBackend):
         unknown = sorted(traffic.deployments - set(deployments))
         if unknown:
             raise EndpointNotFoundError(
-                f"endpoint {endpoint!r} has no deployment {unknown}; it has {sorted(deployments)}"
+                f"endpoint {endpoint!r} has no deployment {unknown}; it has {sorted(deployments)}",
+                endpoint=endpoint,
+                deployment=unknown[0],
             )
         not_ready = sorted(n for n in traffic.deployments if deployments[n].status != "ready")
         if not_ready:
@@ -415,7 +423,9 @@ class LocalEndpointBackend(EndpointBackend):
         record = self.store.get_endpoint(name)
         if record is None:
             known = [r.name for r in self.store.list_endpoints()]
-            raise EndpointNotFoundError(f"no local endpoint {name!r}; known endpoints: {known}")
+            raise EndpointNotFoundError(
+                f"no local endpoint {name!r}; known endpoints: {known}", endpoint=name
+            )
         return record
 
     def _check_same_store(self, record: EndpointRecord) -> None:
@@ -488,11 +498,13 @@ class LocalEndpointBackend(EndpointBackend):
             raise EndpointError(
                 f"the server of endpoint {record.name!r} did not answer {method} {path} "
                 f"({type(exc).__name__}: {exc}); its log may say why: "
-                f"modelferry endpoints logs {record.name}"
+                f"modelferry endpoints logs {record.name}",
+                endpoint=record.name,
             ) from exc
         if response.status_code != 200:
             raise DeploymentFailedError(
-                f"endpoint {record.name!r} refused {method} {path}: {response.text[:300]}"
+                f"endpoint {record.name!r} refused {method} {path}: {response.text[:300]}",
+                endpoint=record.name,
             )
         return response.json()
 

@@ -97,7 +97,8 @@ def wait_until_live(url: str, server: ServerProcess, timeout_s: float, log_path:
     while time.monotonic() < deadline:
         if not is_alive(server):
             raise DeploymentFailedError(
-                f"the endpoint server exited during start-up:\n{tail(log_path, 20)}"
+                f"the endpoint server exited during start-up:\n{tail(log_path, 20)}",
+                endpoint=server.endpoint,
             )
         try:
             if httpx.get(f"{url}/health/live", timeout=1.0).status_code == 200:
@@ -106,7 +107,8 @@ def wait_until_live(url: str, server: ServerProcess, timeout_s: float, log_path:
             pass
         time.sleep(0.1)
     raise DeploymentFailedError(
-        f"the endpoint server did not answer within {timeout_s:g} s:\n{tail(log_path, 20)}"
+        f"the endpoint server did not answer within {timeout_s:g} s:\n{tail(log_path, 20)}",
+        endpoint=server.endpoint,
     )
 
 

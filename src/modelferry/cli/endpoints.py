@@ -26,7 +26,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from modelferry.cli_output import add_output_option, print_json
+from modelferry.cli.output import add_output_option, print_json
 from modelferry.endpoints.backend import EndpointBackend, TrafficRollback
 from modelferry.endpoints.spec import EndpointState, TrafficSplit
 from modelferry.errors import (
@@ -135,7 +135,9 @@ def run_endpoint_command(args: argparse.Namespace) -> int:
     """Carry out one `endpoints` action; returns the exit code.
 
     Raises:
-        InvalidConfigError: options that do not fit the backend, or an action it lacks.
+        InvalidConfigError: options that do not fit the backend.
+        OperationNotSupportedError: an optional action the backend does not offer
+            (`rollback` and `key --rotate` on Azure ML).
     """
     check_supported(args)
     backend = create_backend(args)
@@ -145,7 +147,7 @@ def run_endpoint_command(args: argparse.Namespace) -> int:
             print_json([endpoint_json(state) for state in states])
             return 0
         if not states:
-            print(f"No {'local' if args.backend == 'local' else 'Azure ML'} endpoints.")
+            print(f"No {backend.display_name} endpoints.")
         for state in states:
             print(format_endpoint(state, brief=True))
     elif args.action == "show":
@@ -170,7 +172,8 @@ def run_endpoint_command(args: argparse.Namespace) -> int:
         except EndpointNotFoundError as exc:
             raise EndpointNotFoundError(
                 f"cannot delete endpoint {args.name!r}: it does not exist ({exc}); "
-                f"`{_command(args, 'list', with_name=False)}` lists the endpoints"
+                f"`{_command(args, 'list', with_name=False)}` lists the endpoints",
+                endpoint=args.name,
             ) from exc
         backend.delete_endpoint(args.name)
         print(f"Deleted endpoint {args.name!r}.")
@@ -186,7 +189,7 @@ def check_supported(args: argparse.Namespace) -> None:
 
     Raises:
         InvalidConfigError: workspace options without `--backend azureml`; on Azure ML,
-            `rollback`, or `logs` without `--deployment`.
+            `logs` without `--deployment`.
     """
     if args.backend == "local":
         given = [flag for key, flag in _WORKSPACE_OPTIONS.items() if getattr(args, key)]
@@ -196,14 +199,6 @@ def check_supported(args: argparse.Namespace) -> None:
                 "leave them out for local endpoints"
             )
         return
-    if args.action == "rollback":
-        raise InvalidConfigError(_NO_ROLLBACK)
-    if args.action == "key" and args.rotate:
-        raise InvalidConfigError(
-            "--rotate needs --backend local; on Azure ML regenerate the key with `az ml "
-            f"online-endpoint regenerate-keys --name {args.name} --key-type primary`, then "
-            f"read it with `modelferry endpoints key {args.name} --backend azureml`"
-        )
     if args.action == "logs" and not args.deployment:
         raise InvalidConfigError(
             "on Azure ML each deployment has its own log: add --deployment NAME "
@@ -234,13 +229,6 @@ def create_backend(args: argparse.Namespace) -> EndpointBackend:
     except ImportError as exc:
         raise ModelferryError(str(exc)) from exc
     return AzureMLEndpointBackend(client, ModelRegistry(settings))
-
-
-_NO_ROLLBACK = (
-    "rollback needs --backend local, which remembers the releases and splits it replaced; "
-    "Azure ML keeps no earlier split: set the one you want with `modelferry endpoints "
-    "traffic NAME blue=100 --backend azureml`"
-)
 
 
 def _command(args: argparse.Namespace, action: str, with_name: bool = True) -> str:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelferry.cli_help import UsageLinesHelpFormatter
+from modelferry.cli.help import UsageLinesHelpFormatter
 from modelferry.settings import load_settings
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def add_db_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def _cmd_upgrade(args: argparse.Namespace) -> int:
     # Imported here: alembic and SQLAlchemy stay out of every other command's start-up.
-    from modelferry.cli_endpoints import DEFAULT_ENDPOINTS_HOME
+    from modelferry.cli.endpoints import DEFAULT_ENDPOINTS_HOME
     from modelferry.delivery.records import DEFAULT_RECORDS_URL
 
     named = args.records is not None or args.endpoints is not None

@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from modelferry.cli_help import UsageLinesHelpFormatter
-from modelferry.cli_output import add_output_option, iso_utc_text, print_json
+from modelferry.cli.help import UsageLinesHelpFormatter
+from modelferry.cli.output import add_output_option, iso_utc_text, print_json
 from modelferry.errors import InvalidConfigError, PackageVerificationError, TrustFileError
 from modelferry.settings import load_settings
 from modelferry.structured_logging import LOG_FORMATS, configure_logging

@@ -15,7 +15,14 @@ import textwrap
 from datetime import UTC, datetime
 from typing import Final
 
-__all__ = ["OUTPUT_FORMATS", "add_output_option", "iso_utc", "iso_utc_text", "print_json"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "add_output_option",
+    "iso_utc",
+    "iso_utc_text",
+    "print_error",
+    "print_json",
+]
 
 OUTPUT_FORMATS: Final = ("text", "json")
 
@@ -50,6 +57,11 @@ def print_json(document: object) -> None:
     except (UnicodeEncodeError, LookupError):
         text = json.dumps(document, indent=2)
     print(text)
+
+
+def print_error(message: str) -> None:
+    """Print `message` as the command's one error line on stderr."""
+    print(f"modelferry: error: {message}", file=sys.stderr)
 
 
 def iso_utc(moment: datetime | None) -> str | None:
