@@ -5,9 +5,9 @@
 
 1. Builds a real signed LightGBM package padded to `--package-mb` MiB and puts it in a
    `LocalPackageStore` (devices get `file://` links).
-2. Starts a private Mosquitto (raised queue and in-flight bounds, see `delivery_broker`)
-   and `--agent-processes` `modelferry agent` processes simulating the devices; waits
-   until every agent has connected.
+2. Starts a private Mosquitto (raised queue and in-flight bounds, see
+   `modelferry.testing.mosquitto`) and `--agent-processes` `modelferry agent` processes
+   simulating the devices; waits until every agent has connected.
 3. **Fleet:** one orchestrator process rolls the package out to all `--devices` devices
    with a `FleetRollout` (the deliver-package flow's defaults: 50 at a time, a 10 % canary
    ring) and exits. Every device must report Success, i.e. it downloaded, verified the
@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.delivery_agents import AgentProcesses, device_python, split_devices
-from bench.delivery_broker import BenchBroker, mosquitto_version
 from bench.delivery_cpu import CpuMeter
 from bench.delivery_package import PACKAGE_ID, build_bench_package
 from bench.delivery_report import FleetRun, SoloRuns, render_report
 from bench.lifecycle import interrupt_on_termination, log, work_dir
 from bench.machine import load_average, machine_info
 from bench.processes import REPO
+from modelferry.testing.mosquitto import MANY_CLIENTS_CONFIG, Mosquitto, mosquitto_version
 
 VERSION = "1"
 CONNECT_TIMEOUT_S = 300.0
@@ -58,7 +58,7 @@ def run_orchestrator(
     work: Path,
     name: str,
     devices: Sequence[str],
-    broker: BenchBroker,
+    broker: Mosquitto,
     *,
     client_id: str,
     records_url: str,
@@ -205,7 +205,14 @@ def _run(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> i
     LocalPackageStore(work / "store").put(
         package.built.path, package_id=PACKAGE_ID, version=VERSION
     )
-    broker = BenchBroker(work / "broker")
+    # Raised per-client bounds and open-file limit: the cloud channel is one client that
+    # receives every device's events, and each device holds a descriptor.
+    broker = Mosquitto(
+        work / "broker",
+        extra_config=MANY_CLIENTS_CONFIG,
+        raise_file_limit=True,
+        new_session=True,
+    )
     stack.callback(broker.stop)
     broker.start()
     smoke_python = device_python(work / "device-env")
@@ -245,7 +252,7 @@ def _run(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> i
 def _fleet(
     args: argparse.Namespace,
     work: Path,
-    broker: BenchBroker,
+    broker: Mosquitto,
     agents: AgentProcesses,
     devices: Sequence[str],
 ) -> FleetRun:
@@ -276,7 +283,7 @@ def _fleet(
 
 def _solo(
     work: Path,
-    broker: BenchBroker,
+    broker: Mosquitto,
     agents: AgentProcesses,
     devices: Sequence[str],
     extrapolate_to: int,

@@ -24,8 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.delivery_broker import BenchBroker
 from bench.processes import REPO
+from modelferry.testing.mosquitto import Mosquitto
 
 _CONNECTED = "connected"
 
@@ -62,7 +62,7 @@ class AgentProcesses:
         self,
         folder: Path,
         groups: Sequence[Sequence[str]],
-        broker: BenchBroker,
+        broker: Mosquitto,
         public_key: str,
         smoke_python: Path | None = None,
     ) -> None:

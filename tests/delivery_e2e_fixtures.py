@@ -49,7 +49,7 @@ from modelferry.packaging import (
 )
 from modelferry.stores.base import StoredPackage
 from modelferry.stores.local import LocalPackageStore
-from tests.mosquitto import Mosquitto
+from modelferry.testing.mosquitto import Mosquitto
 
 AGENT_START_TIMEOUT_S = 60.0
 _CONNECTED = re.compile(r"edge agent\(s\) .* connected$", re.MULTILINE)

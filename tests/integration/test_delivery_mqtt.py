@@ -16,8 +16,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from modelferry.delivery import messages
 from modelferry.delivery.mqtt import MqttBroker, MqttChannel, MqttDeviceTransport, MqttOptions
 from modelferry.errors import ChannelError
-from tests.delivery_contract import DeliveryTransportContract, Transports, run, state, take
-from tests.mosquitto import Mosquitto, free_port
+from modelferry.testing.contracts.delivery import (
+    DeliveryTransportContract,
+    Transports,
+    run,
+    state,
+    take,
+)
+from modelferry.testing.mosquitto import Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
 

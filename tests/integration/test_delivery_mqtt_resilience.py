@@ -14,8 +14,8 @@ import pytest
 from modelferry.delivery import messages
 from modelferry.delivery.mqtt import MqttBroker, MqttChannel, MqttDeviceTransport, MqttOptions
 from modelferry.errors import ChannelError
-from tests.delivery_contract import new_delivery, run, state, take
-from tests.mosquitto import Mosquitto
+from modelferry.testing.contracts.delivery import new_delivery, run, state, take
+from modelferry.testing.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -34,8 +34,8 @@ from modelferry.edge import (
     run_agents,
 )
 from modelferry.packaging import PackageInputs, SigningKey, build_package
+from modelferry.testing.mosquitto import Mosquitto
 from tests.model_fixtures import save_small_lightgbm_model
-from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -18,20 +18,20 @@ from azure.iot.hub import IoTHubRegistryManager
 
 from modelferry.delivery import messages
 from modelferry.delivery.iothub import IoTHubChannel
-from modelferry.delivery.iothub_fake import FakeIoTHub, FakeIoTHubDevice
-from modelferry.delivery.iothub_fake_sdk import (
-    FakeEventHubConsumerClient,
-    FakeIoTHubRegistryManager,
-)
 from modelferry.delivery.iothub_sdk import message_from_event
 from modelferry.errors import ChannelError
-from tests.delivery_contract import (
+from modelferry.testing.contracts.delivery import (
     DeliveryTransportContract,
     Transports,
     new_delivery,
     run,
     state,
     take,
+)
+from modelferry.testing.iothub.hub import FakeIoTHub, FakeIoTHubDevice
+from modelferry.testing.iothub.sdk import (
+    FakeEventHubConsumerClient,
+    FakeIoTHubRegistryManager,
 )
 
 

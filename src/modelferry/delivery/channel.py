@@ -5,8 +5,8 @@ messages to any device and reads device-to-cloud (D2C) messages from all devices
 `DeviceTransport` is what a device (the reference edge agent, or a test double) holds:
 it reads its own C2D messages and sends D2C messages. Implementations: `local`
 (in-process, the embedded default), `mqtt` (IoT Hub-style topics on a self-hosted broker)
-and `iothub` (Azure IoT Hub). All pass the shared contract tests in
-tests/delivery_contract.py.
+and `iothub` (Azure IoT Hub). All pass the shared contract suite in
+`modelferry.testing.contracts.delivery`.
 
 Contract, for every implementation:
 - Both are async context managers: `async with channel:` opens and closes. `open()` is

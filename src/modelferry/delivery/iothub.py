@@ -22,7 +22,7 @@ endpoint, signing in with a SAS token made from the device's connection string (
 on every reconnect; the hub disconnects a client whose token expired, and the transport
 reconnects with a fresh one). No Azure SDK is needed on the device.
 
-`modelferry.delivery.iothub_fake.FakeIoTHub` stands in for the hub in tests.
+`modelferry.testing.iothub.FakeIoTHub` stands in for the hub in tests (yours too).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The Azure SDKs at the IoT Hub channel's boundary: importing them, the parts used, events.
 
 `RegistryManager` and `ConsumerClient` are the parts of `IoTHubRegistryManager` and
-`EventHubConsumerClient` the channel calls; `FakeIoTHub` (in `iothub_fake`) implements them
+`EventHubConsumerClient` the channel calls; `modelferry.testing.iothub.FakeIoTHub` implements them
 with the same signatures. `message_from_event` reads an Event Hubs event as IoT Hub's
 built-in endpoint delivers it: application properties with bytes keys and values, the
 device id in the system property `iothub-connection-device-id`.

@@ -1,6 +1,6 @@
 """`FakeIoTHub`: an IoT hub in memory, for tests (like `structlog.testing`).
 
-The two SDK clients are in `iothub_fake_sdk`:
+The two SDK clients are in `modelferry.testing.iothub.sdk`:
 - `hub.RegistryManager` has `IoTHubRegistryManager.from_connection_string` and
   `send_c2d_message` with the SDK's signatures (a test compares them). As the SDK does, it
   moves `contentType`, `contentEncoding`, `messageId`, `correlationId` and `expiryTimeUtc`
@@ -44,16 +44,16 @@ from urllib.parse import quote
 
 from modelferry.delivery.channel import DeviceTransport
 from modelferry.delivery.iothub import IoTHubChannel
-from modelferry.delivery.iothub_fake_sdk import (
+from modelferry.delivery.iothub_sdk import azure_sdk
+from modelferry.delivery.messages import Message
+from modelferry.delivery.mqtt_topics import C2D_SEGMENT, D2C_SEGMENT, d2c_topic, parse_topic
+from modelferry.errors import ChannelError
+from modelferry.testing.iothub.sdk import (
     SEND_FAILURE,
     FakeEventHubConsumerClient,
     FakeIoTHubRegistryManager,
     Waker,
 )
-from modelferry.delivery.iothub_sdk import azure_sdk
-from modelferry.delivery.messages import Message
-from modelferry.delivery.mqtt_topics import C2D_SEGMENT, D2C_SEGMENT, d2c_topic, parse_topic
-from modelferry.errors import ChannelError
 
 with azure_sdk("FakeIoTHub"):
     from azure.eventhub._pyamqp._encode import encode_payload

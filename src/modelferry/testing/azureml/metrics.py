@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from modelferry.endpoints.azureml.fake_scoring import refused
 from modelferry.endpoints.azureml.sdk import azure_sdk
+from modelferry.testing.azureml.scoring import refused
 
 with azure_sdk("FakeMetricsQueryClient"):
     from azure.core.exceptions import (

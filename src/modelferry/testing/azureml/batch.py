@@ -1,4 +1,4 @@
-"""The batch endpoint, batch deployment and job operations of `FakeMLClient` (see `fake`).
+"""The batch endpoint, batch deployment and job operations of `FakeMLClient` (see `ml_client`).
 
 Same signatures as azure-ai-ml's `BatchEndpointOperations`, `BatchDeploymentOperations`
 and `JobOperations` for the methods modelferry calls. `invoke` records a `FakeBatchJob`;
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelferry.endpoints.azureml.fake_scoring import FakePoller, refused, score_probabilities
 from modelferry.endpoints.azureml.sdk import azure_sdk
+from modelferry.testing.azureml.scoring import FakePoller, refused, score_probabilities
 
 with azure_sdk("FakeMLClient"):
     from azure.ai.ml import Input
@@ -31,7 +31,7 @@ with azure_sdk("FakeMLClient"):
     from azure.core.exceptions import ResourceNotFoundError
 
 if TYPE_CHECKING:
-    from modelferry.endpoints.azureml.fake import FakeMLClient
+    from modelferry.testing.azureml.ml_client import FakeMLClient
 
 # Azure ML's rule for endpoint and deployment names.
 _NAME = re.compile(r"[a-zA-Z][-a-zA-Z0-9]{1,30}[a-zA-Z0-9]")

@@ -1,8 +1,9 @@
 """Fakes of the two Azure SDK clients `IoTHubChannel` uses, served by a `FakeIoTHub`.
 
 Their public methods keep the SDK's signatures (a test compares them with
-`inspect.signature`); what they do is described in `iothub_fake`. `FakeIoTHub` makes a
-subclass of each bound to itself (`hub.RegistryManager`, `hub.ConsumerClient`).
+`inspect.signature`); what they do is described in `modelferry.testing.iothub.hub`.
+`FakeIoTHub` makes a subclass of each bound to itself (`hub.RegistryManager`,
+`hub.ConsumerClient`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ with azure_sdk("FakeIoTHub"):
     )
 
 if TYPE_CHECKING:
-    from modelferry.delivery.iothub_fake import FakeIoTHub
+    from modelferry.testing.iothub.hub import FakeIoTHub
 
 __all__ = ["FakeEventHubConsumerClient", "FakeIoTHubRegistryManager", "Waker"]
 

@@ -1,4 +1,4 @@
-"""The endpoint and deployment operations of `FakeMLClient` (see `fake`)."""
+"""The endpoint and deployment operations of `FakeMLClient` (see `ml_client`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelferry.endpoints.azureml.fake_scoring import (
+from modelferry.endpoints.azureml.sdk import azure_sdk
+from modelferry.testing.azureml.scoring import (
     FakePoller,
     FakeRequest,
     refused,
@@ -19,7 +20,6 @@ from modelferry.endpoints.azureml.fake_scoring import (
     score_labels,
     score_with_script,
 )
-from modelferry.endpoints.azureml.sdk import azure_sdk
 
 with azure_sdk("FakeMLClient"):
     from azure.ai.ml.entities import EndpointAuthKeys, OnlineDeployment, OnlineEndpoint
@@ -27,7 +27,7 @@ with azure_sdk("FakeMLClient"):
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 if TYPE_CHECKING:
-    from modelferry.endpoints.azureml.fake import FakeMLClient
+    from modelferry.testing.azureml.ml_client import FakeMLClient
 
 # Azure ML's rule for endpoint and deployment names.
 _NAME = re.compile(r"^[a-zA-Z]([-a-zA-Z0-9]{1,30}[a-zA-Z0-9])$")

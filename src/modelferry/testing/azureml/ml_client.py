@@ -28,19 +28,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from modelferry.endpoints.azureml.fake_batch import (
+from modelferry.endpoints.azureml.scoring import folder_digest
+from modelferry.endpoints.azureml.sdk import azure_sdk
+from modelferry.testing.azureml.batch import (
     FakeBatchDeploymentOperations,
     FakeBatchEndpointOperations,
     FakeBatchWorkspace,
     FakeJobOperations,
 )
-from modelferry.endpoints.azureml.fake_endpoints import (
+from modelferry.testing.azureml.endpoints import (
     FakeOnlineDeploymentOperations,
     FakeOnlineEndpointOperations,
 )
-from modelferry.endpoints.azureml.fake_scoring import FakeRequest, Scorer, refused
-from modelferry.endpoints.azureml.scoring import folder_digest
-from modelferry.endpoints.azureml.sdk import azure_sdk
+from modelferry.testing.azureml.scoring import FakeRequest, Scorer, refused
 
 with azure_sdk("FakeMLClient"):
     from azure.ai.ml.entities import (
@@ -106,7 +106,7 @@ class FakeMLClient:
         self.online_endpoints = FakeOnlineEndpointOperations(self)
         self.online_deployments = FakeOnlineDeploymentOperations(self)
         self.models = FakeModelOperations(self)
-        # Batch endpoints, deployments and their jobs (see `fake_batch`).
+        # Batch endpoints, deployments and their jobs (see `batch`).
         self.batch = FakeBatchWorkspace()
         self.batch_endpoints = FakeBatchEndpointOperations(self, self.batch)
         self.batch_deployments = FakeBatchDeploymentOperations(self, self.batch)
