@@ -41,7 +41,7 @@ from modelferry.delivery.fleet_chart import save_fleet_chart
 from modelferry.delivery.local import LocalChannel, default_hub
 from modelferry.delivery.outcomes import FleetResult
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy, parse_device_ids
-from modelferry.edge.fleet import AgentThread, start_local_agents
+from modelferry.edge.local_agents import AgentThread, start_local_agents
 from modelferry.errors import DeliveryFailedError, DeliveryTimedOutError, InvalidConfigError
 from modelferry.pictures import picture_name
 from modelferry.registry.tracking import DEFAULT_HOME

@@ -375,7 +375,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve(agents: Sequence[EdgeAgent]) -> int:
-    from modelferry.edge.fleet import run_agents, wait_connected
+    from modelferry.edge.local_agents import run_agents, wait_connected
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,20 +14,20 @@ from modelferry.edge.download import (
     Progress,
     download_package,
 )
-from modelferry.edge.fleet import (
-    AgentThread,
-    create_agents,
-    create_local_agents,
-    run_agents,
-    run_local_agents,
-    start_local_agents,
-)
 from modelferry.edge.install import (
     InstallError,
     InstallOutcome,
     current_version,
     install_version,
     rollback,
+)
+from modelferry.edge.local_agents import (
+    AgentThread,
+    create_agents,
+    create_local_agents,
+    run_agents,
+    run_local_agents,
+    start_local_agents,
 )
 from modelferry.edge.settings import AgentSettings, load_public_keys
 from modelferry.edge.smoke import SmokeResult, SmokeRunner, SmokeSettings, SmokeSpec, SmokeTestError

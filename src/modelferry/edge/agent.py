@@ -9,7 +9,7 @@ with the stage and the reason. A failure leaves nothing installed and the previo
 version current.
 
 The agent is one asyncio task pair (a reader and a worker) over a `DeviceTransport`: no
-thread of its own, so one process can run many (see `modelferry.edge.fleet`). Blocking
+thread of its own, so one process can run many (see `modelferry.edge.local_agents`). Blocking
 file work runs in the loop's default executor; the smoke prediction in a child process.
 
 Guarantees:
