@@ -41,7 +41,7 @@ from modelferry.structured_logging import LOG_FORMATS, configure_logging
 if TYPE_CHECKING:
     from modelferry.delivery.channel import DeviceTransport
     from modelferry.edge import EdgeAgent
-    from modelferry.edge.state import DeliveryRecord, InstalledVersion
+    from modelferry.edge.state import DeviceDeliveryState, InstalledVersion
 
 __all__ = ["add_agent_command", "run_agent_command"]
 
@@ -303,7 +303,7 @@ def _version_json(entry: InstalledVersion) -> dict[str, Any]:
     }
 
 
-def _delivery_json(record: DeliveryRecord) -> dict[str, Any]:
+def _delivery_json(record: DeviceDeliveryState) -> dict[str, Any]:
     # Only the reason from the attributes: the rest is protocol detail, not status.
     reason = record.attributes.get("reason")
     return {

@@ -31,13 +31,13 @@ from modelferry.edge.local_agents import (
 )
 from modelferry.edge.settings import AgentSettings, load_public_keys
 from modelferry.edge.smoke import SmokeResult, SmokeRunner, SmokeSettings, SmokeSpec, SmokeTestError
-from modelferry.edge.state import AgentState, DeliveryRecord, InstalledVersion, StateStore
+from modelferry.edge.state import AgentState, DeviceDeliveryState, InstalledVersion, StateStore
 
 __all__ = [
     "AgentSettings",
     "AgentState",
     "AgentThread",
-    "DeliveryRecord",
+    "DeviceDeliveryState",
     "DownloadFailedError",
     "DownloadSettings",
     "EdgeAgent",

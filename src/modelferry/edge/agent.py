@@ -49,7 +49,7 @@ from modelferry.edge.install import prepare_root
 from modelferry.edge.pipeline import DeliveryJob, PackagePipeline, StepFailed
 from modelferry.edge.settings import AgentSettings
 from modelferry.edge.smoke import SmokeRunner
-from modelferry.edge.state import DeliveryRecord, StateStore
+from modelferry.edge.state import DeviceDeliveryState, StateStore
 from modelferry.errors import ChannelError, MalformedMessageError
 from modelferry.packaging.signing import VerifyKey
 from modelferry.packaging.trust import TrustPolicy, trust_policy
@@ -331,7 +331,7 @@ class EdgeAgent:
     async def _record(
         self, job: DeliveryJob, state: str, attributes: Mapping[str, Any] | None = None
     ) -> None:
-        record = DeliveryRecord(
+        record = DeviceDeliveryState(
             job.delivery_id,
             job.project_id,
             job.package_id,
