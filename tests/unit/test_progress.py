@@ -23,7 +23,8 @@ from modelferry.delivery.outcomes import FleetResult
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy
 from modelferry.delivery.states import ERROR, SKIPPED, SUCCESS
 from modelferry.progress import ProgressCallback, ProgressReporter
-from modelferry.serving.model import BoosterPredictor, FeatureSpec, ServingModel
+from modelferry.serving.model import BoosterPredictor, ServingModel
+from modelferry.serving.schema import FeatureSpec
 from modelferry.structured_logging import bound_ids, log_context
 from tests.fake_devices import DeviceScript, FakeFleet, make_package
 
