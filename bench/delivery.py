@@ -108,7 +108,7 @@ def run_orchestrator(
 def records_span(records_url: str, rollout_id: str) -> tuple[float, list[str]]:
     """Seconds from the first delivery's newDelivery to the last terminal state, and the
     devices the records list as having the package installed."""
-    from modelferry.delivery.records import DeliveryRecords
+    from modelferry.delivery.records.store import DeliveryRecords
 
     records = DeliveryRecords(records_url)
     try:

@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from modelferry.delivery.channels.mqtt.channel import MqttBroker, MqttChannel
 from modelferry.delivery.fleet import roll_out
-from modelferry.delivery.mqtt import MqttBroker, MqttChannel
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy, require_package
-from modelferry.delivery.records import DeliveryRecords
+from modelferry.delivery.records.store import DeliveryRecords
 from modelferry.stores.local import LocalPackageStore
 
 PROJECT_ID = "bench-delivery"

@@ -35,8 +35,8 @@ from urllib.parse import unquote, urlsplit
 
 from prefect.blocks.core import Block
 
-from modelferry.delivery.records import DeliveryRecords
-from modelferry.delivery.states import FINAL_STATES
+from modelferry.delivery.protocol.states import FINAL_STATES
+from modelferry.delivery.records.store import DeliveryRecords
 from modelferry.packaging import (
     ENVELOPE_NAME,
     MANIFEST_NAME,

@@ -31,7 +31,7 @@ from blocks.package_store import AzureBlobPackageStoreBlock, LocalPackageStoreBl
 from blocks.signing_key import PackageSigningKey
 from flows.deliver_package import deliver_package
 from flows.package_model import PackagedModel, package_model
-from modelferry.delivery.states import SUCCESS, TIMED_OUT
+from modelferry.delivery.protocol.states import SUCCESS, TIMED_OUT
 from modelferry.packaging import SigningKey
 from modelferry.testing.mosquitto import Mosquitto
 from tasks.delivery import report_key

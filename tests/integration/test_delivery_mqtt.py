@@ -13,8 +13,13 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from modelferry.delivery import messages
-from modelferry.delivery.mqtt import MqttBroker, MqttChannel, MqttDeviceTransport, MqttOptions
+from modelferry.delivery.channels.mqtt.channel import (
+    MqttBroker,
+    MqttChannel,
+    MqttDeviceTransport,
+    MqttOptions,
+)
+from modelferry.delivery.protocol import messages
 from modelferry.errors import ChannelError
 from modelferry.testing.contracts.delivery import (
     DeliveryTransportContract,

@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from modelferry.delivery import messages
-from modelferry.delivery.mqtt import MqttBroker, MqttChannel, MqttDeviceTransport, MqttOptions
+from modelferry.delivery.channels.mqtt.channel import (
+    MqttBroker,
+    MqttChannel,
+    MqttDeviceTransport,
+    MqttOptions,
+)
+from modelferry.delivery.protocol import messages
 from modelferry.errors import ChannelError
 from modelferry.testing.contracts.delivery import new_delivery, run, state, take
 from modelferry.testing.mosquitto import Mosquitto

@@ -23,8 +23,13 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from modelferry.delivery import messages as m
-from modelferry.delivery.mqtt import MqttBroker, MqttChannel, MqttDeviceTransport, MqttOptions
+from modelferry.delivery.channels.mqtt.channel import (
+    MqttBroker,
+    MqttChannel,
+    MqttDeviceTransport,
+    MqttOptions,
+)
+from modelferry.delivery.protocol import messages as m
 from modelferry.edge import (
     AgentSettings,
     DownloadSettings,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from modelferry.delivery.channels.mqtt.channel import MqttBroker, MqttChannel
 from modelferry.delivery.fleet import roll_out
-from modelferry.delivery.mqtt import MqttBroker, MqttChannel
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy
 from modelferry.packaging import PackageInputs, SigningKey, build_package
 from modelferry.stores.local import LocalPackageStore

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from modelferry.delivery.local import LocalChannel, LocalDeviceTransport, LocalHub
+from modelferry.delivery.channels.local import LocalChannel, LocalDeviceTransport, LocalHub
 from modelferry.errors import ChannelError
 from modelferry.testing.contracts.delivery import DeliveryTransportContract, Transports
 

@@ -31,10 +31,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from modelferry.delivery import messages as m
-from modelferry.delivery.channel import DeliveryChannel, DeviceTransport
-from modelferry.delivery.local import LocalChannel, LocalDeviceTransport, LocalHub
+from modelferry.delivery.channels.base import DeliveryChannel, DeviceTransport
+from modelferry.delivery.channels.local import LocalChannel, LocalDeviceTransport, LocalHub
 from modelferry.delivery.outcomes import FleetResult
+from modelferry.delivery.protocol import messages as m
 from modelferry.edge import (
     AgentSettings,
     DownloadSettings,

@@ -34,8 +34,8 @@ from typing import Any, Final
 
 import httpx
 
-from modelferry.delivery.channel import DeviceTransport
-from modelferry.delivery.messages import (
+from modelferry.delivery.channels.base import DeviceTransport
+from modelferry.delivery.protocol.messages import (
     STATE_ERROR,
     STATE_SUCCESS,
     Message,

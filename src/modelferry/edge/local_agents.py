@@ -21,8 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from modelferry.delivery.channel import DeviceTransport
-from modelferry.delivery.local import LocalDeviceTransport, LocalHub
+from modelferry.delivery.channels.base import DeviceTransport
+from modelferry.delivery.channels.local import LocalDeviceTransport, LocalHub
 from modelferry.edge.agent import EdgeAgent
 from modelferry.edge.download import new_http_client
 from modelferry.edge.settings import AgentSettings

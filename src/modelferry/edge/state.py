@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from modelferry.delivery.messages import TERMINAL_STATES, format_timestamp, utc_now
+from modelferry.delivery.protocol.messages import TERMINAL_STATES, format_timestamp, utc_now
 from modelferry.packaging.statement import is_below
 
 __all__ = [
@@ -54,7 +54,7 @@ class DeviceDeliveryState:
     """One delivery as this device's agent last saw it; `state` is the last state it reported.
 
     The device's side of a delivery, kept in `state.json`; the cloud's record of the
-    same delivery is `modelferry.delivery.records.DeliveryRecord`.
+    same delivery is `modelferry.delivery.records.store.DeliveryRecord`.
     """
 
     delivery_id: str

@@ -11,7 +11,7 @@ docstring names; every test of the suite then runs against your implementation:
             return MyStore(tmp_path)
 
 - `delivery.DeliveryTransportContract`: a `DeliveryChannel` with its `DeviceTransport`
-  (see `modelferry.delivery.channel`).
+  (see `modelferry.delivery.channels.base`).
 - `endpoint.EndpointBackendContract`: an `EndpointBackend`.
 - `store.PackageStoreContract`: a `PackageStore`.
 

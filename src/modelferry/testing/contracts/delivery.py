@@ -1,4 +1,6 @@
-"""The contract every delivery transport keeps (see `modelferry.delivery.channel`), as one suite.
+"""The contract every delivery transport keeps, as one suite.
+
+The contract is written in `modelferry.delivery.channels.base`.
 
 Subclass `DeliveryTransportContract` in a `Test...` class and provide a `transports`
 fixture returning `Transports`:
@@ -26,9 +28,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from modelferry.delivery import messages
-from modelferry.delivery.channel import DeliveryChannel, DeviceTransport
-from modelferry.delivery.messages import Message, NewDelivery, StateReport, UrlRequest
+from modelferry.delivery.channels.base import DeliveryChannel, DeviceTransport
+from modelferry.delivery.protocol import messages
+from modelferry.delivery.protocol.messages import Message, NewDelivery, StateReport, UrlRequest
 from modelferry.errors import ChannelError, MalformedMessageError
 
 CONTENT_PROPERTIES = frozenset({"contentType", "contentEncoding"})

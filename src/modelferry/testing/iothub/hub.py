@@ -42,11 +42,16 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from modelferry.delivery.channel import DeviceTransport
-from modelferry.delivery.iothub import IoTHubChannel
-from modelferry.delivery.iothub_sdk import azure_sdk
-from modelferry.delivery.messages import Message
-from modelferry.delivery.mqtt_topics import C2D_SEGMENT, D2C_SEGMENT, d2c_topic, parse_topic
+from modelferry.delivery.channels.base import DeviceTransport
+from modelferry.delivery.channels.iothub.channel import IoTHubChannel
+from modelferry.delivery.channels.iothub.sdk import azure_sdk
+from modelferry.delivery.channels.mqtt.topics import (
+    C2D_SEGMENT,
+    D2C_SEGMENT,
+    d2c_topic,
+    parse_topic,
+)
+from modelferry.delivery.protocol.messages import Message
 from modelferry.errors import ChannelError
 from modelferry.testing.iothub.sdk import (
     SEND_FAILURE,

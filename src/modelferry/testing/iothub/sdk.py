@@ -14,8 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from modelferry.delivery.iothub_auth import parse_connection_string
-from modelferry.delivery.iothub_sdk import OnError, OnEvent, azure_sdk
+from modelferry.delivery.channels.iothub.auth import parse_connection_string
+from modelferry.delivery.channels.iothub.sdk import OnError, OnEvent, azure_sdk
 
 with azure_sdk("FakeIoTHub"):
     from azure.eventhub import EventData, LoadBalancingStrategy

@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, cast
 
 from pydantic import SecretStr
 
-from modelferry.delivery.channel import DeliveryChannel
-from modelferry.delivery.iothub_auth import DeviceCredentials, parse_connection_string
-from modelferry.delivery.iothub_sdk import (
+from modelferry.delivery.channels.base import DeliveryChannel
+from modelferry.delivery.channels.iothub.auth import DeviceCredentials, parse_connection_string
+from modelferry.delivery.channels.iothub.sdk import (
     ConsumerClient,
     ConsumerClientFactory,
     RegistryManager,
@@ -50,10 +50,15 @@ from modelferry.delivery.iothub_sdk import (
     sdk_consumer_client,
     sdk_registry_manager,
 )
-from modelferry.delivery.messages import CONTENT_TYPE, Message, utc_now
-from modelferry.delivery.mqtt import MqttBroker, MqttDeviceTransport, MqttOptions, client_settings
-from modelferry.delivery.mqtt_client import ClientSettings
-from modelferry.delivery.mqtt_topics import CONTENT_ENCODING
+from modelferry.delivery.channels.mqtt.channel import (
+    MqttBroker,
+    MqttDeviceTransport,
+    MqttOptions,
+    client_settings,
+)
+from modelferry.delivery.channels.mqtt.client import ClientSettings
+from modelferry.delivery.channels.mqtt.topics import CONTENT_ENCODING
+from modelferry.delivery.protocol.messages import CONTENT_TYPE, Message, utc_now
 from modelferry.errors import ChannelError
 from modelferry.redaction import Redactor
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from modelferry.delivery.body import BodyError, bounded_attributes, read_body
+from modelferry.delivery.protocol.body import BodyError, bounded_attributes, read_body
 from modelferry.errors import MalformedMessageError
 
 CONTENT_TYPE = "application/json"

@@ -12,7 +12,7 @@ same delivery — a duplicate `Success`, an `Error` after `Success`, anything af
 `TimedOut` — is kept as an *ignored* transition and never changes the delivery. The check
 is one conditional UPDATE, so two writers cannot both end a delivery.
 
-`DeliveryRecords` blocks; async code writes through `record_writer.AsyncDeliveryRecords`.
+`DeliveryRecords` blocks; async code writes through `writer.AsyncDeliveryRecords`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from modelferry.delivery.messages import utc_now
-from modelferry.delivery.record_schema import (
+from modelferry.delivery.protocol.messages import utc_now
+from modelferry.delivery.protocol.states import FINAL_STATES, PENDING, SUCCESS
+from modelferry.delivery.records.schema import (
     ADVANCE,
     CURRENT_STATE,
     END,
@@ -45,7 +46,6 @@ from modelferry.delivery.record_schema import (
     stored_time,
     transitions_table,
 )
-from modelferry.delivery.states import FINAL_STATES, PENDING, SUCCESS
 from modelferry.errors import DeliveryError
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime
 
-from modelferry.delivery.channel import DeliveryChannel, DeviceTransport
-from modelferry.delivery.messages import Message, utc_now
+from modelferry.delivery.channels.base import DeliveryChannel, DeviceTransport
+from modelferry.delivery.protocol.messages import Message, utc_now
 from modelferry.errors import ChannelError
 
 _CLOSED = object()

@@ -3,9 +3,10 @@
     C2D  devices/{deviceId}/messages/devicebound/{property_bag}   (the device subscribes)
     D2C  devices/{deviceId}/messages/events/{property_bag}        (the cloud subscribes to all)
 
-so one device agent can speak to this broker or to IoT Hub itself (`iothub.IoTHubDeviceTransport`).
-Property bags are described in `mqtt_topics`; the client's reconnects and acknowledgements
-in `mqtt_client`; how it runs on the event loop with no thread per client in `mqtt_loop`.
+so one device agent can speak to this broker or to IoT Hub itself
+(`channels.iothub.channel.IoTHubDeviceTransport`).
+Property bags are described in `topics`; the client's reconnects and acknowledgements
+in `client`; how it runs on the event loop with no thread per client in `loop`.
 
 Delivery guarantees, with QoS 1 and persistent sessions (MQTT 5 by default, 3.1.1 on request):
 - `send()` returns when the broker acknowledged the message (PUBACK). A message sent while
@@ -47,10 +48,9 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
-from modelferry.delivery.channel import DeliveryChannel, DeviceTransport
-from modelferry.delivery.messages import Message
-from modelferry.delivery.mqtt_client import AsyncMqttClient, ClientSettings, Credentials
-from modelferry.delivery.mqtt_topics import (
+from modelferry.delivery.channels.base import DeliveryChannel, DeviceTransport
+from modelferry.delivery.channels.mqtt.client import AsyncMqttClient, ClientSettings, Credentials
+from modelferry.delivery.channels.mqtt.topics import (
     C2D_SEGMENT,
     D2C_SEGMENT,
     D2C_SUBSCRIPTION,
@@ -60,6 +60,7 @@ from modelferry.delivery.mqtt_topics import (
     d2c_topic,
     parse_topic,
 )
+from modelferry.delivery.protocol.messages import Message
 from modelferry.errors import ChannelError
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from modelferry.delivery.messages import Message
+from modelferry.delivery.protocol.messages import Message
 from modelferry.extras import install_hint, requires_extra
 
 if TYPE_CHECKING:

@@ -32,8 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
-from modelferry.delivery.body import bounded_attributes
-from modelferry.delivery.states import FINAL_STATES
+from modelferry.delivery.protocol.body import bounded_attributes
+from modelferry.delivery.protocol.states import FINAL_STATES
 
 ID = String(255)
 metadata = MetaData()

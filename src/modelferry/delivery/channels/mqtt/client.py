@@ -1,6 +1,6 @@
 """An asyncio front for one paho-mqtt client: connect, reconnect, publish awaiting PUBACK.
 
-The client runs on the event loop without a thread of its own (`mqtt_loop`). Delivery:
+The client runs on the event loop without a thread of its own (`loop`). Delivery:
 QoS 1 with a persistent session (MQTT 5: clean start off and a session expiry; 3.1.1: clean
 session off). A message published while the connection is down stays in paho's queue and
 goes out after the automatic reconnect (exponential backoff with full jitter,
@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from modelferry.delivery.mqtt_loop import PahoLoopAdapter
+from modelferry.delivery.channels.mqtt.loop import PahoLoopAdapter
 from modelferry.errors import ChannelError
 from modelferry.retrying import Backoff, RetryNotice
 

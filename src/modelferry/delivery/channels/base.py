@@ -31,7 +31,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-from modelferry.delivery.messages import Message
+from modelferry.delivery.protocol.messages import Message
 
 
 class _Connection(ABC):

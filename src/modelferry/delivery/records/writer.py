@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from modelferry.delivery.records import DeliveryRecord, DeliveryRecords
+from modelferry.delivery.records.store import DeliveryRecord, DeliveryRecords
 from modelferry.errors import DeliveryError
 
 P = ParamSpec("P")

@@ -8,7 +8,7 @@ out) and `Skipped` (never started: the rollout was aborted first).
 
 from __future__ import annotations
 
-from modelferry.delivery.messages import STATE_ERROR, STATE_SUCCESS
+from modelferry.delivery.protocol.messages import STATE_ERROR, STATE_SUCCESS
 
 PENDING = "Pending"
 NOTIFIED = "Notified"

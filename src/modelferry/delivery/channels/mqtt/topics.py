@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
 
-from modelferry.delivery.messages import CONTENT_TYPE
+from modelferry.delivery.protocol.messages import CONTENT_TYPE
 
 C2D_SEGMENT = "devicebound"
 D2C_SEGMENT = "events"
