@@ -117,15 +117,45 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_graph_sees_the_imports_it_should() -> None:
-    # Guards the reader itself: a module-level import, one inside `with`, a relative-free
-    # `from package import module`, and one in a function that must not count.
-    graph = import_graph()
-    assert "modelferry.errors" in graph["modelferry.extras"]
-    assert "modelferry.endpoints.azureml.backend" in graph["modelferry.endpoints.azureml"]
-    assert "modelferry.testing.azureml.ml_client" not in graph["modelferry.testing.azureml"]
+def test_the_reader_counts_what_runs_at_import_time_only(tmp_path: Path) -> None:
+    source = tmp_path / "a" / "b.py"
+    source.parent.mkdir()
+    source.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "import a.plain\n"
+        "from a import sub, name\n"
+        "from .sibling import thing\n"
+        "with guard():\n"
+        "    from a.guarded import x\n"
+        "try:\n"
+        "    import a.tried\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "if TYPE_CHECKING:\n"
+        "    import a.typing_only\n"
+        "def later():\n"
+        "    import a.in_function\n",
+        encoding="utf-8",
+    )
+    known = ["a", "a.b", "a.plain", "a.sub", "a.sibling", "a.guarded", "a.tried"]
+    known += ["a.typing_only", "a.in_function"]
+    modules = dict.fromkeys(known, source)
+    assert _imports_of("a.b", source, modules) == {
+        "a",  # `name` is no module: the package's __init__ gives it
+        "a.plain",
+        "a.sub",
+        "a.sibling",
+        "a.guarded",
+        "a.tried",
+    }
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_lazy_re_exports_are_no_edge() -> None:
+    graph = import_graph()
+    assert "modelferry.endpoints.azureml.backend" in graph["modelferry.endpoints.azureml"]
+    assert "modelferry.testing.azureml.ml_client" not in graph["modelferry.testing.azureml"]
 
 
 def test_modules_import_each_other_without_a_circle() -> None:
