@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bench.models import BenchModel
-from bench.payloads import request_body
-from bench.processes import REPO
+from bench.common.models import BenchModel
+from bench.common.processes import REPO
+from bench.serving.payloads import request_body
 
 #: Interleaved batches per app; the minimum is the least disturbed by others.
 PROFILE_BATCHES = 40
@@ -101,7 +101,7 @@ def profile(model: BenchModel, repeats: int = PROFILE_BATCHES) -> str:
     import lightgbm
     from pydantic import SecretStr
 
-    from bench.bare_asgi import FloorApp
+    from bench.serving.bare_asgi import FloorApp
     from modelferry.endpoints.spec import TrafficSplit
     from modelferry.registry import ModelRegistry, TrackingSettings
     from modelferry.serving.app import ScoringApp

@@ -5,8 +5,14 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 
-from bench.load import SCENARIOS, WrkResult
-from bench.report import Target, join_sections, machine_section, notes_section, targets_section
+from bench.common.report import (
+    Target,
+    join_sections,
+    machine_section,
+    notes_section,
+    targets_section,
+)
+from bench.serving.load import SCENARIOS, WrkResult
 
 # The targets this benchmark checks.
 TARGET_ONE_ROW_VS_MLFLOW = 30.0

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from bench.models import BenchModel
+from bench.common.models import BenchModel
 
 SEED = 20261122
 # Each feature is scaled by 1 + SPREAD * N(0, 1), per value.

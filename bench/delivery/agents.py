@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.processes import REPO
+from bench.common.processes import REPO
 from modelferry.testing.mosquitto import Mosquitto
 
 _CONNECTED = "connected"

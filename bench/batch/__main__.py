@@ -38,12 +38,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.batch_data import write_csv, write_parquet_files
-from bench.batch_report import BatchRun, Contender, batch_report
-from bench.lifecycle import interrupt_on_termination, log, work_dir
-from bench.machine import load_average, machine_busy_s, machine_info, others_cpu_percent
-from bench.models import BenchModel, train_and_register, tree_shape
-from bench.processes import start_process, tail
+from bench.batch.data import write_csv, write_parquet_files
+from bench.batch.report import BatchRun, Contender, batch_report
+from bench.common.lifecycle import interrupt_on_termination, log, work_dir
+from bench.common.machine import load_average, machine_busy_s, machine_info, others_cpu_percent
+from bench.common.models import BenchModel, train_and_register, tree_shape
+from bench.common.processes import start_process, tail
 
 PACKAGES = ("lightgbm", "mlflow", "pyarrow", "pandas", "numpy")
 
@@ -62,7 +62,7 @@ _CSV_KEYS = frozenset({"mlflow", "modelferry_csv"})
 _READ_BLOCK = 16 << 20
 
 
-_CONTENDER = [sys.executable, "-m", "bench.batch_contenders"]
+_CONTENDER = [sys.executable, "-m", "bench.batch.contenders"]
 # Trees compiled by `with_compiled_trees`; anything else means (b) and (d) did not use them.
 _COMPILED = "CompiledBoosterPredictor"
 
@@ -119,7 +119,7 @@ def run_contender(
     usage_file, result_file = workdir / f"{name}.usage.json", workdir / f"{name}.result.json"
     out = workdir / f"{name}.{'json' if key == 'mlflow' else 'parquet'}"
     command = [*_command(key, model, data, csv, out), "--result", str(result_file)]
-    launcher = [sys.executable, "-m", "bench.peak_rss", str(usage_file), "--", *command]
+    launcher = [sys.executable, "-m", "bench.common.peak_rss", str(usage_file), "--", *command]
     env = {**os.environ, "MLFLOW_TRACKING_URI": model.tracking_uri}
     log_file = workdir / f"{name}.log"
     read_through(csv if key in _CSV_KEYS else data)

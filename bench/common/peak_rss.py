@@ -1,6 +1,6 @@
 """Run one command and report its wall time, CPU time and peak resident memory.
 
-    python -m bench.peak_rss RESULT.json -- COMMAND [ARG ...]
+    python -m bench.common.peak_rss RESULT.json -- COMMAND [ARG ...]
 
 A small launcher, standard library only: a child's peak RSS (`ru_maxrss`) counts the
 memory of the process it was forked from, so the command is forked from this small

@@ -1,6 +1,6 @@
 """The floor: the least an ASGI scoring server can do with the benchmark model.
 
-    python -m bench.bare_asgi --model model.txt --port 8001
+    python -m bench.serving.bare_asgi --model model.txt --port 8001
 
 It reads the body, parses it with orjson, builds a float64 array from
 `input_data.data`, calls `Booster.predict` and answers `{"predictions": [...]}`. No
@@ -69,7 +69,7 @@ async def _send(send: Send, body: bytes) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Serve the floor app until terminated."""
-    parser = argparse.ArgumentParser(prog="python -m bench.bare_asgi")
+    parser = argparse.ArgumentParser(prog="python -m bench.serving.bare_asgi")
     parser.add_argument("--model", required=True, help="a LightGBM model text file")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)

@@ -6,7 +6,7 @@ Trains the benchmark model (LightGBM, 100 trees, up to 31 leaves, 30 features), 
 registers it in a temporary MLflow SQLite store, then starts three servers of it:
 
 - (a) `mlflow models serve --env-manager local` (MLflow's own scoring server);
-- (b) `bench.bare_asgi`, the floor: orjson + numpy + `Booster.predict` under uvicorn;
+- (b) `bench.serving.bare_asgi`, the floor: orjson + numpy + `Booster.predict` under uvicorn;
 - (c) a modelferry local online endpoint (key auth, validation, blue 90 / green 10 over
   two deployments of the model, metrics on), started through `LocalEndpointBackend`.
 
@@ -26,15 +26,15 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.lifecycle import interrupt_on_termination, log, work_dir
-from bench.load import SCENARIOS, WrkResult, lua_script, run_wrk, wrk_version
-from bench.machine import load_average, machine_info
-from bench.models import BenchModel, train_and_register, tree_shape
-from bench.payloads import request_body
-from bench.report import machine_section
-from bench.servers import STARTERS, Server, check_answers, served_by_deployment
-from bench.serving_profile import profile
-from bench.serving_report import serving_report
+from bench.common.lifecycle import interrupt_on_termination, log, work_dir
+from bench.common.machine import load_average, machine_info
+from bench.common.models import BenchModel, train_and_register, tree_shape
+from bench.common.report import machine_section
+from bench.serving.load import SCENARIOS, WrkResult, lua_script, run_wrk, wrk_version
+from bench.serving.payloads import request_body
+from bench.serving.profile import profile
+from bench.serving.report import serving_report
+from bench.serving.servers import STARTERS, Server, check_answers, served_by_deployment
 
 PACKAGES = ("lightgbm", "mlflow", "uvicorn", "uvloop", "httptools", "orjson", "numpy")
 

@@ -1,11 +1,11 @@
 """The contenders of the batch benchmark, each run in a process of its own.
 
-    python -m bench.batch_contenders booster --data DIR --booster booster.txt --result r.json
-    python -m bench.batch_contenders modelferry --data PATH --tracking-uri URI \
+    python -m bench.batch.contenders booster --data DIR --booster booster.txt --result r.json
+    python -m bench.batch.contenders modelferry --data PATH --tracking-uri URI \
         --model NAME --version V --compiled-cache DIR --output out.parquet --result r.json
-    python -m bench.batch_contenders compile --tracking-uri URI --model NAME --version V \
+    python -m bench.batch.contenders compile --tracking-uri URI --model NAME --version V \
         --compiled-cache DIR --result r.json
-    python -m bench.batch_contenders mlflow --data data.csv --tracking-uri URI \
+    python -m bench.batch.contenders mlflow --data data.csv --tracking-uri URI \
         --model NAME --version V --output out.json --result r.json
 
 - ``booster``, the anchor: the simplest way to score Parquet with LightGBM, read every
@@ -138,7 +138,7 @@ def score_with_mlflow(
 
 def main(argv: list[str] | None = None) -> int:
     """Run one contender and write what it measured as JSON."""
-    parser = argparse.ArgumentParser(prog="python -m bench.batch_contenders")
+    parser = argparse.ArgumentParser(prog="python -m bench.batch.contenders")
     parser.add_argument("contender", choices=("booster", "modelferry", "mlflow", "compile"))
     parser.add_argument("--data", type=Path, help="a file or folder to score")
     parser.add_argument("--result", type=Path, required=True, help="JSON written here")

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.machine import machine_busy_s
+from bench.common.machine import machine_busy_s
 
 
 def process_cpu_s(pid: int) -> float:

@@ -1,6 +1,6 @@
 """The cloud side of the delivery benchmark, in a process of its own.
 
-    python -m bench.delivery_orchestrator RESULT.json --broker-port P --store-root DIR \\
+    python -m bench.delivery.orchestrator RESULT.json --broker-port P --store-root DIR \\
         --package-id ID --package-version V --devices-file FILE --records-url URL
 
 Does what the deliver-package flow's rollout task does, without Prefect: opens the delivery
@@ -90,7 +90,7 @@ async def deliver(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Command line; see the module docstring."""
     started = time.monotonic()
-    parser = argparse.ArgumentParser(prog="python -m bench.delivery_orchestrator")
+    parser = argparse.ArgumentParser(prog="python -m bench.delivery.orchestrator")
     parser.add_argument("result", type=Path, help="where to write the result (JSON)")
     parser.add_argument("--broker-host", default="127.0.0.1")
     parser.add_argument("--broker-port", type=int, required=True)

@@ -33,13 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.delivery_agents import AgentProcesses, device_python, split_devices
-from bench.delivery_cpu import CpuMeter
-from bench.delivery_package import PACKAGE_ID, build_bench_package
-from bench.delivery_report import FleetRun, SoloRuns, render_report
-from bench.lifecycle import interrupt_on_termination, log, work_dir
-from bench.machine import load_average, machine_info
-from bench.processes import REPO
+from bench.common.lifecycle import interrupt_on_termination, log, work_dir
+from bench.common.machine import load_average, machine_info
+from bench.common.processes import REPO
+from bench.delivery.agents import AgentProcesses, device_python, split_devices
+from bench.delivery.cpu import CpuMeter
+from bench.delivery.package import PACKAGE_ID, build_bench_package
+from bench.delivery.report import FleetRun, SoloRuns, render_report
 from modelferry.testing.mosquitto import MANY_CLIENTS_CONFIG, Mosquitto, mosquitto_version
 
 VERSION = "1"
@@ -64,7 +64,7 @@ def run_orchestrator(
     records_url: str,
     extra: Sequence[str] = (),
 ) -> OrchestratorRun:
-    """Start `bench.delivery_orchestrator` for `devices`, wait for it, read its result."""
+    """Start `bench.delivery.orchestrator` for `devices`, wait for it, read its result."""
     folder = work / "orchestrator"
     folder.mkdir(parents=True, exist_ok=True)
     ids = folder / f"{name}.devices"
@@ -73,7 +73,7 @@ def run_orchestrator(
     command = [
         sys.executable,
         "-m",
-        "bench.delivery_orchestrator",
+        "bench.delivery.orchestrator",
         str(result),
         "--broker-port",
         str(broker.port),

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.report import join_sections, machine_section
+from bench.common.report import join_sections, machine_section
 
 #: The issue's targets for the fleet rollout.
 TARGET_SPAN_S = 60.0

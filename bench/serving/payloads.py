@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from bench.models import BenchModel
+from bench.common.models import BenchModel
 
 
 def request_body(model: BenchModel, rows: int, body_format: str) -> bytes:

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.machine import children_cpu_s, machine_busy_s, others_cpu_percent, session_cpu_s
-from bench.servers import Server
+from bench.common.machine import children_cpu_s, machine_busy_s, others_cpu_percent, session_cpu_s
+from bench.serving.servers import Server
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,13 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from bench.report import Target, join_sections, machine_section, notes_section, targets_section
+from bench.common.report import (
+    Target,
+    join_sections,
+    machine_section,
+    notes_section,
+    targets_section,
+)
 
 # The targets this benchmark checks.
 TARGET_VS_BOOSTER = 0.8

@@ -1,7 +1,7 @@
 """The three servers of the online benchmark, each started in its own process.
 
 - (a) `mlflow models serve --env-manager local`, MLflow's own scoring server;
-- (b) `bench.bare_asgi`, the floor: orjson + numpy + `Booster.predict` under uvicorn;
+- (b) `bench.serving.bare_asgi`, the floor: orjson + numpy + `Booster.predict` under uvicorn;
 - (c) a modelferry local online endpoint, started through `LocalEndpointBackend`.
 
 Each `start_*` registers the server's shutdown on the given `ExitStack`.
@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.models import BenchModel
-from bench.payloads import request_body
-from bench.processes import HOST, free_port, start_process, wait_for
+from bench.common.models import BenchModel
+from bench.common.processes import HOST, free_port, start_process, wait_for
+from bench.serving.payloads import request_body
 
 ENDPOINT = "bench"
 
@@ -75,7 +75,7 @@ def start_floor(stack: contextlib.ExitStack, model: BenchModel, workdir: Path) -
     port = free_port()
     log = workdir / "floor.log"
     command = [
-        sys.executable, "-m", "bench.bare_asgi",
+        sys.executable, "-m", "bench.serving.bare_asgi",
         "--model", str(model.booster_file), "--host", HOST, "--port", str(port),
     ]  # fmt: skip
     process = start_process(stack, command, log)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 #: The repository root: every child process runs from here, so `bench` imports.
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 
 
