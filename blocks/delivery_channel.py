@@ -7,11 +7,15 @@ from typing import Literal
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
-from modelferry.delivery.channel import DeliveryChannel
-from modelferry.delivery.iothub import IoTHubChannel
-from modelferry.delivery.iothub_auth import parse_connection_string
-from modelferry.delivery.local import LocalChannel
-from modelferry.delivery.mqtt import DEFAULT_CLOUD_CLIENT_ID, MqttBroker, MqttChannel
+from modelferry.delivery.channels.base import DeliveryChannel
+from modelferry.delivery.channels.iothub.auth import parse_connection_string
+from modelferry.delivery.channels.iothub.channel import IoTHubChannel
+from modelferry.delivery.channels.local import LocalChannel
+from modelferry.delivery.channels.mqtt.channel import (
+    DEFAULT_CLOUD_CLIENT_ID,
+    MqttBroker,
+    MqttChannel,
+)
 from modelferry.errors import InvalidConfigError
 
 

@@ -37,11 +37,11 @@ from blocks.delivery_channel import resolve_delivery_channel
 from blocks.mlflow_tracking import resolve_tracking
 from blocks.package_store import resolve_package_store
 from blocks.signing_key import resolve_signing_key
+from modelferry.delivery.channels.local import LocalChannel, default_hub
 from modelferry.delivery.fleet_chart import save_fleet_chart
-from modelferry.delivery.local import LocalChannel, default_hub
 from modelferry.delivery.outcomes import FleetResult
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy, parse_device_ids
-from modelferry.edge.fleet import AgentThread, start_local_agents
+from modelferry.edge.local_agents import AgentThread, start_local_agents
 from modelferry.errors import InvalidConfigError
 from modelferry.pictures import picture_name
 from modelferry.registry.tracking import DEFAULT_HOME

@@ -14,11 +14,11 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
-from modelferry.delivery.channel import DeliveryChannel
+from modelferry.delivery.channels.base import DeliveryChannel
 from modelferry.delivery.fleet import roll_out
 from modelferry.delivery.outcomes import FleetResult
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy, require_package
-from modelferry.delivery.records import DEFAULT_RECORDS_URL, DeliveryRecords
+from modelferry.delivery.records.store import DEFAULT_RECORDS_URL, DeliveryRecords
 from modelferry.progress import ProgressCallback
 from modelferry.settings import load_settings
 from modelferry.stores.base import PackageStore, StoredPackage

@@ -35,8 +35,8 @@ from urllib.parse import unquote, urlsplit
 
 from prefect.blocks.core import Block
 
-from modelferry.delivery.records import DeliveryRecords
-from modelferry.delivery.states import FINAL_STATES
+from modelferry.delivery.protocol.states import FINAL_STATES
+from modelferry.delivery.records.store import DeliveryRecords
 from modelferry.packaging import (
     ENVELOPE_NAME,
     MANIFEST_NAME,
@@ -49,7 +49,7 @@ from modelferry.packaging import (
 )
 from modelferry.stores.base import StoredPackage
 from modelferry.stores.local import LocalPackageStore
-from tests.mosquitto import Mosquitto
+from modelferry.testing.mosquitto import Mosquitto
 
 AGENT_START_TIMEOUT_S = 60.0
 _CONNECTED = re.compile(r"edge agent\(s\) .* connected$", re.MULTILINE)

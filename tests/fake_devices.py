@@ -27,9 +27,9 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from modelferry.delivery.channel import DeliveryChannel
-from modelferry.delivery.local import LocalDeviceTransport, LocalHub
-from modelferry.delivery.messages import (
+from modelferry.delivery.channels.base import DeliveryChannel
+from modelferry.delivery.channels.local import LocalDeviceTransport, LocalHub
+from modelferry.delivery.protocol.messages import (
     Message,
     NewDelivery,
     UrlResponse,

@@ -11,7 +11,8 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
 from modelferry.serving.app import ScoringApp
-from modelferry.serving.model import EstimatorPredictor, FeatureSpec, ServingModel
+from modelferry.serving.model import EstimatorPredictor, ServingModel
+from modelferry.serving.schema import FeatureSpec
 
 DATA = load_breast_cancer(as_frame=True)
 COLUMNS = list(DATA.data.columns)

@@ -18,13 +18,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelferry.delivery import messages as m
+from modelferry.delivery.channels.local import LocalChannel, LocalDeviceTransport, LocalHub
 from modelferry.delivery.dispatcher import DeliveryDispatcher
-from modelferry.delivery.local import LocalChannel, LocalDeviceTransport, LocalHub
-from modelferry.delivery.record_writer import AsyncDeliveryRecords
-from modelferry.delivery.records import DeliveryRecords
+from modelferry.delivery.protocol import messages as m
+from modelferry.delivery.protocol.states import FINAL_STATES, SUCCESS
+from modelferry.delivery.records.store import DeliveryRecords
+from modelferry.delivery.records.writer import AsyncDeliveryRecords
 from modelferry.delivery.session import DeliveryRequest, DeliverySession, SessionTimeouts
-from modelferry.delivery.states import FINAL_STATES, SUCCESS
 from modelferry.errors import MalformedMessageError
 from tests.fake_devices import make_package
 

@@ -24,10 +24,10 @@ from modelferry.registry import ModelRegistry, TrackingSettings
 from modelferry.serving.compiled import COMPILED_MODELS_ENV
 from modelferry.serving.model import (
     BoosterPredictor,
-    FeatureSpec,
     ServingModel,
     load_serving_model,
 )
+from modelferry.serving.schema import FeatureSpec
 from tests.integration.flow_helpers import REPO, api_filter, write_config
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.deliver_package import deliver_package
-from modelferry.delivery.local import default_hub
-from modelferry.delivery.records import DeliveryRecords
-from modelferry.delivery.states import ERROR, SKIPPED, SUCCESS, TIMED_OUT
+from modelferry.delivery.channels.local import default_hub
+from modelferry.delivery.protocol.states import ERROR, SKIPPED, SUCCESS, TIMED_OUT
+from modelferry.delivery.records.store import DeliveryRecords
 from modelferry.stores.local import LocalPackageStore
 from tests.fake_devices import (
     DeviceScript,

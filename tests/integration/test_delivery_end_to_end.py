@@ -31,8 +31,9 @@ from blocks.package_store import AzureBlobPackageStoreBlock, LocalPackageStoreBl
 from blocks.signing_key import PackageSigningKey
 from flows.deliver_package import deliver_package
 from flows.package_model import PackagedModel, package_model
-from modelferry.delivery.states import SUCCESS, TIMED_OUT
+from modelferry.delivery.protocol.states import SUCCESS, TIMED_OUT
 from modelferry.packaging import SigningKey
+from modelferry.testing.mosquitto import Mosquitto
 from tasks.delivery import report_key
 from tests.azurite import Azurite, running_azurite
 from tests.conftest import fresh_postgres_database
@@ -48,7 +49,6 @@ from tests.delivery_e2e_fixtures import (
 )
 from tests.integration.flow_helpers import api_filter
 from tests.model_fixtures import register_versions
-from tests.mosquitto import Mosquitto
 
 # The first test also pays for the module's fixtures (a Prefect server, two packages, a
 # fleet, the first delivery): more than the default per-test limit on a busy machine.

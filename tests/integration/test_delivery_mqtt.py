@@ -13,11 +13,22 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from modelferry.delivery import messages
-from modelferry.delivery.mqtt import MqttBroker, MqttChannel, MqttDeviceTransport, MqttOptions
+from modelferry.delivery.channels.mqtt.channel import (
+    MqttBroker,
+    MqttChannel,
+    MqttDeviceTransport,
+    MqttOptions,
+)
+from modelferry.delivery.protocol import messages
 from modelferry.errors import ChannelError
-from tests.delivery_contract import DeliveryTransportContract, Transports, run, state, take
-from tests.mosquitto import Mosquitto, free_port
+from modelferry.testing.contracts.delivery import (
+    DeliveryTransportContract,
+    Transports,
+    run,
+    state,
+    take,
+)
+from modelferry.testing.mosquitto import Mosquitto, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from modelferry.delivery import messages
-from modelferry.delivery.mqtt import MqttBroker, MqttChannel, MqttDeviceTransport, MqttOptions
+from modelferry.delivery.channels.mqtt.channel import (
+    MqttBroker,
+    MqttChannel,
+    MqttDeviceTransport,
+    MqttOptions,
+)
+from modelferry.delivery.protocol import messages
 from modelferry.errors import ChannelError
-from tests.delivery_contract import new_delivery, run, state, take
-from tests.mosquitto import Mosquitto
+from modelferry.testing.contracts.delivery import new_delivery, run, state, take
+from modelferry.testing.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
 

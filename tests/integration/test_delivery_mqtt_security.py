@@ -19,10 +19,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
-from modelferry.delivery.mqtt import MqttBroker, MqttChannel, MqttDeviceTransport, MqttOptions
+from modelferry.delivery.channels.mqtt.channel import (
+    MqttBroker,
+    MqttChannel,
+    MqttDeviceTransport,
+    MqttOptions,
+)
 from modelferry.errors import ChannelError
-from tests.delivery_contract import new_delivery, run, state, take
-from tests.mosquitto import Mosquitto
+from modelferry.testing.contracts.delivery import new_delivery, run, state, take
+from modelferry.testing.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,13 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from modelferry.delivery import messages as m
-from modelferry.delivery.mqtt import MqttBroker, MqttChannel, MqttDeviceTransport, MqttOptions
+from modelferry.delivery.channels.mqtt.channel import (
+    MqttBroker,
+    MqttChannel,
+    MqttDeviceTransport,
+    MqttOptions,
+)
+from modelferry.delivery.protocol import messages as m
 from modelferry.edge import (
     AgentSettings,
     DownloadSettings,
@@ -34,8 +39,8 @@ from modelferry.edge import (
     run_agents,
 )
 from modelferry.packaging import PackageInputs, SigningKey, build_package
+from modelferry.testing.mosquitto import Mosquitto
 from tests.model_fixtures import save_small_lightgbm_model
-from tests.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
 

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from modelferry.delivery.channels.mqtt.channel import MqttBroker, MqttChannel
 from modelferry.delivery.fleet import roll_out
-from modelferry.delivery.mqtt import MqttBroker, MqttChannel
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy
 from modelferry.packaging import PackageInputs, SigningKey, build_package
 from modelferry.stores.local import LocalPackageStore
+from modelferry.testing.mosquitto import Mosquitto
 from tests.model_fixtures import save_small_lightgbm_model
-from tests.mosquitto import Mosquitto
 from tests.venvs import create_venv
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

@@ -9,8 +9,8 @@ import pytest
 
 from modelferry.endpoints.local import LocalEndpointBackend
 from modelferry.endpoints.spec import ModelRef
+from modelferry.testing.contracts.endpoint import EndpointBackendContract
 from tests import model_fixtures
-from tests.endpoint_contract import EndpointBackendContract
 
 pytestmark = pytest.mark.integration
 

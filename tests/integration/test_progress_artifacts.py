@@ -12,7 +12,7 @@ from prefect import flow
 from sklearn.datasets import load_breast_cancer
 
 from flows.batch_score import batch_score
-from modelferry.delivery.local import default_hub
+from modelferry.delivery.channels.local import default_hub
 from modelferry.registry import TrackingSettings
 from tasks.mlflow_links import publish_mlflow_links
 from tests.fake_devices import DevicesInThread, FakeFleet

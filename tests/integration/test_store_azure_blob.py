@@ -25,6 +25,7 @@ from azure.storage.blob import BlobServiceClient
 from modelferry.errors import PackageStoreError
 from modelferry.stores.azure_blob import AzureBlobPackageStore, UploadRetry
 from modelferry.stores.base import PackageStore
+from modelferry.testing.contracts.store import MakePackage, PackageStoreContract
 from tests.azurite import (
     OBJECT_ID,
     TENANT_ID,
@@ -32,7 +33,6 @@ from tests.azurite import (
     EmulatorTokenCredential,
     running_azurite,
 )
-from tests.store_contract import MakePackage, PackageStoreContract
 
 pytestmark = pytest.mark.integration
 

@@ -22,12 +22,6 @@ from azure.monitor.query import MetricsQueryClient
 
 from modelferry.endpoints.azureml import AzureMLEndpointBackend, AzureMonitorMetrics
 from modelferry.endpoints.azureml.entities import azure_model_name, build_endpoint
-from modelferry.endpoints.azureml.fake import FakeMLClient, FakeModelOperations
-from modelferry.endpoints.azureml.fake_endpoints import (
-    FakeOnlineDeploymentOperations,
-    FakeOnlineEndpointOperations,
-)
-from modelferry.endpoints.azureml.fake_scoring import score_probabilities
 from modelferry.endpoints.azureml.scoring import (
     BASE_IMAGE,
     SCORING_SCRIPT,
@@ -51,8 +45,14 @@ from modelferry.errors import (
 )
 from modelferry.registry import ModelRegistry, TrackingSettings
 from modelferry.serving import azureml_score
+from modelferry.testing.azureml.endpoints import (
+    FakeOnlineDeploymentOperations,
+    FakeOnlineEndpointOperations,
+)
+from modelferry.testing.azureml.ml_client import FakeMLClient, FakeModelOperations
+from modelferry.testing.azureml.scoring import score_probabilities
+from modelferry.testing.contracts.endpoint import EndpointBackendContract
 from tests import model_fixtures
-from tests.endpoint_contract import EndpointBackendContract
 from tests.integration import inference_server_env
 
 V1 = ModelRef(model_fixtures.MODEL_NAME, version="1")

@@ -26,16 +26,16 @@ from modelferry.endpoints.azureml.batch import (
     _set_default_deployment,
 )
 from modelferry.endpoints.azureml.entities import azure_model_name
-from modelferry.endpoints.azureml.fake import FakeMLClient
-from modelferry.endpoints.azureml.fake_batch import (
-    FakeBatchDeploymentOperations,
-    FakeBatchEndpointOperations,
-    FakeJobOperations,
-)
 from modelferry.endpoints.naming import azure_name
 from modelferry.endpoints.spec import ModelRef
 from modelferry.errors import EndpointNotFoundError, InvalidEndpointSpecError
 from modelferry.registry import ModelRegistry, TrackingSettings
+from modelferry.testing.azureml.batch import (
+    FakeBatchDeploymentOperations,
+    FakeBatchEndpointOperations,
+    FakeJobOperations,
+)
+from modelferry.testing.azureml.ml_client import FakeMLClient
 from tests import model_fixtures
 
 V1 = ModelRef(model_fixtures.MODEL_NAME, version="1")

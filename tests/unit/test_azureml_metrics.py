@@ -18,14 +18,14 @@ from azure.monitor.query import (
 )
 
 from modelferry.endpoints.azureml import AzureMLEndpointBackend, AzureMonitorMetrics, WorkspaceRef
-from modelferry.endpoints.azureml.fake import FakeMLClient
-from modelferry.endpoints.azureml.fake_metrics import FakeMetricsQueryClient
 from modelferry.endpoints.counters import MetricsMark, StepMetrics
 from modelferry.endpoints.naming import azure_name
 from modelferry.endpoints.rollout import RolloutPolicy, judge_measured_step, judge_step
 from modelferry.endpoints.spec import DeploymentMetrics, DeploymentSpec, EndpointSpec, ModelRef
 from modelferry.errors import EndpointError, InvalidConfigError
 from modelferry.registry import ModelRegistry, TrackingSettings
+from modelferry.testing.azureml.metrics import FakeMetricsQueryClient
+from modelferry.testing.azureml.ml_client import FakeMLClient
 from tests import model_fixtures
 
 WORKSPACE = WorkspaceRef("sub-1", "rg", "ws")

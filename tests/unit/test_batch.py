@@ -29,7 +29,8 @@ from modelferry.batch import (
     score_probabilities,
 )
 from modelferry.errors import BatchScoringError
-from modelferry.serving.model import BoosterPredictor, FeatureSpec, ServingModel
+from modelferry.serving.model import BoosterPredictor, ServingModel
+from modelferry.serving.schema import FeatureSpec
 
 ROWS = 569  # the breast-cancer dataset
 CLASSES = ("malignant", "benign")

@@ -11,8 +11,9 @@ from modelferry.endpoints.counters import metrics_between
 from modelferry.endpoints.rollout import RolloutPolicy, judge_measured_step
 from modelferry.endpoints.spec import TrafficSplit
 from modelferry.serving.app import ScoringApp
-from modelferry.serving.model import FeatureSpec, ServingModel
+from modelferry.serving.model import ServingModel
 from modelferry.serving.routing import RoutingTable
+from modelferry.serving.schema import FeatureSpec
 from tests.scoring_app import COLUMNS, DATA, breast_cancer_model, call
 
 KEY = "k-canary"

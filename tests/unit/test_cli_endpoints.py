@@ -21,7 +21,6 @@ from pydantic import SecretStr
 from modelferry.cli import main
 from modelferry.cli.endpoints import format_rollback
 from modelferry.endpoints.azureml import AzureMLEndpointBackend, WorkspaceRef
-from modelferry.endpoints.azureml.fake import FakeMLClient
 from modelferry.endpoints.backend import TrafficRollback
 from modelferry.endpoints.local.state import EndpointRecord, EndpointStateStore
 from modelferry.endpoints.spec import (
@@ -32,6 +31,7 @@ from modelferry.endpoints.spec import (
     TrafficSplit,
 )
 from modelferry.registry import ModelRegistry, TrackingSettings
+from modelferry.testing.azureml.ml_client import FakeMLClient
 from tests import model_fixtures
 
 #: `churn` of the `client` fixture as `--output json` shows it.

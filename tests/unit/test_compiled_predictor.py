@@ -23,10 +23,10 @@ from modelferry.serving.compiled import (
 from modelferry.serving.model import (
     BoosterPredictor,
     EstimatorPredictor,
-    FeatureSpec,
     ServingModel,
     with_compiled_trees,
 )
+from modelferry.serving.schema import FeatureSpec
 from tests.model_fixtures import noisy_rows
 
 

@@ -6,8 +6,8 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from blocks.delivery_channel import IoTHubDeliveryChannel, MqttDeliveryChannel
-from modelferry.delivery.iothub import IoTHubChannel
-from modelferry.delivery.mqtt import MqttChannel
+from modelferry.delivery.channels.iothub.channel import IoTHubChannel
+from modelferry.delivery.channels.mqtt.channel import MqttChannel
 
 SERVICE = "HostName=hub.azure-devices.net;SharedAccessKeyName=service;SharedAccessKey=c2Vydg=="
 EVENTS = (

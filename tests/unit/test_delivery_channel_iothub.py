@@ -16,22 +16,22 @@ from azure.eventhub.aio import EventHubConsumerClient
 from azure.eventhub.exceptions import AuthenticationError, ConnectionLostError
 from azure.iot.hub import IoTHubRegistryManager
 
-from modelferry.delivery import messages
-from modelferry.delivery.iothub import IoTHubChannel
-from modelferry.delivery.iothub_fake import FakeIoTHub, FakeIoTHubDevice
-from modelferry.delivery.iothub_fake_sdk import (
-    FakeEventHubConsumerClient,
-    FakeIoTHubRegistryManager,
-)
-from modelferry.delivery.iothub_sdk import message_from_event
+from modelferry.delivery.channels.iothub.channel import IoTHubChannel
+from modelferry.delivery.channels.iothub.sdk import message_from_event
+from modelferry.delivery.protocol import messages
 from modelferry.errors import ChannelError
-from tests.delivery_contract import (
+from modelferry.testing.contracts.delivery import (
     DeliveryTransportContract,
     Transports,
     new_delivery,
     run,
     state,
     take,
+)
+from modelferry.testing.iothub.hub import FakeIoTHub, FakeIoTHubDevice
+from modelferry.testing.iothub.sdk import (
+    FakeEventHubConsumerClient,
+    FakeIoTHubRegistryManager,
 )
 
 
@@ -228,7 +228,7 @@ def test_transient_receive_errors_are_logged_and_reading_goes_on(
             [received] = await take(channel, 1)
             assert received.delivery_id == "del-1"
 
-    with caplog.at_level(logging.WARNING, logger="modelferry.delivery.iothub"):
+    with caplog.at_level(logging.WARNING, logger="modelferry.delivery.channels.iothub.channel"):
         run(scenario)
     assert "link detached" in caplog.text
 

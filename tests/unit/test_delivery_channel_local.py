@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
-from modelferry.delivery.local import LocalChannel, LocalDeviceTransport, LocalHub
+from modelferry.delivery.channels.local import LocalChannel, LocalDeviceTransport, LocalHub
 from modelferry.errors import ChannelError
-from tests.delivery_contract import DeliveryTransportContract, Transports
+from modelferry.testing.contracts.delivery import DeliveryTransportContract, Transports
 
 
 class TestLocalTransportContract(DeliveryTransportContract):

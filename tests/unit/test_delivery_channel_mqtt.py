@@ -11,10 +11,15 @@ import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 from pydantic import SecretStr
 
-from modelferry.delivery.iothub import IoTHubDeviceTransport
-from modelferry.delivery.iothub_auth import DeviceCredentials, mqtt_username, sas_token
-from modelferry.delivery.mqtt import MqttBroker, MqttChannel, MqttDeviceTransport, MqttOptions
-from modelferry.delivery.mqtt_topics import (
+from modelferry.delivery.channels.iothub.auth import DeviceCredentials, mqtt_username, sas_token
+from modelferry.delivery.channels.iothub.channel import IoTHubDeviceTransport
+from modelferry.delivery.channels.mqtt.channel import (
+    MqttBroker,
+    MqttChannel,
+    MqttDeviceTransport,
+    MqttOptions,
+)
+from modelferry.delivery.channels.mqtt.topics import (
     C2D_SEGMENT,
     D2C_SEGMENT,
     c2d_subscription,

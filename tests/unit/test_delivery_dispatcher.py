@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from modelferry.delivery.channels.local import LocalChannel, LocalHub
 from modelferry.delivery.dispatcher import DeliveryDispatcher
-from modelferry.delivery.local import LocalChannel, LocalHub
-from modelferry.delivery.record_writer import AsyncDeliveryRecords
-from modelferry.delivery.records import DeliveryRecords
+from modelferry.delivery.protocol.states import ERROR, SUCCESS
+from modelferry.delivery.records.store import DeliveryRecords
+from modelferry.delivery.records.writer import AsyncDeliveryRecords
 from modelferry.delivery.session import DeliveryRequest, DeliverySession, SessionTimeouts
-from modelferry.delivery.states import ERROR, SUCCESS
 from modelferry.errors import ChannelError, DeliveryError
 from tests.fake_devices import DeviceScript, FakeFleet, RecordingChannel, make_package
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from modelferry.delivery.channels.local import LocalChannel, LocalHub
 from modelferry.delivery.fleet import FleetRollout, roll_out
-from modelferry.delivery.local import LocalChannel, LocalHub
 from modelferry.delivery.outcomes import FleetResult
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy, parse_device_ids, require_package
-from modelferry.delivery.records import DeliveryRecords
-from modelferry.delivery.states import ERROR, SKIPPED, SUCCESS, TIMED_OUT
+from modelferry.delivery.protocol.states import ERROR, SKIPPED, SUCCESS, TIMED_OUT
+from modelferry.delivery.records.store import DeliveryRecords
 from modelferry.errors import ChannelError, PackageStoreError
 from tests.fake_devices import (
     ConcurrencyProbe,

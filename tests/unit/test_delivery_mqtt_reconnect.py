@@ -16,7 +16,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from modelferry.delivery.mqtt_client import AsyncMqttClient, ClientSettings, _Refused
+from modelferry.delivery.channels.mqtt.client import AsyncMqttClient, ClientSettings, _Refused
 from modelferry.errors import ChannelError
 
 SETTINGS = ClientSettings(
@@ -78,7 +78,7 @@ def test_reconnecting_waits_a_jittered_doubling_window_before_every_try(
             await client.close()
         return client
 
-    with caplog.at_level(logging.INFO, logger="modelferry.delivery.mqtt_client"):
+    with caplog.at_level(logging.INFO, logger="modelferry.delivery.channels.mqtt.client"):
         client = asyncio.run(scenario())
 
     assert client.attempts == 6

@@ -12,9 +12,16 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from modelferry.delivery.record_writer import AsyncDeliveryRecords
-from modelferry.delivery.records import DeliveryRecord, DeliveryRecords
-from modelferry.delivery.states import ERROR, NOTIFIED, PENDING, SKIPPED, SUCCESS, TIMED_OUT
+from modelferry.delivery.protocol.states import (
+    ERROR,
+    NOTIFIED,
+    PENDING,
+    SKIPPED,
+    SUCCESS,
+    TIMED_OUT,
+)
+from modelferry.delivery.records.store import DeliveryRecord, DeliveryRecords
+from modelferry.delivery.records.writer import AsyncDeliveryRecords
 from modelferry.errors import DeliveryError
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

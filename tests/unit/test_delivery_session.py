@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from modelferry.delivery.channels.local import LocalChannel, LocalHub
 from modelferry.delivery.dispatcher import DeliveryDispatcher
-from modelferry.delivery.local import LocalChannel, LocalHub
-from modelferry.delivery.messages import Message, state_report
 from modelferry.delivery.outcomes import DeliveryOutcome
-from modelferry.delivery.record_writer import AsyncDeliveryRecords
-from modelferry.delivery.records import DeliveryRecords, TransitionRecord
+from modelferry.delivery.protocol.messages import Message, state_report
+from modelferry.delivery.protocol.states import ERROR, NOTIFIED, PENDING, SUCCESS, TIMED_OUT
+from modelferry.delivery.records.store import DeliveryRecords, TransitionRecord
+from modelferry.delivery.records.writer import AsyncDeliveryRecords
 from modelferry.delivery.session import DeliveryRequest, DeliverySession, SessionTimeouts
-from modelferry.delivery.states import ERROR, NOTIFIED, PENDING, SUCCESS, TIMED_OUT
 from tests.fake_devices import (
     DeviceScript,
     FakeDevice,

@@ -31,10 +31,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from modelferry.delivery import messages as m
-from modelferry.delivery.channel import DeliveryChannel, DeviceTransport
-from modelferry.delivery.local import LocalChannel, LocalDeviceTransport, LocalHub
+from modelferry.delivery.channels.base import DeliveryChannel, DeviceTransport
+from modelferry.delivery.channels.local import LocalChannel, LocalDeviceTransport, LocalHub
 from modelferry.delivery.outcomes import FleetResult
+from modelferry.delivery.protocol import messages as m
 from modelferry.edge import (
     AgentSettings,
     DownloadSettings,
@@ -47,7 +47,7 @@ from modelferry.edge import (
     run_agents,
     start_local_agents,
 )
-from modelferry.edge.fleet import wait_connected
+from modelferry.edge.local_agents import wait_connected
 from modelferry.edge.state import StateStore
 from modelferry.errors import ChannelError, VersionFloorError
 from modelferry.packaging import (
@@ -869,7 +869,7 @@ def test_the_cloud_rollout_delivers_to_reference_agents(
 def test_the_agent_imports_no_orchestrator_mlflow_or_training_stack() -> None:
     code = (
         "import sys, json\n"
-        "import modelferry.edge, modelferry.edge.agent, modelferry.edge.fleet\n"
+        "import modelferry.edge, modelferry.edge.agent, modelferry.edge.local_agents\n"
         "import modelferry.cli, modelferry.cli.agent\n"
         "modelferry.cli._build_parser()  # every subcommand registered, as `modelferry agent`\n"
         "heavy = ['prefect', 'mlflow', 'pandas', 'lightgbm', 'sklearn']\n"

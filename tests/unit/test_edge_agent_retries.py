@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from modelferry.delivery import messages as m
-from modelferry.delivery.channel import DeviceTransport
+from modelferry.delivery.channels.base import DeviceTransport
+from modelferry.delivery.protocol import messages as m
 from modelferry.edge import AgentSettings, EdgeAgent
 from modelferry.errors import ChannelError
 from modelferry.packaging import SigningKey

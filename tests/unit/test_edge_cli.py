@@ -16,7 +16,7 @@ import pytest
 from modelferry.cli import main
 from modelferry.edge import InstalledVersion, install_version, load_public_keys
 from modelferry.edge.install import prepare_root, staging_folder
-from modelferry.edge.state import DeliveryRecord, StateStore
+from modelferry.edge.state import DeviceDeliveryState, StateStore
 from modelferry.packaging import SigningKey
 from modelferry.packaging.signing import VerifyKey
 
@@ -60,10 +60,10 @@ def test_status_json_for_scripts(root: Path, capsys: pytest.CaptureFixture[str])
     install(root, "1")
     install(root, "2")
     with StateStore(root).update() as state:
-        state.record(DeliveryRecord("d-2", "proj", "pkg", "2", "Success"))
+        state.record(DeviceDeliveryState("d-2", "proj", "pkg", "2", "Success"))
         signed = "https://store.test/pkg-3.tar?sig=secret-signature"
         failed = {"reason": "smoke test failed", "url": signed}
-        state.record(DeliveryRecord("d-3", "proj", "pkg", "3", "Error", failed))
+        state.record(DeviceDeliveryState("d-3", "proj", "pkg", "3", "Error", failed))
 
     assert main(["agent", "status", "--root", str(root), "--output", "json"]) == 0
 

@@ -20,7 +20,7 @@ from modelferry.edge.install import (
 )
 from modelferry.edge.state import (
     MAX_DELIVERY_RECORDS,
-    DeliveryRecord,
+    DeviceDeliveryState,
     InstalledVersion,
     StateStore,
 )
@@ -206,9 +206,9 @@ def test_a_corrupt_state_file_is_set_aside(root: Path) -> None:
 def test_old_finished_deliveries_are_forgotten_first(root: Path) -> None:
     store = StateStore(root)
     with store.update() as state:
-        state.record(DeliveryRecord("pending", "p", "pkg", "1", "Received"))
+        state.record(DeviceDeliveryState("pending", "p", "pkg", "1", "Received"))
         for number in range(MAX_DELIVERY_RECORDS + 5):
-            state.record(DeliveryRecord(f"d-{number}", "p", "pkg", "1", "Success"))
+            state.record(DeviceDeliveryState(f"d-{number}", "p", "pkg", "1", "Success"))
 
     saved = store.read()
     assert len(saved.deliveries) == MAX_DELIVERY_RECORDS
@@ -220,11 +220,11 @@ def test_old_finished_deliveries_are_forgotten_first(root: Path) -> None:
 def test_a_failed_update_writes_nothing(root: Path) -> None:
     store = StateStore(root)
     with store.update() as state:
-        state.record(DeliveryRecord("d-1", "p", "pkg", "1", "Received"))
+        state.record(DeviceDeliveryState("d-1", "p", "pkg", "1", "Received"))
 
     def fail_midway() -> None:
         with store.update() as state:
-            state.record(DeliveryRecord("d-2", "p", "pkg", "1", "Received"))
+            state.record(DeviceDeliveryState("d-2", "p", "pkg", "1", "Received"))
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
@@ -305,7 +305,7 @@ def test_a_kill_at_any_step_of_an_install_leaves_a_consistent_status_and_recover
         prepare_root(root)
         put(root, "1")
         with StateStore(root).update() as state:
-            state.record(DeliveryRecord("d-2", "p", "pkg", "2", "Installing"))
+            state.record(DeviceDeliveryState("d-2", "p", "pkg", "2", "Installing"))
         (root / "downloads" / "pkg-2.zip").write_bytes(b"the downloaded package")
         finished = _install_killed_after(root, steps)
 
@@ -337,8 +337,8 @@ def test_recovery_keeps_only_the_partial_download_of_a_delivery_still_to_install
 ) -> None:
     put(root, "1")
     with StateStore(root).update() as state:
-        state.record(DeliveryRecord("d-2", "p", "pkg", "2", "Downloading"))
-        state.record(DeliveryRecord("d-1", "p", "pkg", "1", "Installing"))
+        state.record(DeviceDeliveryState("d-2", "p", "pkg", "2", "Downloading"))
+        state.record(DeviceDeliveryState("d-1", "p", "pkg", "1", "Installing"))
     downloads = root / "downloads"
     for name in ("pkg-2.zip.part", "pkg-1.zip", "pkg-1.zip.part", "other-9.zip.part", "x.tmp"):
         (downloads / name).write_bytes(b"bytes")

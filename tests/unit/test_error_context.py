@@ -16,7 +16,7 @@ import pytest
 from modelferry import errors
 from modelferry.config import load_config
 from modelferry.delivery.outcomes import DeviceResult, FleetResult
-from modelferry.delivery.states import ERROR, SUCCESS, TIMED_OUT
+from modelferry.delivery.protocol.states import ERROR, SUCCESS, TIMED_OUT
 from modelferry.edge.download import DownloadFailedError, LinkExpiredError
 from modelferry.edge.install import InstallError
 from modelferry.edge.smoke import SmokeTestError

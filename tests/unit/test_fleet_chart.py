@@ -9,7 +9,7 @@ from PIL import Image
 
 from modelferry.delivery.fleet_chart import save_fleet_chart
 from modelferry.delivery.outcomes import DeviceResult, FleetResult
-from modelferry.delivery.states import ERROR, SKIPPED, SUCCESS, TIMED_OUT
+from modelferry.delivery.protocol.states import ERROR, SKIPPED, SUCCESS, TIMED_OUT
 from modelferry.pictures import BASELINE, FAILED, NOT_JUDGED, PASSED
 from tests.pictures import pixels_of
 

@@ -10,14 +10,14 @@ import sys
 import time
 
 from modelferry.serving.large_requests import LargeRequestPool
-from modelferry.serving.model import FeatureSpec
-from modelferry.serving.payload import InputSchema, PayloadError
+from modelferry.serving.payload import PayloadError
+from modelferry.serving.schema import FeatureSpec, InputSchema
 
 _SERVER = """
 import asyncio, sys, time
 from modelferry.serving.large_requests import LargeRequestPool
-from modelferry.serving.model import FeatureSpec
-from modelferry.serving.payload import InputSchema
+from modelferry.serving.schema import FeatureSpec
+from modelferry.serving.schema import InputSchema
 
 pool = LargeRequestPool(2)
 schema = InputSchema([FeatureSpec("a", "double")])

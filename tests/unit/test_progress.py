@@ -17,13 +17,14 @@ from sklearn.datasets import load_breast_cancer
 
 from modelferry.batch import run_batch
 from modelferry.batch.inputs import estimate_rows
+from modelferry.delivery.channels.local import LocalChannel, LocalHub
 from modelferry.delivery.fleet import FleetRollout
-from modelferry.delivery.local import LocalChannel, LocalHub
 from modelferry.delivery.outcomes import FleetResult
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy
-from modelferry.delivery.states import ERROR, SKIPPED, SUCCESS
+from modelferry.delivery.protocol.states import ERROR, SKIPPED, SUCCESS
 from modelferry.progress import ProgressCallback, ProgressReporter
-from modelferry.serving.model import BoosterPredictor, FeatureSpec, ServingModel
+from modelferry.serving.model import BoosterPredictor, ServingModel
+from modelferry.serving.schema import FeatureSpec
 from modelferry.structured_logging import bound_ids, log_context
 from tests.fake_devices import DeviceScript, FakeFleet, make_package
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from modelferry.delivery import body as b
-from modelferry.delivery import messages as m
+from modelferry.delivery.protocol import body as b
+from modelferry.delivery.protocol import messages as m
 from modelferry.errors import MalformedMessageError
 
 NOW = datetime(2026, 11, 22, 4, 30, 0, 123000, tzinfo=UTC)

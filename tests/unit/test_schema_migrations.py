@@ -21,8 +21,8 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, inspect, text
 
 from modelferry.cli import main
-from modelferry.delivery.record_schema import metadata
-from modelferry.delivery.records import DeliveryRecords, upgrade_records_schema
+from modelferry.delivery.records.schema import metadata
+from modelferry.delivery.records.store import DeliveryRecords, upgrade_records_schema
 from modelferry.endpoints.local.state import (
     EndpointRecord,
     EndpointStateStore,
@@ -322,7 +322,7 @@ def test_threads_opening_stores_at_once_all_succeed(tmp_path: Path) -> None:
     # alembic's proxies are process-wide; in a subprocess, so a crash is a failure here.
     probe = (
         "import sys, threading, pathlib\n"
-        "from modelferry.delivery.records import DeliveryRecords\n"
+        "from modelferry.delivery.records.store import DeliveryRecords\n"
         "from modelferry.endpoints.local.state import EndpointStateStore\n"
         "root, errors = pathlib.Path(sys.argv[1]), []\n"
         "def open_both(n):\n"

@@ -17,8 +17,9 @@ from pydantic import SecretStr
 
 from modelferry.endpoints.spec import TrafficSplit
 from modelferry.serving.app import ScoringApp
-from modelferry.serving.model import FeatureSpec, ServingModel
+from modelferry.serving.model import ServingModel
 from modelferry.serving.routing import RoutingTable
+from modelferry.serving.schema import FeatureSpec
 from tests.scoring_app import call
 
 KEY = "k-conventions"

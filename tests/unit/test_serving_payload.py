@@ -9,8 +9,8 @@ import numpy as np
 import orjson
 import pytest
 
-from modelferry.serving.model import FeatureSpec
 from modelferry.serving.payload import PayloadError, parse_request
+from modelferry.serving.schema import FeatureSpec
 
 FEATURES = (FeatureSpec("a", "double"), FeatureSpec("b", "double"), FeatureSpec("n", "long"))
 ROWS = [[1.0, 2.0, 3], [4.0, 5.5, 6]]

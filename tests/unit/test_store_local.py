@@ -13,7 +13,7 @@ import pytest
 
 from modelferry.errors import PackageStoreError
 from modelferry.stores.local import DEFAULT_ROOT, LocalPackageStore
-from tests.store_contract import PackageStoreContract
+from modelferry.testing.contracts.store import PackageStoreContract
 
 
 class TestLocalStoreContract(PackageStoreContract):

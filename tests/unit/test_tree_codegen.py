@@ -21,7 +21,8 @@ from modelferry.serving.compiled import (
     CompiledBoosterPredictor,
     compile_booster,
 )
-from modelferry.serving.model import BoosterPredictor, FeatureSpec, ServingModel
+from modelferry.serving.model import BoosterPredictor, ServingModel
+from modelferry.serving.schema import FeatureSpec
 from modelferry.serving.tree_codegen import (
     TILE_ROWS,
     _choose_branch_free,

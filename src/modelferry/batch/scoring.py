@@ -17,7 +17,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from modelferry.errors import BatchScoringError
-from modelferry.serving.model import FeatureSpec, ServingModel
+from modelferry.serving.model import ServingModel
+from modelferry.serving.schema import FeatureSpec
 
 #: Rows read, predicted and yielded at a time; memory grows with this, not the file.
 DEFAULT_CHUNK_ROWS = 100_000

@@ -39,9 +39,9 @@ from modelferry.settings import load_settings
 from modelferry.structured_logging import LOG_FORMATS, configure_logging
 
 if TYPE_CHECKING:
-    from modelferry.delivery.channel import DeviceTransport
+    from modelferry.delivery.channels.base import DeviceTransport
     from modelferry.edge import EdgeAgent
-    from modelferry.edge.state import DeliveryRecord, InstalledVersion
+    from modelferry.edge.state import DeviceDeliveryState, InstalledVersion
 
 __all__ = ["add_agent_command", "run_agent_command"]
 
@@ -303,7 +303,7 @@ def _version_json(entry: InstalledVersion) -> dict[str, Any]:
     }
 
 
-def _delivery_json(record: DeliveryRecord) -> dict[str, Any]:
+def _delivery_json(record: DeviceDeliveryState) -> dict[str, Any]:
     # Only the reason from the attributes: the rest is protocol detail, not status.
     reason = record.attributes.get("reason")
     return {
@@ -375,7 +375,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve(agents: Sequence[EdgeAgent]) -> int:
-    from modelferry.edge.fleet import run_agents, wait_connected
+    from modelferry.edge.local_agents import run_agents, wait_connected
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -398,7 +398,7 @@ def _transports(args: argparse.Namespace) -> tuple[Callable[[str], DeviceTranspo
     if args.transport == "iothub":
         from pydantic import SecretStr
 
-        from modelferry.delivery.iothub import IoTHubDeviceTransport
+        from modelferry.delivery.channels.iothub.channel import IoTHubDeviceTransport
 
         text = _environment(args.connection_string_env, "--connection-string-env")
         transport = IoTHubDeviceTransport.from_connection_string(
@@ -423,13 +423,13 @@ def _transports(args: argparse.Namespace) -> tuple[Callable[[str], DeviceTranspo
     if len(set(args.device_id)) != len(args.device_id):
         raise ValueError("each --device-id may be given once")
     if args.transport == "local":
-        from modelferry.delivery.local import LocalDeviceTransport, default_hub
+        from modelferry.delivery.channels.local import LocalDeviceTransport, default_hub
 
         hub = default_hub()
         return (lambda device_id: LocalDeviceTransport(device_id, hub)), list(args.device_id)
     from pydantic import SecretStr
 
-    from modelferry.delivery.mqtt import MqttBroker, MqttDeviceTransport
+    from modelferry.delivery.channels.mqtt.channel import MqttBroker, MqttDeviceTransport
 
     password = None
     if args.password_env:

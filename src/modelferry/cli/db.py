@@ -64,7 +64,7 @@ def add_db_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 def _cmd_upgrade(args: argparse.Namespace) -> int:
     # Imported here: alembic and SQLAlchemy stay out of every other command's start-up.
     from modelferry.cli.endpoints import DEFAULT_ENDPOINTS_HOME
-    from modelferry.delivery.records import DEFAULT_RECORDS_URL
+    from modelferry.delivery.records.store import DEFAULT_RECORDS_URL
 
     named = args.records is not None or args.endpoints is not None
     if args.records is not None or not named:
@@ -90,8 +90,8 @@ def _upgrade_records(url: str, *, required: bool) -> bool:
     from sqlalchemy.exc import ArgumentError
 
     from modelferry.data.masking import mask_url, scrub
-    from modelferry.delivery.record_schema import create_records_engine
-    from modelferry.delivery.records import upgrade_records_schema
+    from modelferry.delivery.records.schema import create_records_engine
+    from modelferry.delivery.records.store import upgrade_records_schema
 
     shown = mask_url(url)
     try:

@@ -21,9 +21,9 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from modelferry.delivery.channel import DeliveryChannel
-from modelferry.delivery.messages import Message, StateReport, parse, utc_now
-from modelferry.delivery.record_writer import AsyncDeliveryRecords
+from modelferry.delivery.channels.base import DeliveryChannel
+from modelferry.delivery.protocol.messages import Message, StateReport, parse, utc_now
+from modelferry.delivery.records.writer import AsyncDeliveryRecords
 from modelferry.errors import ChannelError, DeliveryError, MalformedMessageError
 
 Log = logging.Logger | logging.LoggerAdapter[Any]

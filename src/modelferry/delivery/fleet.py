@@ -22,15 +22,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelferry.delivery.channel import DeliveryChannel
+from modelferry.delivery.channels.base import DeliveryChannel
 from modelferry.delivery.dispatcher import DeliveryDispatcher, Log
-from modelferry.delivery.messages import utc_now
 from modelferry.delivery.outcomes import DeliveryOutcome, DeviceResult, FleetResult
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy
-from modelferry.delivery.record_writer import AsyncDeliveryRecords
-from modelferry.delivery.records import DeliveryRecords
+from modelferry.delivery.protocol.messages import utc_now
+from modelferry.delivery.protocol.states import SKIPPED
+from modelferry.delivery.records.store import DeliveryRecords
+from modelferry.delivery.records.writer import AsyncDeliveryRecords
 from modelferry.delivery.session import DeliveryRequest, DeliverySession, new_delivery_id
-from modelferry.delivery.states import SKIPPED
 from modelferry.progress import ProgressCallback, ProgressReporter
 from modelferry.stores.base import PackageStore
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from modelferry.delivery.outcomes import DeviceResult, FleetResult
-from modelferry.delivery.states import ERROR, SKIPPED, SUCCESS, TIMED_OUT
+from modelferry.delivery.protocol.states import ERROR, SKIPPED, SUCCESS, TIMED_OUT
 from modelferry.pictures import BAR_LINE, BASELINE, FAILED, NOT_JUDGED, PASSED, new_figure, save_png
 
 #: What each band of a ring's panel counts, bottom to top.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from modelferry.delivery.states import FAILED_STATES, SUCCESS
+from modelferry.delivery.protocol.states import FAILED_STATES, SUCCESS
 from modelferry.errors import DeliveryFailedError, DeliveryTimedOutError
 
 #: Why a delivery failed: the device said so, a clock ran out, the transport or the store

@@ -30,7 +30,8 @@ from datetime import datetime
 from typing import Any
 
 from modelferry.delivery.dispatcher import DeliveryDispatcher, Log, Subscription
-from modelferry.delivery.messages import (
+from modelferry.delivery.outcomes import DeliveryOutcome, FailureKind
+from modelferry.delivery.protocol.messages import (
     Message,
     NewDelivery,
     StateReport,
@@ -41,9 +42,8 @@ from modelferry.delivery.messages import (
     presigned_url_response,
     utc_now,
 )
-from modelferry.delivery.outcomes import DeliveryOutcome, FailureKind
-from modelferry.delivery.record_writer import AsyncDeliveryRecords
-from modelferry.delivery.states import ERROR, FINAL_STATES, NOTIFIED, PENDING, TIMED_OUT
+from modelferry.delivery.protocol.states import ERROR, FINAL_STATES, NOTIFIED, PENDING, TIMED_OUT
+from modelferry.delivery.records.writer import AsyncDeliveryRecords
 from modelferry.errors import ChannelError, MalformedMessageError, PackageStoreError
 from modelferry.stores.base import PackageStore, StoredPackage
 

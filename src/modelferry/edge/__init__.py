@@ -14,14 +14,6 @@ from modelferry.edge.download import (
     Progress,
     download_package,
 )
-from modelferry.edge.fleet import (
-    AgentThread,
-    create_agents,
-    create_local_agents,
-    run_agents,
-    run_local_agents,
-    start_local_agents,
-)
 from modelferry.edge.install import (
     InstallError,
     InstallOutcome,
@@ -29,15 +21,23 @@ from modelferry.edge.install import (
     install_version,
     rollback,
 )
+from modelferry.edge.local_agents import (
+    AgentThread,
+    create_agents,
+    create_local_agents,
+    run_agents,
+    run_local_agents,
+    start_local_agents,
+)
 from modelferry.edge.settings import AgentSettings, load_public_keys
 from modelferry.edge.smoke import SmokeResult, SmokeRunner, SmokeSettings, SmokeSpec, SmokeTestError
-from modelferry.edge.state import AgentState, DeliveryRecord, InstalledVersion, StateStore
+from modelferry.edge.state import AgentState, DeviceDeliveryState, InstalledVersion, StateStore
 
 __all__ = [
     "AgentSettings",
     "AgentState",
     "AgentThread",
-    "DeliveryRecord",
+    "DeviceDeliveryState",
     "DownloadFailedError",
     "DownloadSettings",
     "EdgeAgent",

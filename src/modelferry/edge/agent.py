@@ -9,7 +9,7 @@ with the stage and the reason. A failure leaves nothing installed and the previo
 version current.
 
 The agent is one asyncio task pair (a reader and a worker) over a `DeviceTransport`: no
-thread of its own, so one process can run many (see `modelferry.edge.fleet`). Blocking
+thread of its own, so one process can run many (see `modelferry.edge.local_agents`). Blocking
 file work runs in the loop's default executor; the smoke prediction in a child process.
 
 Guarantees:
@@ -34,8 +34,8 @@ from typing import Any, Final
 
 import httpx
 
-from modelferry.delivery.channel import DeviceTransport
-from modelferry.delivery.messages import (
+from modelferry.delivery.channels.base import DeviceTransport
+from modelferry.delivery.protocol.messages import (
     STATE_ERROR,
     STATE_SUCCESS,
     Message,
@@ -49,7 +49,7 @@ from modelferry.edge.install import prepare_root
 from modelferry.edge.pipeline import DeliveryJob, PackagePipeline, StepFailed
 from modelferry.edge.settings import AgentSettings
 from modelferry.edge.smoke import SmokeRunner
-from modelferry.edge.state import DeliveryRecord, StateStore
+from modelferry.edge.state import DeviceDeliveryState, StateStore
 from modelferry.errors import ChannelError, MalformedMessageError
 from modelferry.packaging.signing import VerifyKey
 from modelferry.packaging.trust import TrustPolicy, trust_policy
@@ -331,7 +331,7 @@ class EdgeAgent:
     async def _record(
         self, job: DeliveryJob, state: str, attributes: Mapping[str, Any] | None = None
     ) -> None:
-        record = DeliveryRecord(
+        record = DeviceDeliveryState(
             job.delivery_id,
             job.project_id,
             job.package_id,

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from modelferry.delivery.messages import format_timestamp, utc_now
+from modelferry.delivery.protocol.messages import format_timestamp, utc_now
 from modelferry.edge.state import AgentState, InstalledVersion, StateStore, fsync_directory
 from modelferry.errors import DeliveryError, VersionFloorError
 from modelferry.packaging.statement import check_version_floor

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from modelferry.delivery.messages import TERMINAL_STATES, format_timestamp, utc_now
+from modelferry.delivery.protocol.messages import TERMINAL_STATES, format_timestamp, utc_now
 from modelferry.packaging.statement import is_below
 
 __all__ = [
     "STATE_FILE",
     "AgentState",
-    "DeliveryRecord",
+    "DeviceDeliveryState",
     "InstalledVersion",
     "StateStore",
 ]
@@ -50,8 +50,12 @@ MAX_DELIVERY_RECORDS: Final = 1000
 
 
 @dataclass
-class DeliveryRecord:
-    """One delivery as the agent last saw it; `state` is the last state it reported."""
+class DeviceDeliveryState:
+    """One delivery as this device's agent last saw it; `state` is the last state it reported.
+
+    The device's side of a delivery, kept in `state.json`; the cloud's record of the
+    same delivery is `modelferry.delivery.records.store.DeliveryRecord`.
+    """
 
     delivery_id: str
     project_id: str
@@ -78,7 +82,7 @@ class DeliveryRecord:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> DeliveryRecord:
+    def from_json(cls, data: Mapping[str, Any]) -> DeviceDeliveryState:
         return cls(
             delivery_id=str(data["deliveryId"]),
             project_id=str(data["projectId"]),
@@ -137,7 +141,7 @@ class InstalledVersion:
 class AgentState:
     """The content of `state.json`."""
 
-    deliveries: dict[str, DeliveryRecord] = field(default_factory=dict)
+    deliveries: dict[str, DeviceDeliveryState] = field(default_factory=dict)
     history: list[InstalledVersion] = field(default_factory=list)
     """Installed versions in install order, oldest first; after a rollback, versions newer
     than the current one stay listed (and on disk) until pruning drops them."""
@@ -153,7 +157,7 @@ class AgentState:
         if current is None or is_below(current, min_version):
             self.version_floors[model_name] = min_version
 
-    def record(self, record: DeliveryRecord) -> None:
+    def record(self, record: DeviceDeliveryState) -> None:
         """Remember `record` (stamped now), forgetting the oldest terminal ones past the cap."""
         record.updated_at = format_timestamp(utc_now())
         self.deliveries.pop(record.delivery_id, None)
@@ -163,7 +167,7 @@ class AgentState:
             for delivery_id in [d for d, r in self.deliveries.items() if r.terminal][:excess]:
                 del self.deliveries[delivery_id]
 
-    def pending(self) -> list[DeliveryRecord]:
+    def pending(self) -> list[DeviceDeliveryState]:
         """Deliveries accepted but not finished, in the order they arrived."""
         return [record for record in self.deliveries.values() if not record.terminal]
 
@@ -185,7 +189,7 @@ class AgentState:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AgentState:
-        deliveries = [DeliveryRecord.from_json(item) for item in data.get("deliveries", [])]
+        deliveries = [DeviceDeliveryState.from_json(item) for item in data.get("deliveries", [])]
         installing = data.get("installing")
         return cls(
             deliveries={record.delivery_id: record for record in deliveries},

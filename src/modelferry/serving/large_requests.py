@@ -18,7 +18,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from modelferry.serving.payload import InputSchema, PayloadError, parse_request
+from modelferry.serving.payload import PayloadError, parse_request
+from modelferry.serving.schema import InputSchema
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -22,10 +22,8 @@ from modelferry.serving.compiled import (
     last_iteration,
 )
 from modelferry.serving.pyfunc import PYFUNC_FLAVOR, PyfuncPredictor
+from modelferry.serving.schema import FeatureSpec, InputSchema
 from modelferry.settings import load_settings
-
-if TYPE_CHECKING:
-    from modelferry.serving.payload import InputSchema
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +59,6 @@ class ColumnPredictor(Protocol):
     ) -> np.ndarray:
         """Probabilities, shape (rows, classes), of one float64 array per feature."""
         ...
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """One input column from the model signature."""
-
-    name: str
-    type: str
-    required: bool = True
 
 
 class BoosterPredictor:
@@ -129,8 +118,6 @@ class ServingModel:
     @cached_property
     def schema(self) -> InputSchema:
         """The input checks for requests, worked out once per model."""
-        from modelferry.serving.payload import InputSchema
-
         return InputSchema(self.features)
 
     @property

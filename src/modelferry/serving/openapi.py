@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from modelferry.serving.model import FeatureSpec
+from modelferry.serving.schema import FeatureSpec
 
 #: What a signature's column type is in JSON Schema.
 _JSON_TYPES = {

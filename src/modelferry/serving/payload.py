@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelferry.serving.model import FeatureSpec
+from modelferry.serving.schema import FeatureSpec, InputSchema
 
 _FORMATS = ("input_data", "dataframe_split", "dataframe_records", "inputs")
 # Above this many rows a bad cell is looked for before the table is built (see _to_matrix);
@@ -34,17 +34,6 @@ class PayloadError(ValueError):
         """Carry the message for the client and the HTTP status for it."""
         super().__init__(message)
         self.status = status
-
-
-class InputSchema:
-    """A model's input columns, with what each request check needs worked out once."""
-
-    def __init__(self, features: Sequence[FeatureSpec]) -> None:
-        """Precompute names and the columns that need extra checks."""
-        self.features = tuple(features)
-        self.names = [f.name for f in self.features]
-        self.optional = [i for i, f in enumerate(self.features) if not f.required]
-        self.whole = [i for i, f in enumerate(self.features) if f.type in {"long", "integer"}]
 
 
 def parse_request(

@@ -3,7 +3,7 @@
 A store keeps signed package zips under `{package_id}/{version}/{file name}` and hands out
 short-lived, read-only links to exactly one package. Implementations: `local` (a folder,
 `file://` links, single host) and `azure_blob` (Blob Storage, SAS links). All pass the shared
-contract tests in tests/store_contract.py.
+contract suite in `modelferry.testing.contracts.store`.
 
 Contract:
 - `put()` uploads a package file and returns its `StoredPackage`. It is idempotent: putting

@@ -2,8 +2,8 @@
 
 The azure-ai-ml SDK (and azure-monitor-query, for metrics) is an optional extra
 (`pip install 'modelferry[azure]'`), imported only when a method needs it.
-`modelferry.endpoints.azureml.fake.FakeMLClient` stands in for `MLClient` in tests, and
-`modelferry.endpoints.azureml.fake_metrics.FakeMetricsQueryClient` for Azure Monitor's
+`modelferry.testing.azureml.FakeMLClient` stands in for `MLClient` in tests, and
+`modelferry.testing.azureml.FakeMetricsQueryClient` for Azure Monitor's
 `MetricsQueryClient`, with the SDKs' method signatures.
 """
 

@@ -128,8 +128,8 @@ def write_api_documents(code_folder: Path, model_dir: Path, title: str, version:
     writing nothing, for a model whose signature does not name its input columns.
     """
     from modelferry.serving.azureml_score import find_model_folder
-    from modelferry.serving.model import FeatureSpec
     from modelferry.serving.openapi import openapi3, swagger2
+    from modelferry.serving.schema import FeatureSpec
 
     folder = find_model_folder(model_dir)
     meta = yaml.safe_load((folder / "MLmodel").read_text(encoding="utf-8")) or {}

@@ -1,0 +1,1 @@
+"""The batch scoring benchmark: `python -m bench.batch` (see bench/README.md)."""

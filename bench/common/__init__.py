@@ -1,0 +1,1 @@
+"""What the benchmarks share: the model, processes, the machine, reports, the lifecycle."""

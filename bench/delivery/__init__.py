@@ -1,0 +1,1 @@
+"""The edge delivery benchmark: `python -m bench.delivery` (see bench/README.md)."""

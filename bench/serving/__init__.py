@@ -1,0 +1,1 @@
+"""The online scoring benchmark: `python -m bench.serving` (see bench/README.md)."""
