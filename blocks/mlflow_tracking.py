@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
+from blocks.base import load_block
 from modelferry.errors import InvalidConfigError
 from modelferry.registry import TrackingSettings
 
@@ -26,7 +27,7 @@ class MlflowTracking(Block):
     # A validation error would otherwise echo the raw input, password and token included.
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    tracking_uri: str = Field(description="MLflow tracking URI, e.g. https://mlflow.example.com")
+    tracking_uri: str = Field(description="MLflow tracking URI, e.g. https://mlflow.example.com.")
     registry_uri: str | None = Field(
         default=None, description="Model registry URI, when it is not the tracking server."
     )
@@ -68,11 +69,13 @@ def resolve_tracking(tracking_uri: str | None, mlflow_block: str | None) -> Trac
     """Settings from a saved block, a URI, `MLFLOW_TRACKING_URI` or the embedded store.
 
     Raises:
-        InvalidConfigError: both a URI and a block were given.
+        InvalidConfigError: both a URI and a block were given, or the block is missing.
     """
-    if mlflow_block is None:
-        return TrackingSettings.resolve(tracking_uri)
-    if tracking_uri:
+    if mlflow_block and tracking_uri:
         raise InvalidConfigError("give tracking_uri or mlflow_block, not both")
-    block = MlflowTracking.load(mlflow_block)
-    return block.get_settings()  # type: ignore[union-attr]
+    return load_block(
+        mlflow_block,
+        MlflowTracking,
+        lambda: TrackingSettings.resolve(tracking_uri),
+        MlflowTracking.get_settings,
+    )

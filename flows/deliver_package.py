@@ -33,16 +33,17 @@ from prefect.context import get_run_context
 from prefect.states import Completed
 from pydantic import SecretStr
 
-from blocks.delivery_channel import resolve_delivery_channel
+from blocks.base import DeliveryChannelBlock, PackageStoreBlock, load_block
 from blocks.mlflow_tracking import resolve_tracking
-from blocks.package_store import resolve_package_store
-from blocks.signing_key import resolve_signing_key
+from blocks.package_store import LocalPackageStoreBlock
+from blocks.signing_key import PackageSigningKey
 from modelferry.delivery.fleet_chart import save_fleet_chart
 from modelferry.delivery.local import LocalChannel, default_hub
 from modelferry.delivery.outcomes import FleetResult
 from modelferry.delivery.plan import DeliveryPlan, FleetPolicy, parse_device_ids
 from modelferry.edge.fleet import AgentThread, start_local_agents
 from modelferry.errors import DeliveryFailedError, DeliveryTimedOutError, InvalidConfigError
+from modelferry.packaging import development_signing_key
 from modelferry.pictures import picture_name
 from modelferry.registry.tracking import DEFAULT_HOME
 from tasks.delivery import (
@@ -131,8 +132,15 @@ def deliver_package(
     devices = parse_device_ids(target_device_id)
     project = project_id or f"{deploy_env}-{model_name}"
     secret = resolve_records_url(records_url, records_secret_block)
-    store = resolve_package_store(store_block)
-    channel = resolve_delivery_channel(channel_block)
+    store = load_block(
+        store_block,
+        PackageStoreBlock,
+        LocalPackageStoreBlock().get_store,
+        lambda block: block.get_store(),
+    )
+    channel = load_block(
+        channel_block, DeliveryChannelBlock, LocalChannel, lambda block: block.get_channel()
+    )
     if start_local_agents and not isinstance(channel, LocalChannel):
         raise InvalidConfigError(
             f"start_local_agents needs the local channel, but {channel_block!r} is a "
@@ -232,7 +240,12 @@ def resolve_records_url(
 
 def _local_agents(devices: Sequence[str], signing_key_block: str | None) -> AgentThread:
     """Reference agents for `devices` on the process-wide hub, trusting the signing key."""
-    key = resolve_signing_key(signing_key_block).verify_key
+    key = load_block(
+        signing_key_block,
+        PackageSigningKey,
+        development_signing_key,
+        PackageSigningKey.get_signing_key,
+    ).verify_key
     get_run_logger().info(
         "Starting %d local reference agent(s) under %s", len(devices), DEFAULT_DEVICES_HOME
     )

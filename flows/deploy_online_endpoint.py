@@ -24,6 +24,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 
+from blocks.base import EndpointBackendBlock, load_block
 from blocks.endpoint_key import EndpointKey
 from blocks.mlflow_tracking import resolve_tracking
 from flows.notifications import notify_failure
@@ -289,12 +290,12 @@ def _chart(
 def _backend(
     block: str | None, home: str, settings: TrackingSettings, registry: ModelRegistry
 ) -> EndpointBackend:
-    if block is None:
-        return LocalEndpointBackend(Path(home), settings)
-    from prefect.blocks.core import Block
-
-    loaded = Block.load(block)
-    return loaded.get_backend(registry)  # type: ignore[attr-defined,no-any-return]
+    return load_block(
+        block,
+        EndpointBackendBlock,
+        lambda: LocalEndpointBackend(Path(home), settings),
+        lambda loaded: loaded.get_backend(registry),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,11 +16,12 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 
+from blocks.base import PackageStoreBlock, load_block
 from blocks.mlflow_tracking import resolve_tracking
-from blocks.package_store import resolve_package_store
-from blocks.signing_key import resolve_signing_key
+from blocks.package_store import LocalPackageStoreBlock
+from blocks.signing_key import PackageSigningKey
 from modelferry.errors import PackagingError
-from modelferry.packaging import DEFAULT_EXPIRY_DAYS, default_expiry
+from modelferry.packaging import DEFAULT_EXPIRY_DAYS, default_expiry, development_signing_key
 from modelferry.registry import CHAMPION
 from modelferry.registry.tracking import DEFAULT_HOME
 from tasks.packaging import (
@@ -122,7 +123,14 @@ def package_model(
     """
     logger = get_run_logger()
     settings = resolve_tracking(tracking_uri, mlflow_block)
-    signer = resolve_signing_key(signing_key_block)
+    signer = load_block(
+        signing_key_block,
+        PackageSigningKey,
+        development_signing_key,
+        PackageSigningKey.get_signing_key,
+    )
+    if signing_key_block:
+        logger.info("Signing with key %s from block %r", signer.key_id, signing_key_block)
     if expires_in_days < 1:
         raise PackagingError(f"expires_in_days must be at least 1, not {expires_in_days}")
     source = find_model_version(settings, model_name, model_version, model_alias)
@@ -144,7 +152,12 @@ def package_model(
     if manifest != built.manifest:
         raise PackagingError(f"{built.path} changed between building and verifying it")
     artifact = record_package_on_version(settings, source, built)
-    store = resolve_package_store(store_block)
+    store = load_block(
+        store_block,
+        PackageStoreBlock,
+        LocalPackageStoreBlock().get_store,
+        lambda block: block.get_store(),
+    )
     stored = publish_package(store, built)
     logger.info(built.summary())
 
