@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.blocks.core import Block
 
+from blocks.base import PackageStoreBlock
 from flows.deliver_package import deliver_package
 from modelferry.stores.base import PackageStore
 from tests.fake_devices import FolderPackageStore, make_package
@@ -19,7 +19,7 @@ from tests.fake_devices import FolderPackageStore, make_package
 STORE_SLUG = "test-folder-package-store"
 
 
-class FolderStoreBlock(Block):
+class FolderStoreBlock(PackageStoreBlock):
     """A block giving the in-test folder store, as a Blob Storage block gives its store."""
 
     _block_type_name = "Test Folder Package Store"
