@@ -71,13 +71,7 @@ def deliver_package(
     store_block: str | None = None,
     records_url: str | None = None,
     records_secret_block: str | None = None,
-    inactivity_timeout_seconds: float = 120.0,
-    deadline_seconds: float = 1800.0,
-    max_parallel: int = 50,
-    canary_share: float = 0.1,
-    max_failure_share: float = 0.2,
-    delivery_retries: int = 2,
-    retry_backoff_seconds: float = 5.0,
+    fleet: FleetPolicy = FleetPolicy(),  # noqa: B008 (frozen: one shared default is safe)
     start_local_agents: bool = False,
     signing_key_block: str | None = None,
     mlflow_block: str | None = None,
@@ -106,13 +100,8 @@ def deliver_package(
             `MODELFERRY_RECORDS_URL`, else SQLite at `.modelferry/deliveries.db`. Holds a
             password in production: set the variable on the worker, or pass a
             `SecretStr` or a Secret block reference.
-        inactivity_timeout_seconds: a device silent this long times out.
-        deadline_seconds: the longest one delivery attempt may take.
-        max_parallel: devices delivered to at once.
-        canary_share: share of devices in the first ring (at least one); 0 for one ring.
-        max_failure_share: stop starting devices once more than this share failed.
-        delivery_retries: further attempts per device after a timeout or transport error.
-        retry_backoff_seconds: wait before the first retry; doubled for each next one.
+        fleet: the rollout policy: clocks, parallelism, canary ring, abort threshold and
+            retries (`FleetPolicy`, the keys of the config file's `delivery` section).
         start_local_agents: with the local channel only: run a reference edge agent for
             each target device in this process (under `.modelferry/devices/`), so the
             whole path runs on one machine (the embedded default, `make demo`).
@@ -155,15 +144,7 @@ def deliver_package(
         model_name=model_name,
         model_version=model_version,
     )
-    policy = FleetPolicy(
-        inactivity_timeout=inactivity_timeout_seconds,
-        deadline=deadline_seconds,
-        max_parallel=max_parallel,
-        canary_share=canary_share,
-        max_failure_share=max_failure_share,
-        retries=delivery_retries,
-        retry_backoff=retry_backoff_seconds,
-    )
+    policy = fleet.fleet_policy()
     logger.info(
         "Delivering %s %s (%s model %s) to %d device(s) in %s over the %s channel",
         package.package_id, package.version, model_type, model_name, len(devices),
@@ -285,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         channel_block=args.channel_block,
         store_block=args.store_block,
         records_secret_block=args.records_secret_block,
-        max_parallel=args.max_parallel,
+        fleet=FleetPolicy(max_parallel=args.max_parallel),
         start_local_agents=args.local_agents,
         return_state=True,
     )

@@ -31,6 +31,7 @@ from blocks.package_store import AzureBlobPackageStoreBlock, LocalPackageStoreBl
 from blocks.signing_key import PackageSigningKey
 from flows.deliver_package import deliver_package
 from flows.package_model import PackagedModel, package_model
+from modelferry.delivery.plan import FleetPolicy
 from modelferry.delivery.states import SUCCESS, TIMED_OUT
 from modelferry.packaging import SigningKey
 from tasks.delivery import report_key
@@ -323,11 +324,13 @@ def test_version_2_keeps_version_1_for_rollback_and_an_offline_device_times_out(
         records_url=records_url,
         # Short, yet longer than a busy machine needs for a smoke prediction: an agent
         # reports nothing while its smoke prediction runs.
-        inactivity_timeout_seconds=40.0,
-        deadline_seconds=120.0,
-        delivery_retries=0,
-        canary_share=0,
-        max_failure_share=1.0,
+        fleet=FleetPolicy(
+            inactivity_timeout_seconds=40.0,
+            deadline_seconds=120.0,
+            retries=0,
+            canary_share=0,
+            max_failure_share=1.0,
+        ),
     )
 
     assert state.is_failed()
@@ -439,7 +442,7 @@ def test_the_flow_completes_through_a_broker_restart_mid_delivery(
             channel_block=save_channel_block(broker),
             store_block=f"test-gated-http-package-store/{name}",
             records_url=records_url,
-            canary_share=0,
+            fleet=FleetPolicy(canary_share=0),
         )
         restart.join()
 
