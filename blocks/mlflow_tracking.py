@@ -5,17 +5,14 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
-from blocks.base import load_block
-from modelferry.errors import InvalidConfigError
 from modelferry.registry import TrackingSettings
 
 
 class MlflowTracking(Block):
     """An MLflow tracking server (and registry) for modelferry flows.
 
-    Save one in the Prefect UI or in code, then pass its name as the flows'
-    `mlflow_block` parameter; prefect.yaml then refers to the block and never holds a
-    secret:
+    Save one in the Prefect UI or in code, then name it in the flows' `targets.tracking`;
+    prefect.yaml then refers to the block and never holds a secret:
 
         MlflowTracking(tracking_uri="https://mlflow.example.com",
                        username="ci", password="...").save("production")
@@ -63,19 +60,3 @@ class MlflowTracking(Block):
             password=self.password,
             token=self.token,
         )
-
-
-def resolve_tracking(tracking_uri: str | None, mlflow_block: str | None) -> TrackingSettings:
-    """Settings from a saved block, a URI, `MLFLOW_TRACKING_URI` or the embedded store.
-
-    Raises:
-        InvalidConfigError: both a URI and a block were given, or the block is missing.
-    """
-    if mlflow_block and tracking_uri:
-        raise InvalidConfigError("give tracking_uri or mlflow_block, not both")
-    return load_block(
-        mlflow_block,
-        MlflowTracking,
-        lambda: TrackingSettings.resolve(tracking_uri),
-        MlflowTracking.get_settings,
-    )

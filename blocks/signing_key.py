@@ -18,7 +18,7 @@ class PackageSigningKey(Block):
         PackageSigningKey(private_key=key.private_pem(),
                           public_key=key.verify_key.public_base64).save("production")
 
-    Then pass the block's name as `package-model`'s `signing_key_block`.
+    Then name the block in the flows' `targets.signing_key`.
     """
 
     _block_type_name = "modelferry Package Signing Key"

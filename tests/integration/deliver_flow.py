@@ -13,6 +13,7 @@ import pytest
 
 from blocks.base import PackageStoreBlock
 from flows.deliver_package import deliver_package
+from flows.inputs import Targets
 from modelferry.stores.base import PackageStore
 from tests.fake_devices import FolderPackageStore, make_package
 
@@ -45,7 +46,14 @@ def records_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'deliveries.db'}"
 
 
-def run_flow(store_block: str, records_url: str | None, devices: list[str], **options: Any) -> Any:
+def run_flow(
+    store_block: str,
+    records_url: str | None,
+    devices: list[str],
+    *,
+    tracking_uri: str | None = None,
+    **options: Any,
+) -> Any:
     parameters: dict[str, Any] = {
         "deploy_env": "test",
         "model_type": "classification",
@@ -54,7 +62,6 @@ def run_flow(store_block: str, records_url: str | None, devices: list[str], **op
         "edge_package_name": "edge-bc",
         "edge_package_version": "3.0.0",
         "model_version": "3",
-        "store_block": store_block,
-        "records_url": records_url,
+        "targets": Targets(store=store_block, records_url=records_url, tracking_uri=tracking_uri),
     }
     return deliver_package(**{**parameters, **options}, return_state=True)

@@ -11,6 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.deliver_package import deliver_package
+from flows.inputs import Targets
 from modelferry.delivery.local import default_hub
 from modelferry.delivery.plan import FleetPolicy
 from modelferry.delivery.records import DeliveryRecords
@@ -210,8 +211,7 @@ def test_a_missing_package_fails_with_how_to_build_it(store_block: str, records_
         target_device_id=["flow-none"],
         edge_package_name="edge-bc",
         edge_package_version="9.9.9",
-        store_block=store_block,
-        records_url=records_url,
+        targets=Targets(store=store_block, records_url=records_url),
         return_state=True,
     )
 

@@ -30,6 +30,7 @@ from blocks.delivery_channel import MqttDeliveryChannel
 from blocks.package_store import AzureBlobPackageStoreBlock, LocalPackageStoreBlock
 from blocks.signing_key import PackageSigningKey
 from flows.deliver_package import deliver_package
+from flows.inputs import Targets
 from flows.package_model import PackagedModel, package_model
 from modelferry.delivery.plan import FleetPolicy
 from modelferry.delivery.states import SUCCESS, TIMED_OUT
@@ -82,10 +83,10 @@ class RegisteredModel:
             packaged = package_model(
                 MODEL,
                 model_version=version,
-                signing_key_block=self.key_block,
-                tracking_uri=self.tracking_uri,
+                targets=Targets(
+                    signing_key=self.key_block, tracking_uri=self.tracking_uri, store=store_block
+                ),
                 output_dir=str(self.home / "builds"),
-                store_block=store_block,
             )
         assert (packaged.package_id, packaged.package_version) == (PACKAGE, version)
         assert packaged.signing_key_id == self.key.key_id
@@ -193,9 +194,7 @@ def deliver(
     version: str,
     devices: list[str],
     *,
-    channel_block: str,
-    store_block: str,
-    records_url: str,
+    targets: Targets,
     **options: Any,
 ) -> State[Any]:
     """Run `deliver-package` for package version `version`; its final state."""
@@ -207,9 +206,7 @@ def deliver(
         edge_package_name=PACKAGE,
         edge_package_version=version,
         model_version=version,
-        channel_block=channel_block,
-        store_block=store_block,
-        records_url=records_url,
+        targets=targets,
         return_state=True,
         **options,
     )
@@ -224,9 +221,7 @@ def first_delivery(
     return deliver(
         "1",
         fleet.devices,
-        channel_block=channel_block,
-        store_block=local_store_block,
-        records_url=records_url,
+        targets=Targets(channel=channel_block, store=local_store_block, records_url=records_url),
     )
 
 
@@ -319,9 +314,7 @@ def test_version_2_keeps_version_1_for_rollback_and_an_offline_device_times_out(
     state = deliver(
         "2",
         [*online, OFFLINE],
-        channel_block=channel_block,
-        store_block=local_store_block,
-        records_url=records_url,
+        targets=Targets(channel=channel_block, store=local_store_block, records_url=records_url),
         # Short, yet longer than a busy machine needs for a smoke prediction: an agent
         # reports nothing while its smoke prediction runs.
         fleet=FleetPolicy(
@@ -403,9 +396,7 @@ def test_agents_download_from_blob_storage_through_sas_links(
         state = deliver(
             "1",
             blob_fleet.devices,
-            channel_block=channel_block,
-            store_block=store_block,
-            records_url=records_url,
+            targets=Targets(channel=channel_block, store=store_block, records_url=records_url),
         )
 
         assert state.is_completed(), state.message
@@ -439,9 +430,11 @@ def test_the_flow_completes_through_a_broker_restart_mid_delivery(
         state = deliver(
             "1",
             devices,
-            channel_block=save_channel_block(broker),
-            store_block=f"test-gated-http-package-store/{name}",
-            records_url=records_url,
+            targets=Targets(
+                channel=save_channel_block(broker),
+                store=f"test-gated-http-package-store/{name}",
+                records_url=records_url,
+            ),
             fleet=FleetPolicy(canary_share=0),
         )
         restart.join()
