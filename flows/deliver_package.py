@@ -80,8 +80,8 @@ def deliver_package(
             device's deliveries of a model stay together and dev never mixes with prod.
         targets: where the store, channel, records, signing key and MLflow are: saved
             blocks, or the embedded default (`Targets`): the in-process local channel, the
-            local store under `.modelferry/packages`, SQLite records
-            (`MODELFERRY_RECORDS_URL` wins), the development key. A records URL with a
+            local store under `.modelferry/packages`, the records at
+            `MODELFERRY_RECORDS_URL` or else in SQLite, the development key. A records URL with a
             password comes from a Secret block (`records`), never a parameter. The fleet
             chart goes to the MLflow run of `model_version` (nothing without one).
         fleet: the rollout policy: clocks, parallelism, canary ring, abort threshold and
