@@ -12,9 +12,12 @@ from mlflow import MlflowClient
 from prefect.exceptions import NotPausedError
 from prefect.flow_runs import resume_flow_run
 
+import flows.package_and_deliver
+import flows.train_and_register
 from flows.inputs import Rollout, Targets
 from flows.retrain_and_deliver import retrain_and_deliver
 from flows.train_and_register import train_and_register
+from modelferry.config import ModelConfig
 from modelferry.endpoints.local import LocalEndpointBackend
 from modelferry.registry import GATE_TABLE_ARTIFACT, TrackingSettings
 from tests.integration.flow_helpers import api_filter, api_post, reviewer_thread, write_config
@@ -290,6 +293,15 @@ def test_nightly_flow_registers_rolls_out_and_delivers_to_the_edge(
     monkeypatch.chdir(tmp_path)  # the package store, keys and devices go under .modelferry/
     home = tmp_path / "endpoints"
     backend = LocalEndpointBackend(home, TrackingSettings.resolve(mlflow_uri))
+    reads: list[str] = []
+    read = flows.train_and_register.load_config
+
+    def counted(path: str) -> ModelConfig:
+        reads.append(path)
+        return read(path)
+
+    monkeypatch.setattr(flows.train_and_register, "load_config", counted)
+    monkeypatch.setattr(flows.package_and_deliver, "load_config", counted)
     try:
         state = retrain_and_deliver(
             str(write_config(tmp_path)),
@@ -298,6 +310,7 @@ def test_nightly_flow_registers_rolls_out_and_delivers_to_the_edge(
             return_state=True,
         )
         assert state.is_completed()
+        assert len(reads) == 1, "the nightly run reads its config once"
         outcome = state.result()
         assert outcome.registration.champion_version == "1"
         assert outcome.rollout is not None
