@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
+from blocks.base import EndpointBackendBlock
 from modelferry.endpoints.azureml import (
     AzureMLEndpointBackend,
     AzureMonitorMetrics,
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 _SERVICE_PRINCIPAL = ("client_id", "tenant_id", "client_secret")
 
 
-class AzureMLWorkspace(Block):
+class AzureMLWorkspace(EndpointBackendBlock):
     """An Azure ML workspace whose managed online endpoints modelferry deploys to.
 
     Signs in with a service principal (client_id, tenant_id and client_secret, all three)

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
+from blocks.base import DeliveryChannelBlock
 from modelferry.delivery.channels.base import DeliveryChannel
 from modelferry.delivery.channels.iothub.auth import parse_connection_string
 from modelferry.delivery.channels.iothub.channel import IoTHubChannel
-from modelferry.delivery.channels.local import LocalChannel
 from modelferry.delivery.channels.mqtt.channel import (
     DEFAULT_CLOUD_CLIENT_ID,
     MqttBroker,
     MqttChannel,
 )
-from modelferry.errors import InvalidConfigError
 
 
-class MqttDeliveryChannel(Block):
+class MqttDeliveryChannel(DeliveryChannelBlock):
     """An MQTT broker (Mosquitto or another) that edge devices and modelferry share.
 
     Devices use IoT Hub's topics on it (`devices/{id}/messages/...`):
@@ -76,7 +74,7 @@ class MqttDeliveryChannel(Block):
         return MqttChannel(self.get_broker(), client_id=self.client_id)
 
 
-class IoTHubDeliveryChannel(Block):
+class IoTHubDeliveryChannel(DeliveryChannelBlock):
     """An Azure IoT hub whose devices modelferry delivers models to.
 
     Needs `pip install 'modelferry[azure]'`. The service connection string is a shared
@@ -133,22 +131,3 @@ class IoTHubDeliveryChannel(Block):
             consumer_group=self.consumer_group,
             eventhub_name=self.eventhub_name,
         )
-
-
-def resolve_delivery_channel(channel_block: str | None) -> DeliveryChannel:
-    """The channel of a saved channel block (``block-type-slug/name``), else the local one.
-
-    With no block, the embedded default: the in-process channel on the process-wide hub,
-    where the devices are reference agents running in this process.
-    """
-    if channel_block is None:
-        return LocalChannel()
-    block = Block.load(channel_block)
-    build = getattr(block, "get_channel", None)
-    if not callable(build):
-        raise InvalidConfigError(
-            f"block {channel_block!r} is a {type(block).__name__}, not a delivery channel block "
-            "(modelferry-mqtt-delivery-channel or modelferry-iothub-delivery-channel)"
-        )
-    built: DeliveryChannel = build()
-    return built

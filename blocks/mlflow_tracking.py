@@ -5,16 +5,14 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
-from modelferry.errors import InvalidConfigError
 from modelferry.registry import TrackingSettings
 
 
 class MlflowTracking(Block):
     """An MLflow tracking server (and registry) for modelferry flows.
 
-    Save one in the Prefect UI or in code, then pass its name as the flows'
-    `mlflow_block` parameter; prefect.yaml then refers to the block and never holds a
-    secret:
+    Save one in the Prefect UI or in code, then name it in the flows' `targets.tracking`;
+    prefect.yaml then refers to the block and never holds a secret:
 
         MlflowTracking(tracking_uri="https://mlflow.example.com",
                        username="ci", password="...").save("production")
@@ -26,7 +24,7 @@ class MlflowTracking(Block):
     # A validation error would otherwise echo the raw input, password and token included.
     model_config = ConfigDict(hide_input_in_errors=True)
 
-    tracking_uri: str = Field(description="MLflow tracking URI, e.g. https://mlflow.example.com")
+    tracking_uri: str = Field(description="MLflow tracking URI, e.g. https://mlflow.example.com.")
     registry_uri: str | None = Field(
         default=None, description="Model registry URI, when it is not the tracking server."
     )
@@ -62,17 +60,3 @@ class MlflowTracking(Block):
             password=self.password,
             token=self.token,
         )
-
-
-def resolve_tracking(tracking_uri: str | None, mlflow_block: str | None) -> TrackingSettings:
-    """Settings from a saved block, a URI, `MLFLOW_TRACKING_URI` or the embedded store.
-
-    Raises:
-        InvalidConfigError: both a URI and a block were given.
-    """
-    if mlflow_block is None:
-        return TrackingSettings.resolve(tracking_uri)
-    if tracking_uri:
-        raise InvalidConfigError("give tracking_uri or mlflow_block, not both")
-    block = MlflowTracking.load(mlflow_block)
-    return block.get_settings()  # type: ignore[union-attr]

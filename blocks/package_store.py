@@ -5,13 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
-from modelferry.errors import InvalidConfigError
+from blocks.base import PackageStoreBlock
 from modelferry.stores.azure_blob import AzureBlobPackageStore, LinkSettings
 from modelferry.stores.azure_sdk import blob_sdk
-from modelferry.stores.base import PackageStore
 from modelferry.stores.local import DEFAULT_ROOT, LocalPackageStore
 
 if TYPE_CHECKING:
@@ -20,7 +18,7 @@ if TYPE_CHECKING:
 _SERVICE_PRINCIPAL = ("tenant_id", "client_id", "client_secret")
 
 
-class LocalPackageStoreBlock(Block):
+class LocalPackageStoreBlock(PackageStoreBlock):
     """Packages in a folder on this host; devices get `file://` links (single host only).
 
     LocalPackageStoreBlock(root="/srv/modelferry/packages").save("local")
@@ -40,7 +38,7 @@ class LocalPackageStoreBlock(Block):
         return LocalPackageStore(self.root)
 
 
-class AzureBlobPackageStoreBlock(Block):
+class AzureBlobPackageStoreBlock(PackageStoreBlock):
     """Packages in a Blob Storage container; devices get read-only SAS links to one blob.
 
     Sign in with a connection string (links signed with the account key), or with an
@@ -64,7 +62,7 @@ class AzureBlobPackageStoreBlock(Block):
         default=None, description="Storage account connection string with AccountKey."
     )
     account_url: str | None = Field(
-        default=None, description="Blob endpoint, e.g. https://acct.blob.core.windows.net"
+        default=None, description="Blob endpoint, e.g. https://acct.blob.core.windows.net."
     )
     tenant_id: str | None = Field(default=None, description="Service principal's tenant id.")
     client_id: str | None = Field(default=None, description="Service principal (app) id.")
@@ -118,21 +116,3 @@ class AzureBlobPackageStoreBlock(Block):
                 client_secret=self.client_secret.get_secret_value(),
             )
         return DefaultAzureCredential()
-
-
-def resolve_package_store(store_block: str | None) -> PackageStore:
-    """The store of a saved store block (``block-type-slug/name``), else the local default.
-
-    With no block, the embedded default: a `LocalPackageStore` under `.modelferry/packages`.
-    """
-    if store_block is None:
-        return LocalPackageStore(DEFAULT_ROOT)
-    block = Block.load(store_block)
-    build = getattr(block, "get_store", None)
-    if not callable(build):
-        raise InvalidConfigError(
-            f"block {store_block!r} is a {type(block).__name__}, not a package store block "
-            "(modelferry-local-package-store or modelferry-azure-blob-package-store)"
-        )
-    built: PackageStore = build()
-    return built

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
 from modelferry.errors import PackageVerificationError, PackagingError
-from modelferry.packaging import SigningKey, VerifyKey, development_signing_key
-
-logger = logging.getLogger(__name__)
+from modelferry.packaging import SigningKey, VerifyKey
 
 
 class PackageSigningKey(Block):
@@ -22,7 +18,7 @@ class PackageSigningKey(Block):
         PackageSigningKey(private_key=key.private_pem(),
                           public_key=key.verify_key.public_base64).save("production")
 
-    Then pass the block's name as `package-model`'s `signing_key_block`.
+    Then name the block in the flows' `targets.signing_key`.
     """
 
     _block_type_name = "modelferry Package Signing Key"
@@ -63,13 +59,3 @@ class PackageSigningKey(Block):
     def get_verify_key(self) -> VerifyKey:
         """The public key devices must trust."""
         return self.get_signing_key().verify_key
-
-
-def resolve_signing_key(signing_key_block: str | None) -> SigningKey:
-    """The key of a saved `PackageSigningKey` block, else the embedded development key."""
-    if signing_key_block is None:
-        return development_signing_key()
-    block = PackageSigningKey.load(signing_key_block)
-    key: SigningKey = block.get_signing_key()  # type: ignore[union-attr]
-    logger.info("Signing with key %s from block %r", key.key_id, signing_key_block)
-    return key

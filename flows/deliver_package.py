@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import re
 import sys
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -31,12 +30,8 @@ from typing import cast
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.states import Completed
-from pydantic import SecretStr
 
-from blocks.delivery_channel import resolve_delivery_channel
-from blocks.mlflow_tracking import resolve_tracking
-from blocks.package_store import resolve_package_store
-from blocks.signing_key import resolve_signing_key
+from flows.inputs import Targets
 from modelferry.delivery.channels.local import LocalChannel, default_hub
 from modelferry.delivery.fleet_chart import save_fleet_chart
 from modelferry.delivery.outcomes import FleetResult
@@ -66,21 +61,9 @@ def deliver_package(
     edge_package_version: str,
     model_version: str | None = None,
     project_id: str | None = None,
-    channel_block: str | None = None,
-    store_block: str | None = None,
-    records_url: str | None = None,
-    records_secret_block: str | None = None,
-    inactivity_timeout_seconds: float = 120.0,
-    deadline_seconds: float = 1800.0,
-    max_parallel: int = 50,
-    canary_share: float = 0.1,
-    max_failure_share: float = 0.2,
-    delivery_retries: int = 2,
-    retry_backoff_seconds: float = 5.0,
+    targets: Targets = Targets(),  # noqa: B008 (frozen: one shared default is safe)
+    fleet: FleetPolicy = FleetPolicy(),  # noqa: B008 (frozen: one shared default is safe)
     start_local_agents: bool = False,
-    signing_key_block: str | None = None,
-    mlflow_block: str | None = None,
-    tracking_uri: str | None = None,
 ) -> FleetResult:
     """Deliver the package `edge_package_name` `edge_package_version` to the target devices.
 
@@ -95,32 +78,18 @@ def deliver_package(
         project_id: the protocol's `projectId`; default ``{deploy_env}-{model_name}``: one
             project per model line and environment, stable across versions, so a
             device's deliveries of a model stay together and dev never mixes with prod.
-        channel_block: a saved block with `get_channel()`, as ``block-type-slug/name``
-            (MQTT, IoT Hub); default the in-process local channel.
-        store_block: a saved block with `get_store()`, as ``block-type-slug/name`` (Blob
-            Storage); default the local store under `.modelferry/packages`.
-        records_secret_block: name of a Prefect `Secret` block holding the records URL;
-            use it for any URL with a password (PostgreSQL in production).
-        records_url: SQLAlchemy URL of the delivery records; default
-            `MODELFERRY_RECORDS_URL`, else SQLite at `.modelferry/deliveries.db`. Holds a
-            password in production: set the variable on the worker, or pass a
-            `SecretStr` or a Secret block reference.
-        inactivity_timeout_seconds: a device silent this long times out.
-        deadline_seconds: the longest one delivery attempt may take.
-        max_parallel: devices delivered to at once.
-        canary_share: share of devices in the first ring (at least one); 0 for one ring.
-        max_failure_share: stop starting devices once more than this share failed.
-        delivery_retries: further attempts per device after a timeout or transport error.
-        retry_backoff_seconds: wait before the first retry; doubled for each next one.
+        targets: where the store, channel, records, signing key and MLflow are: saved
+            blocks, or the embedded default (`Targets`): the in-process local channel, the
+            local store under `.modelferry/packages`, the records at
+            `MODELFERRY_RECORDS_URL` or else in SQLite, the development key. A records URL with a
+            password comes from a Secret block (`records`), never a parameter. The fleet
+            chart goes to the MLflow run of `model_version` (nothing without one).
+        fleet: the rollout policy: clocks, parallelism, canary ring, abort threshold and
+            retries (`FleetPolicy`, the keys of the config file's `delivery` section).
         start_local_agents: with the local channel only: run a reference edge agent for
-            each target device in this process (under `.modelferry/devices/`), so the
-            whole path runs on one machine (the embedded default, `make demo`).
-        signing_key_block: the key whose public half the local agents trust; default the
-            embedded development key (the one `package-model` signs with by default).
-        mlflow_block: a saved `MlflowTracking` block, instead of `tracking_uri`: where the
-            fleet chart goes (the MLflow run of `model_version`).
-        tracking_uri: MLflow tracking URI; default `MLFLOW_TRACKING_URI` or the embedded
-            store. Nothing is drawn without `model_version`.
+            each target device in this process (under `.modelferry/devices/`), trusting
+            the public half of `targets.signing_key`, so the whole path runs on one
+            machine (the embedded default, `make demo`).
 
     Returns:
         The rollout's result. The run fails, after publishing the report, when any device
@@ -130,12 +99,12 @@ def deliver_package(
     flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
     devices = parse_device_ids(target_device_id)
     project = project_id or f"{deploy_env}-{model_name}"
-    secret = resolve_records_url(records_url, records_secret_block)
-    store = resolve_package_store(store_block)
-    channel = resolve_delivery_channel(channel_block)
+    secret = targets.records_secret()
+    store = targets.package_store()
+    channel = targets.delivery_channel()
     if start_local_agents and not isinstance(channel, LocalChannel):
         raise InvalidConfigError(
-            f"start_local_agents needs the local channel, but {channel_block!r} is a "
+            f"start_local_agents needs the local channel, but {targets.channel!r} is a "
             f"{channel.name} channel: its devices run their own agents; set it to false"
         )
 
@@ -147,15 +116,7 @@ def deliver_package(
         model_name=model_name,
         model_version=model_version,
     )
-    policy = FleetPolicy(
-        inactivity_timeout=inactivity_timeout_seconds,
-        deadline=deadline_seconds,
-        max_parallel=max_parallel,
-        canary_share=canary_share,
-        max_failure_share=max_failure_share,
-        retries=delivery_retries,
-        retry_backoff=retry_backoff_seconds,
-    )
+    policy = fleet.fleet_policy()
     logger.info(
         "Delivering %s %s (%s model %s) to %d device(s) in %s over the %s channel",
         package.package_id, package.version, model_type, model_name, len(devices),
@@ -169,7 +130,7 @@ def deliver_package(
     # Submitted, the async task runs on the task runner's own event loop; `.result()` is
     # its value (Prefect's type hints say coroutine).
     with (
-        _local_agents(devices, signing_key_block) if start_local_agents else nullcontext(),
+        _local_agents(devices, targets) if start_local_agents else nullcontext(),
         progress,
     ):
         rollout = roll_out_package.submit(
@@ -187,7 +148,7 @@ def deliver_package(
         began = result.started_at or datetime.now(UTC)
         artifact = picture_name("deliveries", f"{deploy_env}-{package.package_id}", began)
         draw = functools.partial(save_fleet_chart, result, title)
-        settings = resolve_tracking(tracking_uri, mlflow_block)
+        settings = targets.tracking_settings()
         chart = log_version_picture(settings, model_name, model_version, artifact, draw)
         publish_mlflow_links(settings, model_name, model_version, key)
     publish_delivery_report(result, key, title, chart)
@@ -202,36 +163,11 @@ def deliver_package(
 
 
 DEFAULT_DEVICES_HOME = DEFAULT_HOME / "devices"
-_PASSWORD_IN_URL = re.compile(r"://[^/@\s]*:[^/@\s]*@")
 
 
-def resolve_records_url(
-    records_url: str | None, records_secret_block: str | None
-) -> SecretStr | None:
-    """The delivery records URL: from a Prefect `Secret` block, or given directly.
-
-    A flow run's parameters are stored and shown as given, so a URL holding a password
-    must come from a Secret block; a parameter with a password is refused without
-    repeating it.
-    """
-    if records_secret_block:
-        from prefect.blocks.system import Secret
-
-        return SecretStr(str(Secret.load(records_secret_block).get()))
-    if records_url:
-        if _PASSWORD_IN_URL.search(records_url):
-            raise InvalidConfigError(
-                "records_url holds a password, and flow run parameters are stored as given: "
-                "save the URL in a Prefect Secret block and pass its name as "
-                "records_secret_block"
-            )
-        return SecretStr(records_url)
-    return None
-
-
-def _local_agents(devices: Sequence[str], signing_key_block: str | None) -> AgentThread:
+def _local_agents(devices: Sequence[str], targets: Targets) -> AgentThread:
     """Reference agents for `devices` on the process-wide hub, trusting the signing key."""
-    key = resolve_signing_key(signing_key_block).verify_key
+    key = targets.package_signing_key().verify_key
     get_run_logger().info(
         "Starting %d local reference agent(s) under %s", len(devices), DEFAULT_DEVICES_HOME
     )
@@ -268,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         args.edge_package_version,
         model_version=args.model_version,
         project_id=args.project_id,
-        channel_block=args.channel_block,
-        store_block=args.store_block,
-        records_secret_block=args.records_secret_block,
-        max_parallel=args.max_parallel,
+        targets=Targets(
+            channel=args.channel_block, store=args.store_block, records=args.records_secret_block
+        ),
+        fleet=FleetPolicy(max_parallel=args.max_parallel),
         start_local_agents=args.local_agents,
         return_state=True,
     )

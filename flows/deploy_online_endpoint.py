@@ -19,21 +19,17 @@ import functools
 import sys
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 
 from blocks.endpoint_key import EndpointKey
-from blocks.mlflow_tracking import resolve_tracking
+from flows.inputs import Rollout, Targets
 from flows.notifications import notify_failure
-from modelferry.endpoints.backend import EndpointBackend
 from modelferry.endpoints.counters import StepMetrics
-from modelferry.endpoints.local import LocalEndpointBackend
 from modelferry.endpoints.rollout import (
     RolloutPolicy,
     StepVerdict,
-    Strategy,
     judge_measured_step,
     next_slot,
     split_for,
@@ -46,7 +42,6 @@ from modelferry.errors import DeploymentFailedError, EndpointNotFoundError
 from modelferry.pictures import picture_name
 from modelferry.registry import (
     CHAMPION,
-    DEFAULT_HOME,
     ModelRegistry,
     RegisteredVersion,
     TrackingSettings,
@@ -62,8 +57,6 @@ from tasks.endpoints import (
     smoke_test_deployment,
 )
 from tasks.registry import log_version_picture
-
-DEFAULT_ENDPOINTS_HOME = str(DEFAULT_HOME / "endpoints")
 
 
 @dataclass(frozen=True)
@@ -108,19 +101,8 @@ def deploy_online_endpoint(
     model_name: str,
     model_version: str | None = None,
     model_alias: str = CHAMPION,
-    endpoint: str | None = None,
-    strategy: Strategy = "canary",
-    steps: list[int] | None = None,
-    step_seconds: float = 60.0,
-    max_error_rate: float = 0.01,
-    max_p99_ms: float = 250.0,
-    min_requests: int = 20,
-    require_traffic: bool = False,
-    demo_traffic: bool = False,
-    tracking_uri: str | None = None,
-    endpoints_home: str = DEFAULT_ENDPOINTS_HOME,
-    endpoint_block: str | None = None,
-    mlflow_block: str | None = None,
+    rollout: Rollout = Rollout(),  # noqa: B008 (frozen: one shared default is safe)
+    targets: Targets = Targets(),  # noqa: B008 (frozen: one shared default is safe)
     key_block: str | None = None,
 ) -> RolloutOutcome:
     """Deploy a model version to an online endpoint with blue/green or canary traffic.
@@ -129,42 +111,21 @@ def deploy_online_endpoint(
         model_name: the registered model.
         model_version: the version to deploy; default the one `model_alias` points at.
         model_alias: used when no version is given (default `champion`).
-        endpoint: endpoint name; default the model name.
-        strategy: `blue-green` (switch at once, then watch) or `canary` (steps).
-        steps: canary percentages for the new deployment, ending at 100. A first
-            deployment (nothing live) skips them: it takes 100 % in one watched step.
-        step_seconds: how long each step is watched.
-        max_error_rate: highest 5xx share the new deployment may show in a step.
-        max_p99_ms: highest p99 latency it may show.
-        min_requests: fewest requests for a step to be judged.
-        require_traffic: fail a step that saw fewer than `min_requests`.
-        demo_traffic: while each step is held, replay the model's input example rows
-            (from its test split) through the endpoint's router, enough for the step to
-            be judged. For demos and quiet test endpoints; never on by default, so a
-            production endpoint gets no synthetic traffic unless asked.
-        tracking_uri: MLflow tracking URI (default `MLFLOW_TRACKING_URI` or embedded).
-        endpoints_home: state folder of the local backend.
-        endpoint_block: a saved block with `get_backend(registry)` (e.g. Azure ML),
-            instead of the local backend.
-        mlflow_block: a saved `MlflowTracking` block, instead of `tracking_uri`.
+        rollout: the endpoint, strategy (`canary` in steps, or `blue-green`), the steps
+            and how each is watched and judged (`Rollout`). A first deployment (nothing
+            live) skips the steps: it takes 100 % in one watched step. `demo_traffic`
+            replays the model's test rows through the endpoint's router while each step
+            is held, for demos and quiet test endpoints; a production endpoint gets no
+            synthetic traffic unless asked.
+        targets: where MLflow and the endpoints are (`Targets`): an endpoint backend block
+            (e.g. Azure ML), else the local backend under `endpoints_home`.
         key_block: save the endpoint's scoring URI and key as an `EndpointKey` block of
             this name (overwritten) once the rollout succeeded, for the endpoint's clients.
     """
     logger = get_run_logger()
-    policy = RolloutPolicy(
-        steps=tuple(steps) if steps else ((100,) if strategy == "blue-green" else (10, 50, 100)),
-        step_seconds=step_seconds,
-        max_error_rate=max_error_rate,
-        max_p99_ms=max_p99_ms,
-        min_requests=min_requests,
-        require_traffic=require_traffic,
-    )
-    if demo_traffic and policy.step_seconds <= 0:
-        raise ValueError(
-            f"demo_traffic replays rows while each step is held: give step_seconds above 0, "
-            f"not {step_seconds}"
-        )
-    settings = resolve_tracking(tracking_uri, mlflow_block)
+    policy = rollout.policy()
+    demo_traffic = rollout.demo_traffic
+    settings = targets.tracking_settings()
     registry = ModelRegistry(settings)
     version = (
         registry.get(model_name, model_version)
@@ -173,8 +134,8 @@ def deploy_online_endpoint(
     )
     if version is None:
         raise EndpointNotFoundError(f"model {model_name}@{model_alias} does not exist")
-    backend = _backend(endpoint_block, endpoints_home, settings, registry)
-    name = endpoint or model_name
+    backend = targets.endpoint_backend(registry, settings)
+    name = rollout.endpoint or model_name
     state = ensure_endpoint(backend, EndpointSpec(name, description=f"modelferry: {model_name}"))
 
     live_version = {d.name: d.model_version for d in state.deployments}
@@ -290,17 +251,6 @@ def _chart(
     return log_version_picture(settings, version.name, version.version, artifact, draw)
 
 
-def _backend(
-    block: str | None, home: str, settings: TrackingSettings, registry: ModelRegistry
-) -> EndpointBackend:
-    if block is None:
-        return LocalEndpointBackend(Path(home), settings)
-    from prefect.blocks.core import Block
-
-    loaded = Block.load(block)
-    return loaded.get_backend(registry)  # type: ignore[attr-defined,no-any-return]
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line: roll a model out to its endpoint."""
     parser = argparse.ArgumentParser(prog="python -m flows.deploy_online_endpoint")
@@ -319,11 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     outcome = deploy_online_endpoint(
         args.model,
         model_version=args.version,
-        endpoint=args.endpoint,
-        strategy=args.strategy,
-        step_seconds=args.step_seconds,
-        demo_traffic=args.demo_traffic,
-        tracking_uri=args.tracking_uri,
+        rollout=Rollout(
+            endpoint=args.endpoint,
+            strategy=args.strategy,
+            step_seconds=args.step_seconds,
+            demo_traffic=args.demo_traffic,
+        ),
+        targets=Targets(tracking_uri=args.tracking_uri),
     )
     print(outcome.summary())
     return 0

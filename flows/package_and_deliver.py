@@ -13,10 +13,11 @@ from prefect import flow, get_run_logger
 from prefect.states import Completed
 
 from flows.deliver_package import deliver_package
+from flows.inputs import Targets
 from flows.notifications import notify_failure
 from flows.package_model import PackagedModel, package_model
 from flows.train_and_register import DEFAULT_CONFIG
-from modelferry.config import load_config
+from modelferry.config import DeliveryConfig, load_config
 from modelferry.delivery.outcomes import FleetResult
 
 
@@ -39,13 +40,8 @@ def package_and_deliver(
     model_name: str,
     model_version: str,
     config_path: str = DEFAULT_CONFIG,
-    signing_key_block: str | None = None,
-    store_block: str | None = None,
-    channel_block: str | None = None,
-    records_url: str | None = None,
-    records_secret_block: str | None = None,
-    mlflow_block: str | None = None,
-    tracking_uri: str | None = None,
+    targets: Targets = Targets(),  # noqa: B008 (frozen: one shared default is safe)
+    delivery: DeliveryConfig | None = None,
 ) -> EdgeStage:
     """Package `model_name` `model_version` and deliver it to the config's devices.
 
@@ -53,17 +49,14 @@ def package_and_deliver(
         model_name: the registered model.
         model_version: the approved version to package and deliver.
         config_path: the model config; its `delivery` section names devices and policy.
-        signing_key_block: a saved `PackageSigningKey` block; default the development key.
-        store_block: a saved package store block (``slug/name``); default the local store.
-        channel_block: a saved delivery channel block (``slug/name``); default the local
-            channel, with in-process reference agents when `delivery.local_agents` is on.
-        records_url: SQLAlchemy URL of the delivery records; default SQLite.
-        records_secret_block: a Prefect `Secret` block holding the records URL (for a URL
-            with a password).
-        mlflow_block: name of a saved `MlflowTracking` block; instead of `tracking_uri`.
-        tracking_uri: MLflow tracking URI; default `MLFLOW_TRACKING_URI` or the embedded store.
+        targets: where MLflow, the signing key, the package store, the delivery channel
+            and the records are (`Targets`); the local channel of the embedded default
+            comes with in-process reference agents when `delivery.local_agents` is on.
+        delivery: the config's delivery section as already read (the nightly job passes
+            the one its run read); default read from `config_path`.
     """
-    delivery = load_config(config_path).delivery
+    if delivery is None:
+        delivery = load_config(config_path).delivery
     if not delivery.devices:
         stage = EdgeStage(None, None)
         get_run_logger().info(stage.summary())
@@ -72,10 +65,7 @@ def package_and_deliver(
         model_name,
         model_version=model_version,
         package_id=delivery.package_name,
-        signing_key_block=signing_key_block,
-        mlflow_block=mlflow_block,
-        tracking_uri=tracking_uri,
-        store_block=store_block,
+        targets=targets,
     )
     result = deliver_package(
         deploy_env=delivery.deploy_env,
@@ -85,20 +75,9 @@ def package_and_deliver(
         edge_package_name=package.package_id,
         edge_package_version=package.package_version,
         model_version=model_version,
-        channel_block=channel_block,
-        store_block=store_block,
-        records_url=records_url,
-        records_secret_block=records_secret_block,
-        inactivity_timeout_seconds=delivery.inactivity_timeout_seconds,
-        deadline_seconds=delivery.deadline_seconds,
-        max_parallel=delivery.max_parallel,
-        canary_share=delivery.canary_share,
-        max_failure_share=delivery.max_failure_share,
-        delivery_retries=delivery.retries,
-        start_local_agents=delivery.local_agents and channel_block is None,
-        signing_key_block=signing_key_block,
-        mlflow_block=mlflow_block,
-        tracking_uri=tracking_uri,
+        targets=targets,
+        fleet=delivery.fleet_policy(),
+        start_local_agents=delivery.local_agents and targets.local_channel,
     )
     stage = EdgeStage(package, result)
     return Completed(message=stage.summary(), data=stage)  # type: ignore[return-value]

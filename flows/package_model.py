@@ -16,9 +16,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 
-from blocks.mlflow_tracking import resolve_tracking
-from blocks.package_store import resolve_package_store
-from blocks.signing_key import resolve_signing_key
+from flows.inputs import Targets
 from modelferry.errors import PackagingError
 from modelferry.packaging import DEFAULT_EXPIRY_DAYS, default_expiry
 from modelferry.registry import CHAMPION
@@ -78,11 +76,8 @@ def package_model(
     model_alias: str = CHAMPION,
     package_id: str | None = None,
     package_version: str | None = None,
-    signing_key_block: str | None = None,
-    mlflow_block: str | None = None,
-    tracking_uri: str | None = None,
+    targets: Targets = Targets(),  # noqa: B008 (frozen: one shared default is safe)
     output_dir: str | None = None,
-    store_block: str | None = None,
     expires_in_days: int = DEFAULT_EXPIRY_DAYS,
     expires_at: datetime | None = None,
     min_version: str | None = None,
@@ -96,15 +91,11 @@ def package_model(
         model_alias: the alias of the version to package when `model_version` is not given.
         package_id: the package's id; default the model name.
         package_version: the package's version; default the model version.
-        signing_key_block: name of a saved `PackageSigningKey` block; default the embedded
-            development key under `.modelferry/keys/`.
-        mlflow_block: name of a saved `MlflowTracking` block; instead of `tracking_uri`.
-        tracking_uri: MLflow tracking URI; default `MLFLOW_TRACKING_URI`, else the
-            embedded SQLite store under `.modelferry/`.
+        targets: where MLflow, the signing key and the package store are: saved blocks,
+            or the embedded default (`Targets`): the development key under
+            `.modelferry/keys/`, the local store under `.modelferry/packages` where
+            devices fetch the package, MLflow from `MLFLOW_TRACKING_URI` or embedded.
         output_dir: where the zip is built; default `.modelferry/builds`.
-        store_block: a saved package store block, as ``block-type-slug/name`` (e.g. Blob
-            Storage), the package is put in for devices; default the local store under
-            `.modelferry/packages`.
         expires_in_days: the length of the package's validity periods, counted from the
             model version's creation: devices refuse it at the end of the first period
             that leaves a third of it ahead, so rebuilding on another day gives the same
@@ -121,8 +112,10 @@ def package_model(
         of its expiry period (see `modelferry.packaging.default_expiry`).
     """
     logger = get_run_logger()
-    settings = resolve_tracking(tracking_uri, mlflow_block)
-    signer = resolve_signing_key(signing_key_block)
+    settings = targets.tracking_settings()
+    signer = targets.package_signing_key()
+    if targets.signing_key:
+        logger.info("Signing with key %s from block %r", signer.key_id, targets.signing_key)
     if expires_in_days < 1:
         raise PackagingError(f"expires_in_days must be at least 1, not {expires_in_days}")
     source = find_model_version(settings, model_name, model_version, model_alias)
@@ -144,7 +137,7 @@ def package_model(
     if manifest != built.manifest:
         raise PackagingError(f"{built.path} changed between building and verifying it")
     artifact = record_package_on_version(settings, source, built)
-    store = resolve_package_store(store_block)
+    store = targets.package_store()
     stored = publish_package(store, built)
     logger.info(built.summary())
 
@@ -193,11 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         args.model_alias,
         args.package_id,
         args.package_version,
-        args.signing_key_block,
-        args.mlflow_block,
-        args.tracking_uri,
+        Targets(
+            tracking=args.mlflow_block,
+            tracking_uri=args.tracking_uri,
+            signing_key=args.signing_key_block,
+            store=args.store_block,
+        ),
         args.output_dir,
-        args.store_block,
         args.expires_in_days,
         args.expires_at,
         args.min_version,

@@ -17,12 +17,8 @@ from dataclasses import dataclass
 from prefect import flow, get_run_logger
 from prefect.states import Completed
 
-from blocks.mlflow_tracking import resolve_tracking
-from flows.deploy_online_endpoint import (
-    DEFAULT_ENDPOINTS_HOME,
-    RolloutOutcome,
-    deploy_online_endpoint,
-)
+from flows.deploy_online_endpoint import RolloutOutcome, deploy_online_endpoint
+from flows.inputs import Rollout, Targets
 from flows.notifications import notify_failure
 from flows.package_and_deliver import package_and_deliver
 from flows.package_model import PackagedModel
@@ -30,7 +26,6 @@ from flows.train_and_register import DEFAULT_CONFIG, RegistrationOutcome, train_
 from modelferry.config import APPROVAL_MODES
 from modelferry.console_commands import console_command
 from modelferry.delivery.outcomes import FleetResult
-from modelferry.endpoints.rollout import Strategy
 from tasks.mlflow_links import publish_mlflow_links
 
 
@@ -91,84 +86,59 @@ class NightlyOutcome:
 def retrain_and_deliver(
     config_path: str = DEFAULT_CONFIG,
     approval: str | None = None,
-    tracking_uri: str | None = None,
-    approval_poll_seconds: int = 10,
-    fail_on_reject: bool = False,
-    mlflow_block: str | None = None,
+    targets: Targets = Targets(),  # noqa: B008 (frozen: one shared default is safe)
+    rollout: Rollout = Rollout(),  # noqa: B008 (frozen: one shared default is safe)
     deploy: bool = True,
-    endpoint: str | None = None,
-    rollout_strategy: Strategy = "canary",
-    rollout_step_seconds: float = 60.0,
-    rollout_demo_traffic: bool = False,
-    endpoints_home: str = DEFAULT_ENDPOINTS_HOME,
-    endpoint_block: str | None = None,
     deliver: bool = True,
-    signing_key_block: str | None = None,
-    store_block: str | None = None,
-    channel_block: str | None = None,
-    records_url: str | None = None,
-    records_secret_block: str | None = None,
+    fail_on_reject: bool = False,
+    approval_poll_seconds: int = 10,
 ) -> NightlyOutcome:
     """Retrain the model, and roll an approved champion out to its online endpoint.
 
     Args:
-        config_path: the model config file (JSON or YAML).
+        config_path: the model config file (JSON or YAML), read once per run; its
+            `delivery` section names the devices and the fleet policy.
         approval: overrides the config's approval mode: auto, manual or gate+manual.
-        tracking_uri: MLflow tracking URI; default `MLFLOW_TRACKING_URI`, else the
-            embedded SQLite store under `.modelferry/`.
-        approval_poll_seconds: how often a paused run checks whether it was resumed.
-        fail_on_reject: end the run Failed when the model is rejected.
-        mlflow_block: name of a saved `MlflowTracking` block, instead of `tracking_uri`.
+        targets: where the work goes, each a saved block or the embedded default
+            (`Targets`): MLflow (`tracking` block or `tracking_uri`; default
+            `MLFLOW_TRACKING_URI`, else SQLite under `.modelferry/`), the endpoint
+            backend, the package store, the delivery channel (the local one comes with
+            in-process reference agents when `delivery.local_agents` is on), the signing
+            key and the delivery records (a Secret block for a URL with a password).
+        rollout: how an approved champion reaches its online endpoint (`Rollout`): the
+            endpoint, `canary` or `blue-green`, each step's watch time and thresholds,
+            and `demo_traffic` (replay test rows while each step is watched; off by
+            default, so a production endpoint gets no synthetic traffic unless asked).
         deploy: roll an approved champion out to its online endpoint.
-        endpoint: endpoint name; default the registered model's name.
-        rollout_strategy: `canary` (traffic in steps) or `blue-green`.
-        rollout_step_seconds: how long each traffic step is watched.
-        rollout_demo_traffic: replay the model's test rows through the endpoint while
-            each step is watched, so that a demo without clients is judged. Off by
-            default: a production endpoint gets no synthetic traffic unless asked.
-        endpoints_home: state folder of the local endpoint backend.
-        endpoint_block: a saved block giving another endpoint backend (e.g. Azure ML).
         deliver: package an approved champion and deliver it to the config's devices
             (`delivery.devices`; nothing to do when there are none).
-        signing_key_block: a saved `PackageSigningKey` block; default the development key.
-        store_block: a saved package store block (``slug/name``); default the local store.
-        channel_block: a saved delivery channel block (``slug/name``); default the local
-            channel, with in-process reference agents when `delivery.local_agents` is on.
-        records_url: SQLAlchemy URL of the delivery records; default SQLite.
-        records_secret_block: a Prefect `Secret` block holding the records URL (for a URL
-            with a password).
+        fail_on_reject: end the run Failed when the model is rejected.
+        approval_poll_seconds: how often a paused run checks whether it was resumed.
     """
     logger = get_run_logger()
     registration = train_and_register(
         config_path=config_path,
         approval=approval,
-        tracking_uri=tracking_uri,
+        targets=targets,
         approval_poll_seconds=approval_poll_seconds,
         fail_on_reject=fail_on_reject,
-        mlflow_block=mlflow_block,
     )
     # Whatever was decided, the night's run leads to the run and version it registered.
     publish_mlflow_links(
-        resolve_tracking(tracking_uri, mlflow_block),
+        targets.tracking_settings(),
         registration.model_name,
         registration.version,
         f"nightly-{registration.model_name}",
     )
-    rollout = None
+    rolled_out = None
     if not registration.approved:
         logger.info("No new champion tonight; nothing to deliver. %s", registration.summary())
     elif deploy:
-        rollout = deploy_online_endpoint(
+        rolled_out = deploy_online_endpoint(
             registration.model_name,
             model_version=registration.version,
-            endpoint=endpoint,
-            strategy=rollout_strategy,
-            step_seconds=rollout_step_seconds,
-            demo_traffic=rollout_demo_traffic,
-            tracking_uri=tracking_uri,
-            endpoints_home=endpoints_home,
-            endpoint_block=endpoint_block,
-            mlflow_block=mlflow_block,
+            rollout=rollout,
+            targets=targets,
         )
     package = delivery = None
     if registration.approved and deliver:
@@ -176,16 +146,12 @@ def retrain_and_deliver(
             registration.model_name,
             registration.version,
             config_path=config_path,
-            signing_key_block=signing_key_block,
-            store_block=store_block,
-            channel_block=channel_block,
-            records_url=records_url,
-            records_secret_block=records_secret_block,
-            mlflow_block=mlflow_block,
-            tracking_uri=tracking_uri,
+            targets=targets,
+            # The section train-and-register read: the config is read once per run.
+            delivery=registration.delivery,
         )
         package, delivery = stage.package, stage.delivery
-    outcome = NightlyOutcome(registration, rollout, package, delivery)
+    outcome = NightlyOutcome(registration, rolled_out, package, delivery)
     return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
 
 
@@ -207,10 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     outcome = retrain_and_deliver(
         args.config,
         args.approval,
-        args.tracking_uri,
+        targets=Targets(tracking_uri=args.tracking_uri),
+        rollout=Rollout(step_seconds=args.rollout_step_seconds, demo_traffic=args.demo_traffic),
         deploy=not args.no_deploy,
-        rollout_step_seconds=args.rollout_step_seconds,
-        rollout_demo_traffic=args.demo_traffic,
         deliver=not args.no_deliver,
     )
     print()

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.events import emit_event
 from prefect.states import Completed
 
-from blocks.mlflow_tracking import resolve_tracking
 from flows.approval import ask_reviewer
+from flows.inputs import Targets
 from flows.notifications import notify_approval_pending, notify_failure
 from modelferry.approval import (
     ApprovalDecision,
@@ -25,7 +25,7 @@ from modelferry.approval import (
     gate_decision,
     needs_reviewer,
 )
-from modelferry.config import APPROVAL_MODES, load_config, with_approval_mode
+from modelferry.config import APPROVAL_MODES, DeliveryConfig, load_config, with_approval_mode
 from modelferry.errors import ApprovalRejectedError, ApprovalTimedOutError
 from modelferry.registry import GATE_CHART_ARTIFACT, lineage_tags
 from modelferry.registry.links import artifact_link
@@ -56,6 +56,9 @@ class RegistrationOutcome:
     decision: ApprovalDecision
     champion_version: str | None
     previous_champion_version: str | None
+    #: The config's delivery section as this run read it: the nightly job delivers by it
+    #: instead of reading the config file again.
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
     @property
     def approved(self) -> bool:
@@ -101,27 +104,25 @@ class RegistrationOutcome:
 def train_and_register(
     config_path: str = DEFAULT_CONFIG,
     approval: str | None = None,
-    tracking_uri: str | None = None,
+    targets: Targets = Targets(),  # noqa: B008 (frozen: one shared default is safe)
     approval_poll_seconds: int = 10,
     fail_on_reject: bool = False,
-    mlflow_block: str | None = None,
 ) -> RegistrationOutcome:
     """Train a model from its config, register it and decide whether it becomes champion.
 
     Args:
         config_path: the model config file (JSON or YAML).
         approval: overrides the config's approval mode: auto, manual or gate+manual.
-        tracking_uri: MLflow tracking URI; default `MLFLOW_TRACKING_URI`, else the
-            embedded SQLite store under `.modelferry/`.
+        targets: where MLflow is (`tracking`, a saved `MlflowTracking` block, or
+            `tracking_uri`); default `MLFLOW_TRACKING_URI`, else the embedded SQLite store
+            under `.modelferry/`. Its other targets are not used here.
         approval_poll_seconds: how often a paused run checks whether it was resumed.
         fail_on_reject: end the run Failed (not Completed) when the model is rejected,
             for pipelines that must go red.
-        mlflow_block: name of a saved `MlflowTracking` block (server and credentials);
-            instead of `tracking_uri`.
     """
     logger = get_run_logger()
     config = with_approval_mode(load_config(config_path), approval)
-    settings = resolve_tracking(tracking_uri, mlflow_block)
+    settings = targets.tracking_settings()
     flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
     name = config.registered_model_name
 
@@ -186,6 +187,7 @@ def train_and_register(
         decision=decision,
         champion_version=champion_version,
         previous_champion_version=previous_champion_version,
+        delivery=config.delivery,
     )
     logger.info(outcome.summary())
     if not decision.approved and fail_on_reject:
@@ -229,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--approval-poll-seconds", type=int, default=10)
     args = parser.parse_args(argv)
     outcome = train_and_register(
-        args.config, args.approval, args.tracking_uri, args.approval_poll_seconds
+        args.config,
+        args.approval,
+        Targets(tracking_uri=args.tracking_uri),
+        args.approval_poll_seconds,
     )
     print(outcome.report())
     return 0

@@ -33,8 +33,7 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import unquote, urlsplit
 
-from prefect.blocks.core import Block
-
+from blocks.base import PackageStoreBlock
 from modelferry.delivery.protocol.states import FINAL_STATES
 from modelferry.delivery.records.store import DeliveryRecords
 from modelferry.packaging import (
@@ -304,7 +303,7 @@ class GatedHttpPackageStore(LocalPackageStore):
         return f"{self.base_url}/{package.key}?link={uuid.uuid4().hex}"
 
 
-class GatedHttpPackageStoreBlock(Block):
+class GatedHttpPackageStoreBlock(PackageStoreBlock):
     """A block giving the gated store, as a Blob Storage block gives its store."""
 
     _block_type_name = "Test Gated HTTP Package Store"

@@ -9,7 +9,10 @@ variable `modelferry.param.model_name` as `MODELFERRY_PARAM_MODEL_NAME`); `--par
 Values are typed by the deployment's parameter schema, read from the Prefect API: "3"
 becomes 3 for an `int`, "true" becomes True for a `bool`, "10,50,100" becomes [10, 50, 100]
 for a `list[int]` (a JSON list or object works too), and "" or "null" is None where None
-is allowed.
+is allowed. An object parameter (`targets`, `rollout`, `fleet`) is given whole as JSON
+(`--param 'targets={"store": "..."}'`) or a field at a time, typed by its field's schema:
+`--param rollout.strategy=blue-green`, or from the environment
+`MODELFERRY_PARAM_ROLLOUT__STRATEGY` (two underscores); a field wins over the whole object.
 
 The CI build id (`BUILD_BUILDID`, else `--build-id`) tags the flow run `ci-build:<id>`, and
 `BUILD_BUILDID` / `BUILD_SOURCEVERSION` are set in the run's environment (job variable

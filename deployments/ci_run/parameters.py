@@ -88,16 +88,37 @@ def map_parameters(
     problems: list[str] = []
     typed: dict[str, Any] = {}
     given_names: set[str] = set()
+    fields: dict[str, dict[str, Any]] = {}
     for given, value in raw.items():
-        name = given if given in properties else by_key.get(_name_key(given))
+        top, _, field = _split_nested(given)
+        name = top if top in properties else by_key.get(_name_key(top))
         if name is None:
             problems.append(f"unknown parameter {given!r}")
             continue
         given_names.add(name)
         try:
-            typed[name] = coerce_value(value, properties[name], definitions)
+            if field:
+                inner = _nested_properties(properties[name], definitions)
+                key = (
+                    field
+                    if field in inner
+                    else {_name_key(f): f for f in inner}.get(_name_key(field))
+                )
+                if key is None:
+                    problems.append(
+                        f"unknown parameter {given!r}: {name} has "
+                        + (", ".join(inner) or "no fields")
+                    )
+                    continue
+                fields.setdefault(name, {})[key] = coerce_value(value, inner[key], definitions)
+            else:
+                typed[name] = coerce_value(value, properties[name], definitions)
         except ValueError as exc:
-            problems.append(f"parameter {name!r}: {exc}")
+            problems.append(f"parameter {given if field else name!r}: {exc}")
+    for name, values in fields.items():
+        # `rollout.strategy=canary` sets one field; with `rollout={...}` too, it wins.
+        whole = typed.get(name)
+        typed[name] = {**(whole if isinstance(whole, dict) else {}), **values}
     required = schema.get("required") or []
     missing = [n for n in required if n not in given_names and n not in defaults]
     if missing:
@@ -107,6 +128,25 @@ def map_parameters(
             f"{deployment}: " + "; ".join(problems) + "\n" + describe_parameters(schema, defaults)
         )
     return typed
+
+
+def _split_nested(given: str) -> tuple[str, str, str]:
+    """`rollout.strategy` (or `ROLLOUT__STRATEGY` from the environment) -> rollout, strategy."""
+    if "." in given:
+        return given.partition(".")
+    return given.partition("__")
+
+
+def _nested_properties(
+    schema: Mapping[str, Any], definitions: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """The fields of an object parameter (a pydantic model), by name; empty otherwise."""
+    schema = _resolve(schema, definitions)
+    for option in schema.get("anyOf") or schema.get("allOf") or [schema]:
+        found = _resolve(option, definitions).get("properties")
+        if found:
+            return dict(found)
+    return {}
 
 
 def coerce_value(raw: str, schema: Mapping[str, Any], definitions: Mapping[str, Any]) -> Any:
@@ -202,6 +242,9 @@ def describe_parameters(schema: Mapping[str, Any], defaults: Mapping[str, Any]) 
         else:
             given = f"default {json.dumps(prop.get('default'), default=str)}"
         lines.append(f"  {name} ({describe_type(prop, definitions)}; {given})")
+        inner = _nested_properties(prop, definitions)
+        if inner:
+            lines.append(f"    fields, as {name}.FIELD=VALUE: {', '.join(inner)}")
     if len(lines) == 1:
         lines.append("  (none)")
     return "\n".join(lines)

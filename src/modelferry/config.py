@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from modelferry.config_files import read_mapping
+from modelferry.delivery.plan import FleetPolicy
 from modelferry.errors import InvalidConfigError
 from modelferry.metrics import HIGHER_IS_BETTER, MetricName
 
@@ -218,25 +219,24 @@ class ApprovalConfig(_Strict):
 _DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$"
 
 
-class DeliveryConfig(_Strict):
+class DeliveryConfig(FleetPolicy):
     """Where an approved champion goes at the edge, and how the fleet rollout behaves.
 
-    With no devices, the nightly job stops after the online rollout. With the embedded
-    default (local channel), `local_agents` starts an in-process reference agent for each
-    device, so the whole path runs on one machine.
+    The rollout keys (`max_parallel`, `retries`, ...) are `FleetPolicy`'s own, with its
+    bounds: this section is a fleet policy plus the devices it applies to. With no
+    devices, the nightly job stops after the online rollout. With the embedded default
+    (local channel), `local_agents` starts an in-process reference agent for each device,
+    so the whole path runs on one machine.
     """
+
+    # Unknown keys are typos, as in every section (`_Strict`).
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     devices: tuple[Annotated[str, Field(pattern=_DEVICE_ID_PATTERN)], ...] = ()
     deploy_env: str = Field(default="dev", pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
     model_type: str = Field(default="classification", min_length=1, max_length=64)
     package_name: str | None = Field(default=None, pattern=_NAME_PATTERN)
     local_agents: bool = True
-    max_parallel: int = Field(default=50, ge=1, le=10_000)
-    canary_share: float = Field(default=0.1, ge=0.0, le=1.0)
-    max_failure_share: float = Field(default=0.2, ge=0.0, le=1.0)
-    inactivity_timeout_seconds: float = Field(default=120.0, gt=0)
-    deadline_seconds: float = Field(default=1800.0, gt=0)
-    retries: int = Field(default=2, ge=0, le=10)
 
     @field_validator("devices")
     @classmethod

@@ -13,6 +13,7 @@ filled-in form are kept under `.modelferry/test-artifacts/`.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -234,7 +235,7 @@ def _run_deployment_and_answer(
         "-p",
         "approval=manual",
         "-p",
-        f"tracking_uri={tracking_uri}",
+        f"targets={json.dumps({'tracking_uri': tracking_uri})}",
         "-p",
         "approval_poll_seconds=2",
         "--watch",

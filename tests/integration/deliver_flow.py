@@ -10,16 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect.blocks.core import Block
 
+from blocks.base import PackageStoreBlock
 from flows.deliver_package import deliver_package
+from flows.inputs import Targets
 from modelferry.stores.base import PackageStore
 from tests.fake_devices import FolderPackageStore, make_package
 
 STORE_SLUG = "test-folder-package-store"
 
 
-class FolderStoreBlock(Block):
+class FolderStoreBlock(PackageStoreBlock):
     """A block giving the in-test folder store, as a Blob Storage block gives its store."""
 
     _block_type_name = "Test Folder Package Store"
@@ -45,7 +46,14 @@ def records_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'deliveries.db'}"
 
 
-def run_flow(store_block: str, records_url: str | None, devices: list[str], **options: Any) -> Any:
+def run_flow(
+    store_block: str,
+    records_url: str | None,
+    devices: list[str],
+    *,
+    tracking_uri: str | None = None,
+    **options: Any,
+) -> Any:
     parameters: dict[str, Any] = {
         "deploy_env": "test",
         "model_type": "classification",
@@ -54,7 +62,6 @@ def run_flow(store_block: str, records_url: str | None, devices: list[str], **op
         "edge_package_name": "edge-bc",
         "edge_package_version": "3.0.0",
         "model_version": "3",
-        "store_block": store_block,
-        "records_url": records_url,
+        "targets": Targets(store=store_block, records_url=records_url, tracking_uri=tracking_uri),
     }
     return deliver_package(**{**parameters, **options}, return_state=True)

@@ -17,6 +17,7 @@ from sklearn.datasets import load_breast_cancer
 from sqlalchemy import create_engine
 
 from flows.batch_score import batch_score
+from flows.inputs import Targets
 from flows.train_and_register import train_and_register
 from modelferry.batch import run_batch
 from modelferry.errors import BatchScoringError
@@ -48,7 +49,9 @@ def read_table(url: str, table: str = "predictions") -> pd.DataFrame:
 def test_batch_score_flow_scores_a_folder_and_skips_the_bad_file_it_may(
     prefect_harness: str, tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert train_and_register(str(write_config(tmp_path)), tracking_uri=mlflow_uri).approved
+    assert train_and_register(
+        str(write_config(tmp_path)), targets=Targets(tracking_uri=mlflow_uri)
+    ).approved
     data = load_breast_cancer(as_frame=True).data
     folder = tmp_path / "incoming"
     folder.mkdir()
@@ -153,7 +156,9 @@ def run_command_line(args: list[str], env: dict[str, str]) -> tuple[int, str, st
 def test_the_command_line_says_what_is_wrong_once_and_exits_as_the_run_ends(
     prefect_harness: str, tmp_path: Path, mlflow_uri: str
 ) -> None:
-    assert train_and_register(str(write_config(tmp_path)), tracking_uri=mlflow_uri).approved
+    assert train_and_register(
+        str(write_config(tmp_path)), targets=Targets(tracking_uri=mlflow_uri)
+    ).approved
     data = load_breast_cancer(as_frame=True).data.assign(row_id=[f"r{i}" for i in range(ROWS)])
     folder = tmp_path / "incoming"
     folder.mkdir()

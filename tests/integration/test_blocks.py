@@ -28,6 +28,7 @@ from blocks.notifications import WebhookNotification
 from blocks.package_store import AzureBlobPackageStoreBlock
 from blocks.signing_key import PackageSigningKey
 from flows.deliver_package import deliver_package
+from flows.inputs import Targets
 from flows.package_model import package_model
 from modelferry.packaging import SigningKey
 from tests.integration.flow_helpers import api_filter
@@ -120,17 +121,18 @@ def test_planted_secrets_stay_out_of_failed_runs(
         target_device_id="edge-1",
         edge_package_name="bcc",
         edge_package_version="1",
-        channel_block="modelferry-mqtt-delivery-channel/leak-mqtt",
-        store_block="modelferry-azure-blob-package-store/leak-blob",
-        records_secret_block="leak-records",
-        signing_key_block="leak-key",
+        targets=Targets(
+            channel="modelferry-mqtt-delivery-channel/leak-mqtt",
+            store="modelferry-azure-blob-package-store/leak-blob",
+            records="leak-records",
+            signing_key="leak-key",
+        ),
         return_state=True,
     )
     packaging: Any = package_model(
         "bcc",
         model_version="1",
-        signing_key_block="leak-key",
-        mlflow_block="leak-mlflow",
+        targets=Targets(signing_key="leak-key", tracking="leak-mlflow"),
         return_state=True,
     )
     for state in (delivery, packaging):
@@ -153,7 +155,8 @@ def test_a_password_in_a_records_url_parameter_is_refused(prefect_harness: str) 
         target_device_id="edge-1",
         edge_package_name="bcc",
         edge_package_version="1",
-        records_url=f"postgresql+psycopg://ci:{PLANTED}@{CLOSED}/deliveries",
+        # As a deployment run gets it: a mapping, validated into `Targets` by the flow.
+        targets={"records_url": f"postgresql+psycopg://ci:{PLANTED}@{CLOSED}/deliveries"},
         return_state=True,
     )
     assert state.is_failed()

@@ -11,7 +11,9 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.deliver_package import deliver_package
+from flows.inputs import Targets
 from modelferry.delivery.channels.local import default_hub
+from modelferry.delivery.plan import FleetPolicy
 from modelferry.delivery.protocol.states import ERROR, SKIPPED, SUCCESS, TIMED_OUT
 from modelferry.delivery.records.store import DeliveryRecords
 from modelferry.stores.local import LocalPackageStore
@@ -151,8 +153,11 @@ def test_a_failing_device_fails_the_run_and_the_report_says_why(
 
     with DevicesInThread(FakeFleet(default_hub(), scripts=scripts)):
         state = run_flow(
-            store_block, records_url, devices, canary_share=0, max_failure_share=1,
-            inactivity_timeout_seconds=2.0, delivery_retries=1, retry_backoff_seconds=0.1,
+            store_block, records_url, devices,
+            fleet=FleetPolicy(
+                canary_share=0, max_failure_share=1, inactivity_timeout_seconds=2.0,
+                retries=1, retry_backoff_seconds=0.1,
+            ),
         )  # fmt: skip
 
     assert state.is_failed()
@@ -188,7 +193,7 @@ def test_an_aborted_rollout_fails_the_run_and_skips_the_rest(
     devices = ["flow-canary", "flow-later-1", "flow-later-2"]
 
     with DevicesInThread(FakeFleet(default_hub(), devices[1:], scripts=scripts)):
-        state = run_flow(store_block, records_url, devices, canary_share=0.1)
+        state = run_flow(store_block, records_url, devices, fleet=FleetPolicy(canary_share=0.1))
 
     assert state.is_failed()
     assert "rollout aborted: 1 of 3 device(s) failed (33%, more than the 20% allowed)" in str(
@@ -206,8 +211,7 @@ def test_a_missing_package_fails_with_how_to_build_it(store_block: str, records_
         target_device_id=["flow-none"],
         edge_package_name="edge-bc",
         edge_package_version="9.9.9",
-        store_block=store_block,
-        records_url=records_url,
+        targets=Targets(store=store_block, records_url=records_url),
         return_state=True,
     )
 

@@ -30,7 +30,9 @@ from blocks.delivery_channel import MqttDeliveryChannel
 from blocks.package_store import AzureBlobPackageStoreBlock, LocalPackageStoreBlock
 from blocks.signing_key import PackageSigningKey
 from flows.deliver_package import deliver_package
+from flows.inputs import Targets
 from flows.package_model import PackagedModel, package_model
+from modelferry.delivery.plan import FleetPolicy
 from modelferry.delivery.protocol.states import SUCCESS, TIMED_OUT
 from modelferry.packaging import SigningKey
 from modelferry.testing.mosquitto import Mosquitto
@@ -81,10 +83,10 @@ class RegisteredModel:
             packaged = package_model(
                 MODEL,
                 model_version=version,
-                signing_key_block=self.key_block,
-                tracking_uri=self.tracking_uri,
+                targets=Targets(
+                    signing_key=self.key_block, tracking_uri=self.tracking_uri, store=store_block
+                ),
                 output_dir=str(self.home / "builds"),
-                store_block=store_block,
             )
         assert (packaged.package_id, packaged.package_version) == (PACKAGE, version)
         assert packaged.signing_key_id == self.key.key_id
@@ -192,9 +194,7 @@ def deliver(
     version: str,
     devices: list[str],
     *,
-    channel_block: str,
-    store_block: str,
-    records_url: str,
+    targets: Targets,
     **options: Any,
 ) -> State[Any]:
     """Run `deliver-package` for package version `version`; its final state."""
@@ -206,9 +206,7 @@ def deliver(
         edge_package_name=PACKAGE,
         edge_package_version=version,
         model_version=version,
-        channel_block=channel_block,
-        store_block=store_block,
-        records_url=records_url,
+        targets=targets,
         return_state=True,
         **options,
     )
@@ -223,9 +221,7 @@ def first_delivery(
     return deliver(
         "1",
         fleet.devices,
-        channel_block=channel_block,
-        store_block=local_store_block,
-        records_url=records_url,
+        targets=Targets(channel=channel_block, store=local_store_block, records_url=records_url),
     )
 
 
@@ -318,16 +314,16 @@ def test_version_2_keeps_version_1_for_rollback_and_an_offline_device_times_out(
     state = deliver(
         "2",
         [*online, OFFLINE],
-        channel_block=channel_block,
-        store_block=local_store_block,
-        records_url=records_url,
+        targets=Targets(channel=channel_block, store=local_store_block, records_url=records_url),
         # Short, yet longer than a busy machine needs for a smoke prediction: an agent
         # reports nothing while its smoke prediction runs.
-        inactivity_timeout_seconds=40.0,
-        deadline_seconds=120.0,
-        delivery_retries=0,
-        canary_share=0,
-        max_failure_share=1.0,
+        fleet=FleetPolicy(
+            inactivity_timeout_seconds=40.0,
+            deadline_seconds=120.0,
+            retries=0,
+            canary_share=0,
+            max_failure_share=1.0,
+        ),
     )
 
     assert state.is_failed()
@@ -400,9 +396,7 @@ def test_agents_download_from_blob_storage_through_sas_links(
         state = deliver(
             "1",
             blob_fleet.devices,
-            channel_block=channel_block,
-            store_block=store_block,
-            records_url=records_url,
+            targets=Targets(channel=channel_block, store=store_block, records_url=records_url),
         )
 
         assert state.is_completed(), state.message
@@ -436,10 +430,12 @@ def test_the_flow_completes_through_a_broker_restart_mid_delivery(
         state = deliver(
             "1",
             devices,
-            channel_block=save_channel_block(broker),
-            store_block=f"test-gated-http-package-store/{name}",
-            records_url=records_url,
-            canary_share=0,
+            targets=Targets(
+                channel=save_channel_block(broker),
+                store=f"test-gated-http-package-store/{name}",
+                records_url=records_url,
+            ),
+            fleet=FleetPolicy(canary_share=0),
         )
         restart.join()
 

@@ -17,6 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 import tasks.training
+from flows.inputs import Targets
 from flows.train_and_register import train_and_register
 from modelferry.errors import DataError, InvalidConfigError
 from tasks.registry import register_challenger
@@ -77,7 +78,7 @@ def test_bad_data_fails_before_training_and_registers_nothing(
     config = write_config(tmp_path, data=data)
 
     with pytest.raises(DataError) as info:
-        train_and_register(str(config), tracking_uri=mlflow_uri)
+        train_and_register(str(config), targets=Targets(tracking_uri=mlflow_uri))
 
     assert fragment in str(info.value)
     assert_nothing_registered(mlflow_uri)
@@ -88,9 +89,11 @@ def test_invalid_config_fails_at_once_and_registers_nothing(
 ) -> None:
     config = write_config(tmp_path, model={"type": "xgboost"})
     with pytest.raises(InvalidConfigError, match=r"model\.type: got 'xgboost'"):
-        train_and_register(str(config), tracking_uri=mlflow_uri)
+        train_and_register(str(config), targets=Targets(tracking_uri=mlflow_uri))
     with pytest.raises(InvalidConfigError, match="approval: got 'maybe'"):
-        train_and_register(str(write_config(tmp_path)), approval="maybe", tracking_uri=mlflow_uri)
+        train_and_register(
+            str(write_config(tmp_path)), approval="maybe", targets=Targets(tracking_uri=mlflow_uri)
+        )
     assert_nothing_registered(mlflow_uri)
 
 
@@ -155,7 +158,7 @@ def test_rerun_after_tracking_outage_reuses_training(
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
 
-    state = train_and_register(str(config), tracking_uri=uri, return_state=True)
+    state = train_and_register(str(config), targets=Targets(tracking_uri=uri), return_state=True)
 
     assert state.is_failed()
     assert "did not answer" in str(state.message)
@@ -166,7 +169,7 @@ def test_rerun_after_tracking_outage_reuses_training(
     assert register["run_count"] == 4  # the first try and three retries
 
     with mlflow_server(tmp_path, port):
-        outcome = train_and_register(str(config), tracking_uri=uri)
+        outcome = train_and_register(str(config), targets=Targets(tracking_uri=uri))
         client_versions = MlflowClient(uri, uri).search_model_versions()
 
     assert len(fits) == 1, "the rerun trained again instead of using the cached model"

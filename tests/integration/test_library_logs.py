@@ -24,6 +24,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from sklearn.datasets import load_breast_cancer
 
+from flows.inputs import Targets
 from flows.train_and_register import train_and_register
 from modelferry.serving.compiled import COMPILED_MODELS_ENV
 from tests.integration.flow_helpers import REPO, api_filter, api_post, write_config
@@ -50,7 +51,9 @@ class Champion:
 def champion(prefect_harness: str, tmp_path_factory: pytest.TempPathFactory) -> Champion:
     folder = tmp_path_factory.mktemp("champion")
     tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
-    assert train_and_register(str(write_config(folder)), tracking_uri=tracking_uri).approved
+    assert train_and_register(
+        str(write_config(folder)), targets=Targets(tracking_uri=tracking_uri)
+    ).approved
     rows = folder / "rows.parquet"
     load_breast_cancer(as_frame=True).data.iloc[:50].to_parquet(rows, index=False)
     return Champion(tracking_uri, rows)

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from prefect.exceptions import ParameterTypeError
 from pydantic import SecretStr, ValidationError
 
 from blocks.mlflow_tracking import MlflowTracking
+from flows.inputs import Targets
 from flows.train_and_register import train_and_register
-from modelferry.errors import InvalidConfigError
 from tests.integration.flow_helpers import write_config
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,9 @@ def test_flow_uses_saved_block(prefect_harness: str, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'via-block.db'}"
     MlflowTracking(tracking_uri=uri).save("test-store", overwrite=True)
 
-    outcome = train_and_register(str(write_config(tmp_path)), mlflow_block="test-store")
+    outcome = train_and_register(
+        str(write_config(tmp_path)), targets=Targets(tracking="test-store")
+    )
 
     assert outcome.approved
     champion = MlflowClient(uri, uri).get_model_version_by_alias(outcome.model_name, "champion")
@@ -54,7 +57,9 @@ def test_flow_uses_saved_block(prefect_harness: str, tmp_path: Path) -> None:
 
 
 def test_block_and_uri_together_are_refused(prefect_harness: str, tmp_path: Path) -> None:
-    with pytest.raises(InvalidConfigError, match="not both"):
+    with pytest.raises(ParameterTypeError, match="targets") as caught:
         train_and_register(
-            str(write_config(tmp_path)), tracking_uri="sqlite:///x.db", mlflow_block="any"
+            str(write_config(tmp_path)),
+            targets={"tracking_uri": "sqlite:///x.db", "tracking": "any"},
         )
+    assert "give tracking (a block) or tracking_uri, not both" in str(caught.value)

@@ -21,6 +21,7 @@ import pytest
 from mlflow import MlflowClient
 
 from blocks.signing_key import PackageSigningKey
+from flows.inputs import Targets
 from flows.package_model import package_model
 from flows.train_and_register import train_and_register
 from modelferry.packaging import SigningKey, VerifyKey, unpack_package, verify_package
@@ -68,9 +69,11 @@ def test_package_model_builds_records_and_scores(
     prefect_harness: str, tmp_path: Path, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the development key and packages go under .modelferry/
-    assert train_and_register(str(write_config(tmp_path)), tracking_uri=mlflow_uri).approved
+    assert train_and_register(
+        str(write_config(tmp_path)), targets=Targets(tracking_uri=mlflow_uri)
+    ).approved
 
-    state = package_model(MODEL, tracking_uri=mlflow_uri, return_state=True)
+    state = package_model(MODEL, targets=Targets(tracking_uri=mlflow_uri), return_state=True)
 
     assert state.is_completed(), state.message
     packaged = state.result()
@@ -133,14 +136,14 @@ def test_package_model_builds_records_and_scores(
     np.testing.assert_allclose(predictions, expected, rtol=1e-12)
 
     # Packaging the same version again gives the same bytes; another id/version, a new file.
-    again = package_model(MODEL, model_version="1", tracking_uri=mlflow_uri)
+    again = package_model(MODEL, model_version="1", targets=Targets(tracking_uri=mlflow_uri))
     assert again.sha256 == packaged.sha256
     renamed = package_model(
         MODEL,
         model_version="1",
         package_id="bc-edge",
         package_version="2026.1",
-        tracking_uri=mlflow_uri,
+        targets=Targets(tracking_uri=mlflow_uri),
         output_dir=str(tmp_path / "out"),
     )
     assert renamed.path == tmp_path / "out" / "bc-edge-2026.1.zip"
@@ -166,8 +169,7 @@ def test_package_model_signs_with_a_saved_key_block(
     packaged = package_model(
         MODEL_NAME,
         model_version="1",
-        signing_key_block="edge-signing-test",
-        tracking_uri=settings.tracking_uri,
+        targets=Targets(signing_key="edge-signing-test", tracking_uri=settings.tracking_uri),
     )
 
     assert packaged.signing_key_id == key.key_id
@@ -183,7 +185,9 @@ def test_a_missing_alias_fails_with_what_to_do(
     monkeypatch.chdir(tmp_path)
     settings = register_versions(tmp_path, count=1)  # registered, never approved
 
-    state = package_model(MODEL_NAME, tracking_uri=settings.tracking_uri, return_state=True)
+    state = package_model(
+        MODEL_NAME, targets=Targets(tracking_uri=settings.tracking_uri), return_state=True
+    )
 
     assert state.is_failed()
     assert "has no version aliased 'champion'" in str(state.message)

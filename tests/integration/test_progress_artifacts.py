@@ -13,6 +13,7 @@ from sklearn.datasets import load_breast_cancer
 
 from flows.batch_score import batch_score
 from modelferry.delivery.channels.local import default_hub
+from modelferry.delivery.plan import FleetPolicy
 from modelferry.registry import TrackingSettings
 from tasks.mlflow_links import publish_mlflow_links
 from tests.fake_devices import DevicesInThread, FakeFleet
@@ -46,7 +47,7 @@ def test_a_delivery_shows_its_devices_done_and_how_to_open_the_version(
     with DevicesInThread(FakeFleet(default_hub(), devices)):
         state = delivery.run_flow(
             store_block, records_url, devices, model_name=MODEL_NAME, model_version="1",
-            tracking_uri=settings.tracking_uri, canary_share=0.34,
+            tracking_uri=settings.tracking_uri, fleet=FleetPolicy(canary_share=0.34),
         )  # fmt: skip
 
     assert state.is_completed(), state.message

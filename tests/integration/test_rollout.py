@@ -11,9 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 from mlflow import MlflowClient
+from prefect.exceptions import ParameterTypeError
 
 from blocks.endpoint_key import EndpointKey
 from flows.deploy_online_endpoint import RolloutOutcome, deploy_online_endpoint
+from flows.inputs import Rollout, Targets
 from modelferry.endpoints.local import LocalEndpointBackend
 from modelferry.endpoints.traffic import TrafficDriver, single_row_requests
 from modelferry.errors import DeploymentFailedError
@@ -81,14 +83,19 @@ def assert_png_in_run(settings: TrackingSettings, version: str, artifact: str) -
     assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def rollout(home: Path, settings: TrackingSettings, version: str, **options: object) -> object:
+def rollout(
+    home: Path,
+    settings: TrackingSettings,
+    version: str,
+    key_block: str | None = None,
+    **options: object,
+) -> object:
     return deploy_online_endpoint(
         MODEL_NAME,
         model_version=version,
-        endpoint=ENDPOINT,
-        tracking_uri=settings.tracking_uri,
-        endpoints_home=str(home / "endpoints"),
-        **options,  # type: ignore[arg-type]
+        rollout=Rollout(endpoint=ENDPOINT, **options),  # type: ignore[arg-type]
+        targets=Targets(tracking_uri=settings.tracking_uri, endpoints_home=str(home / "endpoints")),
+        key_block=key_block,
     )
 
 
@@ -163,15 +170,16 @@ def demo_rollout(
     outcome: RolloutOutcome = deploy_online_endpoint(
         MODEL_NAME,
         model_version=version,
-        endpoint=DEMO,
-        tracking_uri=settings.tracking_uri,
-        endpoints_home=str(home / "endpoints"),
-        strategy="canary",
-        # Twice the demo's 2 s: the driver paces one request at a time, and on a loaded
-        # machine a 10 % step must still see its 20 requests.
-        step_seconds=4.0,
-        min_requests=20,
-        **options,  # type: ignore[arg-type]
+        rollout=Rollout(
+            endpoint=DEMO,
+            strategy="canary",
+            # Twice the demo's 2 s: the driver paces one request at a time, and on a loaded
+            # machine a 10 % step must still see its 20 requests.
+            step_seconds=4.0,
+            min_requests=20,
+            **options,  # type: ignore[arg-type]
+        ),
+        targets=Targets(tracking_uri=settings.tracking_uri, endpoints_home=str(home / "endpoints")),
     )
     return outcome
 
@@ -231,16 +239,16 @@ def test_steps_watched_for_no_time_are_judged_at_once(
 ) -> None:
     root, settings = home
     outcome: RolloutOutcome = deploy_online_endpoint(
-        MODEL_NAME, model_version="1", endpoint="rollout-instant",
-        tracking_uri=settings.tracking_uri, endpoints_home=str(root / "endpoints"),
-        strategy="blue-green", step_seconds=0,
+        MODEL_NAME, model_version="1",
+        rollout=Rollout(endpoint="rollout-instant", strategy="blue-green", step_seconds=0),
+        targets=Targets(tracking_uri=settings.tracking_uri, endpoints_home=str(root / "endpoints")),
     )  # fmt: skip
     assert outcome.steps == ("first deployment, 100 %: not judged (0 < 20 requests)",)
-    with pytest.raises(ValueError, match="demo_traffic replays rows while each step is held"):
+    targets = Targets(tracking_uri=settings.tracking_uri, endpoints_home=str(root / "endpoints"))
+    with pytest.raises(ParameterTypeError, match="demo_traffic replays rows while each step"):
         deploy_online_endpoint(
-            MODEL_NAME, model_version="2", endpoint="rollout-instant",
-            tracking_uri=settings.tracking_uri, endpoints_home=str(root / "endpoints"),
-            step_seconds=0, demo_traffic=True,
+            MODEL_NAME, model_version="2", targets=targets,
+            rollout={"endpoint": "rollout-instant", "step_seconds": 0, "demo_traffic": True},
         )  # fmt: skip
     backend = LocalEndpointBackend(root / "endpoints", settings)
     assert [d.model_version for d in backend.get_endpoint("rollout-instant").deployments] == ["1"]

@@ -12,8 +12,12 @@ from mlflow import MlflowClient
 from prefect.exceptions import NotPausedError
 from prefect.flow_runs import resume_flow_run
 
+import flows.package_and_deliver
+import flows.train_and_register
+from flows.inputs import Rollout, Targets
 from flows.retrain_and_deliver import retrain_and_deliver
 from flows.train_and_register import train_and_register
+from modelferry.config import ModelConfig
 from modelferry.endpoints.local import LocalEndpointBackend
 from modelferry.registry import GATE_TABLE_ARTIFACT, TrackingSettings
 from tests.integration.flow_helpers import api_filter, api_post, reviewer_thread, write_config
@@ -73,7 +77,7 @@ def test_auto_approval_registers_tags_and_promotes(
     monkeypatch.setenv("BUILD_BUILDID", "20261122.7")
     config = write_config(tmp_path)
 
-    first = train_and_register(str(config), tracking_uri=mlflow_uri)
+    first = train_and_register(str(config), targets=Targets(tracking_uri=mlflow_uri))
 
     assert first.approved
     assert first.version == "1"
@@ -112,7 +116,7 @@ def test_auto_approval_registers_tags_and_promotes(
     assert approved["resource"]["modelferry.model.name"] == MODEL
 
     # The second night: the champion is scored on the same test set and compared.
-    second = train_and_register(str(config), tracking_uri=mlflow_uri)
+    second = train_and_register(str(config), targets=Targets(tracking_uri=mlflow_uri))
     assert second.version == "2"
     assert second.approved
     assert second.previous_champion_version == "1"
@@ -123,7 +127,7 @@ def test_auto_approval_registers_tags_and_promotes(
 
 def test_gate_report_is_published_as_artifact(tmp_path: Path, mlflow_uri: str) -> None:
     config = write_config(tmp_path, registered_model_name="report-model")
-    outcome = train_and_register(str(config), tracking_uri=mlflow_uri)
+    outcome = train_and_register(str(config), targets=Targets(tracking_uri=mlflow_uri))
 
     found = api_filter(
         "/artifacts/filter",
@@ -145,8 +149,8 @@ def test_the_gate_table_and_verdict_are_in_the_challengers_mlflow_run(
     import mlflow
 
     config = write_config(tmp_path, registered_model_name="gate-table-model")
-    train_and_register(str(config), tracking_uri=mlflow_uri)
-    second = train_and_register(str(config), tracking_uri=mlflow_uri)
+    train_and_register(str(config), targets=Targets(tracking_uri=mlflow_uri))
+    second = train_and_register(str(config), targets=Targets(tracking_uri=mlflow_uri))
 
     mlflow.set_tracking_uri(mlflow_uri)
     # MLflow's table format: {"columns": [...], "data": [[...], ...]}.
@@ -168,14 +172,14 @@ def test_the_gate_table_and_verdict_are_in_the_challengers_mlflow_run(
 
 
 def test_gate_failure_rejects_and_keeps_champion(tmp_path: Path, mlflow_uri: str) -> None:
-    train_and_register(str(write_config(tmp_path)), tracking_uri=mlflow_uri)
+    train_and_register(str(write_config(tmp_path)), targets=Targets(tracking_uri=mlflow_uri))
     strict = write_config(
         tmp_path,
         name="strict.json",
         gate={"metrics": {"roc_auc": {"threshold": 0.9, "min_delta": 0.05}}},
     )
 
-    outcome = train_and_register(str(strict), tracking_uri=mlflow_uri)
+    outcome = train_and_register(str(strict), targets=Targets(tracking_uri=mlflow_uri))
 
     assert not outcome.approved
     assert not outcome.gate_passed
@@ -190,14 +194,14 @@ def test_a_rejection_after_approvals_names_the_registry_s_champions(
     tmp_path: Path, mlflow_uri: str
 ) -> None:
     config = str(write_config(tmp_path))
-    train_and_register(config, tracking_uri=mlflow_uri)
-    train_and_register(config, tracking_uri=mlflow_uri)
+    train_and_register(config, targets=Targets(tracking_uri=mlflow_uri))
+    train_and_register(config, targets=Targets(tracking_uri=mlflow_uri))
     assert (alias(mlflow_uri, "champion"), alias(mlflow_uri, "previous-champion")) == ("2", "1")
     strict = write_config(
         tmp_path, name="strict.json", gate={"metrics": {"roc_auc": {"threshold": 0.9999}}}
     )
 
-    rejected = train_and_register(str(strict), tracking_uri=mlflow_uri)
+    rejected = train_and_register(str(strict), targets=Targets(tracking_uri=mlflow_uri))
 
     assert not rejected.approved
     assert (rejected.champion_version, rejected.previous_champion_version) == ("2", "1")
@@ -213,7 +217,9 @@ def test_fail_on_reject_ends_the_run_failed(tmp_path: Path, mlflow_uri: str) -> 
 
     config = write_config(tmp_path, gate={"metrics": {"roc_auc": {"threshold": 0.9999}}})
     with pytest.raises(ApprovalRejectedError, match="rejected by the gate"):
-        train_and_register(str(config), tracking_uri=mlflow_uri, fail_on_reject=True)
+        train_and_register(
+            str(config), targets=Targets(tracking_uri=mlflow_uri), fail_on_reject=True
+        )
     assert versions(mlflow_uri)[0].tags["decision.status"] == "rejected"
 
 
@@ -232,7 +238,10 @@ def test_manual_approval_through_the_api(
     # A bounded approval timeout: a reviewer that fails cannot hang the test.
     config = write_config(tmp_path, approval={"mode": "auto", "timeout_seconds": 150})
     outcome = train_and_register.with_options(flow_run_name=run_name)(
-        str(config), approval="manual", tracking_uri=mlflow_uri, approval_poll_seconds=1
+        str(config),
+        approval="manual",
+        targets=Targets(tracking_uri=mlflow_uri),
+        approval_poll_seconds=1,
     )
     reviewer.join(timeout=30)
 
@@ -251,7 +260,10 @@ def test_manual_approval_timeout_is_recorded_rejection(tmp_path: Path, mlflow_ur
     config = write_config(tmp_path, approval={"mode": "manual", "timeout_seconds": 3})
 
     state = train_and_register(
-        str(config), tracking_uri=mlflow_uri, approval_poll_seconds=1, return_state=True
+        str(config),
+        targets=Targets(tracking_uri=mlflow_uri),
+        approval_poll_seconds=1,
+        return_state=True,
     )
 
     assert state.is_completed()
@@ -267,7 +279,9 @@ def test_manual_approval_timeout_is_recorded_rejection(tmp_path: Path, mlflow_ur
 
 def test_gate_plus_manual_does_not_ask_when_gate_fails(tmp_path: Path, mlflow_uri: str) -> None:
     config = write_config(tmp_path, gate={"metrics": {"roc_auc": {"threshold": 0.9999}}})
-    outcome = train_and_register(str(config), approval="gate+manual", tracking_uri=mlflow_uri)
+    outcome = train_and_register(
+        str(config), approval="gate+manual", targets=Targets(tracking_uri=mlflow_uri)
+    )
     assert outcome.decision.decided_by == "gate"
     assert outcome.decision.mode == "gate+manual"
     assert not outcome.approved
@@ -279,15 +293,24 @@ def test_nightly_flow_registers_rolls_out_and_delivers_to_the_edge(
     monkeypatch.chdir(tmp_path)  # the package store, keys and devices go under .modelferry/
     home = tmp_path / "endpoints"
     backend = LocalEndpointBackend(home, TrackingSettings.resolve(mlflow_uri))
+    reads: list[str] = []
+    read = flows.train_and_register.load_config
+
+    def counted(path: str) -> ModelConfig:
+        reads.append(path)
+        return read(path)
+
+    monkeypatch.setattr(flows.train_and_register, "load_config", counted)
+    monkeypatch.setattr(flows.package_and_deliver, "load_config", counted)
     try:
         state = retrain_and_deliver(
             str(write_config(tmp_path)),
-            tracking_uri=mlflow_uri,
-            rollout_step_seconds=0.2,
-            endpoints_home=str(home),
+            targets=Targets(tracking_uri=mlflow_uri, endpoints_home=str(home)),
+            rollout=Rollout(step_seconds=0.2),
             return_state=True,
         )
         assert state.is_completed()
+        assert len(reads) == 1, "the nightly run reads its config once"
         outcome = state.result()
         assert outcome.registration.champion_version == "1"
         assert outcome.rollout is not None
@@ -332,7 +355,9 @@ def test_nightly_flow_delivers_nothing_when_rejected(
     monkeypatch.chdir(tmp_path)
     config = write_config(tmp_path, gate={"metrics": {"roc_auc": {"threshold": 0.9999}}})
     home = tmp_path / "endpoints"
-    outcome = retrain_and_deliver(str(config), tracking_uri=mlflow_uri, endpoints_home=str(home))
+    outcome = retrain_and_deliver(
+        str(config), targets=Targets(tracking_uri=mlflow_uri, endpoints_home=str(home))
+    )
     assert not outcome.registration.approved
     assert outcome.rollout is None
     assert outcome.package is None

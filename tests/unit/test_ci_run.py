@@ -91,54 +91,83 @@ def test_an_undefined_pipeline_variable_is_named() -> None:
 def test_values_are_typed_by_the_flow_schema(rollout_schema: dict[str, Any]) -> None:
     raw = {
         "model_name": "iris",
-        "min_requests": "3",
-        "steps": "10, 50,100",
-        "step_seconds": "2.5",
-        "require_traffic": "True",
+        "rollout.min_requests": "3",
+        "rollout.steps": "10, 50,100",
+        "rollout.step_seconds": "2.5",
+        "rollout.require_traffic": "True",
         "model_version": "3",
-        "endpoint": "",
-        "strategy": "blue-green",
+        "rollout.endpoint": "",
+        "rollout.strategy": "blue-green",
     }
     typed = map_parameters(raw, rollout_schema, {}, ROLLOUT)
     assert typed == {
         "model_name": "iris",
-        "min_requests": 3,
-        "steps": [10, 50, 100],
-        "step_seconds": 2.5,
-        "require_traffic": True,
-        # `str | None`: a number stays a string, an empty value is None.
+        "rollout": {
+            "min_requests": 3,
+            "steps": [10, 50, 100],
+            "step_seconds": 2.5,
+            "require_traffic": True,
+            # `str | None`: an empty value is None.
+            "endpoint": None,
+            "strategy": "blue-green",
+        },
+        # `str | None`: a number stays a string.
         "model_version": "3",
-        "endpoint": None,
-        "strategy": "blue-green",
     }
-    assert type(typed["min_requests"]) is int
+    assert type(typed["rollout"]["min_requests"]) is int
 
 
-def test_lists_also_come_as_json(rollout_schema: dict[str, Any]) -> None:
-    typed = map_parameters({"steps": "[25, 100]"}, rollout_schema, {"model_name": "x"}, ROLLOUT)
-    assert typed == {"steps": [25, 100]}
+def test_lists_and_objects_also_come_as_json(rollout_schema: dict[str, Any]) -> None:
+    typed = map_parameters(
+        {"rollout.steps": "[25, 100]", "targets": '{"store": "x/y"}'},
+        rollout_schema,
+        {"model_name": "x"},
+        ROLLOUT,
+    )
+    assert typed == {"rollout": {"steps": [25, 100]}, "targets": {"store": "x/y"}}
+
+
+def test_a_field_wins_over_its_whole_object(rollout_schema: dict[str, Any]) -> None:
+    raw = {"rollout": '{"strategy": "canary", "step_seconds": 5}', "rollout.strategy": "blue-green"}
+    typed = map_parameters(raw, rollout_schema, {"model_name": "x"}, ROLLOUT)
+    assert typed == {"rollout": {"strategy": "blue-green", "step_seconds": 5}}
 
 
 def test_environment_style_names_match_the_parameters(rollout_schema: dict[str, Any]) -> None:
-    typed = map_parameters({"MODEL_NAME": "iris", "max-p99-ms": "120"}, rollout_schema, {}, ROLLOUT)
-    assert typed == {"model_name": "iris", "max_p99_ms": 120.0}
+    environ = {"MODELFERRY_PARAM_MODEL_NAME": "iris", "MODELFERRY_PARAM_ROLLOUT__MAX_P99_MS": "120"}
+    raw = collect_raw_parameters(
+        ["targets.tracking-uri=http://mlflow:5000"], environ, "MODELFERRY_PARAM_"
+    )
+    typed = map_parameters(raw, rollout_schema, {}, ROLLOUT)
+    assert typed == {
+        "model_name": "iris",
+        "rollout": {"max_p99_ms": 120.0},
+        "targets": {"tracking_uri": "http://mlflow:5000"},
+    }
 
 
 def test_every_problem_is_named_with_the_parameters_listed(
     rollout_schema: dict[str, Any],
 ) -> None:
-    raw = {"min_requests": "many", "strategy": "purple", "colour": "red"}
+    raw = {
+        "rollout.min_requests": "many",
+        "rollout.strategy": "purple",
+        "rollout.colour": "red",
+        "colour": "red",
+    }
     with pytest.raises(UsageError) as caught:
         map_parameters(raw, rollout_schema, {}, ROLLOUT)
     message = str(caught.value)
     assert message.startswith(ROLLOUT)
-    assert "parameter 'min_requests': 'many' is not an integer" in message
+    assert "parameter 'rollout.min_requests': 'many' is not an integer" in message
     assert "'purple' is not one of blue-green, canary" in message
+    assert "unknown parameter 'rollout.colour': rollout has endpoint, strategy" in message
     assert "unknown parameter 'colour'" in message
     assert "missing required parameter(s): model_name" in message
     assert "  model_name (string; required)" in message
-    assert "  steps (list of integer or null; default null)" in message
-    assert '  strategy (one of blue-green|canary; default "canary")' in message
+    assert '  rollout (object; default {"endpoint": null, "strategy": "canary"' in message
+    assert "    fields, as rollout.FIELD=VALUE: endpoint, strategy, steps," in message
+    assert "'purple' is not one of blue-green, canary" in message
 
 
 def test_deployment_defaults_count_as_given(rollout_schema: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from modelferry.config import FileDataSource, load_config, with_approval_mode
+from modelferry.config import DeliveryConfig, FileDataSource, load_config, with_approval_mode
+from modelferry.delivery.plan import FleetPolicy
 from modelferry.errors import InvalidConfigError
 
 REPO_CONFIG = Path(__file__).parents[2] / "config" / "model_config.json"
@@ -156,13 +157,43 @@ def test_delivery_section_defaults_and_devices(tmp_path: Path) -> None:
         ({"devices": ["edge-1", "edge-1"]}, "repeated: edge-1"),
         ({"devices": ["has space"]}, "delivery.devices.0"),
         ({"max_failure_share": 1.5}, "delivery.max_failure_share"),
-        ({"devcies": ["x"]}, "allowed fields here: devices"),
+        ({"retries": 11}, "delivery.retries: got 11"),
+        ({"max_parallel": 0}, "delivery.max_parallel: got 0"),
+        ({"inactivity_timeout_seconds": 0}, "delivery.inactivity_timeout_seconds: got 0"),
+        ({"retry_on": ["never"]}, "delivery.retry_on"),
+        ({"devcies": ["x"]}, "delivery.devcies: unknown field; allowed fields here: "),
     ],
 )
 def test_bad_delivery_section_is_named(tmp_path: Path, delivery: Any, named: str) -> None:
     with pytest.raises(InvalidConfigError, match="delivery") as caught:
         load_config(write(tmp_path, {**MINIMAL, "delivery": delivery}))
     assert named in str(caught.value)
+
+
+def test_delivery_section_is_the_fleet_policy(tmp_path: Path) -> None:
+    rollout = {
+        "max_parallel": 7,
+        "canary_share": 0.5,
+        "max_failure_share": 0.3,
+        "retries": 4,
+        "inactivity_timeout_seconds": 30,
+        "deadline_seconds": 600,
+    }
+    delivery = load_config(
+        write(tmp_path, {**MINIMAL, "delivery": {"devices": ["edge-1"], **rollout}})
+    ).delivery
+    policy = delivery.fleet_policy()
+    assert type(policy) is FleetPolicy
+    assert policy == FleetPolicy(**rollout)
+    with pytest.raises(InvalidConfigError, match=r"allowed fields here: .*\bdevices\b"):
+        load_config(write(tmp_path, {**MINIMAL, "delivery": {"devcies": ["x"]}}))
+    # One definition: the section's rollout fields are the policy's, bounds and all.
+    for name, field in FleetPolicy.model_fields.items():
+        assert DeliveryConfig.model_fields[name].metadata == field.metadata, name
+    # The library's earlier names still build the same policy.
+    assert FleetPolicy(inactivity_timeout=30, deadline=600, retry_backoff=1) == FleetPolicy(
+        inactivity_timeout_seconds=30, deadline_seconds=600, retry_backoff_seconds=1
+    )
 
 
 PG_PASSWORD = "hunter2-Secret"

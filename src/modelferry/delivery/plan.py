@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from modelferry.delivery.outcomes import FailureKind
 from modelferry.delivery.session import (
@@ -23,33 +30,95 @@ DEFAULT_RETRY_ON: frozenset[FailureKind] = frozenset({"timeout", "transport"})
 class FleetPolicy(BaseModel):
     """How a package is rolled out to a fleet: clocks, parallelism, rings, abort, retries.
 
+    The one definition of the policy: the config file's `delivery` section holds these
+    keys, and the `deliver-package` flow takes it as its `fleet` parameter. The library's
+    earlier names (`inactivity_timeout`, `deadline`, `retry_backoff`) are still accepted.
+
     Attributes:
-        inactivity_timeout: seconds without a valid message from a device before its
-            delivery ends `TimedOut`.
-        deadline: seconds one delivery attempt may take in all.
+        inactivity_timeout_seconds: seconds without a valid message from a device before
+            its delivery ends `TimedOut`.
+        deadline_seconds: seconds one delivery attempt may take in all.
         max_parallel: devices being delivered to at once.
         canary_share: share of the devices in the first ring (at least one device when
             above 0); the rest start only after that ring finished. 0 means one ring.
         max_failure_share: the rollout stops starting devices once more than this share
             of all devices has failed, or more than this share of the canary ring failed.
         retries: further attempts per device after a failure listed in `retry_on`.
-        retry_backoff: seconds before the first retry; then times `backoff_factor`.
+        retry_backoff_seconds: seconds before the first retry; then times `backoff_factor`.
         backoff_factor: growth of the delay between retries.
         retry_on: which failures are retried: `timeout`, `transport` (default), `store`,
             `device` (the device reported Error).
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-    inactivity_timeout: float = Field(default=DEFAULT_INACTIVITY_SECONDS, gt=0)
-    deadline: float = Field(default=DEFAULT_DEADLINE_SECONDS, gt=0)
-    max_parallel: int = Field(default=50, ge=1)
-    canary_share: float = Field(default=0.1, ge=0, le=1)
-    max_failure_share: float = Field(default=0.2, ge=0, le=1)
-    retries: int = Field(default=2, ge=0)
-    retry_backoff: float = Field(default=5.0, ge=0)
-    backoff_factor: float = Field(default=2.0, ge=1)
-    retry_on: frozenset[FailureKind] = DEFAULT_RETRY_ON
+    inactivity_timeout_seconds: float = Field(
+        default=DEFAULT_INACTIVITY_SECONDS,
+        gt=0,
+        validation_alias=AliasChoices("inactivity_timeout_seconds", "inactivity_timeout"),
+        description="A device silent this long (seconds) times out.",
+    )
+    deadline_seconds: float = Field(
+        default=DEFAULT_DEADLINE_SECONDS,
+        gt=0,
+        validation_alias=AliasChoices("deadline_seconds", "deadline"),
+        description="The longest one delivery attempt may take (seconds).",
+    )
+    max_parallel: int = Field(
+        default=50, ge=1, le=10_000, description="Devices delivered to at once."
+    )
+    canary_share: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Share of devices in the first ring (at least one); 0 for one ring.",
+    )
+    max_failure_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Stop starting devices once more than this share failed.",
+    )
+    retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Further attempts per device after a failure listed in retry_on.",
+    )
+    retry_backoff_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        validation_alias=AliasChoices("retry_backoff_seconds", "retry_backoff"),
+        description="Wait before the first retry (seconds); times backoff_factor for each next.",
+    )
+    backoff_factor: float = Field(
+        default=2.0, ge=1, description="Growth of the delay between retries."
+    )
+    retry_on: frozenset[FailureKind] = Field(
+        default=DEFAULT_RETRY_ON,
+        description="Failures that are retried: timeout, transport, store, device.",
+    )
+
+    @property
+    def inactivity_timeout(self) -> float:
+        """`inactivity_timeout_seconds`, by its earlier name."""
+        return self.inactivity_timeout_seconds
+
+    @property
+    def deadline(self) -> float:
+        """`deadline_seconds`, by its earlier name."""
+        return self.deadline_seconds
+
+    @property
+    def retry_backoff(self) -> float:
+        """`retry_backoff_seconds`, by its earlier name."""
+        return self.retry_backoff_seconds
+
+    def fleet_policy(self) -> FleetPolicy:
+        """Just the policy, without whatever a subclass adds (the config's devices)."""
+        if type(self) is FleetPolicy:
+            return self
+        return FleetPolicy.model_validate(self.model_dump(include=set(FleetPolicy.model_fields)))
 
     @property
     def timeouts(self) -> SessionTimeouts:
