@@ -1,4 +1,4 @@
-"""`deliver-package`: deliver a model package to edge devices, on its own.
+r"""`deliver-package`: deliver a model package to edge devices, on its own.
 
 The package must already be in the package store (the `package-model` flow builds it).
 Devices get it over the delivery protocol (docs/protocol.md): a canary ring first, then the
@@ -8,8 +8,8 @@ done as the rollout goes, a table artifact each device's outcome, and the run fa
 any device did not install the package. With a model version, link artifacts lead to its
 MLflow run and registry page.
 
-    python -m flows.deliver_package --deploy-env dev --model-type classification \\
-        --model-name breast-cancer-classifier --target-device-id edge-01,edge-02 \\
+    python -m flows.deliver_package --deploy-env dev --model-type classification \
+        --model-name breast-cancer-classifier --target-device-id edge-01,edge-02 \
         --edge-package-name breast-cancer-classifier --edge-package-version 3
 
 With no blocks named, the embedded default: the in-process local channel (devices are

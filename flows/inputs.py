@@ -1,10 +1,10 @@
-"""The flows' typed inputs: where the work goes (`Targets`) and how a rollout goes (`Rollout`).
+r"""The flows' typed inputs: where the work goes (`Targets`) and how a rollout goes (`Rollout`).
 
 Prefect renders each model as a form in the UI and validates it before a run starts; an
 unknown or bad field is refused with its name. From the command line:
 
-    prefect deployment run retrain-and-deliver/nightly \\
-        -p targets='{"store": "modelferry-azure-blob-package-store/production"}' \\
+    prefect deployment run retrain-and-deliver/nightly \
+        -p targets='{"store": "modelferry-azure-blob-package-store/production"}' \
         -p rollout='{"strategy": "blue-green", "step_seconds": 120}'
 
 The same objects go down from the nightly flow to its subflows.

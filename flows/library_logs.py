@@ -25,8 +25,9 @@ MISSING_RUN_ENV: Final = "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"
 
 
 def send_library_logs_to_runs() -> None:
-    """Add `modelferry` to this process's `PREFECT_LOGGING_EXTRA_LOGGERS`, keeping the
-    loggers already listed there (comma-separated, as Prefect reads it).
+    """Add `modelferry` to this process's `PREFECT_LOGGING_EXTRA_LOGGERS`.
+
+    The loggers already listed there are kept (comma-separated, as Prefect reads it).
 
     The library also logs outside any run: in the serve process, in the threads of the
     in-process edge agents and delivery records. Prefect's default for such a record is a

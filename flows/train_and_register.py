@@ -70,8 +70,10 @@ class RegistrationOutcome:
         return self.decision.summary(self.model_name, self.version)
 
     def champion_line(self) -> str:
-        """Where `champion` points, e.g. "models:/m@champion -> v2 (unchanged; previous
-        champion: 1)" after a rejection."""
+        """Where `champion` points, for the run's summary.
+
+        E.g. "models:/m@champion -> v2 (unchanged; previous champion: 1)" after a rejection.
+        """
         if self.champion_version is None:
             return f"none (v{self.version} was not promoted; {self.model_name} has no champion)"
         state = "" if self.approved else "unchanged; "

@@ -18,8 +18,10 @@ DATA_CODE = ("modelferry.data", "modelferry.config", "tasks.data")
 
 
 def data_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Key of a data load: the loading code's fingerprint, the library versions, the
-    source settings, plus a file's size and mtime.
+    """Key of a data load, from its code, library versions, source settings and file.
+
+    The key holds the loading code's fingerprint, the library versions, the source
+    settings, plus a file's size and mtime.
 
     A changed file gets a new key; a SQL source is keyed by its URL (hashed, never stored
     in clear) and query, and its cache expires so fresh rows are read on the next night.

@@ -80,8 +80,10 @@ def hold_step(
     replay: Sequence[Mapping[str, Any]] | None = None,
     rate: float = 0.0,
 ) -> TrafficReport | None:
-    """Hold a traffic step for `seconds`; with `replay`, send those request bodies through
-    the endpoint's router at `rate` per second meanwhile, with the endpoint key.
+    """Hold a traffic step for `seconds`, replaying requests meanwhile if given.
+
+    With `replay`, those request bodies are sent through the endpoint's router at `rate`
+    per second, with the endpoint key.
 
     The replayed requests stop when the step ends; how the endpoint answered them is for
     the judge to read from its metrics, so they never fail the step here.

@@ -36,8 +36,10 @@ class TrainingResult:
 
 
 def training_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Key of a training: the training code's fingerprint, the library versions, the data
-    digest and label column, and the model, split and seed settings.
+    """Key of a training, from its code, library versions, data and settings.
+
+    The key holds the training code's fingerprint, the library versions, the data digest
+    and label column, and the model, split and seed settings.
 
     The frame itself is not hashed: its digest stands for it.
     """

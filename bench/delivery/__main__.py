@@ -106,8 +106,11 @@ def run_orchestrator(
 
 
 def records_span(records_url: str, rollout_id: str) -> tuple[float, list[str]]:
-    """Seconds from the first delivery's newDelivery to the last terminal state, and the
-    devices the records list as having the package installed."""
+    """How long a rollout took and which devices installed the package.
+
+    The time is in seconds, from the first delivery's newDelivery to the last terminal
+    state; the devices are those the records list as having the package installed.
+    """
     from modelferry.delivery.records.store import DeliveryRecords
 
     records = DeliveryRecords(records_url)

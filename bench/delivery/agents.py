@@ -56,7 +56,15 @@ def device_python(folder: Path) -> Path:
 
 
 class AgentProcesses:
-    """Starts one `modelferry agent` per device group; stops them all with SIGTERM."""
+    """Starts one `modelferry agent` per device group; stops them all with SIGTERM.
+
+    Args:
+        folder: where each process keeps its device roots, device list and log.
+        groups: the device ids of each process.
+        broker: the broker the agents connect to.
+        public_key: the key packages are verified with (the agents' `--public-key`).
+        smoke_python: the Python the agents run smoke predictions with (default: theirs).
+    """
 
     def __init__(
         self,

@@ -1,6 +1,6 @@
-"""The cloud side of the delivery benchmark, in a process of its own.
+r"""The cloud side of the delivery benchmark, in a process of its own.
 
-    python -m bench.delivery.orchestrator RESULT.json --broker-port P --store-root DIR \\
+    python -m bench.delivery.orchestrator RESULT.json --broker-port P --store-root DIR \
         --package-id ID --package-version V --devices-file FILE --records-url URL
 
 Does what the deliver-package flow's rollout task does, without Prefect: opens the delivery

@@ -50,7 +50,7 @@ class WrkResult:
 
 
 def wrk_version() -> str:
-    """wrk's version line, for the report.
+    """The version line of wrk, for the report.
 
     Raises:
         SystemExit: wrk is not on the PATH (the message says how to install it).

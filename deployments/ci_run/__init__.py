@@ -1,6 +1,6 @@
-"""Start a deployment from a CI pipeline, wait for its run and exit with its outcome.
+r"""Start a deployment from a CI pipeline, wait for its run and exit with its outcome.
 
-    python -m deployments.ci_run 'train-and-register/ci' \\
+    python -m deployments.ci_run 'train-and-register/ci' \
         --params-from-env MODELFERRY_PARAM_ --param fail_on_reject=true --watch-timeout 3600
 
 Parameters come from `--param name=value` and, with `--params-from-env PREFIX`, from

@@ -91,7 +91,13 @@ def build_context(
 
 
 class RunWatcher:
-    """Polls one flow run, printing its new log lines, until it settles or time runs out."""
+    """Polls one flow run, printing its new log lines, until it settles or time runs out.
+
+    Args:
+        client: the Prefect API client to poll with.
+        flow_run_id: the flow run to watch.
+        poll_interval: seconds between polls.
+    """
 
     def __init__(self, client: PrefectClient, flow_run_id: UUID, poll_interval: float) -> None:
         self._client = client

@@ -51,6 +51,11 @@ class FullJitter(tenacity.wait.wait_base):
     exponential delay and then caps it: once a long outage reaches the cap, every client
     waits exactly the cap again, and a thousand devices that lost the same broker come back
     in lockstep. Full jitter spreads them over the whole window at every step.
+
+    Args:
+        initial: seconds, the longest wait after the first failure.
+        maximum: seconds, the cap on the longest wait.
+        rng: the random source (default: the `random` module's own generator).
     """
 
     def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
@@ -74,6 +79,7 @@ class FullJitter(tenacity.wait.wait_base):
         return self._uniform(0.0, self.ceiling(attempt))
 
     def __call__(self, retry_state: RetryCallState) -> float:
+        """The wait before the next attempt, as tenacity asks for it."""
         return self.delay(retry_state.attempt_number)
 
 

@@ -46,9 +46,9 @@ def add_output_option(parser: argparse.ArgumentParser, fields: str) -> None:
 
 
 def print_json(document: object) -> None:
-    """Print `document` as one JSON document on stdout.
+    r"""Print `document` as one JSON document on stdout.
 
-    Non-ASCII text is written as it is, or as `\\u` escapes (the same JSON) where stdout's
+    Non-ASCII text is written as it is, or as `\u` escapes (the same JSON) where stdout's
     encoding cannot hold it (`PYTHONIOENCODING=ascii`, a Latin-1 terminal).
     """
     text = json.dumps(document, indent=2, ensure_ascii=False)

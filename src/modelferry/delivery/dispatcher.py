@@ -51,6 +51,7 @@ class Subscription:
         self._queue: asyncio.Queue[Message | _Failure] = asyncio.Queue()
 
     def put(self, item: Message | _Failure) -> None:
+        """Queue a message, or a failure of the channel, for the delivery to read."""
         self._queue.put_nowait(item)
 
     def ready(self) -> list[Message]:

@@ -1,5 +1,8 @@
-"""How deliveries end: one attempt (`DeliveryOutcome`), one device over its attempts
-(`DeviceResult`), a whole rollout (`FleetResult`)."""
+"""How deliveries end: per attempt, per device and per rollout.
+
+One attempt is a `DeliveryOutcome`, one device over its attempts a `DeviceResult`, a whole
+rollout a `FleetResult`.
+"""
 
 from __future__ import annotations
 

@@ -140,8 +140,9 @@ class FleetPolicy(BaseModel):
 
 
 def parse_device_ids(target: str | Sequence[str]) -> tuple[str, ...]:
-    """Device ids from one id, a comma-separated string or a list; order kept, duplicates
-    dropped.
+    """Device ids from one id, a comma-separated string or a list.
+
+    The order is kept and duplicates are dropped.
 
     Raises:
         ValueError: no device id at all.

@@ -104,7 +104,13 @@ ProgressCallback = Callable[[Progress], Awaitable[None]]
 
 
 class ProgressThrottle:
-    """Decides which progress updates are worth a message."""
+    """Decides which progress updates are worth a message.
+
+    Args:
+        percent: percentage points an update must have moved on since the last one sent.
+        seconds: seconds that must have passed since the last one sent.
+        clock: monotonic seconds (injected by tests).
+    """
 
     def __init__(
         self, percent: float, seconds: float, clock: Callable[[], float] = time.monotonic

@@ -24,6 +24,7 @@ def _plain(value: Any) -> Any:
 
 
 def main(score_py: str, request_file: str, result_file: str) -> int:
+    """Run the smoke prediction and write its outcome to `result_file`; returns the exit code."""
     sys.dont_write_bytecode = True  # leave the package folder exactly as it was verified
     script = Path(score_py)
     sys.path.insert(0, str(script.parent))

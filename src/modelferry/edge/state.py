@@ -71,6 +71,7 @@ class DeviceDeliveryState:
         return self.state in TERMINAL_STATES
 
     def to_json(self) -> dict[str, Any]:
+        """The record as it is stored in `state.json`."""
         return {
             "deliveryId": self.delivery_id,
             "projectId": self.project_id,
@@ -83,6 +84,7 @@ class DeviceDeliveryState:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DeviceDeliveryState:
+        """A record read back from `state.json`."""
         return cls(
             delivery_id=str(data["deliveryId"]),
             project_id=str(data["projectId"]),
@@ -116,6 +118,7 @@ class InstalledVersion:
         return f"{self.package_id}/{self.version}"
 
     def to_json(self) -> dict[str, Any]:
+        """The entry as it is stored in `state.json`."""
         return {
             "packageId": self.package_id,
             "version": self.version,
@@ -127,6 +130,7 @@ class InstalledVersion:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> InstalledVersion:
+        """An entry read back from `state.json`."""
         return cls(
             package_id=str(data["packageId"]),
             version=str(data["version"]),
@@ -179,6 +183,7 @@ class AgentState:
         return None
 
     def to_json(self) -> dict[str, Any]:
+        """The state as it is stored in `state.json`, with its schema version."""
         return {
             "schema": _SCHEMA,
             "deliveries": [record.to_json() for record in self.deliveries.values()],
@@ -189,6 +194,7 @@ class AgentState:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AgentState:
+        """The state read back from `state.json`."""
         deliveries = [DeviceDeliveryState.from_json(item) for item in data.get("deliveries", [])]
         installing = data.get("installing")
         return cls(

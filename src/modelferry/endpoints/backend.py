@@ -63,8 +63,10 @@ class EndpointBackend(ABC):
 
     @abstractmethod
     def create_or_update_endpoint(self, spec: EndpointSpec) -> EndpointState:
-        """Create the endpoint, or update its description and tags. Blocks until it exists
-        (seconds locally, minutes on Azure ML)."""
+        """Create the endpoint, or update its description and tags.
+
+        Blocks until it exists (seconds locally, minutes on Azure ML).
+        """
 
     @abstractmethod
     def get_endpoint(self, name: str) -> EndpointState:

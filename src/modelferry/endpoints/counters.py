@@ -155,11 +155,11 @@ def metrics_between(start: CounterReading, end: CounterReading) -> StepMetrics:
 
 
 def p99_ms(bounds_ms: tuple[float, ...], counts: tuple[int, ...]) -> float | None:
-    """The p99 latency of a histogram: the upper bound of the bucket holding the 99th
-    percentile request (never below the true p99, at most one bucket above it).
+    """The p99 latency of a histogram, as the upper bound of a bucket.
 
-    Requests slower than the highest bound are reported at that bound. None when the
-    histogram counts no request.
+    The bound is that of the bucket holding the 99th percentile request: never below the
+    true p99, at most one bucket above it. Requests slower than the highest bound are
+    reported at that bound. None when the histogram counts no request.
     """
     total = sum(counts)
     if total == 0:

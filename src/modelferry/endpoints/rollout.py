@@ -75,14 +75,17 @@ class StepVerdict:
 
     @property
     def outcome(self) -> str:
-        """ "passed", "failed" or "not judged"."""
+        """The step's verdict: "passed", "failed" or "not judged"."""
         if not self.judged:
             return "not judged"
         return "passed" if self.passed else "failed"
 
     def line(self, step: int) -> str:
-        """The step for a report, e.g. "10 %: 57 requests, 0 errors, p99 4.1 ms — passed"
-        or "10 %: not judged (12 < 20 requests)"."""
+        """The step as a line of a report.
+
+        E.g. "10 %: 57 requests, 0 errors, p99 4.1 ms — passed" or "10 %: not judged
+        (12 < 20 requests)".
+        """
         if not self.judged:
             return f"{step} %: not judged ({self.reason})"
         return f"{step} %: {self.reason} — {self.outcome}"

@@ -56,8 +56,10 @@ class TrafficReport:
 def requests_per_second(
     min_requests: int, share_percent: int, seconds: float, margin: float = DEFAULT_MARGIN
 ) -> float:
-    """The rate at which a deployment on `share_percent` % of routed traffic answers at
-    least `min_requests` requests in `seconds`, with `margin` times as many as needed.
+    """The request rate that gives a deployment enough requests to judge a step.
+
+    At this rate, a deployment on `share_percent` % of routed traffic answers at least
+    `min_requests` requests in `seconds`, with `margin` times as many as needed.
 
     Raises:
         ValueError: a share outside 1-100 or a step time that is not positive.
@@ -71,8 +73,10 @@ def requests_per_second(
 
 
 def single_row_requests(example: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Split an Azure ML style request (`input_data` with columns and data) into one
-    request per row, so that replaying them gives many small requests, as clients send.
+    """Split an Azure ML style request into one request per row.
+
+    The request is `input_data` with columns and data; replaying its rows gives many small
+    requests, as clients send.
 
     Raises:
         ValueError: the request has no rows.
@@ -141,8 +145,10 @@ class TrafficDriver:
             self._thread.start()
 
     def stop(self) -> TrafficReport:
-        """Stop after the request in flight (waiting at most `stop_grace_s` for it) and
-        say what was sent (idempotent)."""
+        """Stop after the request in flight and say what was sent (idempotent).
+
+        Waits at most `stop_grace_s` for the request in flight.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self._stop_grace_s)

@@ -95,8 +95,11 @@ def upgrade_schema(connection: Connection, store: Store, where: str) -> SchemaUp
 
 
 def run_migrations() -> None:
-    """The body of each store's alembic `env.py`: migrate the connection `upgrade_schema`
-    passed in (never one made from a URL), recording in that store's version table."""
+    """The body of each store's alembic `env.py`.
+
+    Migrates the connection `upgrade_schema` passed in (never one made from a URL),
+    recording in that store's version table.
+    """
     from alembic import context
 
     config = context.config

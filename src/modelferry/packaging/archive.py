@@ -143,7 +143,7 @@ def check_entries(
 
 
 def entry_kind(info: zipfile.ZipInfo) -> str | None:
-    """ "file" or "folder" for a plain entry; None for links, devices, pipes and sockets.
+    """The kind of an entry: "file" or "folder"; None for links, devices, pipes, sockets.
 
     The Unix mode sits in the high 16 bits of `external_attr`; archives made elsewhere
     may leave them 0, which means a plain file (or a folder when the name ends in `/`).

@@ -89,9 +89,10 @@ def log_gate_result(settings: TrackingSettings, run_id: str, gate: GateResult, t
 def log_picture(
     settings: TrackingSettings, run_id: str, artifact_file: str, draw: Callable[[Path], Path]
 ) -> bool:
-    """Draw a picture with `draw(path)` and log it to the run as `artifact_file`
-    (`folder/name.png`). Returns False, logging nothing, when it could not be drawn (a
-    warning says why): a picture shows what was decided and never undoes it.
+    """Draw a picture with `draw(path)` and log it to the run as `artifact_file`.
+
+    `artifact_file` is `folder/name.png`. Returns False, logging nothing, when it could not
+    be drawn (a warning says why): a picture shows what was decided and never undoes it.
 
     Raises:
         TrackingUnavailableError: MLflow could not be reached (worth a retry).

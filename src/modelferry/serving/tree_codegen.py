@@ -118,16 +118,19 @@ def installed_lleaves() -> str | None:
 
 
 def _release(version: str) -> tuple[int, ...] | None:
-    """The numbers of a final release (`1.3.0`, `1.3.0.post1`); None for anything else,
-    pre-releases and development builds included."""
+    """The numbers of a final release (`1.3.0`, `1.3.0.post1`).
+
+    None for anything else, pre-releases and development builds included.
+    """
     found = re.fullmatch(r"(\d+(?:\.\d+)*)(?:\.post\d+)?", version.strip())
     return tuple(int(part) for part in found.group(1).split(".")) if found else None
 
 
 @contextmanager
 def hooked_codegen(shares: LeftShares) -> Iterator[None]:
-    """While inside, lleaves compiles with the cost model's branch-free subtrees, given the
-    model's `left_shares`, and adds the columnar entry point.
+    """While inside, lleaves compiles with branch-free subtrees and a columnar entry point.
+
+    The cost model picks the branch-free subtrees from the model's `left_shares`.
 
     Raises:
         RuntimeError: the installed lleaves is outside `SUPPORTED_LLEAVES` (nothing is hooked).

@@ -70,7 +70,13 @@ class IssuedStarts:
 
 
 class BlobSasSigner(ABC):
-    """Signs read-only SAS query strings for one blob."""
+    """Signs read-only SAS query strings for one blob.
+
+    Args:
+        account_name: the storage account the blobs are in.
+        clock_skew: how far before now a link's validity starts, for clocks that differ.
+        https_only: links refuse plain HTTP.
+    """
 
     def __init__(self, account_name: str, *, clock_skew: timedelta, https_only: bool) -> None:
         self.account_name = account_name

@@ -164,8 +164,11 @@ def _lightgbm_problems(params: Mapping[str, Any]) -> list[str]:
 
 
 def _unknown_names(label: str, names: list[str], allowed: Iterable[str], advice: str) -> list[str]:
-    """One problem per unknown name, the first few only (a hostile config may hold tens
-    of thousands, each costing a fuzzy search); `advice` follows the last, once."""
+    """One problem per unknown name, the first few only; `advice` follows the last, once.
+
+    Only the first few: a hostile config may hold tens of thousands, each costing a fuzzy
+    search.
+    """
     if not names:
         return []
     candidates = list(allowed)
@@ -185,8 +188,11 @@ def _unknown(label: str, name: str, allowed: Iterable[str]) -> str:
 
 
 def _shown(name: str) -> str:
-    """`name` quoted, shortened, and with any non-ASCII letter escaped: every valid name
-    is ASCII, so an escape shows a look-alike letter (a Cyrillic e as '\\u0435')."""
+    r"""`name` quoted, shortened, and with any non-ASCII letter escaped.
+
+    Every valid name is ASCII, so an escape shows a look-alike letter (a Cyrillic e as
+    '\u0435').
+    """
     short = name if len(name) <= _NAME_SHOWN_CHARS else f"{name[:_NAME_SHOWN_CHARS]}..."
     return ascii(short)
 

@@ -49,7 +49,11 @@ class _Inbox:
 
 
 class LocalHub:
-    """Routes messages between one cloud side and any number of in-process devices."""
+    """Routes messages between one cloud side and any number of in-process devices.
+
+    Args:
+        history: how many D2C messages are kept for a channel that opens with `since`.
+    """
 
     def __init__(self, history: int = 100_000) -> None:
         self._lock = threading.Lock()
@@ -59,6 +63,7 @@ class LocalHub:
         self._clouds: list[_Inbox] = []
 
     def deliver_c2d(self, message: Message) -> None:
+        """Hand a C2D message to its device now, or keep it until the device attaches."""
         stamped = replace(message, enqueued_at=utc_now())
         with self._lock:
             inbox = self._devices.get(message.device_id)
@@ -68,6 +73,7 @@ class LocalHub:
         inbox.put(stamped)
 
     def deliver_d2c(self, message: Message) -> None:
+        """Hand a D2C message to every open cloud side and keep it in the history."""
         stamped = replace(message, enqueued_at=utc_now())
         with self._lock:
             self._d2c_history.append(stamped)
@@ -76,6 +82,11 @@ class LocalHub:
             inbox.put(stamped)
 
     def attach_device(self, device_id: str, inbox: _Inbox) -> None:
+        """Connect `device_id` to `inbox` and hand it the C2D messages queued meanwhile.
+
+        Raises:
+            ChannelError: the device is connected already.
+        """
         with self._lock:
             if device_id in self._devices:
                 raise ChannelError(f"device {device_id!r} is already connected to this local hub")
@@ -85,11 +96,13 @@ class LocalHub:
             inbox.put(message)
 
     def detach_device(self, device_id: str, inbox: _Inbox) -> None:
+        """Disconnect `device_id`, if `inbox` is still the one connected."""
         with self._lock:
             if self._devices.get(device_id) is inbox:
                 del self._devices[device_id]
 
     def attach_cloud(self, inbox: _Inbox, since: datetime | None) -> None:
+        """Connect a cloud side to `inbox` and hand it the kept D2C messages since `since`."""
         with self._lock:
             backlog = [
                 message
@@ -101,6 +114,7 @@ class LocalHub:
             inbox.put(message)
 
     def detach_cloud(self, inbox: _Inbox) -> None:
+        """Disconnect a cloud side (idempotent)."""
         with self._lock:
             if inbox in self._clouds:
                 self._clouds.remove(inbox)
@@ -115,7 +129,11 @@ def default_hub() -> LocalHub:
 
 
 class LocalChannel(DeliveryChannel):
-    """Cloud side of the in-process transport."""
+    """Cloud side of the in-process transport.
+
+    Args:
+        hub: the hub to attach to (default: the process-wide `default_hub()`).
+    """
 
     name = "local"
 
@@ -124,23 +142,27 @@ class LocalChannel(DeliveryChannel):
         self._inbox: _Inbox | None = None
 
     async def open(self, since: datetime | None = None) -> None:
+        """Attach to the hub, reading the D2C messages enqueued at or after `since`."""
         if self._inbox is not None:
             return
         self._inbox = _Inbox()
         self.hub.attach_cloud(self._inbox, since)
 
     async def send(self, message: Message) -> None:
+        """Send a C2D message to `message.device_id` through the hub."""
         if self._inbox is None:
             raise ChannelError("the local channel is not open: use `async with channel:`")
         self.hub.deliver_c2d(message)
 
     async def receive(self) -> AsyncIterator[Message]:
+        """D2C messages from every device, in arrival order, until the channel is closed."""
         if self._inbox is None:
             raise ChannelError("the local channel is not open: use `async with channel:`")
         async for message in self._inbox.drain():
             yield message
 
     async def close(self) -> None:
+        """Detach from the hub; ends `receive()`. Safe to call twice."""
         if self._inbox is None:
             return
         self.hub.detach_cloud(self._inbox)
@@ -149,7 +171,12 @@ class LocalChannel(DeliveryChannel):
 
 
 class LocalDeviceTransport(DeviceTransport):
-    """Device side of the in-process transport."""
+    """Device side of the in-process transport.
+
+    Args:
+        device_id: the device this transport speaks for.
+        hub: the hub to attach to (default: the process-wide `default_hub()`).
+    """
 
     def __init__(self, device_id: str, hub: LocalHub | None = None) -> None:
         self.device_id = device_id
@@ -157,12 +184,14 @@ class LocalDeviceTransport(DeviceTransport):
         self._inbox: _Inbox | None = None
 
     async def open(self) -> None:
+        """Attach to the hub as `device_id` and get what was sent while it was away."""
         if self._inbox is not None:
             return
         self._inbox = _Inbox()
         self.hub.attach_device(self.device_id, self._inbox)
 
     async def send(self, message: Message) -> None:
+        """Send a D2C message through the hub, always as `device_id`."""
         if self._inbox is None:
             raise ChannelError(f"device {self.device_id!r} is not connected: open it first")
         if message.device_id != self.device_id:
@@ -170,12 +199,14 @@ class LocalDeviceTransport(DeviceTransport):
         self.hub.deliver_d2c(message)
 
     async def receive(self) -> AsyncIterator[Message]:
+        """C2D messages for this device, in arrival order, until the transport is closed."""
         if self._inbox is None:
             raise ChannelError(f"device {self.device_id!r} is not connected: open it first")
         async for message in self._inbox.drain():
             yield message
 
     async def close(self) -> None:
+        """Detach from the hub; ends `receive()`. Safe to call twice."""
         if self._inbox is None:
             return
         self.hub.detach_device(self.device_id, self._inbox)

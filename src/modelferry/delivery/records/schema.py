@@ -1,5 +1,8 @@
-"""The schema of the delivery record store: tables, the statements written often, the
-records rows are read into, and the engine that reaches the database."""
+"""The schema of the delivery record store.
+
+The tables, the statements written often, the records rows are read into, and the engine
+that reaches the database.
+"""
 
 from __future__ import annotations
 

@@ -73,8 +73,11 @@ class AzureMonitorMetrics:
     def for_workspace(
         cls, workspace: WorkspaceRef, credential: TokenCredential | None = None
     ) -> AzureMonitorMetrics:
-        """Metrics of `workspace`, signed in with `credential` (`DefaultAzureCredential`
-        when None). The identity needs the Monitoring Reader role on the endpoints."""
+        """Metrics of `workspace`, signed in with `credential`.
+
+        The credential is a `DefaultAzureCredential` when None. The identity needs the
+        Monitoring Reader role on the endpoints.
+        """
         with azure_sdk("Azure Monitor metrics"):
             from azure.identity import DefaultAzureCredential
             from azure.monitor.query import MetricsQueryClient

@@ -271,10 +271,12 @@ class LocalEndpointBackend(EndpointBackend):
 
     @contextmanager
     def _traffic_lock(self) -> Iterator[None]:
-        """Hold the lock that makes traffic changes, rollbacks and deletions, from any
-        process, one at a time: each reads the split and its history, changes both, and
-        must not be interleaved with another (two rollbacks would both undo the same
-        change; a deletion would leave a change's history behind)."""
+        """Hold the lock that makes traffic changes, rollbacks and deletions one at a time.
+
+        The lock holds across processes. Each of these reads the split and its history,
+        changes both, and must not be interleaved with another (two rollbacks would both
+        undo the same change; a deletion would leave a change's history behind).
+        """
         with (self.home / "traffic.lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             yield
@@ -388,8 +390,9 @@ class LocalEndpointBackend(EndpointBackend):
         return MetricsMark(datetime.now(UTC), self._read_counters(endpoint))
 
     def get_step_metrics(self, endpoint: str, mark: MetricsMark) -> StepMetrics:
-        """Routed requests, errors and p99 per deployment since `mark`: the difference of
-        the server's counters, exact however many requests came.
+        """Routed requests, errors and p99 per deployment since `mark`.
+
+        They are the difference of the server's counters, exact however many requests came.
 
         If the server restarted since the mark, what it counted from the restart on is
         measured, and `StepMetrics.restarted` says when that was.

@@ -88,7 +88,7 @@ class ConnectionLimits:
 
 
 def limited_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol with `limits` applied; pass it as `http=`."""
+    """The httptools protocol of uvicorn with `limits` applied; pass it as `http=`."""
 
     class LimitedHttpProtocol(HttpToolsProtocol):
         """Closes connections that send too slowly, or that open above the cap."""

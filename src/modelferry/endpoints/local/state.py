@@ -187,8 +187,10 @@ class EndpointStateStore:
             )
 
     def mark_release(self, endpoint: str, deployments: Iterable[str]) -> None:
-        """Note that `deployments` hold a model version that has not had traffic yet: the
-        next change that gives one of them traffic begins its release."""
+        """Note that `deployments` hold a model version that has not had traffic yet.
+
+        The next change that gives one of them traffic begins its release.
+        """
         with self._connect() as db:
             pending = _pending(db, endpoint) | set(deployments)
             db.execute(

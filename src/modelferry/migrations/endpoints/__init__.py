@@ -1,0 +1,1 @@
+"""Migrations of the local endpoint state: its alembic environment and revisions."""

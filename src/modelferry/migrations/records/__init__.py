@@ -1,0 +1,1 @@
+"""Migrations of the delivery records: their alembic environment and revisions."""

@@ -102,8 +102,10 @@ class FakeMetricsQueryClient:
         self._record(resource_id, "RequestLatency_P99", minute, {"deployment": deployment}, p99_ms)
 
     def fail_next_query(self, message: str = "AuthorizationFailed", status: int = 403) -> None:
-        """The next query is refused with `status`, raised as azure-core maps it (401 as
-        `ClientAuthenticationError`, 404 as `ResourceNotFoundError`)."""
+        """The next query is refused with `status`, raised as azure-core maps it.
+
+        401 is raised as `ClientAuthenticationError`, 404 as `ResourceNotFoundError`.
+        """
         error = refused(message, status)
         mapped = {401: ClientAuthenticationError, 404: ResourceNotFoundError}.get(status)
         if mapped is not None:

@@ -66,7 +66,7 @@ class FakePoller(Generic[_T]):
         return not self._stalled
 
     def status(self) -> str:
-        """ "InProgress", "Failed" or "Succeeded", as Azure's pollers say."""
+        """The operation's status: "InProgress", "Failed" or "Succeeded", as Azure's say."""
         if self._stalled:
             return "InProgress"
         return "Failed" if self._error is not None else "Succeeded"

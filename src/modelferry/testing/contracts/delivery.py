@@ -140,6 +140,11 @@ class DeliveryTransportContract:
         return lambda name: f"ct-{run_id}-{name}"
 
     def check_same(self, received: Message, sent: Message, device_id: str) -> None:
+        """Check that `received` is `sent`, as the transport delivered it for `device_id`.
+
+        The body and protocol properties must be equal; the transport may add content
+        properties and an enqueued time, which must be timezone-aware.
+        """
         assert received.device_id == device_id
         assert received.body == sent.body
         assert protocol_properties(received.properties) == protocol_properties(sent.properties)

@@ -54,12 +54,14 @@ class EndpointBackendContract:
         backend.delete_endpoint(name)
 
     def deploy(self, backend: EndpointBackend, endpoint: str, name: str, model: ModelRef) -> None:
+        """Deploy `model` as `name` on `endpoint` and check that it became ready."""
         state = backend.create_or_update_deployment(
             endpoint, DeploymentSpec(name, model), timeout_s=self.deploy_timeout_s
         )
         assert state.status == "ready", state
 
     def check_probabilities(self, answer: Any, payload: dict[str, Any]) -> None:
+        """Check that `answer` holds two class probabilities summing to 1 per row of `payload`."""
         rows = self.predictions(answer)
         assert len(rows) == len(payload["input_data"]["data"])
         for row in rows:

@@ -40,6 +40,7 @@ class PackageStoreContract:
 
     @pytest.fixture
     def package_id(self) -> str:
+        """A package id no other test uses, so that a store may be shared."""
         return f"pkg-{uuid.uuid4().hex[:12]}"
 
     @pytest.fixture

@@ -109,7 +109,12 @@ class _Event:
 
 
 class FakeIoTHub:
-    """An IoT hub and its built-in events endpoint in memory; see the module docstring."""
+    """An IoT hub and its built-in events endpoint in memory; see the module docstring.
+
+    Args:
+        name: the hub's name, in its host name and its Event Hub's.
+        partitions: how many partitions the built-in endpoint has.
+    """
 
     def __init__(self, name: str = "fake-hub", *, partitions: int = 2) -> None:
         self.hostname = f"{name}.azure-devices.net"
@@ -354,6 +359,7 @@ class FakeIoTHubDevice(DeviceTransport):
         self._waker: Waker | None = None
 
     async def open(self) -> None:
+        """Connect to the fake hub as `device_id`; C2D messages sent meanwhile follow."""
         if self._waker is not None:
             return
         waker = Waker()
@@ -361,6 +367,11 @@ class FakeIoTHubDevice(DeviceTransport):
         self._waker = waker
 
     async def send(self, message: Message) -> None:
+        """Publish a D2C message on the device's events topic.
+
+        Raises:
+            ChannelError: not connected, or a property the topic cannot carry.
+        """
         if self._waker is None:
             raise ChannelError(f"device {self.device_id!r} is not connected: open it first")
         try:
@@ -370,6 +381,7 @@ class FakeIoTHubDevice(DeviceTransport):
         self.hub._accept_d2c(self.device_id, topic, message.body)
 
     async def receive(self) -> AsyncIterator[Message]:
+        """C2D messages for this device, in arrival order, until the transport is closed."""
         waker = self._waker
         if waker is None:
             raise ChannelError(f"device {self.device_id!r} is not connected: open it first")
@@ -386,6 +398,7 @@ class FakeIoTHubDevice(DeviceTransport):
             yield Message(self.device_id, parsed.properties, body)
 
     async def close(self) -> None:
+        """Disconnect; ends `receive()`. Safe to call twice."""
         waker, self._waker = self._waker, None
         if waker is not None:
             self.hub._detach(self.device_id, waker)

@@ -47,6 +47,7 @@ class Waker:
         self.event = asyncio.Event()
 
     def wake(self) -> None:
+        """Set the event, from the loop's own thread or any other."""
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -57,6 +58,7 @@ class Waker:
             self.loop.call_soon_threadsafe(self.event.set)
 
     async def wait(self, timeout: float | None = None) -> None:
+        """Wait until woken or `timeout` seconds pass, then reset the event."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.event.wait(), timeout)
         self.event.clear()
@@ -81,6 +83,7 @@ class FakeIoTHubRegistryManager:
     def from_connection_string(
         cls, connection_string: str, transport_type: Any = IoTHubTransport.Amqp
     ) -> FakeIoTHubRegistryManager:
+        """A registry manager for `connection_string`, as the SDK builds one."""
         return cls(connection_string)
 
     def send_c2d_message(
@@ -89,6 +92,11 @@ class FakeIoTHubRegistryManager:
         message: str | bytes,
         properties: dict[str, Any] = {},  # noqa: B006 - the SDK's own signature
     ) -> None:
+        """Send a C2D message to `device_id` on the fake hub, failing as the SDK does.
+
+        Raises:
+            Exception: the SDK's send failure, when closed or signed in with a wrong key.
+        """
         if self.amqp_svc_client is None or self.amqp_svc_client.closed:
             raise Exception(SEND_FAILURE)
         if not self._authorized:
@@ -154,6 +162,7 @@ class FakeEventHubConsumerClient:
         uamqp_transport: bool = False,
         **kwargs: Any,
     ) -> FakeEventHubConsumerClient:
+        """A consumer client for `conn_str`, as the SDK builds one; tuning options are ignored."""
         return cls(conn_str, consumer_group, eventhub_name)
 
     def _check_access(self) -> None:
@@ -165,6 +174,7 @@ class FakeEventHubConsumerClient:
             raise self.hub._events_error
 
     async def get_partition_ids(self) -> list[str]:
+        """The ids of the fake hub's partitions."""
         self._check_access()
         return list(self.hub.partitions)
 
@@ -183,6 +193,11 @@ class FakeEventHubConsumerClient:
         on_partition_initialize: Callable[[PartitionContext], Awaitable[None]] | None = None,
         on_partition_close: Callable[[PartitionContext, Any], Awaitable[None]] | None = None,
     ) -> None:
+        """Call `on_event` for each event on the partitions until closed, as the SDK does.
+
+        Access errors are reported to `on_error` and retried, as the SDK does; a second
+        concurrent `receive` raises `ValueError`.
+        """
         if self._receiving:
             raise ValueError("This consumer client is already receiving events.")
         hub = self.hub
@@ -225,6 +240,7 @@ class FakeEventHubConsumerClient:
             self._receiving = False
 
     async def close(self) -> None:
+        """Stop every `receive` of this client."""
         self._closed = True
         for waker in list(self._wakers):
             waker.wake()

@@ -1,4 +1,4 @@
-"""Signing in to IoT Hub without its SDK: connection strings, SAS tokens, the MQTT username.
+r"""Signing in to IoT Hub without its SDK: connection strings, SAS tokens, the MQTT username.
 
 A device signs in to IoT Hub's MQTT endpoint (MQTT 3.1.1 over TLS on port 8883) with
 
@@ -8,7 +8,7 @@ A device signs in to IoT Hub's MQTT endpoint (MQTT 3.1.1 over TLS on port 8883) 
 
 where `uri` is the percent-encoded `{hub}.azure-devices.net/devices/{device_id}`, `expiry`
 seconds since the epoch, and `signature` the percent-encoded base64 HMAC-SHA256 of
-`{uri}\\n{expiry}` keyed with the base64-decoded device key. Errors never quote a key.
+`{uri}\n{expiry}` keyed with the base64-decoded device key. Errors never quote a key.
 """
 
 from __future__ import annotations

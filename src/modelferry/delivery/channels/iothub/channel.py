@@ -81,6 +81,13 @@ class IoTHubChannel(DeliveryChannel):
             endpoints page), including `EntityPath` unless `eventhub_name` is given.
         consumer_group: a consumer group of the built-in endpoint that no other reader
             uses at the same time.
+        eventhub_name: the built-in endpoint's Event Hub name, when the connection string
+            has no `EntityPath`.
+        clock_skew: how far before `since` `open()` starts reading, for the hub's clock.
+        open_timeout_s: seconds `open()` waits for the built-in endpoint to answer.
+        send_timeout_s: seconds `send()` waits for the hub to accept a C2D message.
+        registry_manager_factory: builds the C2D client (default: the SDK's).
+        consumer_client_factory: builds the events reader (default: the SDK's).
     """
 
     name = "iothub"
@@ -323,6 +330,12 @@ class IoTHubDeviceTransport(MqttDeviceTransport):
 
     transport = IoTHubDeviceTransport.from_connection_string(
         "HostName=hub.azure-devices.net;DeviceId=press-7;SharedAccessKey=...")
+
+    Args:
+        credentials: the device's hub, id and key (and gateway, if any) to sign in with.
+        ca_file: CA certificates to trust for the hub's TLS (default: the system's).
+        token_ttl: how long each connection's SAS token is valid.
+        options: timeouts, reconnect backoff and queue bounds of the MQTT client.
     """
 
     def __init__(

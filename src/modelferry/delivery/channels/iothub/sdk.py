@@ -48,7 +48,8 @@ def first_line(error: BaseException) -> str:
 class RegistryManager(Protocol):
     """The part of `azure.iot.hub.IoTHubRegistryManager` the channel uses."""
 
-    def send_c2d_message(self, device_id: str, message: str, properties: Any = ...) -> None: ...
+    def send_c2d_message(self, device_id: str, message: str, properties: Any = ...) -> None:
+        """Send `message` to `device_id`, with `properties` as its application properties."""
 
 
 class ConsumerClient(Protocol):
@@ -61,11 +62,14 @@ class ConsumerClient(Protocol):
         starting_position: Any = ...,
         starting_position_inclusive: Any = ...,
         on_error: OnError | None = ...,
-    ) -> None: ...
+    ) -> None:
+        """Call `on_event` for each event until closed; `on_error` hears what went wrong."""
 
-    async def get_partition_ids(self) -> list[str]: ...
+    async def get_partition_ids(self) -> list[str]:
+        """The ids of the Event Hub's partitions."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Stop receiving and disconnect."""
 
 
 RegistryManagerFactory = Callable[[str], RegistryManager]

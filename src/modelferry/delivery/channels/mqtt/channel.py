@@ -257,6 +257,11 @@ class MqttChannel(_MqttEndpoint, DeliveryChannel):
         async with MqttChannel(MqttBroker("broker.example.com", 8883, tls=True,
                                           username="cloud", password=SecretStr("..."))):
             ...
+
+    Args:
+        broker: where to connect and how to sign in (default: one on 127.0.0.1).
+        client_id: the channel's persistent session, as above.
+        options: timeouts, reconnect backoff, session lifetime and queue bounds.
     """
 
     name = "mqtt"
@@ -326,7 +331,14 @@ class MqttChannel(_MqttEndpoint, DeliveryChannel):
 
 
 class MqttDeviceTransport(_MqttEndpoint, DeviceTransport):
-    """Device side over an MQTT broker; its device id is its client id and session."""
+    """Device side over an MQTT broker; its device id is its client id and session.
+
+    Args:
+        device_id: the device this transport speaks for; refused if the topics cannot
+            carry it.
+        broker: where to connect and how to sign in (default: one on 127.0.0.1).
+        options: timeouts, reconnect backoff, session lifetime and queue bounds.
+    """
 
     def __init__(
         self,

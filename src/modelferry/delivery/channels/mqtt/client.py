@@ -55,6 +55,7 @@ class ClientSettings:
 
     @property
     def where(self) -> str:
+        """`host:port as 'client id'`, for log and error messages."""
         return f"{self.host}:{self.port} as {self.client_id!r}"
 
 

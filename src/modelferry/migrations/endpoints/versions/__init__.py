@@ -1,0 +1,1 @@
+"""The revisions of the local endpoint state's schema, linked by `down_revision`."""

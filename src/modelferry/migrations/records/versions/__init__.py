@@ -1,0 +1,1 @@
+"""The revisions of the delivery records' schema, linked by `down_revision`."""
