@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         args.output,
         args.chunk_rows,
         args.max_workers,
-        SecretStr(sql_url) if sql_url else None,
+        sql_url,
         args.sql_table,
         args.tracking_uri,
         args.max_failed_files,
