@@ -9,6 +9,7 @@ from typing import Literal
 
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
 from prefect.input import Keyset, RunInput, keyset_from_paused_state
 from prefect.states import Paused, Running
@@ -17,6 +18,7 @@ from pydantic import Field
 
 from modelferry.approval import ApprovalDecision, GateResult
 from modelferry.approval.pause import APPROVAL_PAUSE_KEY, SERVER_GRACE_SECONDS
+from tasks.sync_calls import call_sync
 
 #: What a reviewer answers; `modelferry approve` sends "approve", or "reject" with --reject.
 ReviewerChoice = Literal["approve", "reject"]
@@ -116,17 +118,17 @@ def _pause_for_input(
     if context is None or context.flow_run is None:
         raise RuntimeError("approval can only be requested from inside a flow run")
     run_id = context.flow_run.id
-    proposed = Paused(
+    proposed: State[None] = Paused(
         timeout_seconds=timeout_seconds + SERVER_GRACE_SECONDS,
         reschedule=False,
         pause_key=APPROVAL_PAUSE_KEY,
     )
     keyset = keyset_from_paused_state(proposed)
-    proposed.state_details.run_input_keyset = keyset
+    proposed.state_details.run_input_keyset = dict(keyset.items())
     with get_client(sync_client=True) as client:
         state = propose_state_sync(client=client, state=proposed, flow_run_id=run_id)
         if state.is_running():  # this pause already happened and was answered
-            return form.load(keyset)
+            return call_sync(form.load, keyset)
         if not state.is_paused():
             raise RuntimeError(f"the flow run could not be paused for approval: {state}")
         form.save(keyset)
@@ -136,7 +138,7 @@ def _pause_for_input(
         while True:
             run = client.read_flow_run(run_id)
             if run.state is not None and run.state.is_running():
-                return form.load(keyset)
+                return call_sync(form.load, keyset)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -149,7 +151,7 @@ def _pause_for_input(
         # A reviewer may have answered between the last look and closing the pause.
         run = client.read_flow_run(run_id)
         if run.state is not None and run.state.is_running() and _has_answer(form, keyset):
-            return form.load(keyset)
+            return call_sync(form.load, keyset)
     return None
 
 

@@ -19,10 +19,9 @@ import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.context import get_run_context
-from prefect.states import Completed, Failed
 from pydantic import SecretStr
 
+from flows.current_run import completed, current_flow_run_id, failed
 from flows.notifications import notify_failure
 from modelferry.batch import DEFAULT_CHUNK_ROWS, DEFAULT_SQL_TABLE, BatchResult
 from modelferry.registry import CHAMPION, TrackingSettings
@@ -81,7 +80,7 @@ def batch_score(
         be scored. The message names each bad file and why, once.
     """
     logger = get_run_logger()
-    flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    flow_run_id = current_flow_run_id()
     settings = TrackingSettings.resolve(tracking_uri)
     secret = SecretStr(sql_url) if isinstance(sql_url, str) else sql_url
 
@@ -118,8 +117,8 @@ def batch_score(
     publish_batch_report(result)
     # The summary is the run's message, which Prefect logs as the run ends: said once.
     if not result.written:
-        return Failed(message=result.summary())  # type: ignore[return-value]
-    return Completed(message=result.summary(), data=result)  # type: ignore[return-value]
+        return failed(result)
+    return completed(result)
 
 
 def default_output(model_name: str, flow_run_id: str) -> Path:
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         args.output,
         args.chunk_rows,
         args.max_workers,
-        SecretStr(sql_url) if sql_url else None,
+        sql_url,
         args.sql_table,
         args.tracking_uri,
         args.max_failed_files,

@@ -28,9 +28,8 @@ from datetime import UTC, datetime
 from typing import cast
 
 from prefect import flow, get_run_logger
-from prefect.context import get_run_context
-from prefect.states import Completed
 
+from flows.current_run import completed, current_flow_run_id
 from flows.inputs import Targets
 from modelferry.delivery.channels.local import LocalChannel, default_hub
 from modelferry.delivery.fleet_chart import save_fleet_chart
@@ -96,7 +95,7 @@ def deliver_package(
         ended in Error or TimedOut or the rollout was aborted.
     """
     logger = get_run_logger()
-    flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    flow_run_id = current_flow_run_id()
     devices = parse_device_ids(target_device_id)
     project = project_id or f"{deploy_env}-{model_name}"
     secret = targets.records_secret()
@@ -159,7 +158,7 @@ def deliver_package(
         message = f"{result.failure_message()}\nSee the '{key}' artifact of this run{seen}."
         raise result.failure_error(message)
     logger.info(result.summary())
-    return Completed(message=result.summary(), data=result)  # type: ignore[return-value]
+    return completed(result)
 
 
 DEFAULT_DEVICES_HOME = DEFAULT_HOME / "devices"

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from prefect import flow, get_run_logger
-from prefect.states import Completed
 
 from blocks.endpoint_key import EndpointKey
+from flows.current_run import completed
 from flows.inputs import Rollout, Targets
 from flows.notifications import notify_failure
 from modelferry.endpoints.counters import StepMetrics
@@ -146,7 +146,7 @@ def deploy_online_endpoint(
             name, state.scoring_uri, live, model_name, version.version,
             dict(state.traffic.weights), ("already live",),
         )  # fmt: skip
-        return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
+        return completed(outcome)
 
     example = example_request(version, settings)
     deploy_model(backend, name, DeploymentSpec(slot, ModelRef(model_name, version.version)))
@@ -209,7 +209,7 @@ def deploy_online_endpoint(
         dict(final.traffic.weights), tuple(log), first_deployment=live is None, chart=chart,
     )  # fmt: skip
     logger.info(outcome.summary())
-    return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
+    return completed(outcome)
 
 
 def _measured_step(

@@ -27,6 +27,7 @@ from modelferry.errors import InvalidConfigError
 from modelferry.packaging import SigningKey, development_signing_key
 from modelferry.registry import TrackingSettings
 from modelferry.registry.tracking import DEFAULT_HOME
+from tasks.sync_calls import call_sync
 
 if TYPE_CHECKING:
     from modelferry.delivery.channels.base import DeliveryChannel
@@ -161,7 +162,7 @@ class Targets(BaseModel):
             from prefect.blocks.system import Secret
 
             try:
-                return SecretStr(str(Secret.load(self.records).get()))
+                return SecretStr(str(call_sync(Secret.load, self.records).get()))
             except ValueError as exc:
                 if "Unable to find block document" not in str(exc):
                     raise

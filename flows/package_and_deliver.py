@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
-from prefect.states import Completed
 
+from flows.current_run import completed
 from flows.deliver_package import deliver_package
 from flows.inputs import Targets
 from flows.notifications import notify_failure
@@ -60,7 +60,7 @@ def package_and_deliver(
     if not delivery.devices:
         stage = EdgeStage(None, None)
         get_run_logger().info(stage.summary())
-        return Completed(message=stage.summary(), data=stage)  # type: ignore[return-value]
+        return completed(stage)
     package = package_model(
         model_name,
         model_version=model_version,
@@ -80,4 +80,4 @@ def package_and_deliver(
         start_local_agents=delivery.local_agents and targets.local_channel,
     )
     stage = EdgeStage(package, result)
-    return Completed(message=stage.summary(), data=stage)  # type: ignore[return-value]
+    return completed(stage)

@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger
-from prefect.states import Completed
 
+from flows.current_run import completed
 from flows.inputs import Targets
 from modelferry.errors import PackagingError
 from modelferry.packaging import DEFAULT_EXPIRY_DAYS, default_expiry
@@ -159,7 +159,7 @@ def package_model(
         expires=built.statement.expires if built.statement else None,
         min_version=built.statement.min_version if built.statement else None,
     )
-    return Completed(message=packaged.summary(), data=packaged)  # type: ignore[return-value]
+    return completed(packaged)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,8 @@ import sys
 from dataclasses import dataclass
 
 from prefect import flow, get_run_logger
-from prefect.states import Completed
 
+from flows.current_run import completed
 from flows.deploy_online_endpoint import RolloutOutcome, deploy_online_endpoint
 from flows.inputs import Rollout, Targets
 from flows.notifications import notify_failure
@@ -152,7 +152,7 @@ def retrain_and_deliver(
         )
         package, delivery = stage.package, stage.delivery
     outcome = NightlyOutcome(registration, rolled_out, package, delivery)
-    return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
+    return completed(outcome)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,11 +12,10 @@ import sys
 from dataclasses import dataclass, field
 
 from prefect import flow, get_run_logger
-from prefect.context import get_run_context
 from prefect.events import emit_event
-from prefect.states import Completed
 
 from flows.approval import ask_reviewer
+from flows.current_run import completed, current_flow_run_id
 from flows.inputs import Targets
 from flows.notifications import notify_approval_pending, notify_failure
 from modelferry.approval import (
@@ -125,7 +124,7 @@ def train_and_register(
     logger = get_run_logger()
     config = with_approval_mode(load_config(config_path), approval)
     settings = targets.tracking_settings()
-    flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    flow_run_id = current_flow_run_id()
     name = config.registered_model_name
 
     dataset = load_data(config.data)
@@ -195,7 +194,7 @@ def train_and_register(
     if not decision.approved and fail_on_reject:
         error = ApprovalTimedOutError if decision.status == "timed_out" else ApprovalRejectedError
         raise error(outcome.summary(), model_name=name, model_version=version.version)
-    return Completed(message=outcome.summary(), data=outcome)  # type: ignore[return-value]
+    return completed(outcome)
 
 
 MODEL_APPROVED_EVENT = "modelferry.model.approved"

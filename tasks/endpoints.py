@@ -23,22 +23,21 @@ from modelferry.endpoints.traffic import TrafficDriver, TrafficReport
 from modelferry.errors import DeploymentFailedError
 
 # Backends hold connections and state files: these steps are never cached.
-_STEP = {"cache_policy": NO_CACHE}
 
 
-@task(name="ensure-endpoint", timeout_seconds=1800, **_STEP)  # type: ignore[call-overload]
+@task(name="ensure-endpoint", timeout_seconds=1800, cache_policy=NO_CACHE)
 def ensure_endpoint(backend: EndpointBackend, spec: EndpointSpec) -> EndpointState:
     """Create the endpoint if missing (idempotent)."""
     return backend.create_or_update_endpoint(spec)
 
 
-@task(name="deploy-model", timeout_seconds=3600, **_STEP)  # type: ignore[call-overload]
+@task(name="deploy-model", timeout_seconds=3600, cache_policy=NO_CACHE)
 def deploy_model(backend: EndpointBackend, endpoint: str, spec: DeploymentSpec) -> DeploymentState:
     """Deploy a model version with no traffic; the backend waits until it is ready."""
     return backend.create_or_update_deployment(endpoint, spec)
 
 
-@task(name="smoke-test-deployment", timeout_seconds=300, **_STEP)  # type: ignore[call-overload]
+@task(name="smoke-test-deployment", timeout_seconds=300, cache_policy=NO_CACHE)
 def smoke_test_deployment(
     backend: EndpointBackend, endpoint: str, deployment: str, payload: dict[str, Any]
 ) -> None:
@@ -66,13 +65,13 @@ def smoke_test_deployment(
         )
 
 
-@task(name="move-traffic", timeout_seconds=900, **_STEP)  # type: ignore[call-overload]
+@task(name="move-traffic", timeout_seconds=900, cache_policy=NO_CACHE)
 def move_traffic(backend: EndpointBackend, endpoint: str, traffic: TrafficSplit) -> EndpointState:
     """Apply a traffic split."""
     return backend.set_traffic(endpoint, traffic)
 
 
-@task(name="hold-traffic-step", **_STEP)  # type: ignore[call-overload]
+@task(name="hold-traffic-step", cache_policy=NO_CACHE)
 def hold_step(
     backend: EndpointBackend,
     endpoint: str,
@@ -97,13 +96,13 @@ def hold_step(
     return driver.report()
 
 
-@task(name="mark-endpoint-metrics", timeout_seconds=120, **_STEP)  # type: ignore[call-overload]
+@task(name="mark-endpoint-metrics", timeout_seconds=120, cache_policy=NO_CACHE)
 def mark_metrics(backend: EndpointBackend, endpoint: str) -> MetricsMark:
     """Mark where a step's measurement starts: the time, and the endpoint's counters."""
     return backend.mark_metrics(endpoint)
 
 
-@task(name="read-endpoint-metrics", timeout_seconds=120, **_STEP)  # type: ignore[call-overload]
+@task(name="read-endpoint-metrics", timeout_seconds=120, cache_policy=NO_CACHE)
 def read_metrics(backend: EndpointBackend, endpoint: str, since: MetricsMark) -> StepMetrics:
     """Requests, errors and p99 per deployment since the mark `since`."""
     return backend.get_step_metrics(endpoint, since)

@@ -15,11 +15,12 @@ import contextvars
 import re
 import threading
 from types import TracebackType
-from typing import cast
 from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from tasks.sync_calls import call_sync
 
 
 def artifact_key(text: str) -> str:
@@ -72,12 +73,11 @@ class LiveProgressArtifact:
 
     def __enter__(self) -> LiveProgressArtifact:
         # Created here, in the flow's thread, so the artifact belongs to the flow run.
-        # `_sync`: Prefect's functions return a coroutine when they think they are in async
+        # Sync: Prefect's functions return a coroutine when they think they are in async
         # code; this must create the artifact now.
-        created = create_progress_artifact(
-            0.0, key=self.key, description=self.description, _sync=True
-        )  # type: ignore[call-arg]
-        self.artifact_id = cast(UUID, created)
+        self.artifact_id = call_sync(
+            create_progress_artifact, 0.0, key=self.key, description=self.description
+        )
         # The sender runs in a copy of this context: the same API settings and client.
         context = contextvars.copy_context()
         self._thread = threading.Thread(
@@ -126,12 +126,12 @@ class LiveProgressArtifact:
         if small and not final and self._sent is not None:
             return
         try:
-            update_progress_artifact(
+            call_sync(
+                update_progress_artifact,
                 self.artifact_id,
                 round(percent, 2),
                 description=f"{self.description}: {done:,} of {total:,} {self.unit}",
-                _sync=True,
-            )  # type: ignore[call-arg]
+            )
         # A progress bar is not worth failing, or even slowing, the run for.
         except Exception as exc:
             if not self._warned:

@@ -6,8 +6,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from modelferry.approval import ApprovalDecision, GateResult
@@ -31,15 +32,21 @@ from modelferry.training import DatasetSplit, classification_metrics, predict_po
 from tasks.retry_policy import TRANSIENT_RETRIES, TRANSIENT_RETRY_DELAYS, retry_on_transient
 from tasks.training import TrainingResult
 
-# These steps change the registry: they are retried when MLflow is unreachable, and never
-# served from a cache.
-_MLFLOW_RETRIES = {
-    "cache_policy": NO_CACHE,
-    "retries": TRANSIENT_RETRIES,
-    "retry_delay_seconds": TRANSIENT_RETRY_DELAYS,
-    "retry_condition_fn": retry_on_transient,
-    "timeout_seconds": 900,
-}
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _mlflow_step(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
+    # These steps change the registry: they are retried when MLflow is unreachable, and
+    # never served from a cache.
+    return task(
+        name=name,
+        cache_policy=NO_CACHE,
+        retries=TRANSIENT_RETRIES,
+        retry_delay_seconds=TRANSIENT_RETRY_DELAYS,
+        retry_condition_fn=retry_on_transient,
+        timeout_seconds=900,
+    )
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ class ChampionScore:
     note: str | None
 
 
-@task(name="register-challenger", **_MLFLOW_RETRIES)  # type: ignore[call-overload]
+@_mlflow_step("register-challenger")
 def register_challenger(
     settings: TrackingSettings,
     config: ModelConfig,
@@ -94,7 +101,7 @@ def register_challenger(
     return logged, version
 
 
-@task(name="score-champion", **_MLFLOW_RETRIES)  # type: ignore[call-overload]
+@_mlflow_step("score-champion")
 def score_champion(
     settings: TrackingSettings, model_name: str, split: DatasetSplit
 ) -> ChampionScore:
@@ -115,13 +122,13 @@ def score_champion(
     return ChampionScore(champion.version, classification_metrics(split.y_test, proba), None)
 
 
-@task(name="log-gate-result", **_MLFLOW_RETRIES)  # type: ignore[call-overload]
+@_mlflow_step("log-gate-result")
 def log_gate(settings: TrackingSettings, run_id: str, gate: GateResult, title: str) -> None:
     """Keep the gate's table, verdict and chart in the challenger's MLflow run."""
     log_gate_result(settings, run_id, gate, title)
 
 
-@task(name="record-decision", **_MLFLOW_RETRIES)  # type: ignore[call-overload]
+@_mlflow_step("record-decision")
 def record_decision(
     settings: TrackingSettings, version: RegisteredVersion, decision: ApprovalDecision
 ) -> RegisteredVersion | None:
@@ -137,7 +144,7 @@ def record_decision(
     return registry.promote(version.name, version.version)
 
 
-@task(name="read-champions", **_MLFLOW_RETRIES)  # type: ignore[call-overload]
+@_mlflow_step("read-champions")
 def read_champions(settings: TrackingSettings, model_name: str) -> tuple[str | None, str | None]:
     """The versions the `champion` and `previous-champion` aliases point at (None if unset)."""
     registry = ModelRegistry(settings)

@@ -169,11 +169,13 @@ def test_the_command_line_says_what_is_wrong_once_and_exits_as_the_run_ends(
     earlier = pd.DataFrame({"file": ["part-1.parquet"], "row_id": ["r0"], PROBA[0]: [0.5]})
     earlier.assign(**{PROBA[1]: 0.5}).to_parquet(folder / f"{MODEL}-1234.parquet")
     output = folder / "predictions.csv"
+    db = f"sqlite:///{tmp_path / 'scores.db'}"
     env = {
         **os.environ,
         "PREFECT_API_URL": prefect_harness,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         COMPILED_MODELS_ENV: str(tmp_path / "compiled-models"),
+        "MODELFERRY_SQL_URL": db,
     }
     args = ["--input", str(folder), "--model-name", MODEL, "--tracking-uri", mlflow_uri]
     args += ["--output", str(output), "--id-column", "row_id"]
@@ -198,6 +200,8 @@ def test_the_command_line_says_what_is_wrong_once_and_exits_as_the_run_ends(
         assert list(written["row_id"]) == list(data["row_id"])
         assert set(written["file"]) == {"part-1.parquet", "part-2.csv"}
     assert f"left out 2 predictions file(s): {MODEL}-1234.parquet, predictions.csv" in console
+    # MODELFERRY_SQL_URL, read from the environment: each completed run appended its rows.
+    assert len(read_table(db)) == 2 * ROWS
 
 
 def test_missing_alias_fails_with_what_to_do(
