@@ -3,6 +3,7 @@
 #: Every module holding modelferry block types, registered by `python -m blocks`.
 BLOCK_MODULES = (
     "blocks.mlflow_tracking",
+    "blocks.azure_credentials",
     "blocks.azureml_workspace",
     "blocks.package_store",
     "blocks.delivery_channel",

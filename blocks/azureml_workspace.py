@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
+from blocks.azure_credentials import AzureServicePrincipal
 from blocks.base import EndpointBackendBlock
 from modelferry.endpoints.azureml import (
     AzureMLEndpointBackend,
     AzureMonitorMetrics,
     WorkspaceRef,
-    azure_sdk,
 )
 from modelferry.registry import ModelRegistry
 
@@ -20,23 +20,28 @@ if TYPE_CHECKING:
     from azure.ai.ml import MLClient
     from azure.identity import ClientSecretCredential, DefaultAzureCredential
 
+# The order the inline fields' messages have always named them in.
 _SERVICE_PRINCIPAL = ("client_id", "tenant_id", "client_secret")
 
 
 class AzureMLWorkspace(EndpointBackendBlock):
     """An Azure ML workspace whose managed online endpoints modelferry deploys to.
 
-    Signs in with a service principal (client_id, tenant_id and client_secret, all three)
-    or, with none of them, with `DefaultAzureCredential` (environment, workload or managed
-    identity, Azure CLI login); `managed_identity_client_id` picks a user-assigned
-    identity for the latter. The identity needs to manage online endpoints and, for the
-    canary checks, to read their metrics (Monitoring Reader).
+    Signs in preferably with a saved `AzureServicePrincipal` in `credentials` (one
+    principal for many blocks); else with a service principal inline (client_id, tenant_id
+    and client_secret, all three) or, with none of them, with `DefaultAzureCredential`
+    (environment, workload or managed identity, Azure CLI login);
+    `managed_identity_client_id` picks a user-assigned identity for the latter. The
+    identity needs to manage online endpoints and, for the canary checks, to read their
+    metrics (Monitoring Reader).
 
     Deployments run modelferry's scoring script (class probabilities) unless
     `no_code_mlflow` asks for Azure ML's no-code MLflow server, which answers labels.
 
         AzureMLWorkspace(subscription_id="...", resource_group="ml-rg",
-                         workspace_name="ml-weu").save("production")
+                         workspace_name="ml-weu",
+                         credentials=AzureServicePrincipal.load("modelferry-sp"),
+                         ).save("production")
     """
 
     _block_type_name = "modelferry Azure ML Workspace"
@@ -48,11 +53,24 @@ class AzureMLWorkspace(EndpointBackendBlock):
     subscription_id: str = Field(description="Azure subscription id of the workspace.")
     resource_group: str = Field(description="Resource group of the workspace.")
     workspace_name: str = Field(description="Azure ML workspace name.")
-    client_id: str | None = Field(default=None, description="Service principal (app) id.")
-    tenant_id: str | None = Field(default=None, description="Service principal's tenant id.")
-    client_secret: SecretStr | None = Field(default=None, description="Service principal secret.")
+    credentials: AzureServicePrincipal | None = Field(
+        default=None,
+        description="Azure AD sign-in, preferred to the inline fields: a saved "
+        "AzureServicePrincipal that other blocks share; empty for the inline fields.",
+    )
+    client_id: str | None = Field(
+        default=None, description="Service principal (app) id (prefer credentials)."
+    )
+    tenant_id: str | None = Field(
+        default=None, description="Service principal's tenant id (prefer credentials)."
+    )
+    client_secret: SecretStr | None = Field(
+        default=None, description="Service principal secret (prefer credentials)."
+    )
     managed_identity_client_id: str | None = Field(
-        default=None, description="User-assigned managed identity, for the default credential."
+        default=None,
+        description="User-assigned managed identity, for the default credential "
+        "(prefer credentials).",
     )
     environment: str | None = Field(
         default=None,
@@ -75,6 +93,14 @@ class AzureMLWorkspace(EndpointBackendBlock):
     @model_validator(mode="after")
     def _one_way_to_sign_in(self) -> AzureMLWorkspace:
         given = [name for name in _SERVICE_PRINCIPAL if getattr(self, name) is not None]
+        inline = given + ["managed_identity_client_id"] * (
+            self.managed_identity_client_id is not None
+        )
+        if inline and self.credentials is not None:
+            raise ValueError(
+                f"set either credentials or the inline {', '.join(inline)}, not both "
+                "(credentials is preferred)"
+            )
         if given and len(given) < len(_SERVICE_PRINCIPAL):
             missing = [name for name in _SERVICE_PRINCIPAL if name not in given]
             raise ValueError(
@@ -117,14 +143,12 @@ class AzureMLWorkspace(EndpointBackendBlock):
         return WorkspaceRef(self.subscription_id, self.resource_group, self.workspace_name)
 
     def _credential(self) -> ClientSecretCredential | DefaultAzureCredential:
-        # The only place the secret is unwrapped: where a credential is built from it.
-        with azure_sdk("AzureMLWorkspace"):
-            from azure.identity import ClientSecretCredential, DefaultAzureCredential
-
-        if self.client_secret is not None:
-            return ClientSecretCredential(
-                tenant_id=str(self.tenant_id),
-                client_id=str(self.client_id),
-                client_secret=self.client_secret.get_secret_value(),
+        principal = self.credentials
+        if principal is None:
+            principal = AzureServicePrincipal(
+                tenant_id=self.tenant_id,
+                client_id=self.client_id,
+                client_secret=self.client_secret,
+                managed_identity_client_id=self.managed_identity_client_id,
             )
-        return DefaultAzureCredential(managed_identity_client_id=self.managed_identity_client_id)
+        return principal.get_credential("AzureMLWorkspace")

@@ -7,15 +7,13 @@ from typing import TYPE_CHECKING
 
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
+from blocks.azure_credentials import SERVICE_PRINCIPAL, AzureServicePrincipal
 from blocks.base import PackageStoreBlock
 from modelferry.stores.azure_blob import AzureBlobPackageStore, LinkSettings
-from modelferry.stores.azure_sdk import blob_sdk
 from modelferry.stores.local import DEFAULT_ROOT, LocalPackageStore
 
 if TYPE_CHECKING:
-    from azure.core.credentials import TokenCredential
-
-_SERVICE_PRINCIPAL = ("tenant_id", "client_id", "client_secret")
+    from azure.identity import ClientSecretCredential, DefaultAzureCredential
 
 
 class LocalPackageStoreBlock(PackageStoreBlock):
@@ -42,12 +40,15 @@ class AzureBlobPackageStoreBlock(PackageStoreBlock):
     """Packages in a Blob Storage container; devices get read-only SAS links to one blob.
 
     Sign in with a connection string (links signed with the account key), or with an
-    account URL and Azure AD: a service principal (tenant_id, client_id and client_secret,
-    all three) or, with none of them, `DefaultAzureCredential` (environment, workload or
-    managed identity, Azure CLI login). Azure AD links are signed with user delegation
-    keys; the identity needs 'Storage Blob Data Contributor' and 'Storage Blob Delegator'.
+    account URL and Azure AD: preferably a saved `AzureServicePrincipal` in `credentials`
+    (one principal for many blocks), else a service principal inline (tenant_id, client_id
+    and client_secret, all three) or, with neither, `DefaultAzureCredential` (environment,
+    workload or managed identity, Azure CLI login). Azure AD links are signed with user
+    delegation keys; the identity needs 'Storage Blob Data Contributor' and
+    'Storage Blob Delegator'.
 
         AzureBlobPackageStoreBlock(account_url="https://acct.blob.core.windows.net",
+                                   credentials=AzureServicePrincipal.load("modelferry-sp"),
                                    container="packages").save("production")
     """
 
@@ -64,9 +65,21 @@ class AzureBlobPackageStoreBlock(PackageStoreBlock):
     account_url: str | None = Field(
         default=None, description="Blob endpoint, e.g. https://acct.blob.core.windows.net."
     )
-    tenant_id: str | None = Field(default=None, description="Service principal's tenant id.")
-    client_id: str | None = Field(default=None, description="Service principal (app) id.")
-    client_secret: SecretStr | None = Field(default=None, description="Service principal secret.")
+    credentials: AzureServicePrincipal | None = Field(
+        default=None,
+        description="Azure AD sign-in with account_url, preferred to the inline fields: a "
+        "saved AzureServicePrincipal that other blocks share; empty for the inline service "
+        "principal or, without one, the default credential.",
+    )
+    tenant_id: str | None = Field(
+        default=None, description="Service principal's tenant id (prefer credentials)."
+    )
+    client_id: str | None = Field(
+        default=None, description="Service principal (app) id (prefer credentials)."
+    )
+    client_secret: SecretStr | None = Field(
+        default=None, description="Service principal secret (prefer credentials)."
+    )
     link_expiry_minutes: int = Field(
         default=15, ge=1, le=7 * 24 * 60, description="How long a device's link is valid."
     )
@@ -78,13 +91,18 @@ class AzureBlobPackageStoreBlock(PackageStoreBlock):
     def _one_way_to_sign_in(self) -> AzureBlobPackageStoreBlock:
         if (self.connection_string is None) == (self.account_url is None):
             raise ValueError("set either connection_string or account_url, not both or neither")
-        given = [name for name in _SERVICE_PRINCIPAL if getattr(self, name) is not None]
-        if given and self.connection_string is not None:
+        given = [name for name in SERVICE_PRINCIPAL if getattr(self, name) is not None]
+        if (given or self.credentials is not None) and self.connection_string is not None:
             raise ValueError(
                 "a service principal signs in with account_url; a connection string needs none"
             )
-        if given and len(given) < len(_SERVICE_PRINCIPAL):
-            missing = [name for name in _SERVICE_PRINCIPAL if name not in given]
+        if given and self.credentials is not None:
+            raise ValueError(
+                f"set either credentials or the inline {', '.join(given)}, not both "
+                "(credentials is preferred)"
+            )
+        if given and len(given) < len(SERVICE_PRINCIPAL):
+            missing = [name for name in SERVICE_PRINCIPAL if name not in given]
             raise ValueError(
                 f"a service principal needs tenant_id, client_id and client_secret; "
                 f"{', '.join(missing)} missing (or set none of them for the default credential)"
@@ -105,14 +123,11 @@ class AzureBlobPackageStoreBlock(PackageStoreBlock):
             str(self.account_url), self._credential(), self.container, links=links
         )
 
-    def _credential(self) -> TokenCredential:
-        with blob_sdk():
-            from azure.identity import ClientSecretCredential, DefaultAzureCredential
-
-        if self.client_secret is not None:
-            return ClientSecretCredential(
-                tenant_id=str(self.tenant_id),
-                client_id=str(self.client_id),
-                client_secret=self.client_secret.get_secret_value(),
-            )
-        return DefaultAzureCredential()
+    def _credential(self) -> ClientSecretCredential | DefaultAzureCredential:
+        if self.credentials is not None:
+            return self.credentials.get_credential("AzureBlobPackageStore")
+        inline = AzureServicePrincipal(
+            tenant_id=self.tenant_id, client_id=self.client_id, client_secret=self.client_secret
+        )
+        # The inline default credential honours AZURE_CLIENT_ID, as it always has.
+        return inline.get_credential("AzureBlobPackageStore", pin_managed_identity=False)

@@ -50,6 +50,7 @@ def test_every_block_type_registers(prefect_harness: str) -> None:
     slugs = {t["slug"] for t in api_filter("/block_types/filter", {})}
     assert {
         "modelferry-mlflow-tracking",
+        "modelferry-azure-service-principal",
         "modelferry-azureml-workspace",
         "modelferry-local-package-store",
         "modelferry-azure-blob-package-store",
@@ -59,7 +60,7 @@ def test_every_block_type_registers(prefect_harness: str) -> None:
         "modelferry-endpoint-key",
         "modelferry-webhook-notification",
     } <= slugs, sorted(slugs)
-    assert len(BLOCK_MODULES) == 7
+    assert len(BLOCK_MODULES) == 8
 
 
 @pytest.fixture
