@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from abc import ABC
+from pathlib import Path
 
 import pytest
 from prefect.blocks.core import Block
@@ -25,6 +26,7 @@ def _block_types() -> list[type[Block]]:
 
 
 BLOCK_TYPES = _block_types()
+README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
 
 
 def test_every_block_module_defines_a_block_type() -> None:
@@ -37,9 +39,11 @@ class TestEveryBlock(BlockStandardTestSuite):
     def block(self, block_type: type[Block]) -> type[Block]:
         return block_type
 
-    @pytest.mark.skip(reason="modelferry publishes no documentation site for its blocks")
     def test_has_a_documentation_url(self, block: type[Block]) -> None:
-        """Skipped: see the reason."""
+        """The project's documentation of a block type is its row in README's block table."""
+        rows = [line for line in README.splitlines() if line.startswith("| `modelferry-")]
+        [row] = [row for row in rows if row.startswith(f"| `{block.get_block_type_slug()}` |")]
+        assert f"`{block.__name__}`" in row
 
     @pytest.mark.skip(reason="modelferry's blocks carry no logo (the check downloads it)")
     def test_has_a_valid_image(self, block: type[Block]) -> None:
