@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= config/model_config.json
+TEST_WORKERS ?= auto
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export GIT_PYTHON_REFRESH ?= quiet
@@ -36,8 +37,12 @@ demo: $(VENV)/.core
 
 ## Lint, type-check and run the whole test suite (unit, integration, e2e).
 # `services` comes first: a machine without what the tests need stops before the install.
+# The unit and fuzz layers run on every core (pytest-xdist; TEST_WORKERS=0 runs them in
+# this process); the integration and e2e layers share one Prefect test server and service
+# ports, so they run in one process.
 test: services $(VENV)/.dev lint typecheck
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) tests/unit tests/fuzz
+	$(PY) -m pytest tests/integration tests/e2e
 
 ## Check what the tests talk to (PostgreSQL, Chromium, Mosquitto, NATS, Node.js, Azurite);
 ## as root install or start what is missing, otherwise name the commands that would.
