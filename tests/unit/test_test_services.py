@@ -51,6 +51,12 @@ def _lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line]
 
 
+def _lines_but_azurite(stderr: str) -> list[str]:
+    """The lines, less Azurite's: a machine where it is not installed yet names it too, and
+    that line is `test_each_missing_thing_is_one_line_naming_its_install_command`'s subject."""
+    return [line for line in _lines(stderr) if not line.startswith("missing Azurite ")]
+
+
 def test_without_root_a_binary_missing_from_path_stops_with_one_line() -> None:
     # A PATH holding everything the script looks up there but Node.js.
     with tempfile.TemporaryDirectory() as folder:
@@ -65,7 +71,7 @@ def test_without_root_a_binary_missing_from_path_stops_with_one_line() -> None:
 
     assert result.returncode == 1
     assert result.stdout == ""
-    assert _lines(result.stderr) == [
+    assert _lines_but_azurite(result.stderr) == [
         "missing node (Node.js, which runs Azurite): as root, apt-get install -y nodejs"
     ]
     # Nothing was attempted: no apt, no npm, no "installing ..." progress lines.
@@ -106,7 +112,7 @@ def test_check_only_reports_even_as_root() -> None:
     )
 
     assert result.returncode == 1
-    assert _lines(result.stderr) == [
+    assert _lines_but_azurite(result.stderr) == [
         "missing nats-server (the NATS server the streaming tests start): as root, "
         "apt-get install -y nats-server"
     ]
