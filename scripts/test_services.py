@@ -230,6 +230,14 @@ def _azurite_ready() -> bool:
     return "azurite" not in _pretended_missing() and _azurite_present()
 
 
+def _attempt(step: Callable[..., object], *args: object) -> None:
+    """Run one setup step; a failure is one `failed:` line, not a traceback."""
+    try:
+        step(*args)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+        _say(f"failed: {exc}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Check, then (unless `--check`) install and start what is missing; 0 when all is there."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -245,18 +253,16 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
         return 1
     packages = sorted({package for r in missing for package in r.packages})
-    try:
-        if packages:
-            _apt_install(packages)
-        if postgres_state() == "down":
-            _start_postgres()
-        # Azurite installs under the checkout with npm: no root needed.
-        if not _azurite_present() and shutil.which("npm"):
-            _say(f"installing Azurite {AZURITE.AZURITE_VERSION} with npm")
-            AZURITE.install()
-    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-        # What is still missing is listed below; this says why it is.
-        _say(f"failed: {exc}")
+    # Each step on its own: a failed apt-get still lets an installed PostgreSQL start and
+    # Azurite install. What is still missing is listed below; `failed:` says why.
+    if packages:
+        _attempt(_apt_install, packages)
+    if postgres_state() == "down":
+        _attempt(_start_postgres)
+    # Azurite installs under the checkout with npm: no root needed.
+    if not _azurite_present() and shutil.which("npm"):
+        _say(f"installing Azurite {AZURITE.AZURITE_VERSION} with npm")
+        _attempt(AZURITE.install)
     remaining = problems(
         missing_requirements(), postgres=postgres_state(), azurite=_azurite_ready()
     )

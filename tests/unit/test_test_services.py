@@ -186,3 +186,33 @@ def test_postgres_not_listening_is_down(monkeypatch: pytest.MonkeyPatch) -> None
     [line] = script.problems([], postgres="down", azurite=True)
     assert line.startswith("missing PostgreSQL on 127.0.0.1:5432 (nothing answers): as root, ")
     assert "pg_ctlcluster --skip-systemctl-redirect " in line
+
+
+def test_as_root_a_failed_apt_get_still_starts_postgres_and_names_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = _load_script()
+    mosquitto = script.Requirement(
+        "mosquitto", "the MQTT broker", lambda: False, packages=("mosquitto",)
+    )
+    postgres = iter(["down", "down", "ok"])  # checked, before the start, after it
+    started: list[str] = []
+
+    def apt_fails(packages: list[str]) -> None:
+        raise subprocess.CalledProcessError(100, ["apt-get", "install", *packages])
+
+    monkeypatch.setattr(script.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(script, "missing_requirements", lambda: [mosquitto])
+    monkeypatch.setattr(script, "postgres_state", lambda: next(postgres))
+    monkeypatch.setattr(script, "_azurite_ready", lambda: True)
+    monkeypatch.setattr(script, "_azurite_present", lambda: True)
+    monkeypatch.setattr(script, "_apt_install", apt_fails)
+    monkeypatch.setattr(script, "_start_postgres", lambda: started.append("postgres"))
+
+    assert script.main([]) == 1
+
+    assert started == ["postgres"]
+    lines = _lines(capsys.readouterr().err)
+    assert any(line.startswith("test-services: failed: Command '['apt-get'") for line in lines)
+    assert lines[-1].startswith("missing mosquitto (the MQTT broker): as root, apt-get install")
+    assert not any("PostgreSQL" in line for line in lines)
