@@ -354,6 +354,23 @@ def test_upload_gives_up_after_its_attempts(package: Path) -> None:
     assert "uploading package churn version 3" in str(failed.value)
 
 
+def test_a_sas_in_the_service_url_is_never_shown(
+    package: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client built on an account URL with a SAS token keeps it in `.url`.
+    service = FakeBlobService(
+        account_key_credential(),
+        url=f"https://acct.blob.core.windows.net/?sv=2025-07-05&sp=rw&sig={PLANTED_SIG}",
+    )
+    service.upload_failures = [ServiceRequestError("unreachable")] * 3
+    store = make_store(service)
+    with pytest.raises(PackageStoreError, match="cannot reach") as failed:
+        store.put(package, package_id="churn", version="3")
+    assert store.account_url == "https://acct.blob.core.windows.net"
+    for shown in (str(failed.value), repr(store), caplog.text):
+        assert PLANTED_SIG not in shown
+
+
 def test_a_refused_upload_is_not_retried(package: Path) -> None:
     service = FakeBlobService(account_key_credential())
     service.upload_failures = [_http_error(HttpResponseError, 400, "InvalidHeader", "bad")]

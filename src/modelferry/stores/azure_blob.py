@@ -123,7 +123,9 @@ class AzureBlobPackageStore(PackageStore):
                 "LinkSettings.expiry must be positive and clock_skew not negative"
             )
         self.container = container
-        self.account_url = service.url.rstrip("/")
+        # The SDK's URL holds a SAS token as its query when the client was built with one:
+        # cut here, so no message, log line or repr can show it.
+        self.account_url = service.url.partition("?")[0].rstrip("/")
         self.links = links
         self.retry = retry
         self._clock = clock
@@ -403,8 +405,7 @@ class AzureBlobPackageStore(PackageStore):
             logger.info("created container %r at %s", self.container, self.account_url)
 
     def _blob_url(self, blob: str) -> str:
-        # `account_url` may carry a SAS token as its query: never part of an error.
-        return f"{self.account_url.partition('?')[0]}/{self.container}/{blob}"
+        return f"{self.account_url}/{self.container}/{blob}"
 
     def _where(self, blob: str | None = None) -> str:
         container = f"container {self.container!r}"
