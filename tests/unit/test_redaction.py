@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from modelferry.redaction import MASK, Redactor, without_query
 
 KEY = "c2VjcmV0K2tleS9wYXJ0PT0="  # base64 with "+", "/" and "="
@@ -46,3 +48,21 @@ def test_a_download_link_is_shown_without_its_query() -> None:
 
 def test_the_repr_holds_no_secret() -> None:
     assert KEY not in repr(Redactor([KEY]))
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("postgresql://u:p/w@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),
+        (
+            "a https://u:pw@h/x and mqtt://a:b@c:1883 z",
+            "a https://u:***@h/x and mqtt://a:***@c:1883 z",
+        ),
+        ('"https://u:pw@h"', '"https://u:***@h"'),
+        ("https://h/path@x", "https://h/path@x"),
+        ("mqtt://user@host", "mqtt://user@host"),
+    ],
+)
+def test_a_password_written_without_percent_encoding_is_cut_whole(text: str, shown: str) -> None:
+    assert Redactor()(text) == shown
