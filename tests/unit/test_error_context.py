@@ -7,6 +7,7 @@ result, so every error class must survive `pickle` with its message and attribut
 from __future__ import annotations
 
 import inspect
+import json
 import pickle
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,8 @@ from modelferry.errors import (
     TrackingUnavailableError,
 )
 from modelferry.stores.local import LocalPackageStore
+
+ROOT = Path(__file__).parents[2]
 
 ERROR_CLASSES = sorted(
     {
@@ -143,12 +146,14 @@ def test_a_package_store_names_the_package(tmp_path: Path) -> None:
 
 def test_an_invalid_config_names_its_file_and_the_first_bad_field(tmp_path: Path) -> None:
     path = tmp_path / "model.json"
-    path.write_text('{"experiment_name": "churn", "gate": {"metrics": "f1"}}')
+    config = json.loads((ROOT / "config" / "model_config.json").read_text())
+    config["gate"]["metrics"] = "f1"  # the one bad field of a valid config
+    path.write_text(json.dumps(config))
     with pytest.raises(InvalidConfigError) as raised:
         load_config(path)
     assert raised.value.path == str(path)
-    assert raised.value.key
-    assert raised.value.key in str(raised.value)
+    assert raised.value.key == "gate.metrics"
+    assert "gate.metrics" in str(raised.value)
     with pytest.raises(InvalidConfigError) as missing:
         load_config(tmp_path / "nope.yaml")
     assert missing.value.path == str(tmp_path / "nope.yaml")
