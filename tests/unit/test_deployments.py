@@ -148,6 +148,10 @@ def test_the_readme_and_pipelines_name_only_declared_deployments() -> None:
     for name in declared:
         flow, deployment = name.split("/")
         assert f"`{name}`" in readme or (f"`{flow}`" in readme and f"`{deployment}`" in readme)
+    # Every deployment a README command starts exists, as every one the pipelines start.
+    run_in_readme = set(re.findall(r"(?:deployment run|ci_run) '([^']+)'", readme))
+    assert run_in_readme
+    assert run_in_readme <= set(declared), sorted(run_in_readme - set(declared))
     started = {
         found
         for path in (REPO / ".devops" / "pipelines").glob("*.yml")
