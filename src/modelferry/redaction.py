@@ -27,9 +27,7 @@ MASK: Final = "***"
 _SAS_SIGNATURE: Final = re.compile(r"(?i)\bsig=[^&\s'\"<>]+")
 # Up to the last `@` of the URL: a password written without percent-encoding may hold `/`
 # or `@` itself, and showing a host too few is better than a password's tail.
-_URL_PASSWORD: Final = re.compile(
-    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)[^\s'\"<>]*@"
-)
+_URL_PASSWORD: Final = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)[^\s'\"<>]*@")
 
 
 class Redactor:
