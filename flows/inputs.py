@@ -46,7 +46,6 @@ class Targets(BaseModel):
     (endpoints, store, channel) by ``block-type-slug/name``.
     """
 
-    # A validation error would otherwise echo the input, a records URL's password included.
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     tracking: str | None = Field(
@@ -95,12 +94,6 @@ class Targets(BaseModel):
             raise ValueError("give tracking (a block) or tracking_uri, not both")
         if self.records and self.records_url:
             raise ValueError("give records (a Secret block) or records_url, not both")
-        if self.records_url and re.search(_PASSWORD_IN_URL, self.records_url):
-            # Flow run parameters are stored as given; the URL is not repeated here.
-            raise ValueError(
-                "records_url holds a password, and flow run parameters are stored as given: "
-                "save the URL in a Prefect Secret block and name it in records"
-            )
         return self
 
     @property
@@ -157,7 +150,18 @@ class Targets(BaseModel):
         )
 
     def records_secret(self) -> SecretStr | None:
-        """The delivery records URL, from the Secret block or `records_url`; else None."""
+        """The delivery records URL, from the Secret block or `records_url`; else None.
+
+        A `records_url` with a password is refused here, not when the parameters are
+        validated: Prefect logs a refused parameter's value with the error.
+        """
+        if self.records_url and re.search(_PASSWORD_IN_URL, self.records_url):
+            # Flow run parameters are stored as given; the URL is not repeated here.
+            raise InvalidConfigError(
+                "targets.records_url holds a password, and flow run parameters are stored as "
+                "given: save the URL in a Prefect Secret block and name it in targets.records",
+                key="targets.records_url",
+            )
         if self.records:
             from prefect.blocks.system import Secret
 

@@ -116,6 +116,8 @@ def retrain_and_deliver(
         approval_poll_seconds: how often a paused run checks whether it was resumed.
     """
     logger = get_run_logger()
+    if deliver:
+        targets.records_secret()  # a records URL with a password fails now, not after training
     registration = train_and_register(
         config_path=config_path,
         approval=approval,

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 
+import flows.retrain_and_deliver as nightly
 from flows.deliver_package import deliver_package
 from flows.deploy_online_endpoint import deploy_online_endpoint
 from flows.inputs import Rollout, Targets
 from flows.package_and_deliver import package_and_deliver
 from flows.retrain_and_deliver import retrain_and_deliver
+from modelferry.errors import InvalidConfigError
 
 DELIVERY = {
     "deploy_env": "dev",
@@ -82,12 +85,33 @@ def test_nested_values_arrive_as_the_models() -> None:
     assert validated["rollout"].policy().steps == (50, 100)
 
 
-def test_a_password_in_the_records_url_is_refused_without_repeating_it() -> None:
+def test_a_password_in_the_records_url_is_refused_without_repeating_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     url = "postgresql://ci:hunter2@db/deliveries"
-    with pytest.raises(ParameterTypeError) as caught:
-        deliver_package.validate_parameters({**DELIVERY, "targets": {"records_url": url}})
-    assert "save the URL in a Prefect Secret block" in str(caught.value)
+    # Not at parameter validation: Prefect logs a refused parameter's value with the error.
+    caplog.set_level(logging.DEBUG)
+    validated = deliver_package.validate_parameters({**DELIVERY, "targets": {"records_url": url}})
+    assert "hunter2" not in caplog.text
+    with pytest.raises(InvalidConfigError, match="save the URL in a Prefect Secret") as caught:
+        validated["targets"].records_secret()
+    assert caught.value.key == "targets.records_url"
     assert "hunter2" not in str(caught.value)
+
+
+def test_the_nightly_flow_refuses_a_records_url_with_a_password_before_training(
+    prefect_harness: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def trained(**_: Any) -> None:
+        raise AssertionError("trained before the records URL was checked")
+
+    monkeypatch.setattr(nightly, "train_and_register", trained)
+    targets = Targets(records_url="postgresql://ci:hunter2@db/deliveries")
+    state = retrain_and_deliver(targets=targets, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(InvalidConfigError, match=r"targets\.records_url holds a password"):
+        state.result()
+    assert "hunter2" not in caplog.text
 
 
 def test_rollout_policy_defaults_follow_the_strategy() -> None:
